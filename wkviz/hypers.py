@@ -1,0 +1,144 @@
+"""Hyperparameters of a Wigner-kernel computation: one frozen, hashable dataclass.
+
+Names follow the paper and ``DESIGN.md`` §2: ``nu_max`` (body order), ``lambda_max`` (angular truncation),
+lengths in Å.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+
+SCHEDULES = ("reduced", "full")
+NORMALIZATIONS = ("exact", "reference")
+NU1_ROUTES = ("basis", "exact")
+
+
+@dataclass(frozen=True)
+class Hypers:
+    """Hyperparameters of a Wigner kernel.
+
+    Parameters
+    ----------
+    nu_max : int
+        Highest body order ν; a ν-kernel is a (ν+1)-body kernel. 1 ≤ ``nu_max`` ≤ 12.
+    lambda_max : int
+        Highest angular order L kept in the ν=1 seed, in every intermediate and in the outputs. 0 ≤ L ≤ 8.
+    cutoff : float
+        Neighbour cutoff radius r_c, Å.
+    cutoff_width : float
+        Width w of the shifted-cosine switching region below the cutoff, Å (0 < w ≤ r_c).
+    density_width : float
+        Gaussian width σ of each neighbour in the density, Å. With ``density_scaling`` it is σ₀ of
+        σ(r) = σ₀·exp(r/r_s).
+    density_scaling : float or None
+        Length r_s (Å) of the radial growth of the width, σ(r) = σ₀·exp(r/r_s), with unit-integral Gaussians
+        so wide far-away neighbours also weigh less (MATH.md §13). ``None`` means a constant width with
+        unit-norm Gaussians (featomic's convention).
+    schedule : {"reduced", "full"}
+        ``"reduced"`` runs the equivariant recursion up to ⌈ν_max/2⌉ and then contracts to invariants
+        (identical invariants, about 3× cheaper at ν_max=4, L=3). Tensorial outputs always use the full
+        recursion for the requested blocks.
+    normalization : {"exact", "reference"}
+        ``"exact"``: k^ν = ∫dR D^λ(R) h(R)^ν (ν=2 is 8π² × the SOAP linear kernel). ``"reference"``: the
+        published lab-cosmo code's convention (MATH.md §8).
+    nu1_route : {"basis", "exact"}
+        How the ν=1 kernels are computed: ``"basis"`` (default) expands the density on a radial basis
+        optimised for the exact radial kernel and multiplies coefficient matrices; ``"exact"`` is the
+        basis-free pair sum. They agree to ≤ 1e-6 relative.
+    """
+
+    nu_max: int = 4
+    lambda_max: int = 3
+    cutoff: float = 5.0
+    cutoff_width: float = 0.5
+    density_width: float = 0.3
+    density_scaling: float | None = None
+    schedule: str = "reduced"
+    normalization: str = "exact"
+    nu1_route: str = "basis"
+
+    def __post_init__(self):
+        def fail(msg):
+            raise ValueError(msg)
+
+        for name in ("nu_max", "lambda_max"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int,)) and not (
+                isinstance(value, float) and value.is_integer()
+            ):
+                fail(f"{name} must be a whole number, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        for name in ("cutoff", "cutoff_width", "density_width"):
+            value = getattr(self, name)
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                fail(f"{name} must be a number in Å, got {value!r}")
+            object.__setattr__(self, name, value)
+        if self.density_scaling is not None:
+            try:
+                object.__setattr__(self, "density_scaling", float(self.density_scaling))
+            except (TypeError, ValueError):
+                fail(f"density_scaling must be a length in Å or None, got {self.density_scaling!r}")
+        if not 1 <= self.nu_max <= 12:
+            fail(f"nu_max must be between 1 and 12, got {self.nu_max}")
+        if not 0 <= self.lambda_max <= 8:
+            fail(f"lambda_max must be between 0 and 8, got {self.lambda_max}")
+        if not (math.isfinite(self.cutoff) and 0.5 <= self.cutoff <= 15.0):
+            fail(f"cutoff must be between 0.5 and 15 Å, got {self.cutoff}")
+        if not (math.isfinite(self.cutoff_width) and 0.0 < self.cutoff_width <= self.cutoff):
+            fail(f"cutoff_width must be > 0 and at most the cutoff ({self.cutoff} Å), got {self.cutoff_width}")
+        if not (math.isfinite(self.density_width) and 0.05 <= self.density_width <= 3.0):
+            fail(f"density_width must be between 0.05 and 3 Å, got {self.density_width}")
+        if self.density_scaling is not None and not (
+            math.isfinite(self.density_scaling) and 0.5 <= self.density_scaling <= 1000.0
+        ):
+            fail(f"density_scaling must be between 0.5 and 1000 Å (or None for a constant width), "
+                 f"got {self.density_scaling}")
+        if self.schedule not in SCHEDULES:
+            fail(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.normalization not in NORMALIZATIONS:
+            fail(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r}")
+        if self.nu1_route not in NU1_ROUTES:
+            fail(f"nu1_route must be one of {', '.join(NU1_ROUTES)}, got {self.nu1_route!r}")
+
+    def replace(self, **changes) -> "Hypers":
+        """Return a copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """Every hyperparameter as a plain, JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys), the form stored in ``K.npz['hypers']``."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Hypers":
+        """Build from a dict, refusing unknown names with the list of valid ones."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown hyperparameter(s) {', '.join(unknown)}; valid names: {', '.join(sorted(names))}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Hypers":
+        return cls.from_dict(json.loads(text))
+
+    def digest(self) -> str:
+        """Short content hash used as a cache key."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+    def width_at(self, r):
+        """Gaussian width σ(r) in Å of a neighbour at distance ``r``."""
+        if self.density_scaling is None:
+            return self.density_width + 0.0 * r
+        import numpy as np
+
+        return self.density_width * np.exp(np.asarray(r) / self.density_scaling)
