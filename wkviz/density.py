@@ -1,0 +1,375 @@
+"""ν=1 equivariant kernels: the exact basis-free pair sum and the fast radial-basis route.
+
+The ν=1 Wigner kernel of two environments is (MATH.md §3–4)
+    H^l_{mm'}(i, i') = Σ_{j∈i, j'∈i', same species} f_j f_j' k_l(r_j, r_j') Y_lm(r̂_j) Y_lm'(r̂_j'),
+with the radial kernel
+    k_l(r, r') = p(r, r') · 4π e^{−(r−r')²/2S} [e^{−x} i_l(x)],  x = r r'/S,  S = σ(r)² + σ(r')².
+For a constant width (unit-norm Gaussians, featomic's convention) S = 2σ² and p = 1; with the radially
+growing width σ(r) = σ₀ e^{r/r_s} (unit-integral Gaussians, MATH.md §13) p = (2πS)^{−3/2}.
+
+*Exact route*: the pair sum above, in Numba, with a scaled modified spherical Bessel function.
+*Basis route* (default): k_l is a positive-definite kernel on [0, r_c], so it factorises as
+k_l(r, r') ≈ Σ_n φ_ln(r) φ_ln(r'), with φ_ln the Nyström eigenfunctions of k_l on a Gauss–Legendre grid,
+keeping every eigenvalue above a relative tolerance. Density coefficients
+c_{a,nlm}(i) = Σ_{j∈i, a_j=a} f_j φ_ln(r_j) Y_lm(r̂_j) turn H^l into one matrix product per l.
+This is the optimal radial basis for this kernel: the fewest functions for a given accuracy.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .spherical import _sph_norms, sph_harm_into
+
+FOUR_PI = 4.0 * math.pi
+
+
+@njit(cache=True)
+def scaled_bessel_into(x, l_max, out):
+    """e^{−x} i_l(x) for l = 0..l_max into ``out``, for x ≥ 0.
+
+    Three regimes keep full double precision without overflow: the leading power-series term for tiny x,
+    Miller's downward recurrence normalised by the exact i_0 for moderate x (the upward recurrence loses
+    digits there), and the upward recurrence from exact i_0, i_1 for large x, where it is stable.
+    """
+    if x < 1e-6:
+        # i_l(x) ≈ x^l/(2l+1)!! (1 + x²/(2(2l+3))); e^{−x} factor to the same order
+        t = 1.0
+        for l in range(l_max + 1):
+            if l > 0:
+                t *= x / (2 * l + 1)
+            out[l] = t * (1.0 + x * x / (2.0 * (2 * l + 3))) * math.exp(-x)
+        return
+    e2 = math.exp(-2.0 * x)
+    i0 = -math.expm1(-2.0 * x) / (2.0 * x)
+    if x > max(30.0, 1.0 * l_max * l_max):
+        out[0] = i0
+        if l_max >= 1:
+            out[1] = ((1.0 + e2) * 0.5 - i0) / x
+        for l in range(1, l_max):
+            out[l + 1] = out[l - 1] - (2 * l + 1) / x * out[l]
+        return
+    start = l_max + 20 + int(x)
+    ip1 = 0.0
+    il = 1e-280
+    for l in range(start, 0, -1):
+        im1 = ip1 + (2 * l + 1) / x * il
+        ip1 = il
+        il = im1
+        if l - 1 <= l_max:
+            out[l - 1] = il
+        if abs(il) > 1e250:
+            # rescale to avoid overflow on long recurrences; values kept so far scale too
+            ip1 *= 1e-250
+            il *= 1e-250
+            for k in range(l - 1, l_max + 1):
+                out[k] *= 1e-250
+    scale = i0 / out[0]
+    for l in range(l_max + 1):
+        out[l] *= scale
+
+
+@njit(cache=True)
+def _scaled_bessel_many(x, l_max):
+    out = np.zeros((x.shape[0], l_max + 1))
+    for i in range(x.shape[0]):
+        scaled_bessel_into(x[i], l_max, out[i])
+    return out
+
+
+def scaled_spherical_in(l_max: int, x) -> np.ndarray:
+    """e^{−x} i_l(x) for l = 0..l_max, shape (len(x), l_max+1); overflow-free for any x ≥ 0."""
+    x = np.ascontiguousarray(np.asarray(x, dtype=np.float64).ravel())
+    if np.any(x < 0):
+        raise ValueError("scaled_spherical_in needs x >= 0")
+    return _scaled_bessel_many(x, int(l_max))
+
+
+@njit(cache=True)
+def _pair_geometry(r1, r2, s1, s2, scaling):
+    # returns (prefactor·4π·exp(−(r1−r2)²/2S), x) for the radial kernel
+    S = s1 * s1 + s2 * s2
+    pref = FOUR_PI * math.exp(-((r1 - r2) ** 2) / (2.0 * S))
+    if scaling:
+        pref *= (2.0 * math.pi * S) ** -1.5
+    return pref, r1 * r2 / S
+
+
+def radial_kernel(l_max, r1, r2, density_width, density_scaling=None) -> np.ndarray:
+    """Exact radial kernel k_l(r1, r2) for l = 0..l_max (broadcast over r1, r2), shape (..., l_max+1)."""
+    r1, r2 = np.broadcast_arrays(np.asarray(r1, float), np.asarray(r2, float))
+    if density_scaling is None:
+        s1 = np.full(r1.shape, density_width)
+        s2 = s1
+        pref = np.ones(r1.shape)
+    else:
+        s1 = density_width * np.exp(r1 / density_scaling)
+        s2 = density_width * np.exp(r2 / density_scaling)
+    S = s1**2 + s2**2
+    if density_scaling is not None:
+        pref = (2 * np.pi * S) ** -1.5
+    b = scaled_spherical_in(l_max, (r1 * r2 / S).ravel()).reshape(r1.shape + (l_max + 1,))
+    return (FOUR_PI * pref * np.exp(-((r1 - r2) ** 2) / (2 * S)))[..., None] * b
+
+
+# --------------------------------------------------------------------------------------------------------
+# exact (basis-free) route
+
+
+@njit(cache=True)
+def _environment_harmonics(vectors, distances, l_max):
+    n = vectors.shape[0]
+    out = np.zeros((n, (l_max + 1) ** 2))
+    norms = _sph_norms(l_max)
+    q = np.zeros((l_max + 1, l_max + 1))
+    for k in range(n):
+        r = distances[k]
+        sph_harm_into(vectors[k, 0] / r, vectors[k, 1] / r, vectors[k, 2] / r, l_max, norms, q, out[k])
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _exact_nu1(pair_a, pair_b, off_a, off_b, ylm_a, ylm_b, r_a, r_b, w_a, w_b, z_a, z_b, sig_a, sig_b,
+               scaling, l_max, block_off, out):
+    # out[p, comp]: packed H^l blocks (row-major m, m') of centre pair p
+    n_pairs = pair_a.shape[0]
+    for p in prange(n_pairs):
+        bess = np.zeros(l_max + 1)
+        i = pair_a[p]
+        k = pair_b[p]
+        for j in range(off_a[i], off_a[i + 1]):
+            for jj in range(off_b[k], off_b[k + 1]):
+                if z_a[j] != z_b[jj]:
+                    continue
+                pref, x = _pair_geometry(r_a[j], r_b[jj], sig_a[j], sig_b[jj], scaling)
+                w = pref * w_a[j] * w_b[jj]
+                scaled_bessel_into(x, l_max, bess)
+                for l in range(l_max + 1):
+                    wl = w * bess[l]
+                    base = l * l
+                    o = block_off[l]
+                    d = 2 * l + 1
+                    for m in range(d):
+                        ym = wl * ylm_a[j, base + m]
+                        for mm in range(d):
+                            out[p, o + m * d + mm] += ym * ylm_b[jj, base + mm]
+
+
+def neighbour_widths(distances, density_width, density_scaling):
+    """σ(r) of each neighbour, Å."""
+    if density_scaling is None:
+        return np.full(len(distances), float(density_width))
+    return density_width * np.exp(np.asarray(distances) / density_scaling)
+
+
+def block_offsets(l_max: int) -> np.ndarray:
+    """Start of each l block in the packed ν=1 layout (blocks (2l+1)², row-major m, m')."""
+    sizes = [(2 * l + 1) ** 2 for l in range(l_max + 1)]
+    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+
+def exact_nu1_pairs(env_a, centers_a, env_b, centers_b, pair_a, pair_b, hypers) -> np.ndarray:
+    """Packed ν=1 blocks H^l of the centre pairs (centers_a[pair_a], centers_b[pair_b]) by the exact pair sum.
+
+    Returns
+    -------
+    ndarray of shape (n_pairs, Σ_l (2l+1)²)
+        H^l_{mm'} for l = 0..lambda_max, row-major in (m, m'), blocks one after another.
+    """
+    L = hypers.lambda_max
+    scaling = hypers.density_scaling is not None
+
+    def prep(env, centers):
+        sel_off = [0]
+        idx = []
+        for c in centers:
+            s, e = env.offsets[c], env.offsets[c + 1]
+            idx.append(np.arange(s, e))
+            sel_off.append(sel_off[-1] + e - s)
+        idx = np.concatenate(idx) if idx else np.zeros(0, dtype=np.int64)
+        vec = np.ascontiguousarray(env.vectors[idx])
+        dist = np.ascontiguousarray(env.distances[idx])
+        return (np.asarray(sel_off, dtype=np.int64), _environment_harmonics(vec, dist, L), dist,
+                np.ascontiguousarray(env.weights[idx]), np.ascontiguousarray(env.neighbor_numbers[idx]),
+                neighbour_widths(dist, hypers.density_width, hypers.density_scaling))
+
+    oa, ya, ra, wa, za, sa = prep(env_a, centers_a)
+    ob, yb, rb, wb, zb, sb = prep(env_b, centers_b)
+    boff = block_offsets(L)
+    out = np.zeros((len(pair_a), boff[-1]))
+    _exact_nu1(np.asarray(pair_a, np.int64), np.asarray(pair_b, np.int64), oa, ob, ya, yb, ra, rb, wa, wb, za, zb,
+               sa, sb, scaling, L, boff, out)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------
+# radial-basis route
+
+
+class RadialBasis:
+    """Optimal radial basis φ_ln(r) for the exact radial kernel k_l on [0, r_c].
+
+    Parameters
+    ----------
+    hypers : Hypers
+    tolerance : float
+        Eigenvalues below ``tolerance`` × the largest one (over all l) are dropped.
+    n_quadrature : int
+        Gauss–Legendre points used to discretise k_l.
+    n_table : int
+        Points of the uniform table used to interpolate φ_ln (4-point Lagrange, error ∝ h⁴).
+
+    Notes
+    -----
+    With the quadrature weights w_g, M_gh = √w_g k_l(r_g, r_h) √w_h = U Λ Uᵀ, and the Nyström extension
+    φ_n(r) = Σ_g k_l(r, r_g) √w_g U_gn / √λ_n reproduces k_l exactly at the nodes and, for a smooth kernel,
+    everywhere up to the dropped eigenvalues.
+    """
+
+    def __init__(self, hypers, tolerance: float = 1e-11, n_quadrature: int = 0, n_table: int = 0):
+        self.l_max = hypers.lambda_max
+        self.cutoff = hypers.cutoff
+        sigma_min = hypers.density_width
+        if n_quadrature <= 0:
+            n_quadrature = int(min(400, max(80, 12 * hypers.cutoff / sigma_min)))
+        if n_table <= 0:
+            n_table = int(min(20000, max(2000, 400 * hypers.cutoff / sigma_min)))
+        x, w = np.polynomial.legendre.leggauss(n_quadrature)
+        r = 0.5 * hypers.cutoff * (x + 1.0)
+        w = 0.5 * hypers.cutoff * w
+        sw = np.sqrt(w)
+        kernel = radial_kernel(self.l_max, r[:, None], r[None, :], hypers.density_width, hypers.density_scaling)
+        grid = np.linspace(0.0, hypers.cutoff, n_table)
+        kgrid = radial_kernel(self.l_max, grid[:, None], r[None, :], hypers.density_width, hypers.density_scaling)
+        eig = []
+        for l in range(self.l_max + 1):
+            m = sw[:, None] * kernel[:, :, l] * sw[None, :]
+            vals, vecs = np.linalg.eigh(0.5 * (m + m.T))
+            eig.append((vals[::-1], vecs[:, ::-1]))
+        top = max(v[0] for v, _ in eig)
+        tables = []
+        self.n_radial = []
+        for l, (vals, vecs) in enumerate(eig):
+            keep = vals > tolerance * top
+            n = int(keep.sum())
+            self.n_radial.append(n)
+            phi = (kgrid[:, :, l] * sw[None, :]) @ vecs[:, :n] / np.sqrt(vals[:n])[None, :]
+            tables.append(phi)
+        self.n_max = max(max(self.n_radial), 1)
+        # one padded table [l, n, grid] so Numba sees a single array
+        self.table = np.zeros((self.l_max + 1, self.n_max, n_table))
+        for l, phi in enumerate(tables):
+            self.table[l, : phi.shape[1]] = phi.T
+        self.n_radial = np.asarray(self.n_radial, dtype=np.int64)
+        self.spacing = grid[1] - grid[0]
+
+    def evaluate(self, r) -> np.ndarray:
+        """φ_ln(r) for every l, n: shape (len(r), l_max+1, n_max) (padded with zeros past n_radial[l])."""
+        r = np.ascontiguousarray(np.asarray(r, dtype=np.float64).ravel())
+        return _interp_table(r, self.table, self.spacing)
+
+
+@njit(cache=True)
+def _interp_table(r, table, h):
+    n_l, n_n, n_g = table.shape
+    out = np.zeros((r.shape[0], n_l, n_n))
+    for k in range(r.shape[0]):
+        t = r[k] / h
+        i = int(t) - 1
+        if i < 0:
+            i = 0
+        if i > n_g - 4:
+            i = n_g - 4
+        u = t - i
+        # 4-point Lagrange weights at nodes i..i+3 (u measured from node i)
+        c0 = -(u - 1.0) * (u - 2.0) * (u - 3.0) / 6.0
+        c1 = u * (u - 2.0) * (u - 3.0) / 2.0
+        c2 = -u * (u - 1.0) * (u - 3.0) / 2.0
+        c3 = u * (u - 1.0) * (u - 2.0) / 6.0
+        for l in range(n_l):
+            for n in range(n_n):
+                out[k, l, n] = (c0 * table[l, n, i] + c1 * table[l, n, i + 1] + c2 * table[l, n, i + 2]
+                                + c3 * table[l, n, i + 3])
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def radial_basis(hypers) -> RadialBasis:
+    """The (cached) optimal radial basis for these hyperparameters."""
+    return RadialBasis(hypers)
+
+
+@njit(parallel=True, cache=True)
+def _density_coefficients(centers, offsets, ylm, phi, weights, channel, n_channels, l_max, n_max, out):
+    # out[c, l, channel*n_max + n, m]  (m padded to 2*l_max+1)
+    for ci in prange(centers.shape[0]):
+        c = centers[ci]
+        for j in range(offsets[c], offsets[c + 1]):
+            a = channel[j]
+            if a < 0:
+                continue
+            w = weights[j]
+            for l in range(l_max + 1):
+                base = l * l
+                for n in range(n_max):
+                    v = w * phi[j, l, n]
+                    if v == 0.0:
+                        continue
+                    f = a * n_max + n
+                    for m in range(2 * l + 1):
+                        out[ci, l, f, m] += v * ylm[j, base + m]
+
+
+class DensityExpansion:
+    """Density coefficients of all environments of one structure set on the optimal radial basis.
+
+    Parameters
+    ----------
+    env : Environments
+    hypers : Hypers
+    channels : sequence of int
+        Neighbour species (atomic numbers) that get a channel; others are ignored (they cannot pair with
+        anything in the other set).
+    """
+
+    def __init__(self, env, hypers, channels):
+        self.env = env
+        self.hypers = hypers
+        self.basis = radial_basis(hypers)
+        L = hypers.lambda_max
+        self.channels = np.asarray(channels, dtype=np.int64)
+        lookup = {int(z): k for k, z in enumerate(self.channels)}
+        self.channel = np.array([lookup.get(int(z), -1) for z in env.neighbor_numbers], dtype=np.int64)
+        self.ylm = _environment_harmonics(env.vectors, env.distances, L) if len(env.distances) else np.zeros(
+            (0, (L + 1) ** 2))
+        if hypers.density_scaling is None:
+            self.phi = self.basis.evaluate(env.distances)
+        else:
+            # the unit-integral prefactor and the width both depend on r; they live inside φ already
+            self.phi = self.basis.evaluate(env.distances)
+
+    def coefficients(self, centers) -> np.ndarray:
+        """c[i, l, f, m] for the given centres; f = channel·n_max + n, m padded to 2·lambda_max+1."""
+        L = self.hypers.lambda_max
+        n_max = self.basis.n_max
+        out = np.zeros((len(centers), L + 1, len(self.channels) * n_max, 2 * L + 1))
+        if len(self.env.distances):
+            _density_coefficients(np.asarray(centers, np.int64), self.env.offsets, self.ylm, self.phi,
+                                  self.env.weights, self.channel, len(self.channels), L, n_max, out)
+        return out
+
+
+def basis_nu1_blocks(coef_a, coef_b, l_max) -> list:
+    """H^l[i, m, i', m'] = Σ_f c_a[i, l, f, m] c_b[i', l, f, m'] for every l, by one matrix product per l."""
+    out = []
+    na, nb = coef_a.shape[0], coef_b.shape[0]
+    for l in range(l_max + 1):
+        d = 2 * l + 1
+        a = np.ascontiguousarray(coef_a[:, l, :, :d].transpose(0, 2, 1)).reshape(na * d, -1)
+        b = np.ascontiguousarray(coef_b[:, l, :, :d].transpose(0, 2, 1)).reshape(nb * d, -1)
+        out.append((a @ b.T).reshape(na, d, nb, d))
+    return out

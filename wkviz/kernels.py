@@ -1,0 +1,412 @@
+"""Public API of the engine: ``WignerKernel(hypers).compute(A, B)`` → per-ν structure, atom and tensor kernels.
+
+Work is organised in tiles of (centres of A) × (centres of B) of the same species. For each tile the ν=1
+blocks come from the radial-basis route (two matrix products per l) or the exact pair sum, the Wigner
+iteration runs in Numba over the tile's pairs, and the per-pair results are summed into structure kernels.
+A symmetric request (B is A) visits only tiles on or above the diagonal and, inside diagonal tiles, each
+unordered pair once; the other half follows from k^ν_λ(i', i) = k^ν_λ(i, i')ᵀ.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .density import DensityExpansion, basis_nu1_blocks, block_offsets, exact_nu1_pairs
+from .errors import Cancelled, MemoryBudgetError, WkvizError
+from .hypers import Hypers
+from .neighbors import build_environments
+from .spherical import cartesian_to_lambda1
+from .wigner import build_plan, iterate
+
+DEFAULT_MEMORY_BUDGET = 2 * 2**30
+
+# Numba's default (workqueue) threading layer aborts when two Python threads enter parallel regions at once;
+# the app serves several sessions from one process, so parallel kernels are entered one caller at a time.
+_ENGINE_LOCK = threading.Lock()
+
+# Measured throughput of the CG terms (terms × pairs per second) on the 2-core reference machine, used only
+# for time estimates shown before a computation starts; see BENCHMARKS.md.
+_TERMS_PER_SECOND = 2.7e9
+_SEED_PAIRS_PER_SECOND = 4.0e6
+
+
+@dataclass
+class KernelResult:
+    """Kernels between two sets of structures.
+
+    Attributes
+    ----------
+    K : ndarray of shape (nu_max+1, n_A, n_B)
+        K[0] is the composition kernel (dot product of element counts); K[ν] = Σ over same-species centre pairs
+        of the invariant atom kernel k^ν_{λ=0, parity=+1}.
+    K_atomic : ndarray of shape (nu_max+1, atoms_A, atoms_B) or None
+        Atom-level invariant kernels (zero between different elements; K_atomic[0] = same-element indicator).
+    K_vector : ndarray of shape (nu_max+1, n_A, 3, n_B, 3) or None
+        λ=1, parity +1 (polar vector) structure kernels in Cartesian (x, y, z): K(Q A, B) = Q K(A, B) for any
+        Q ∈ O(3), so K(−A, B) = −K(A, B).
+    K_tensor : ndarray of shape (nu_max+1, n_A, 5, n_B, 5) or None
+        λ=2, parity +1 structure kernels in real-harmonic order m = −2..2 (∝ xy, yz, 3z²−r², xz, x²−y²).
+    species : ndarray of int
+        Atomic numbers present in A or B.
+    hypers : Hypers
+    n_atoms_A, n_atoms_B : ndarray of int
+    seconds : float
+    n_pairs : int
+        Ordered same-species centre pairs represented by the result.
+    """
+
+    K: np.ndarray
+    species: np.ndarray
+    hypers: Hypers
+    n_atoms_A: np.ndarray
+    n_atoms_B: np.ndarray
+    K_atomic: np.ndarray | None = None
+    K_vector: np.ndarray | None = None
+    K_tensor: np.ndarray | None = None
+    seconds: float = 0.0
+    n_pairs: int = 0
+    timings: dict = field(default_factory=dict)
+
+    def to_npz(self, path) -> None:
+        """Write the arrays of DESIGN.md §3 (``K``, optional ``K_atomic``/``K_vector``/``K_tensor``, ``species``,
+        ``hypers`` as a JSON string) to ``path``."""
+        arrays = {"K": self.K, "species": self.species, "hypers": np.array(self.hypers.to_json()),
+                  "n_atoms_A": self.n_atoms_A, "n_atoms_B": self.n_atoms_B}
+        for name in ("K_atomic", "K_vector", "K_tensor"):
+            value = getattr(self, name)
+            if value is not None:
+                arrays[name] = value
+        np.savez_compressed(path, **arrays)
+
+    @classmethod
+    def from_npz(cls, path) -> "KernelResult":
+        """Read a file written by :meth:`to_npz` (no pickle involved)."""
+        with np.load(path, allow_pickle=False) as data:
+            get = lambda k: data[k] if k in data.files else None  # noqa: E731
+            return cls(K=data["K"], species=data["species"], hypers=Hypers.from_json(str(data["hypers"])),
+                       n_atoms_A=get("n_atoms_A"), n_atoms_B=get("n_atoms_B"), K_atomic=get("K_atomic"),
+                       K_vector=get("K_vector"), K_tensor=get("K_tensor"))
+
+
+def _as_frames(frames, name):
+    try:
+        frames = list(frames)
+    except TypeError:
+        raise WkvizError(f"{name} must be a list of ase.Atoms structures") from None
+    if not frames:
+        raise WkvizError(f"{name} holds no structures; load at least one structure")
+    for k, atoms in enumerate(frames):
+        if not hasattr(atoms, "numbers") or not hasattr(atoms, "positions"):
+            raise WkvizError(f"{name}[{k}] is not an ase.Atoms structure")
+        pos = np.asarray(atoms.positions)
+        if not np.all(np.isfinite(pos)):
+            raise WkvizError(f"structure {k} of {name} has non-finite coordinates; fix or remove it")
+    return frames
+
+
+def _tensor_lams(tensor_rank) -> tuple:
+    if tensor_rank is None:
+        return ()
+    ranks = (tensor_rank,) if np.isscalar(tensor_rank) else tuple(tensor_rank)
+    out = []
+    for r in ranks:
+        if r not in (0, 1, 2):
+            raise WkvizError(f"tensor_rank must be 0, 1 or 2 (or a tuple of them), got {r!r}")
+        if r:
+            out.append(int(r))
+    return tuple(sorted(set(out)))
+
+
+def _check_cancel(cancel):
+    if cancel is None:
+        return
+    flag = cancel.is_set() if hasattr(cancel, "is_set") else cancel()
+    if flag:
+        raise Cancelled("kernel computation cancelled")
+
+
+def _segments(sorted_ids):
+    """Start offsets of runs of equal values in a non-decreasing array, and the values."""
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    return starts, sorted_ids[starts]
+
+
+class WignerKernel:
+    """Wigner kernels of every body order between sets of structures.
+
+    Parameters
+    ----------
+    hypers : Hypers, optional
+        Hyperparameters (defaults of :class:`Hypers` when omitted).
+    memory_budget : int
+        Bytes. Tiles are sized so that the working memory stays under it, and a request whose output alone
+        would not fit is refused before any work starts.
+    tile_size : int, optional
+        Centres per tile side; chosen from the budget when omitted.
+
+    Examples
+    --------
+    >>> from ase.build import molecule
+    >>> res = WignerKernel(Hypers(nu_max=3)).compute([molecule("H2O"), molecule("CH4")])
+    >>> res.K.shape
+    (4, 2, 2)
+    """
+
+    def __init__(self, hypers: Hypers | None = None, *, memory_budget: int = DEFAULT_MEMORY_BUDGET,
+                 tile_size: int | None = None):
+        self.hypers = Hypers() if hypers is None else hypers
+        if not isinstance(self.hypers, Hypers):
+            raise TypeError("hypers must be a wkviz.Hypers instance")
+        self.memory_budget = int(memory_budget)
+        self.tile_size = tile_size
+
+    # ----------------------------------------------------------------------------------------------------
+    def _plan(self, tensor_lams):
+        h = self.hypers
+        return build_plan(h.lambda_max, h.nu_max, h.schedule, h.normalization, tensor_lams)
+
+    def _count_pairs(self, numbers_a, numbers_b, symmetric):
+        za, ca = np.unique(numbers_a, return_counts=True)
+        zb, cb = np.unique(numbers_b, return_counts=True)
+        cb_map = dict(zip(zb.tolist(), cb.tolist()))
+        pairs = sum(int(c) * cb_map.get(int(z), 0) for z, c in zip(za, ca))
+        # computed pairs: each unordered pair once when symmetric (plus the diagonal)
+        if symmetric:
+            computed = sum(int(c) * (int(c) + 1) // 2 for c in ca)
+        else:
+            computed = pairs
+        return pairs, computed
+
+    def _output_bytes(self, n_a, n_b, atoms_a, atoms_b, atomic, tensor_lams):
+        nu1 = self.hypers.nu_max + 1
+        per = n_a * n_b * (1 + sum(9 if lam == 1 else 25 for lam in tensor_lams))
+        if atomic:
+            per += atoms_a * atoms_b
+        return 8 * nu1 * per
+
+    def estimate(self, frames_A, frames_B=None, *, atomic=False, tensor_rank=0) -> dict:
+        """Cost of a request without computing it.
+
+        Returns
+        -------
+        dict
+            ``n_pairs`` (ordered same-species centre pairs), ``computed_pairs`` (pairs actually iterated),
+            ``output_bytes``, ``seconds`` (estimated wall time on a 2-core laptop; BENCHMARKS.md) and
+            ``fits`` (whether the output fits in the memory budget).
+        """
+        frames_A = _as_frames(frames_A, "frames_A")
+        symmetric = frames_B is None
+        frames_B = frames_A if symmetric else _as_frames(frames_B, "frames_B")
+        tensor_lams = _tensor_lams(tensor_rank)
+        za = np.concatenate([np.asarray(a.numbers) for a in frames_A])
+        zb = np.concatenate([np.asarray(b.numbers) for b in frames_B])
+        pairs, computed = self._count_pairs(za, zb, symmetric)
+        plan = self._plan(tensor_lams)
+        out_bytes = self._output_bytes(len(frames_A), len(frames_B), len(za), len(zb), atomic, tensor_lams)
+        seconds = computed * (plan.n_terms_step / _TERMS_PER_SECOND + 1.0 / _SEED_PAIRS_PER_SECOND)
+        return {"n_pairs": pairs, "computed_pairs": computed, "output_bytes": out_bytes, "seconds": seconds,
+                "fits": out_bytes <= self.memory_budget}
+
+    # ----------------------------------------------------------------------------------------------------
+    def compute(self, frames_A, frames_B=None, *, atomic=False, tensor_rank=0, progress=None,
+                cancel=None) -> KernelResult:
+        """Compute invariant (and optionally atomic and tensorial) Wigner kernels.
+
+        Parameters
+        ----------
+        frames_A : sequence of ase.Atoms
+        frames_B : sequence of ase.Atoms, optional
+            ``None`` means B = A; the symmetric request computes each unordered centre pair once.
+        atomic : bool
+            Also return atom-level invariant kernels ``K_atomic``.
+        tensor_rank : int or tuple of int
+            1 → ``K_vector`` (λ=1), 2 → ``K_tensor`` (λ=2), (1, 2) → both. Uses the full recursion.
+        progress : callable, optional
+            Called as ``progress(fraction_done, eta_seconds)`` after every tile (eta ``None`` at the start).
+        cancel : threading.Event or callable, optional
+            Checked between tiles; when set, :class:`~wkviz.errors.Cancelled` is raised.
+
+        Returns
+        -------
+        KernelResult
+        """
+        start = time.perf_counter()
+        h = self.hypers
+        frames_A = _as_frames(frames_A, "frames_A")
+        symmetric = frames_B is None
+        frames_B = frames_A if symmetric else _as_frames(frames_B, "frames_B")
+        tensor_lams = _tensor_lams(tensor_rank)
+        if tensor_lams and max(tensor_lams) > h.lambda_max:
+            raise WkvizError(f"a rank-{max(tensor_lams)} tensor kernel needs lambda_max ≥ {max(tensor_lams)}; "
+                             f"raise lambda_max (now {h.lambda_max})")
+
+        timings = {}
+        t0 = time.perf_counter()
+        env_a = build_environments(frames_A, h.cutoff, h.cutoff_width)
+        env_b = env_a if symmetric else build_environments(frames_B, h.cutoff, h.cutoff_width)
+        timings["neighbours"] = time.perf_counter() - t0
+
+        n_a, n_b = len(frames_A), len(frames_B)
+        atoms_a, atoms_b = env_a.n_centers, env_b.n_centers
+        out_bytes = self._output_bytes(n_a, n_b, atoms_a, atoms_b, atomic, tensor_lams)
+        if out_bytes > self.memory_budget:
+            raise MemoryBudgetError(
+                f"the requested kernels need {out_bytes / 2**30:.2f} GiB but the memory budget is "
+                f"{self.memory_budget / 2**30:.2f} GiB; use fewer structures"
+                f"{', drop the atomic kernels' if atomic else ''}{', drop the tensor kernels' if tensor_lams else ''}"
+                f" or raise the budget")
+
+        species = np.unique(np.concatenate([env_a.numbers, env_b.numbers]))
+        counts_a = (env_a.numbers[None, :] == species[:, None]).astype(float) @ np.eye(n_a)[env_a.structure]
+        counts_b = (env_b.numbers[None, :] == species[:, None]).astype(float) @ np.eye(n_b)[env_b.structure] \
+            if not symmetric else counts_a
+        nu1 = h.nu_max + 1
+        K = np.zeros((nu1, n_a, n_b))
+        K[0] = counts_a.T @ counts_b
+        K_atomic = np.zeros((nu1, atoms_a, atoms_b)) if atomic else None
+        if atomic:
+            K_atomic[0] = env_a.numbers[:, None] == env_b.numbers[None, :]
+        K_lam = {lam: np.zeros((nu1, n_a, 2 * lam + 1, n_b, 2 * lam + 1)) for lam in tensor_lams}
+
+        plan = self._plan(tensor_lams)
+        inv_rows = [plan.output_index("inv", nu) for nu in range(1, nu1)]
+        lam_rows = {lam: np.array([[plan.output_index("tensor", nu, lam, mu, mu2)
+                                    for mu in range(2 * lam + 1) for mu2 in range(2 * lam + 1)]
+                                   for nu in range(1, nu1)]) for lam in tensor_lams}
+
+        channels = np.intersect1d(np.unique(env_a.neighbor_numbers), np.unique(env_b.neighbor_numbers))
+        use_basis = h.nu1_route == "basis"
+        if use_basis:
+            t0 = time.perf_counter()
+            dens_a = DensityExpansion(env_a, h, channels)
+            dens_b = dens_a if symmetric else DensityExpansion(env_b, h, channels)
+            timings["radial_basis"] = time.perf_counter() - t0
+        L = h.lambda_max
+        boff = block_offsets(L)
+        n_seed = int(boff[-1])
+        tile = self.tile_size or self._auto_tile(n_seed, len(plan.outputs), plan.n_rows)
+
+        # the work list: (species, row chunk, column chunk)
+        tiles = []
+        for z in species:
+            ia = np.flatnonzero(env_a.numbers == z)
+            ib = np.flatnonzero(env_b.numbers == z)
+            if len(ia) == 0 or len(ib) == 0:
+                continue
+            rows = [ia[s:s + tile] for s in range(0, len(ia), tile)]
+            cols = [ib[s:s + tile] for s in range(0, len(ib), tile)]
+            for r, ra in enumerate(rows):
+                for c, cb in enumerate(cols):
+                    if symmetric and c < r:
+                        continue
+                    diag = symmetric and c == r
+                    work = len(ra) * (len(ra) + 1) // 2 if diag else len(ra) * len(cb)
+                    tiles.append((int(z), r, ra, cb, diag, work))
+        total_work = max(1, sum(t[-1] for t in tiles))
+        n_pairs = sum(len(t[2]) * len(t[3]) * (2 if symmetric and not t[4] else 1) for t in tiles)
+
+        if progress is not None:
+            progress(0.0, None)
+        done = 0
+        t_seed = t_iter = t_acc = 0.0
+        coef_cache = (None, None)
+        for z, r, ca_idx, cb_idx, diag, work in tiles:
+            _check_cancel(cancel)
+            nI, nJ = len(ca_idx), len(cb_idx)
+            if diag:
+                pi, pj = np.triu_indices(nI)
+            else:
+                pi, pj = np.divmod(np.arange(nI * nJ), nJ)
+            t0 = time.perf_counter()
+            with _ENGINE_LOCK:
+                if use_basis:
+                    if coef_cache[0] != (z, r):
+                        coef_cache = ((z, r), dens_a.coefficients(ca_idx))
+                    coef_i = coef_cache[1]
+                    coef_j = coef_i if diag else dens_b.coefficients(cb_idx)
+                    blocks = basis_nu1_blocks(coef_i, coef_j, L)
+                    seed = np.empty((len(pi), n_seed))
+                    for l, blk in enumerate(blocks):
+                        d = 2 * l + 1
+                        seed[:, boff[l]:boff[l + 1]] = blk.transpose(0, 2, 1, 3)[pi, pj].reshape(-1, d * d)
+                else:
+                    seed = exact_nu1_pairs(env_a, ca_idx, env_b, cb_idx, pi, pj, h)
+                t1 = time.perf_counter()
+                out = iterate(plan, seed)
+                t2 = time.perf_counter()
+            t_seed += t1 - t0
+            t_iter += t2 - t1
+            self._accumulate(out, pi, pj, nI, nJ, diag, symmetric, ca_idx, cb_idx, env_a, env_b, inv_rows,
+                             lam_rows, K, K_atomic, K_lam)
+            t_acc += time.perf_counter() - t2
+            done += work
+            if progress is not None:
+                elapsed = time.perf_counter() - start
+                frac = done / total_work
+                progress(frac, elapsed * (1.0 - frac) / frac if frac > 0 else None)
+        timings.update(seed=t_seed, iteration=t_iter, accumulate=t_acc)
+
+        K_vector = K_tensor = None
+        if 1 in K_lam:
+            p = cartesian_to_lambda1()
+            K_vector = np.einsum("ma,vimjn,nb->viajb", p, K_lam[1], p, optimize=True)
+        if 2 in K_lam:
+            K_tensor = K_lam[2]
+        return KernelResult(K=K, species=species, hypers=h, n_atoms_A=env_a.n_atoms.copy(),
+                            n_atoms_B=env_b.n_atoms.copy(), K_atomic=K_atomic, K_vector=K_vector,
+                            K_tensor=K_tensor, seconds=time.perf_counter() - start, n_pairs=n_pairs,
+                            timings=timings)
+
+    def _auto_tile(self, n_seed, n_out, n_rows):
+        # working memory per pair: seed + its chunked copy + outputs (×2 for the reshaped copy) + blocks
+        per_pair = 8 * (3 * n_seed + 2 * n_out + 2)
+        budget = max(self.memory_budget // 4, 64 * 2**20)
+        side = int(math.sqrt(budget / per_pair))
+        return int(max(32, min(384, side)))
+
+    @staticmethod
+    def _accumulate(out, pi, pj, nI, nJ, diag, symmetric, ca_idx, cb_idx, env_a, env_b, inv_rows, lam_rows,
+                    K, K_atomic, K_lam):
+        nu_n = len(inv_rows)
+        tile = np.zeros((nu_n, nI, nJ))
+        tile[:, pi, pj] = out[:, inv_rows].T
+        if diag:
+            # fill the lower triangle from the upper one (invariants are symmetric in the pair)
+            low_i, low_j = np.tril_indices(nI, -1)
+            tile[:, low_i, low_j] = tile[:, low_j, low_i]
+        sa = env_a.structure[ca_idx]
+        sb = env_b.structure[cb_idx]
+        st_a, ua = _segments(sa)
+        st_b, ub = _segments(sb)
+        red = np.add.reduceat(np.add.reduceat(tile, st_a, axis=1), st_b, axis=2)
+        K[1:, ua[:, None], ub[None, :]] += red
+        if symmetric and not diag:
+            K[1:, ub[:, None], ua[None, :]] += red.transpose(0, 2, 1)
+        if K_atomic is not None:
+            K_atomic[1:, ca_idx[:, None], cb_idx[None, :]] = tile
+            if symmetric and not diag:
+                K_atomic[1:, cb_idx[:, None], ca_idx[None, :]] = tile.transpose(0, 2, 1)
+        for lam, rows in lam_rows.items():
+            d = 2 * lam + 1
+            t = np.zeros((nu_n, nI, nJ, d, d))
+            t[:, pi, pj] = out[:, rows.ravel()].reshape(len(pi), nu_n, d, d).transpose(1, 0, 2, 3)
+            if diag:
+                low_i, low_j = np.tril_indices(nI, -1)
+                # k_λ(i', i) = k_λ(i, i')ᵀ
+                t[:, low_i, low_j] = t[:, low_j, low_i].transpose(0, 1, 3, 2)
+            red = np.add.reduceat(np.add.reduceat(t, st_a, axis=1), st_b, axis=2)  # [ν, sA, sB, μ, μ']
+            # advanced indices separated by a slice go first: the target view is [sA, sB, ν, μ, μ']
+            K_lam[lam][1:, ua[:, None], :, ub[None, :], :] += red.transpose(1, 2, 0, 3, 4)
+            if symmetric and not diag:
+                K_lam[lam][1:, ub[:, None], :, ua[None, :], :] += red.transpose(2, 1, 0, 4, 3)
+
+
+def hypers_json(hypers: Hypers) -> str:
+    """JSON string of every hyperparameter (stored as ``hypers`` in K.npz)."""
+    return json.dumps(hypers.to_dict(), sort_keys=True)

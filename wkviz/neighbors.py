@@ -1,0 +1,114 @@
+"""Neighbour lists with periodic boundary conditions, grouped by centre species.
+
+ase's ``neighbor_list`` (linked-cell, O(N)) handles periodic cells of any shape and isolated molecules,
+so wkviz does not maintain its own. The centre atom is never part of its own density: self pairs
+(i = j with a zero shift) are excluded, while periodic images of the centre are genuine neighbours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def cutoff_function(r, cutoff: float, width: float) -> np.ndarray:
+    """Shifted-cosine switching function f_c(r) of MATH.md §1.
+
+    1 for r ≤ r_c − w, ½[1 + cos(π(r − r_c + w)/w)] in between, 0 for r ≥ r_c.
+    """
+    r = np.asarray(r, dtype=np.float64)
+    t = np.clip((r - cutoff + width) / width, 0.0, 1.0)
+    return 0.5 * (1.0 + np.cos(np.pi * t))
+
+
+@dataclass
+class Environments:
+    """All atom-centred environments of a list of structures, in a flat CSR layout.
+
+    Attributes
+    ----------
+    numbers : ndarray of shape (n_atoms,)
+        Atomic number of each centre (all atoms of all structures, in order).
+    structure : ndarray of shape (n_atoms,)
+        Index of the structure each centre belongs to.
+    offsets : ndarray of shape (n_atoms + 1,)
+        Neighbours of centre ``c`` are rows ``offsets[c]:offsets[c+1]`` of the arrays below.
+    vectors : ndarray of shape (n_neighbours, 3)
+        r_j − r_i (with the periodic shift), Å.
+    distances : ndarray of shape (n_neighbours,)
+    weights : ndarray of shape (n_neighbours,)
+        Cutoff function f_c(r_ij).
+    neighbor_numbers : ndarray of shape (n_neighbours,)
+        Atomic number of each neighbour.
+    n_atoms : ndarray of shape (n_structures,)
+    """
+
+    numbers: np.ndarray
+    structure: np.ndarray
+    offsets: np.ndarray
+    vectors: np.ndarray
+    distances: np.ndarray
+    weights: np.ndarray
+    neighbor_numbers: np.ndarray
+    n_atoms: np.ndarray
+
+    @property
+    def n_centers(self) -> int:
+        return len(self.numbers)
+
+    def neighbor_counts(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def build_environments(frames, cutoff: float, cutoff_width: float) -> Environments:
+    """Neighbour lists of every atom of every structure within ``cutoff`` (Å).
+
+    Parameters
+    ----------
+    frames : sequence of ase.Atoms
+    cutoff, cutoff_width : float
+        Cutoff radius and width of the shifted-cosine switching region, Å.
+
+    Returns
+    -------
+    Environments
+    """
+    from ase.neighborlist import neighbor_list
+
+    numbers, structure, counts, vecs, nnum, n_atoms = [], [], [], [], [], []
+    for s, atoms in enumerate(frames):
+        z = np.asarray(atoms.numbers, dtype=np.int64)
+        n = len(z)
+        n_atoms.append(n)
+        numbers.append(z)
+        structure.append(np.full(n, s, dtype=np.int64))
+        if n == 0:
+            counts.append(np.zeros(0, dtype=np.int64))
+            continue
+        if n == 1 and not np.any(atoms.pbc):
+            i = np.zeros(0, dtype=np.int64)
+            j = np.zeros(0, dtype=np.int64)
+            d = np.zeros((0, 3))
+        else:
+            i, j, d = neighbor_list("ijD", atoms, float(cutoff), self_interaction=False)
+        order = np.argsort(i, kind="stable")
+        i, j, d = i[order], j[order], d[order]
+        counts.append(np.bincount(i, minlength=n).astype(np.int64))
+        vecs.append(np.asarray(d, dtype=np.float64))
+        nnum.append(z[j])
+    counts_all = np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64)
+    offsets = np.zeros(len(counts_all) + 1, dtype=np.int64)
+    np.cumsum(counts_all, out=offsets[1:])
+    vectors = np.concatenate(vecs) if vecs else np.zeros((0, 3))
+    distances = np.linalg.norm(vectors, axis=1)
+    return Environments(
+        numbers=np.concatenate(numbers) if numbers else np.zeros(0, dtype=np.int64),
+        structure=np.concatenate(structure) if structure else np.zeros(0, dtype=np.int64),
+        offsets=offsets,
+        vectors=np.ascontiguousarray(vectors),
+        distances=distances,
+        weights=cutoff_function(distances, cutoff, cutoff_width),
+        neighbor_numbers=np.concatenate(nnum).astype(np.int64) if nnum else np.zeros(0, dtype=np.int64),
+        n_atoms=np.asarray(n_atoms, dtype=np.int64),
+    )

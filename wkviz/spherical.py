@@ -1,0 +1,167 @@
+"""Real spherical harmonics, real Clebsch–Gordan coefficients and real Wigner D matrices.
+
+Conventions (MATH.md §2): real Y_lm built from Condon–Shortley complex harmonics,
+Y_1 = √(3/4π)·(y, z, x)/r, index ``l*l + l + m`` in packed arrays. Real Wigner matrices satisfy
+Y_l(Q r̂) = D^l(Q) Y_l(r̂) for any Q ∈ O(3), so D^l(−1) = (−1)^l.
+
+Real Clebsch–Gordan coefficients C^{l1 l2 λ}[m1, m2, μ] couple two real harmonics into one:
+D^{l1} ⊗ D^{l2} = Σ_λ C D^λ Cᵀ. They are derived from the complex coefficients of the ``wigners``
+package (exact, cached) by the complex→real change of basis.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def _sph_norms(l_max):
+    # N_lm = sqrt((2l+1)/4π (l-m)!/(l+m)!), with the √2 of real harmonics folded in for m > 0
+    out = np.zeros((l_max + 1, l_max + 1))
+    for l in range(l_max + 1):
+        for m in range(l + 1):
+            ratio = 1.0
+            for k in range(l - m + 1, l + m + 1):
+                ratio /= k
+            n = math.sqrt((2 * l + 1) / (4.0 * math.pi) * ratio)
+            out[l, m] = n if m == 0 else n * math.sqrt(2.0)
+    return out
+
+
+@njit(cache=True)
+def sph_harm_into(x, y, z, l_max, norms, q, out):
+    """Real spherical harmonics of the unit vector (x, y, z) into ``out[(l_max+1)**2]``.
+
+    ``q`` is scratch of shape (l_max+1, l_max+1) and ``norms`` comes from ``_sph_norms``. Uses
+    P_l^m(z)/sin^m θ recursions and Re/Im (x+iy)^m, so no trigonometric calls and no pole problem.
+    """
+    # Q_l^m = P_l^m / sin^m(θ) without the Condon–Shortley phase (it cancels against the (-1)^m of §2)
+    for m in range(l_max + 1):
+        if m == 0:
+            q[0, 0] = 1.0
+        else:
+            q[m, m] = q[m - 1, m - 1] * (2 * m - 1)
+        if m + 1 <= l_max:
+            q[m + 1, m] = (2 * m + 1) * z * q[m, m]
+        for l in range(m + 2, l_max + 1):
+            q[l, m] = ((2 * l - 1) * z * q[l - 1, m] - (l + m - 1) * q[l - 2, m]) / (l - m)
+    c = 1.0
+    s = 0.0
+    for m in range(l_max + 1):
+        for l in range(m, l_max + 1):
+            base = l * l + l
+            v = norms[l, m] * q[l, m]
+            if m == 0:
+                out[base] = v
+            else:
+                out[base + m] = v * c
+                out[base - m] = v * s
+        c, s = c * x - s * y, s * x + c * y
+
+
+@njit(cache=True)
+def _sph_harm_many(xyz, l_max):
+    n = xyz.shape[0]
+    out = np.zeros((n, (l_max + 1) ** 2))
+    norms = _sph_norms(l_max)
+    q = np.zeros((l_max + 1, l_max + 1))
+    for i in range(n):
+        r = math.sqrt(xyz[i, 0] ** 2 + xyz[i, 1] ** 2 + xyz[i, 2] ** 2)
+        if r == 0.0:
+            # direction undefined: only the isotropic part survives (never used for neighbours, which have r > 0)
+            out[i, 0] = 1.0 / math.sqrt(4.0 * math.pi)
+            continue
+        sph_harm_into(xyz[i, 0] / r, xyz[i, 1] / r, xyz[i, 2] / r, l_max, norms, q, out[i])
+    return out
+
+
+def real_spherical_harmonics(l_max: int, vectors) -> np.ndarray:
+    """Real spherical harmonics Y_lm(r̂) of direction vectors.
+
+    Parameters
+    ----------
+    l_max : int
+        Highest angular order.
+    vectors : array_like of shape (n, 3)
+        Vectors (need not be normalised).
+
+    Returns
+    -------
+    ndarray of shape (n, (l_max+1)**2)
+        Column ``l*l + l + m`` holds Y_lm, orthonormal on the sphere.
+    """
+    xyz = np.ascontiguousarray(np.asarray(vectors, dtype=np.float64).reshape(-1, 3))
+    return _sph_harm_many(xyz, int(l_max))
+
+
+def _complex_to_real(l: int) -> np.ndarray:
+    """U with Y_real[m] = Σ_m' U[m, m'] Y_complex[m'] (MATH.md §2), indices m + l."""
+    u = np.zeros((2 * l + 1, 2 * l + 1), dtype=np.complex128)
+    s2 = 1.0 / math.sqrt(2.0)
+    u[l, l] = 1.0
+    for m in range(1, l + 1):
+        u[l + m, l + m] = (-1) ** m * s2
+        u[l + m, l - m] = s2
+        u[l - m, l + m] = -1j * (-1) ** m * s2
+        u[l - m, l - m] = 1j * s2
+    return u
+
+
+@functools.lru_cache(maxsize=None)
+def _real_cg_cached(l1: int, l2: int, lam: int) -> np.ndarray:
+    import wigners
+
+    cg = wigners.clebsch_gordan_array(l1, l2, lam)
+    u1, u2, u3 = _complex_to_real(l1), _complex_to_real(l2), _complex_to_real(lam)
+    c = np.einsum("am,bn,mnk,ck->abc", u1.conj(), u2.conj(), cg, u3, optimize=True)
+    # odd l1+l2+λ blocks come out purely imaginary; the global phase is free (it cancels in C·C)
+    c = c.real if (l1 + l2 + lam) % 2 == 0 else c.imag
+    c[np.abs(c) < 1e-14] = 0.0
+    return c
+
+
+def real_cg(l1: int, l2: int, lam: int) -> np.ndarray:
+    """Real Clebsch–Gordan coefficients C[m1, m2, μ] of shape (2l1+1, 2l2+1, 2λ+1).
+
+    Satisfy D^{l1}(R)_{m1 m1'} D^{l2}(R)_{m2 m2'} = Σ_λ Σ_{μμ'} C[m1,m2,μ] C[m1',m2',μ'] D^λ_{μμ'}(R) for proper
+    rotations R; for fixed (l1, l2) the coefficients stacked over λ form an orthogonal matrix. Zero unless
+    |l1 − l2| ≤ λ ≤ l1 + l2. Returns a copy so callers cannot corrupt the cache.
+    """
+    if lam < abs(l1 - l2) or lam > l1 + l2:
+        return np.zeros((2 * l1 + 1, 2 * l2 + 1, 2 * lam + 1))
+    return _real_cg_cached(int(l1), int(l2), int(lam)).copy()
+
+
+def wigner_d_real(l: int, rotation) -> np.ndarray:
+    """Real Wigner matrix D^l(Q) of shape (2l+1, 2l+1) for Q ∈ O(3), with Y_l(Q r̂) = D^l(Q) Y_l(r̂).
+
+    Built by least squares on a fixed set of directions, which is exact because Y_l spans an irreducible
+    representation; D^l(−1) = (−1)^l comes out automatically for improper Q.
+    """
+    q = np.asarray(rotation, dtype=np.float64).reshape(3, 3)
+    rng = np.random.default_rng(12345)
+    pts = rng.normal(size=(4 * (2 * l + 1) + 8, 3))
+    sl = slice(l * l, (l + 1) ** 2)
+    y = real_spherical_harmonics(l, pts)[:, sl]
+    yq = real_spherical_harmonics(l, pts @ q.T)[:, sl]
+    d, *_ = np.linalg.lstsq(y, yq, rcond=None)
+    return d.T
+
+
+def cartesian_to_lambda1() -> np.ndarray:
+    """Permutation P with (Y_{1,-1}, Y_{1,0}, Y_{1,1}) ∝ P (x, y, z): the m-order of λ=1 is (y, z, x)."""
+    return np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+
+
+def random_rotation(rng, improper: bool = False) -> np.ndarray:
+    """Haar-random rotation matrix (det +1), or an improper one (det −1) if ``improper``."""
+    a = rng.normal(size=(3, 3))
+    q, r = np.linalg.qr(a)
+    q = q * np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return -q if improper else q
