@@ -15,10 +15,14 @@ $(VENV)/.installed: requirements.txt requirements-test.txt pyproject.toml
 
 venv: $(VENV)/.installed
 
-run: venv
+# 3Dmol.js served from the package, never from a CDN at view time (made once at set-up, gitignored)
+wkviz/static/3Dmol-min.js: scripts/fetch_3dmol.py | $(VENV)/.installed
+	$(PY) scripts/fetch_3dmol.py
+
+run: venv wkviz/static/3Dmol-min.js
 	$(PY) -m streamlit run app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
 
-test: venv
+test: venv wkviz/static/3Dmol-min.js
 	$(PY) -m pytest -q tests
 
 clean:

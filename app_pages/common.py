@@ -1,0 +1,827 @@
+"""Shared app layer: session state, cached wkviz calls, the sidebar, downloads and error display.
+
+Pages stay thin: they read widgets (keys namespaced ``"<page>.<name>"``), call one of the cached functions here
+(which call wkviz), and render figures built by :mod:`wkviz.figures`. Nothing in :mod:`wkviz` imports streamlit.
+
+State lives in ``st.session_state`` under ``"wk.*"`` keys (never widgets), so results survive page switches;
+expensive results are keyed by content (:mod:`wkviz.cache`) so navigating never recomputes and sessions
+share kernels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+import streamlit.components.v1 as components
+
+from wkviz import Hypers, cache, figures, viewer
+from wkviz.errors import WkvizError
+
+# --------------------------------------------------------------------------------------------------------------
+# Pages (paths relative to app.py; st.page_link and st.switch_page take these)
+# --------------------------------------------------------------------------------------------------------------
+
+HOME = "app_pages/home.py"
+DATA = "app_pages/data.py"
+KERNELS = "app_pages/kernels.py"
+MODELS = "app_pages/models.py"
+CURVES = "app_pages/learning_curves.py"
+MAP = "app_pages/map.py"
+TEACH = "app_pages/teach.py"
+
+DEFAULT_SAMPLE = "qm9"
+DEFAULT_N = {"qm9": 300, "gold": 200, "teaching": 10_000}
+MEMORY_BUDGET = 2 * 2**30
+
+# Defaults of every persistent widget. Widgets are created with key= only (no value=), so these are the single
+# source of initial values and Streamlit never warns about a value set twice.
+_H = Hypers()
+WIDGET_DEFAULTS = {
+    "data.source": "Bundled data set",
+    "data.sample": DEFAULT_SAMPLE,
+    "data.n": DEFAULT_N[DEFAULT_SAMPLE],
+    "data.qm9_n": 500,
+    "data.qm9_seed": 0,
+    "data.split": "random",
+    "data.test_fraction": 0.2,
+    "data.seed": 0,
+    "data.view_id": 0,
+    "kernels.nu_max": _H.nu_max,
+    "kernels.lambda_max": _H.lambda_max,
+    "kernels.cutoff": _H.cutoff,
+    "kernels.cutoff_width": _H.cutoff_width,
+    "kernels.density_width": _H.density_width,
+    "kernels.scaling_on": False,
+    "kernels.density_scaling": 2.0,
+    "kernels.normalization": _H.normalization,
+    "kernels.atomic": False,
+    "kernels.show_nu": [],
+    "models.weights": "free per ν (positive)",
+    "models.folds": 5,
+    "models.compare": True,
+    "models.intensive": False,
+    "curves.intensive": False,
+    "models.view_id": None,
+    "curves.repeats": 3,
+    "curves.n_sizes": 5,
+    "curves.metric": "mae",
+    "map.level": "structures",
+    "map.nu": "mixed",
+    "map.color": "target",
+    "map.n_envs": 40,
+    "teach.pair": 0,
+    "teach.nu": 2,
+    "kernels.order": "data order",
+    "models.show": "mixed",
+    "teach.alpha": 0,
+    "teach.beta": 0,
+    "teach.gamma": 0,
+}
+
+def _persist_kwargs() -> dict:
+    import inspect
+
+    try:
+        return {"persist_state": "session"} if "persist_state" in inspect.signature(st.slider).parameters else {}
+    except (TypeError, ValueError):
+        return {}
+
+
+#: Keyword arguments that make a keyed widget keep its value while the user is on another page. Streamlit drops
+#: the state of widgets that are not rendered in a run; recent versions keep it with ``persist_state="session"``,
+#: older ones through the re-assignment in :func:`init_state`. Every persistent page widget uses ``**KEEP``.
+KEEP = _persist_kwargs()
+
+# Widget keys that must never be written back (buttons, uploads, chart selections): Streamlit refuses it.
+_NOT_PERSISTED_SUFFIXES = (".btn", ".upload", ".chart", ".dl")
+
+
+def init_state() -> None:
+    """Defaults for every widget (widgets are created with ``key=`` only, so these are the single source of
+    initial values), and on Streamlit versions without ``persist_state`` the documented re-assignment that keeps
+    other pages' widget values alive across page switches."""
+    ss = st.session_state
+    for key, value in WIDGET_DEFAULTS.items():
+        if key not in ss:
+            ss[key] = value
+    if KEEP:
+        return
+    for key in list(ss.keys()):
+        if not isinstance(key, str) or "." not in key or key.startswith("wk.") or key.endswith(_NOT_PERSISTED_SUFFIXES):
+            continue
+        value = ss[key]
+        if value is None or isinstance(value, (bool, int, float, str)) or (
+            isinstance(value, (list, tuple)) and all(isinstance(v, (bool, int, float, str)) for v in value)
+        ):
+            ss[key] = value
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def user_errors(what: str | None = None):
+    """Show bad-input errors as a message in the page (no traceback); the rest of the page still renders.
+
+    ``ValueError`` is included because invalid hyperparameters raise it from :class:`wkviz.Hypers`.
+    """
+    try:
+        yield
+    except (WkvizError, ValueError) as exc:
+        st.error(f"{what}: {exc}" if what else str(exc), icon=":material/error:")
+
+
+def show_job_failure(job: cache.BackgroundJob) -> None:
+    """A failed background job: the message for bad input; message plus details for a bug."""
+    if isinstance(job.error, WkvizError):
+        st.error(str(job.error), icon=":material/error:")
+    else:
+        st.error(f"The computation failed unexpectedly: {job.state().message}. Please report this with the "
+                 "details below.", icon=":material/bug_report:")
+        if job.error_traceback:
+            with st.expander("details"):
+                st.code(job.error_traceback, language="text")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Data set
+# --------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Dataset:
+    """The structures the session works on, with their content digest."""
+
+    name: str  # "qm9", "gold", "teaching", "upload", "qm9pack"
+    title: str
+    frames: list
+    digest: str
+    file_stem: str  # suggested file name (without extension) for downloads and CLI commands
+    notes: list = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.frames)
+
+
+@st.cache_resource(show_spinner="Reading the bundled data set…")
+def _sample(name: str):
+    from wkviz import data
+
+    return data.load_sample(name)
+
+
+def bundled_dataset(name: str, n: int) -> Dataset:
+    """The first ``n`` structures of a bundled set (the QM9 subset is already a random draw)."""
+    from wkviz import data
+
+    frames = _sample(name)
+    n = int(min(max(n, 2), len(frames)))
+    frames = frames[:n]
+    title = data.SAMPLE_SETS[name]["title"]
+    short = {"qm9": "QM9 subset", "gold": "Gold (EMT)", "teaching": "Teaching set"}.get(name, title)
+    label = f"{short}: first {n} of {len(_sample(name)):,}" if n < len(_sample(name)) else title
+    return Dataset(name, label, frames, cache.hash_structures(frames), f"{name}_{n}")
+
+
+@st.cache_resource(show_spinner="Reading the uploaded file…", max_entries=4)
+def _read_upload(digest: str, filename: str, _content: bytes):
+    from wkviz import data
+
+    return data.read_structures(_content, filename=filename)
+
+
+def upload_dataset(filename: str, content: bytes) -> Dataset:
+    digest = cache.hash_bytes(content)
+    frames = _read_upload(digest, filename, content)
+    stem = filename.split("/")[-1].split(".")[0] or "upload"
+    return Dataset("upload", f"{filename} ({len(frames)} structures)", frames, cache.hash_structures(frames), stem)
+
+
+@st.cache_resource(show_spinner="Drawing molecules from QM9 (qm9pack)…", max_entries=4)
+def _qm9(n: int, seed: int):
+    from wkviz import data
+
+    return data.load_qm9(n, seed)
+
+
+def qm9_dataset(n: int, seed: int) -> Dataset:
+    frames = _qm9(int(n), int(seed))
+    return Dataset("qm9pack", f"QM9 (qm9pack): {n} molecules, seed {seed}", frames, cache.hash_structures(frames),
+                   f"qm9_{n}_seed{seed}")
+
+
+def qm9pack_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("qm9pack") is not None
+
+
+def dataset() -> Dataset:
+    """The session's data set; the bundled QM9 subset until the user chooses another."""
+    ss = st.session_state
+    if "wk.dataset" not in ss:
+        ss["wk.dataset"] = bundled_dataset(DEFAULT_SAMPLE, ss.get("data.n", DEFAULT_N[DEFAULT_SAMPLE]))
+    return ss["wk.dataset"]
+
+
+def set_dataset(ds: Dataset) -> None:
+    """Switch data set; results keyed by content stay cached, the session's current selections are reset."""
+    ss = st.session_state
+    old = ss.get("wk.dataset")
+    ss["wk.dataset"] = ds
+    if old is None or old.digest != ds.digest:
+        for key in ("wk.fit", "wk.lc", "wk.selected", "wk.map_selected.structures",
+                    "wk.map_selected.atomic environments", "wk.map_job"):
+            ss.pop(key, None)
+        ss["data.view_id"] = 0
+        targets = target_infos(ds)
+        keys = [t.key for t in targets]
+        if ss.get("data.target") not in keys:
+            ss["data.target"] = default_target(targets)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _target_infos(digest: str, _frames):
+    from wkviz import data
+
+    return data.describe_targets(_frames)
+
+
+def target_infos(ds: Dataset | None = None):
+    ds = ds or dataset()
+    return _target_infos(ds.digest, ds.frames)
+
+
+def default_target(targets) -> str | None:
+    keys = [t.key for t in targets]
+    for preferred in ("U0", "energy", "gap"):
+        if preferred in keys:
+            return preferred
+    scalars = [t.key for t in targets if t.kind == "scalar"]
+    return scalars[0] if scalars else (keys[0] if keys else None)
+
+
+def target_info():
+    """The selected target's TargetInfo, or None when the data set has no learnable target."""
+    targets = target_infos()
+    if not targets:
+        return None
+    ss = st.session_state
+    keys = [t.key for t in targets]
+    if ss.get("data.target") not in keys:
+        ss["data.target"] = default_target(targets)
+    return next(t for t in targets if t.key == ss["data.target"])
+
+
+def sync_target_defaults(info) -> None:
+    """Reset target-dependent widget defaults (mean vs sum kernel) when the target changed.
+
+    Call before the widgets are created (Models and Learning curves pages)."""
+    ss = st.session_state
+    if info is None or ss.get("wk.defaults_for_target") == info.key:
+        return
+    intensive = not info.extensive and info.kind != "atomic"
+    ss["models.intensive"] = intensive
+    ss["curves.intensive"] = intensive
+    ss["wk.defaults_for_target"] = info.key
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _target_values(digest: str, key: str, _frames):
+    from wkviz import data
+
+    return data.get_target(_frames, key)
+
+
+def target_values(key: str | None = None) -> np.ndarray:
+    ds = dataset()
+    key = key or st.session_state.get("data.target")
+    return _target_values(ds.digest, key, ds.frames)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _split(digest: str, n: int, method: str, test_fraction: float, seed: int, kernel_key: str | None, _K=None):
+    from wkviz import data
+
+    if method == "fps" and _K is not None:
+        n_train = n - max(1, int(round(test_fraction * n)))
+        return data.fps_split(_K, n_train, seed=seed)
+    return data.random_split(n, float(test_fraction), int(seed))
+
+
+def _raw_split():
+    ds = dataset()
+    ss = st.session_state
+    method = ss.get("data.split", "random")
+    kres, key = None, None
+    if method == "fps":
+        kres, key = current_kernel()
+    K = None
+    if kres is not None:
+        nu = min(2, kres.K.shape[0] - 1)
+        K = figures.normalized_kernel(kres.K[nu])
+    return _split(ds.digest, ds.n, method if K is not None else "random", float(ss.get("data.test_fraction", 0.2)),
+                  int(ss.get("data.seed", 0)), key if K is not None else None, K)
+
+
+def split() -> tuple[np.ndarray, np.ndarray]:
+    """Train and test indices for the current data set and split widgets.
+
+    Farthest-point sampling needs a kernel; it uses the current ν=2 kernel (SOAP-like) when one is computed and
+    falls back to a random split otherwise. Test structures with elements absent from training are moved to
+    training (:func:`_cover_elements`).
+    """
+    ds = dataset()
+    train, test = _raw_split()
+    return _cover_elements(ds.digest, train, test, ds.frames)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _cover_elements(digest: str, train, test, _frames):
+    """Move test structures with an element the training set lacks into the training set.
+
+    A model has no coefficient for an element it never saw (its per-element baseline is 0), so one such test
+    molecule costs thousands of eV of error for a total energy (a fluorine atom, in a 300-molecule QM9 draw).
+    The moved structures are listed by :func:`moved_to_train`.
+    """
+    seen = set(np.concatenate([_frames[i].numbers for i in train]).tolist()) if len(train) else set()
+    moved = [int(i) for i in test if not set(_frames[i].numbers.tolist()) <= seen]
+    # adding a moved structure to training can make later ones covered; one pass is enough for a clear rule
+    if not moved or len(moved) == len(test):
+        return np.asarray(train), np.asarray(test)
+    keep = np.array([i for i in test if int(i) not in set(moved)])
+    return np.concatenate([np.asarray(train), np.asarray(moved, dtype=int)]), keep
+
+
+def moved_to_train() -> list[int]:
+    """Test structures that :func:`split` moved to training because of elements unseen in training."""
+    train, _ = _raw_split()
+    final_train, _ = split()
+    return sorted(set(int(i) for i in final_train) - set(int(i) for i in train))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _summary(digest: str, _frames):
+    from wkviz import data
+
+    return data.summarize(_frames)
+
+
+def summary(ds: Dataset | None = None) -> dict:
+    ds = ds or dataset()
+    return _summary(ds.digest, ds.frames)
+
+
+def formulas(ds: Dataset | None = None) -> list[str]:
+    ds = ds or dataset()
+    return _formulas(ds.digest, ds.frames)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _formulas(digest: str, _frames):
+    return [a.get_chemical_formula() for a in _frames]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------------------------
+
+def hypers_from_widgets() -> Hypers:
+    """Hypers from the Kernels form's widgets (raises ValueError with a clear message when invalid)."""
+    ss = st.session_state
+    return Hypers(
+        nu_max=int(ss["kernels.nu_max"]),
+        lambda_max=int(ss["kernels.lambda_max"]),
+        cutoff=float(ss["kernels.cutoff"]),
+        cutoff_width=float(ss["kernels.cutoff_width"]),
+        density_width=float(ss["kernels.density_width"]),
+        density_scaling=float(ss["kernels.density_scaling"]) if ss["kernels.scaling_on"] else None,
+        normalization=str(ss["kernels.normalization"]),
+    )
+
+
+def applied_hypers() -> Hypers:
+    """The hyperparameters of the last submitted Kernels form (defaults until then)."""
+    ss = st.session_state
+    if "wk.hypers" not in ss:
+        ss["wk.hypers"] = hypers_from_widgets()
+    return ss["wk.hypers"]
+
+
+def kernel_request(info=None) -> dict:
+    """What the current target needs from the engine: tensor rank and atom-level kernels."""
+    info = info if info is not None else target_info()
+    kind = info.kind if info is not None else "scalar"
+    return {
+        "tensor_rank": 1 if kind == "vector" else 2 if kind == "tensor" else 0,
+        "atomic": kind == "atomic" or bool(st.session_state.get("kernels.atomic", False)),
+    }
+
+
+def kernel_key(ds: Dataset, hypers: Hypers, request: dict) -> str:
+    return "kernel:" + cache.hash_key(ds.digest, hypers, request["tensor_rank"], request["atomic"])
+
+
+def find_kernel(ds: Dataset, hypers: Hypers, request: dict):
+    """A stored kernel for this request, or one computed with more (tensor or atomic kernels include the
+    invariant ones), as (KernelResult or None, key of the exact request)."""
+    key = kernel_key(ds, hypers, request)
+    rank, atomic = request["tensor_rank"], request["atomic"]
+    ranks = [rank] + ([(1, 2)] if rank else [1, 2, (1, 2)])
+    atomics = [atomic] + ([] if atomic else [True])
+    for r in ranks:
+        for a in atomics:
+            res = cache.RESULTS.get(kernel_key(ds, hypers, {"tensor_rank": r, "atomic": a}))
+            if res is not None:
+                return res, key
+    return None, key
+
+
+def current_kernel():
+    """(KernelResult, key) for the current data set, applied hypers and target, or (None, key)."""
+    return find_kernel(dataset(), applied_hypers(), kernel_request())
+
+
+def start_kernel_job(ds: Dataset, hypers: Hypers, request: dict) -> cache.BackgroundJob:
+    """Start computing kernels in a worker thread; the page polls the job stored in the session."""
+    from wkviz.kernels import WignerKernel
+
+    key = kernel_key(ds, hypers, request)
+    frames = ds.frames
+    engine = WignerKernel(hypers, memory_budget=MEMORY_BUDGET)
+
+    def work(progress, cancel):
+        return engine.compute(frames, atomic=request["atomic"], tensor_rank=request["tensor_rank"],
+                              progress=progress, cancel=cancel)
+
+    job = cache.BackgroundJob(work, label=f"kernels ν≤{hypers.nu_max} on {ds.n} structures", key=key).start()
+    st.session_state["wk.kernel_job"] = job
+    st.session_state["wk.kernel_job_key"] = key
+    return job
+
+
+def estimate(ds: Dataset, hypers: Hypers, request: dict) -> dict:
+    """WignerKernel.estimate for a request (cheap, cached): pairs, output bytes, seconds, whether it fits."""
+    return _estimate(ds.digest, hypers.to_json(), request["tensor_rank"], request["atomic"], ds.frames)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _estimate(digest: str, hypers_json: str, tensor_rank, atomic: bool, _frames):
+    from wkviz.kernels import WignerKernel
+
+    return WignerKernel(Hypers.from_json(hypers_json), memory_budget=MEMORY_BUDGET).estimate(
+        _frames, atomic=atomic, tensor_rank=tensor_rank)
+
+
+def format_seconds(s: float | None) -> str:
+    if s is None or not np.isfinite(s):
+        return "–"
+    if s < 1:
+        return f"{s * 1000:.0f} ms"
+    if s < 90:
+        return f"{s:.1f} s"
+    if s < 5400:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def format_bytes(b: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if b < 1024 or unit == "GB":
+            return f"{b:.0f} {unit}" if unit == "B" else f"{b:.1f} {unit}"
+        b /= 1024
+    return f"{b:.1f} GB"
+
+
+def poll_job(job: cache.BackgroundJob, *, cancel_key: str, what: str) -> None:
+    """Progress bar with ETA and a cancel button until ``job`` ends; then rerun so the page shows the result.
+
+    A click on "Cancel" reruns the script (interrupting this loop); the next run sees the button pressed and
+    sets the job's cancel flag, which the engine checks between tiles.
+    """
+    if st.session_state.get(cancel_key):
+        job.cancel()
+    cols = st.columns([5, 1])
+    with cols[1]:
+        st.button("Cancel", key=cancel_key, icon=":material/cancel:", disabled=job.cancel_requested,
+                  width="stretch")
+    with cols[0]:
+        bar = st.progress(0.0, text=f"{what}: starting…")
+    while not job.done:
+        s = job.state()
+        if s.message:
+            text = f"{what}: {s.message}"
+        elif job.cancel_requested:
+            text = f"{what}: cancelling…"
+        else:
+            text = (f"{what}: {100 * s.fraction:.0f}% · elapsed {format_seconds(s.elapsed)}"
+                    f" · about {format_seconds(s.eta_seconds)} left")
+        bar.progress(min(max(s.fraction, 0.0), 1.0), text=text)
+        time.sleep(0.25)
+    st.rerun()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------------------------
+
+WEIGHT_MODES = {"free per ν (positive)": "free", "kernel exponential c_ν = C·α^ν/ν!": "exponential"}
+
+
+def _self_kernels(kres, kind: str, test: np.ndarray, atoms_test: np.ndarray | None):
+    """Diagonal self-kernels of the test rows, for the GP predictive standard deviation."""
+    if kind == "scalar":
+        return np.einsum("vii->vi", kres.K[:, test][:, :, test])
+    if kind == "vector":
+        Kt = kres.K_vector[:, test][:, :, :, test]  # [ν, n, 3, n, 3]
+        return np.einsum("viaia->via", Kt)
+    if kind == "atomic":
+        return np.stack([np.diag(kres.K_atomic[nu])[atoms_test] for nu in range(kres.K_atomic.shape[0])])
+    return None
+
+
+def fit_models(kres, frames, target_key: str, train, test, *, names, weights: str, folds: int, intensive: bool,
+               progress=None, cancel=None) -> dict:
+    """Fit each named model on ``train`` (hyperparameters by CV on train only) and predict ``test``.
+
+    Runs in a worker thread (no streamlit calls). Returns a dict with the test truth and, per model, the
+    predictions, predictive standard deviations (when the model gives them), metrics and weights.
+    """
+    from wkviz import evaluation, models
+
+    train = np.asarray(train)
+    test = np.asarray(test)
+    kernels = models.KernelSet.from_result(kres)
+    target = models.TargetData.from_frames(frames, target_key)
+    kind = target.kind
+    tr_k, te_k = kernels.subset(train, train), kernels.subset(test, train)
+    tr_d, te_d = target.subset(train), target.subset(test)
+    atoms_test = None
+    if kind == "atomic":
+        offsets = np.concatenate([[0], np.cumsum(target.n_atoms)])
+        atoms_test = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in test])
+    K_diag = _self_kernels(kres, kind, test, atoms_test)
+    nu_max = kernels.nu_max
+    out = {"kind": kind, "unit": target.unit, "y_true": te_d.values, "models": {}, "order": list(names)}
+    start = time.perf_counter()
+    for i, name in enumerate(names):
+        models.check_cancel(cancel)
+        t0 = time.perf_counter()
+        params = dict(weights=weights, n_folds=int(folds))
+        std = None
+        if kind == "scalar":
+            est = models.make_regressor(kind, name, nu_max=nu_max, intensive=intensive, **params)
+            est.fit(tr_k.K, tr_d.values, counts=tr_d.counts, species=tr_d.species, n_atoms=tr_d.n_atoms,
+                    cancel=cancel)
+            pred, std = est.predict(te_k.K, counts=te_d.counts, species=te_d.species, n_atoms=te_d.n_atoms,
+                                    K_diag=K_diag, return_std=True)
+        elif kind == "vector":
+            est = models.make_regressor(kind, name, nu_max=nu_max, intensive=intensive, **params)
+            est.fit(tr_k.K_vector, tr_d.values, n_atoms=tr_d.n_atoms, cancel=cancel)
+            pred, std = est.predict(te_k.K_vector, n_atoms=te_d.n_atoms, K_diag=K_diag, return_std=True)
+        elif kind == "atomic":
+            est = models.make_regressor(kind, name, nu_max=nu_max, **params)
+            est.fit(tr_k.K_atomic, tr_d.values, numbers=tr_d.numbers, structure_index=tr_d.structure_of_atom(),
+                    cancel=cancel)
+            pred, std = est.predict(te_k.K_atomic, numbers=te_d.numbers, K_diag=K_diag, return_std=True)
+        else:
+            pred, est = models.fit_predict(tr_k, tr_d, te_k, te_d, model=name, intensive=intensive, cancel=cancel,
+                                           **params)
+        core = est.model_
+        m = evaluation.metrics(te_d.values, pred, unit=target.unit)
+        out["models"][name] = {
+            "pred": np.asarray(pred), "std": None if std is None else np.asarray(std), "metrics": m.as_dict(),
+            "weights": {int(nu): float(core.weights_[nu]) for nu in core.nus_},
+            "cv_mae": float(core.cv_mae_), "cv_rmse": float(core.cv_rmse_), "seconds": time.perf_counter() - t0,
+            "noise_std": float(getattr(core, "noise_std_", float("nan"))),
+        }
+        if progress is not None:
+            frac = (i + 1) / len(names)
+            elapsed = time.perf_counter() - start
+            progress(frac, elapsed * (1 - frac) / frac)
+    return out
+
+
+def start_fit_job(ds: Dataset, kres, kkey: str, target_key: str, train, test, *, names, weights: str, folds: int,
+                  intensive: bool) -> tuple[cache.BackgroundJob, str]:
+    key = "fit:" + cache.hash_key(kkey, ds.digest, target_key, np.asarray(train), np.asarray(test), list(names),
+                                  weights, int(folds), bool(intensive))
+    frames = ds.frames
+
+    def work(progress, cancel):
+        return fit_models(kres, frames, target_key, train, test, names=names, weights=weights, folds=folds,
+                          intensive=intensive, progress=progress, cancel=cancel)
+
+    meta = {"key": key, "dataset": ds.digest, "kernel_key": kkey, "target": target_key,
+            "train": np.asarray(train), "test": np.asarray(test), "names": list(names), "weights": weights,
+            "folds": int(folds), "intensive": bool(intensive)}
+    job = cache.BackgroundJob(work, label=f"fitting {len(names)} model{'s' if len(names) > 1 else ''}", key=key,
+                              use_engine_lock=False, meta=meta).start()
+    st.session_state["wk.fit_job"] = job
+    st.session_state["wk.fit_job_key"] = key
+    return job, key
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Downloads and reproducibility
+# --------------------------------------------------------------------------------------------------------------
+
+@st.cache_resource
+def _png_status():
+    return figures.png_export_status()
+
+
+def downloads(fig=None, *, name: str, key: str, table: pd.DataFrame | None = None, extra: dict | None = None) -> None:
+    """A row of download buttons: PNG of the figure (rendered on click), its data as CSV, extra files.
+
+    Parameters
+    ----------
+    fig : plotly Figure, optional
+    name : str
+        File stem.
+    key : str
+        Widget key prefix (namespaced by page).
+    table : DataFrame, optional
+        The figure's data.
+    extra : dict, optional
+        label → (file name, bytes or callable, mime).
+    """
+    items = []
+    ok, why = _png_status()
+    if fig is not None and ok:
+        items.append(("PNG", f"{name}.png", lambda f=fig: figures.figure_png(f), "image/png"))
+    if table is not None:
+        items.append(("CSV", f"{name}.csv", figures.table_csv(table), "text/csv"))
+    for label, (fname, data, mime) in (extra or {}).items():
+        items.append((label, fname, data, mime))
+    if not items:
+        return
+    row = _row()
+    with row:
+        for label, fname, data, mime in items:
+            st.download_button(label, data=data, file_name=fname, mime=mime, key=f"{key}.{label.lower()}.dl",
+                               icon=":material/download:", on_click="ignore", type="tertiary")
+        if fig is not None and not ok:
+            st.caption(why)
+
+
+def _row():
+    """A horizontal container where this Streamlit has one, else a plain container."""
+    try:
+        return st.container(horizontal=True, gap="small", vertical_alignment="center")
+    except TypeError:
+        return st.container()
+
+
+def chart(fig, key: str, **kwargs):
+    """``st.plotly_chart`` with wkviz's own styling (not Streamlit's theme), so the page and the PNG match."""
+    return st.plotly_chart(fig, key=key, theme=None, config={"displaylogo": False, "toImageButtonOptions": {
+        "format": "png", "scale": 2}}, **kwargs)
+
+
+def reproduce(commands: list[str], config: dict, *, key: str, files: dict | None = None) -> None:
+    """An expander with the exact ``python -m wkviz`` commands, the config JSON and the input files they need."""
+    with st.expander("Reproduce this page (command line, config JSON)", icon=":material/terminal:"):
+        st.caption("Download the input files, then run:")
+        st.code("\n".join(commands), language="bash")
+        text = figures.config_json(**config)
+        st.code(text, language="json")
+        items = {"config JSON": (f"{key}_config.json", text, "application/json")}
+        items.update(files or {})
+        with _row():
+            for label, (fname, data, mime) in items.items():
+                st.download_button(label, data=data, file_name=fname, mime=mime, key=f"{key}.{fname}.dl",
+                                   icon=":material/download:", on_click="ignore")
+
+
+def dataset_file(ds: Dataset | None = None, idx=None, suffix: str = "") -> tuple[str, object, str]:
+    """(file name, bytes callable, mime) of the data set (or a subset) as extxyz, for CLI reproduction."""
+    ds = ds or dataset()
+    frames = ds.frames if idx is None else [ds.frames[i] for i in idx]
+    name = f"{ds.file_stem}{suffix}.extxyz"
+    return name, (lambda fr=frames: figures.structures_extxyz(fr)), "chemical/x-extxyz"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 3D viewer
+# --------------------------------------------------------------------------------------------------------------
+
+def show_html_viewer(make_html, height: int) -> bool:
+    """Render a viewer document built by ``make_html()``; a clear message when 3Dmol.js is not available."""
+    if not viewer.viewer_available():
+        st.warning(viewer.missing_message(), icon=":material/view_in_ar:")
+        return False
+    try:
+        html = make_html()
+    except viewer.ViewerUnavailable as exc:
+        st.warning(str(exc), icon=":material/view_in_ar:")
+        return False
+    # The document is built by wkviz.viewer from structures only (text parts escaped), never from raw user HTML.
+    if hasattr(st, "iframe"):
+        st.iframe(html, height=height + 34)
+    else:  # Streamlit < 1.5x
+        components.html(html, height=height + 34)
+    return True
+
+
+def show_structure(atoms, *, structure_id=None, height: int = 420, **kw) -> bool:
+    return show_html_viewer(lambda: viewer.structure_html(atoms, structure_id=structure_id, height=height, **kw),
+                            height)
+
+
+def show_environment(atoms, center: int, cutoff: float, *, structure_id=None, height: int = 420) -> bool:
+    return show_html_viewer(
+        lambda: viewer.environment_html(atoms, center, cutoff, structure_id=structure_id, height=height), height)
+
+
+def selected_ids(state) -> list[int]:
+    """Row ids from a plotly selection (``customdata[0]`` of each selected point)."""
+    if not state:
+        return []
+    try:
+        points = state["selection"]["points"]
+    except (KeyError, TypeError):
+        return []
+    out = []
+    for p in points:
+        cd = p.get("customdata")
+        if cd is None:
+            continue
+        value = cd[0] if isinstance(cd, (list, tuple)) else cd
+        try:
+            out.append(int(value))
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Layout helpers
+# --------------------------------------------------------------------------------------------------------------
+
+def page_header(title: str, subtitle: str | None = None) -> None:
+    st.title(title)
+    if subtitle:
+        st.markdown(f"<p style='font-size:1.15rem;color:#444;margin-top:-0.6rem'>{subtitle}</p>",
+                    unsafe_allow_html=True)
+
+
+def needs(what: str, page: str, label: str, icon: str = ":material/arrow_forward:") -> None:
+    """A friendly pointer to the page that provides a missing prerequisite."""
+    st.info(what, icon=":material/info:")
+    st.page_link(page, label=label, icon=icon)
+
+
+def body_order_legend(nus) -> str:
+    """HTML chips in the body-order colours (the same everywhere)."""
+    chips = [
+        f"<span style='display:inline-block;padding:2px 10px;margin:2px;border-radius:12px;color:white;"
+        f"background:{figures.body_order_color(nu)};font-weight:600'>{figures.body_order_label(nu)}</span>"
+        for nu in nus
+    ]
+    return " ".join(chips)
+
+
+def sidebar() -> None:
+    """Current data set, target, split, hyperparameters and what has been computed."""
+    ss = st.session_state
+    ds = dataset()
+    info = target_info()
+    with st.sidebar:
+        st.markdown("#### Current session")
+        st.markdown(f"**Data** · {ds.title}  \n{ds.n} structures · `{ds.digest[:8]}`")
+        if info is not None:
+            unit = f" ({info.unit})" if info.unit else ""
+            st.markdown(f"**Target** · `{info.key}`{unit} · {info.kind}"
+                        f"{', extensive' if info.extensive and info.kind != 'atomic' else ''}")
+        else:
+            st.markdown("**Target** · none found in this data set")
+        with contextlib.suppress(WkvizError, ValueError):
+            tr, te = split()
+            method = "farthest-point" if ss.get("data.split") == "fps" else "random"
+            st.markdown(f"**Split** · {len(tr)} train / {len(te)} test ({method}, seed {ss.get('data.seed', 0)})")
+        h = applied_hypers()
+        scaling = "off" if h.density_scaling is None else f"{h.density_scaling:g} Å"
+        st.markdown(
+            f"**Hypers** · ν_max {h.nu_max} · λ_max {h.lambda_max}  \n"
+            f"cutoff {h.cutoff:g} Å (width {h.cutoff_width:g} Å)  \n"
+            f"σ {h.density_width:g} Å · scaling {scaling} · {h.normalization}"
+        )
+        kres, _ = current_kernel()
+        job = ss.get("wk.kernel_job")
+        if job is not None and not job.done:
+            s = job.state()
+            st.markdown(f"**Kernels** · computing, {100 * s.fraction:.0f}%")
+        elif kres is not None:
+            st.markdown(f"**Kernels** · ✓ computed in {format_seconds(kres.seconds)}")
+        else:
+            st.markdown("**Kernels** · not computed yet")
+        fit = ss.get("wk.fit")
+        if fit is not None and fit.get("dataset") == ds.digest:
+            st.markdown(f"**Model** · test MAE {fit['mae']:.4g} {fit.get('unit', '')}")

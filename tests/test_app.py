@@ -1,0 +1,376 @@
+"""The Streamlit app, driven headlessly with streamlit.testing.v1.AppTest, and its caching layer (wkviz.cache).
+
+Widgets are found by their namespaced keys ("kernels.nu_max"), never by position. Sizes are small (60 QM9
+molecules, ν_max ≤ 3) so the whole file runs in well under two minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import threading
+import time
+
+import ase.build
+import numpy as np
+import pytest
+
+from wkviz import Hypers, cache
+from wkviz.errors import Cancelled, InputError
+
+APP = str(pathlib.Path(__file__).resolve().parent.parent / "app.py")
+PAGES = ["home", "data", "kernels", "models", "learning_curves", "map", "teach"]
+TIMEOUT = 240
+
+
+def _app():
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_file(APP, default_timeout=TIMEOUT)
+
+
+def _problems(at):
+    return [e.value for e in at.exception], [e.value for e in at.error]
+
+
+def _goto(at, page):
+    at.switch_page(f"app_pages/{page}.py").run()
+    exc, err = _problems(at)
+    assert not exc, f"{page}: {exc}"
+    return at
+
+
+def _values(v):
+    """A plotly JSON array: a list, or (plotly ≥ 6) a base64 typed array {"dtype", "bdata"}."""
+    if isinstance(v, dict) and "bdata" in v:
+        import base64
+
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"])).tolist()
+    return list(v)
+
+
+def _chart_spec(at, index=0):
+    import json
+
+    return json.loads(at.get("plotly_chart")[index].proto.spec)
+
+
+def _number(text):
+    return float(re.search(r"[-+]?\d[\d,]*\.?\d*(?:e[-+]?\d+)?", text).group(0).replace(",", ""))
+
+
+# ---- wkviz.cache ----------------------------------------------------------------------------------------------------
+
+def test_structure_hash_sees_geometry_not_targets():
+    a = ase.build.molecule("CH3OH")
+    h = cache.hash_structures([a])
+    b = a.copy()
+    b.info["U0"] = -1.0  # a target is not part of the kernel's content
+    assert cache.hash_structures([b]) == h
+    b.positions[2, 1] += 1e-9
+    assert cache.hash_structures([b]) != h
+    c = a.copy()
+    c.numbers[0] = 7
+    assert cache.hash_structures([c]) != h
+    assert cache.hash_structures([a, a]) != h
+    assert cache.hash_bytes(b"abc") == cache.hash_bytes(bytes(b"abc")) != cache.hash_bytes(b"abd")
+
+
+def test_hash_key_combines_hypers_arrays_and_options():
+    k = cache.hash_key("data", Hypers(nu_max=3), np.arange(4), {"atomic": False, "rank": 1})
+    assert k == cache.hash_key("data", Hypers(nu_max=3), np.arange(4), {"rank": 1, "atomic": False})
+    assert k != cache.hash_key("data", Hypers(nu_max=4), np.arange(4), {"atomic": False, "rank": 1})
+    assert k != cache.hash_key("data", Hypers(nu_max=3), np.arange(4, dtype=np.int32), {"atomic": False, "rank": 1})
+    with pytest.raises(TypeError, match="content key"):
+        cache.hash_key(object())
+
+
+def test_result_store_evicts_least_recently_used_beyond_budget():
+    store = cache.ResultStore(max_bytes=3 * 800)
+    for name in "abc":
+        store.put(name, np.zeros(100))  # 800 bytes each
+    assert store.get("a") is not None  # a is now the most recent
+    store.put("d", np.zeros(100))
+    assert "b" not in store and "a" in store and "d" in store
+    store.put("huge", np.zeros(10_000))
+    assert len(store) == 1 and "huge" in store, "the newest result is kept even when alone over budget"
+
+
+def test_background_job_reports_progress_and_stores_result():
+    release = threading.Event()
+
+    def work(progress, cancel):
+        progress(0.5, 1.0)
+        release.wait(5)
+        return 42
+
+    job = cache.BackgroundJob(work, label="t", key="test:job").start()
+    deadline = time.time() + 5
+    while job.state().fraction < 0.5 and time.time() < deadline:
+        time.sleep(0.01)
+    state = job.state()
+    assert state.status == "running" and state.fraction == 0.5 and state.eta_seconds == 1.0
+    release.set()
+    assert job.join(5)
+    assert job.state().status == "done" and job.result == 42 and cache.RESULTS.get("test:job") == 42
+
+
+def test_background_job_cancel_and_errors():
+    def slow(progress, cancel):
+        for _ in range(500):
+            if cancel.is_set():
+                raise Cancelled("stopped")
+            time.sleep(0.01)
+        return "finished"
+
+    job = cache.BackgroundJob(slow, use_engine_lock=False).start()
+    job.cancel()
+    assert job.join(5) and job.state().status == "cancelled" and job.result is None
+
+    def bad_input(progress, cancel):
+        raise InputError("structure 3: two atoms 0.00 Å apart")
+
+    job = cache.BackgroundJob(bad_input).start()
+    job.join(5)
+    assert job.state().status == "failed" and isinstance(job.error, InputError) and job.error_traceback is None
+
+    def bug(progress, cancel):
+        raise ZeroDivisionError("oops")
+
+    job = cache.BackgroundJob(bug).start()
+    job.join(5)
+    assert job.state().status == "failed" and "ZeroDivisionError" in job.error_traceback
+
+
+def test_engine_lock_queues_a_second_caller_and_lets_it_cancel():
+    waited = []
+    with cache.engine_lock():
+        flag = threading.Event()
+        flag.set()
+        with pytest.raises(Cancelled):
+            with cache.engine_lock(on_wait=lambda: waited.append(True), cancel=flag):
+                pass
+    assert waited == [True]
+    with cache.engine_lock(on_wait=lambda: waited.append(False)):
+        pass
+    assert waited == [True], "a free lock is taken without waiting"
+
+
+def test_two_sessions_computing_kernels_at_once_do_not_interfere():
+    """Two jobs (as two browser sessions would start them) on the real engine: both finish, same numbers."""
+    from wkviz.kernels import WignerKernel
+
+    frames = [ase.build.molecule(n) for n in ("H2O", "NH3", "CH4", "CH3OH", "C2H6", "HCOOH")]
+    engine = WignerKernel(Hypers(nu_max=3, lambda_max=2))
+    jobs = [cache.BackgroundJob(lambda progress, cancel: engine.compute(frames, progress=progress, cancel=cancel))
+            .start() for _ in range(2)]
+    assert all(job.join(120) for job in jobs)
+    assert [job.state().status for job in jobs] == ["done", "done"]
+    assert np.array_equal(jobs[0].result.K, jobs[1].result.K)
+
+
+def test_cancelling_a_kernel_job_stops_the_engine():
+    from wkviz import data
+    from wkviz.kernels import WignerKernel
+
+    frames = data.load_sample("qm9")[:80]
+    engine = WignerKernel(Hypers(nu_max=4), tile_size=32)  # small tiles: many cancellation points
+    seen = []
+
+    def work(progress, cancel):
+        def report(fraction, eta):
+            seen.append(fraction)
+            progress(fraction, eta)
+            if fraction > 0:
+                cancel.set()  # what the page's Cancel button does
+        return engine.compute(frames, progress=report, cancel=cancel)
+
+    job = cache.BackgroundJob(work, key="test:cancelled").start()
+    assert job.join(120)
+    assert job.state().status == "cancelled" and job.result is None and "test:cancelled" not in cache.RESULTS
+    assert 0 < max(seen) < 1, "stopped part-way"
+
+
+# ---- every page renders ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_without_exception(page):
+    at = _app()
+    at.run()
+    assert not _problems(at)[0]
+    if page != "home":
+        _goto(at, page)
+    assert at.title and at.title[0].value
+    assert not _problems(at)[1], f"{page} shows errors on a fresh session: {_problems(at)[1]}"
+    # the sidebar shows the session's data set, target and hyperparameters on every page
+    side = " ".join(m.value for m in at.sidebar.markdown)
+    assert "QM9 subset" in side and "U0" in side and "ν_max 4" in side
+
+
+# ---- the main flow ---------------------------------------------------------------------------------------------
+
+def test_main_flow_qm9_kernels_fit_learning_curve_map():
+    cache.RESULTS.clear()
+    at = _app()
+    at.run()
+    # Data: 60 molecules of the bundled QM9 subset, target U0
+    _goto(at, "data")
+    at.number_input(key="data.n").set_value(60).run()
+    assert at.session_state["wk.dataset"].n == 60
+    assert at.selectbox(key="data.target").value == "U0"
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Structures"] == "60"
+
+    # Kernels: ν_max = 3, λ_max = 2, estimate, compute
+    _goto(at, "kernels")
+    at.slider(key="kernels.nu_max").set_value(3)
+    at.slider(key="kernels.lambda_max").set_value(2)
+    at.button(key="kernels.apply.btn").click().run()
+    est = {m.label: m.value for m in at.metric}
+    assert _number(est["Atom pairs (same element)"]) > 60
+    at.button(key="kernels.compute.btn").click().run()
+    assert not any(_problems(at))
+    done = at.success[0].value
+    assert "60 structures, ν = 0…3" in done
+    key = at.session_state["wk.kernel_job_key"]
+    res = cache.RESULTS.get(key)
+    assert res.K.shape == (4, 60, 60)
+    assert np.allclose(res.K, np.transpose(res.K, (0, 2, 1)))
+    assert np.all(np.diag(res.K[2]) > 0)
+
+    # Models: fit the mixed model and the baselines
+    _goto(at, "models")
+    at.button(key="models.fit.btn").click().run()
+    assert not any(_problems(at))
+    metrics = {m.label: m.value for m in at.metric}
+    mae = _number(metrics["Test MAE"])
+    assert metrics["Test MAE"].endswith("eV") and 0 < mae < 5.0
+    fit = at.session_state["wk.fit"]
+    result = cache.RESULTS.get(fit["key"])
+    assert set(result["models"]) == {"composition", "nu=1", "nu=2", "nu=3", "mixed"}
+    assert len(fit["test"]) == 12 and len(fit["train"]) == 48
+    mixed = result["models"]["mixed"]
+    y_true = np.asarray(result["y_true"])
+    assert mixed["metrics"]["mae"] == pytest.approx(np.mean(np.abs(mixed["pred"] - y_true)))
+    assert mae == pytest.approx(mixed["metrics"]["mae"], rel=1e-3)
+    assert mixed["metrics"]["mae"] < result["models"]["composition"]["metrics"]["mae"], \
+        "Wigner kernels must beat the composition baseline on U0"
+    assert np.all(mixed["std"] > 0)
+    assert sum(mixed["weights"].values()) == pytest.approx(1.0)
+
+    # Learning curves: 3 sizes × 2 repeats
+    _goto(at, "learning_curves")
+    at.slider(key="curves.n_sizes").set_value(3)
+    at.slider(key="curves.repeats").set_value(2)
+    at.button(key="curves.run.btn").click().run()
+    assert not any(_problems(at))
+    curve = cache.RESULTS.get(at.session_state["wk.lc"]["key"])
+    assert len(curve.sizes) == 3 and len(curve.rows) == 3 * 2 * 5
+    slopes = curve.slopes()
+    assert slopes["mixed"] < 0, "more training data must lower the error of the mixed model"
+    table = at.dataframe[0].value
+    assert list(table["model"])[-1].startswith("mixed") and np.isfinite(table["log–log slope"]).all()
+
+    # Map: kernel PCA of the 60 structures, then coloured by the test errors of the fit
+    _goto(at, "map")
+    spec = _chart_spec(at)
+    xs = [x for trace in spec["data"] for x in _values(trace.get("x", []))]
+    assert len(xs) == 60
+    assert "% of variance" in spec["layout"]["xaxis"]["title"]["text"]
+    at.selectbox(key="map.color").set_value("error").run()
+    spec = _chart_spec(at)
+    colours = _values(spec["data"][0]["marker"]["color"])
+    assert len(colours) == 12 and np.allclose(sorted(colours), sorted(
+        np.abs(np.asarray(mixed["pred"]) - y_true)), rtol=1e-6)
+
+    # Navigating back shows the cached kernels: nothing is recomputed, the widgets kept their values
+    _goto(at, "kernels")
+    assert at.slider(key="kernels.nu_max").value == 3
+    assert at.success[0].value == done
+    assert cache.RESULTS.get(key) is res
+
+
+def test_bad_hyperparameters_show_a_message_not_a_traceback():
+    at = _app()
+    at.run()
+    _goto(at, "kernels")
+    at.number_input(key="kernels.cutoff").set_value(1.0)
+    at.number_input(key="kernels.cutoff_width").set_value(2.0)
+    at.button(key="kernels.apply.btn").click().run()
+    exc, err = _problems(at)
+    assert not exc
+    assert any("cutoff_width must be > 0 and at most the cutoff" in e for e in err)
+    # the previous, valid hyperparameters stay in force
+    assert at.session_state["wk.hypers"].cutoff == 5.0
+
+
+def test_uploads_bad_file_message_then_good_file_switches_data_set():
+    at = _app()
+    at.run()
+    _goto(at, "data")
+    at.radio(key="data.source").set_value("Upload a file").run()
+    bad = b"3\n\nO 0 0 0\nH 0.96 0 0\n"  # declares 3 atoms, has 2
+    at.file_uploader(key="data.upload").set_value(("broken.xyz", bad, "chemical/x-xyz")).run()
+    exc, err = _problems(at)
+    assert not exc
+    assert any("broken.xyz" in e and "declares 3 atoms" in e for e in err), err
+    assert at.session_state["wk.dataset"].name == "qm9", "a bad upload leaves the current data set in place"
+
+    good = "".join(f"3\nenergy={-14.0 - 0.1 * k}\nO 0 0 0\nH {0.96 + 0.01 * k} 0 0\nH 0 0.96 0\n"
+                   for k in range(5)).encode()
+    at.file_uploader(key="data.upload").set_value(("water.xyz", good, "chemical/x-xyz")).run()
+    assert not any(_problems(at))
+    ds = at.session_state["wk.dataset"]
+    assert ds.name == "upload" and ds.n == 5
+    assert at.selectbox(key="data.target").value == "energy"
+    side = " ".join(m.value for m in at.sidebar.markdown)
+    assert "water.xyz" in side and "energy" in side
+
+
+def test_split_moves_test_structures_with_unseen_elements_to_training():
+    """In 300 QM9 molecules fluorine is rare; a random test set can hold the only fluorine molecule."""
+    from wkviz import data
+
+    at = _app()
+    at.run()
+    _goto(at, "data")
+    at.number_input(key="data.n").set_value(300).run()
+    frames = at.session_state["wk.dataset"].frames
+    train, test = data.random_split(300, 0.2, 0)
+    seen = set(np.concatenate([frames[i].numbers for i in train]).tolist())
+    unseen = [int(i) for i in test if not set(frames[i].numbers.tolist()) <= seen]
+    assert unseen, "the premise: seed 0 puts a molecule with an unseen element in the test set"
+    note = next(c.value for c in at.caption if c.value.startswith("Moved to training"))
+    assert sorted(int(x) for x in re.findall(r"\d+", note.split(",  which")[0].split("which")[0])) == unseen
+    assert f"**{len(test) - len(unseen)}** test structures" in " ".join(m.value for m in at.markdown)
+
+
+def test_target_change_resets_the_mean_kernel_default():
+    at = _app()
+    at.run()
+    _goto(at, "models")
+    assert at.session_state["models.intensive"] is False  # U0: extensive, sum kernel
+    _goto(at, "data")
+    at.selectbox(key="data.target").set_value("gap").run()
+    _goto(at, "models")
+    assert at.session_state["models.intensive"] is True  # the HOMO-LUMO gap: intensive, mean kernel
+
+
+def test_missing_3dmol_copy_gives_a_notice_instead_of_a_broken_viewer(monkeypatch, tmp_path):
+    from wkviz import viewer
+
+    monkeypatch.setattr(viewer, "STATIC_DIR", tmp_path)
+    at = _app()
+    at.run()
+    _goto(at, "data")
+    assert any("scripts/fetch_3dmol.py" in w.value for w in at.warning)
+    assert not at.get("iframe")
+
+
+def test_pages_that_need_kernels_point_to_the_kernels_page():
+    cache.RESULTS.clear()
+    at = _app()
+    at.run()
+    for page in ("models", "learning_curves", "map"):
+        _goto(at, page)
+        assert any("kernels" in i.value.lower() for i in at.info), page

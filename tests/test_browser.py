@@ -1,0 +1,292 @@
+"""End to end in a real browser: `streamlit run app.py` driven with Playwright and Debian's Chromium, offline.
+
+Runs the main flow (bundled QM9 → kernels → fit → learning curves → map), clicks a point of the parity plot and
+checks that the 3D viewer then shows that structure (canvas drawn, 3Dmol.js loaded from the page itself), and
+saves a screenshot of every page to artifacts/screenshots/. Every request that is not to the local server is
+aborted and reported: the app must work with no internet.
+
+Skipped when /usr/bin/chromium or Playwright is missing, unless WKVIZ_REQUIRE_BROWSER=1 (CI), which turns the
+skip into a failure. No browser is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = ROOT / "artifacts" / "screenshots"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
+N_MOLECULES = 60
+
+
+def _skip_or_fail(reason: str):
+    if os.environ.get("WKVIZ_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{reason} (WKVIZ_REQUIRE_BROWSER=1: the browser test must run)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def playwright_api():
+    if not os.path.exists(CHROMIUM):
+        _skip_or_fail(f"{CHROMIUM} not found (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _skip_or_fail("playwright is not installed (pip install playwright)")
+    with sync_playwright() as p:
+        yield p
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = _free_port()
+    log = tmp_path_factory.mktemp("streamlit") / "server.log"
+    env = dict(os.environ, BROWSER_PATH=CHROMIUM, PYTHONUNBUFFERED="1")
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"streamlit did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def page(playwright_api, server):
+    browser = playwright_api.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    blocked = []
+
+    def guard(route):
+        parts = urllib.parse.urlsplit(route.request.url)
+        if parts.scheme in ("http", "https", "ws", "wss") and parts.hostname not in LOCAL_HOSTS:
+            blocked.append(route.request.url)
+            route.abort()
+        else:
+            route.continue_()
+
+    context.route("**/*", guard)
+    pg = context.new_page()
+    pg.blocked = blocked
+    pg.errors = []
+    pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
+    pg.goto(server)
+    yield pg
+    context.close()
+    browser.close()
+
+
+# ---- helpers ------------------------------------------------------------------------------------------------------
+
+def wait_idle(pg, timeout: float = 180.0) -> None:
+    """Wait until the script has stopped running (no status widget twice in a row, 0.4 s apart)."""
+    deadline = time.time() + timeout
+    quiet = 0
+    pg.wait_for_timeout(400)
+    while quiet < 3:
+        running = pg.evaluate(
+            "() => { const w = document.querySelector('[data-testid=\"stStatusWidget\"]');"
+            " return !!w && /Running|Stop/.test(w.innerText); }")
+        quiet = 0 if running else quiet + 1
+        if time.time() > deadline:
+            raise AssertionError("the app kept running for too long")
+        pg.wait_for_timeout(400)
+
+
+def go(pg, label: str) -> None:
+    pg.locator('[data-testid="stSidebarNav"] a').filter(has_text=label).first.click()
+    wait_idle(pg)
+
+
+def screenshot(pg, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    height = pg.evaluate(
+        "() => { const c = document.querySelector('[data-testid=\"stMainBlockContainer\"]');"
+        " return c ? c.scrollHeight + 120 : document.body.scrollHeight; }")
+    pg.set_viewport_size({"width": 1600, "height": int(min(max(height, 1000), 8000))})
+    pg.wait_for_timeout(1200)  # plotly and the 3D viewers redraw at the new size
+    pg.screenshot(path=str(SHOTS / f"{name}.png"))
+    pg.set_viewport_size({"width": 1600, "height": 1000})
+    pg.wait_for_timeout(300)
+
+
+def viewers(pg) -> list[dict]:
+    """State of every 3D viewer frame on the page."""
+    out = []
+    for frame in pg.frames:
+        if frame == pg.main_frame:
+            continue
+        try:
+            info = frame.evaluate(
+                "() => { const v = document.querySelector('.wkviz-viewer'); if (!v) return null;"
+                " return {id: v.dataset.structureId, formula: v.dataset.formula,"
+                " canvases: document.querySelectorAll('canvas').length, lib: typeof window.$3Dmol,"
+                " ready: window.wkvizViewerReady === true}; }")
+        except Exception:  # a frame that navigated away while we looked
+            continue
+        if info:
+            out.append(info)
+    return out
+
+
+def wait_viewer(pg, structure_id: str, timeout: float = 30.0) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for info in viewers(pg):
+            if info["id"] == structure_id and info["ready"] and info["canvases"] > 0:
+                return info
+        pg.wait_for_timeout(300)
+    raise AssertionError(f"no drawn 3D viewer for structure {structure_id}; viewers: {viewers(pg)}")
+
+
+def plot_points(pg, plot_index: int, trace_index: int) -> list[dict]:
+    """Screen positions and ids (customdata[0]) of the points of one trace of a plotly chart."""
+    return pg.evaluate(
+        """([plotIndex, traceIndex]) => {
+            const gd = document.querySelectorAll('.js-plotly-plot')[plotIndex];
+            const fl = gd._fullLayout, tr = gd._fullData[traceIndex];
+            const box = gd.getBoundingClientRect();
+            const out = [];
+            for (let i = 0; i < tr.x.length; i++) {
+                out.push({id: String(tr.customdata[i][0]),
+                          x: box.left + fl._size.l + fl.xaxis.l2p(tr.x[i]),
+                          y: box.top + fl._size.t + fl.yaxis.l2p(tr.y[i])});
+            }
+            return out;
+        }""", [plot_index, trace_index])
+
+
+def isolated_point(points: list[dict], exclude: str) -> dict:
+    """The point farthest from all others (so the click cannot hit a neighbour), other than ``exclude``."""
+    best, best_d = None, -1.0
+    for p in points:
+        if p["id"] == exclude:
+            continue
+        d = min(((p["x"] - q["x"]) ** 2 + (p["y"] - q["y"]) ** 2 for q in points if q is not p), default=1e9)
+        if d > best_d:
+            best, best_d = p, d
+    return best
+
+
+# ---- the test ---------------------------------------------------------------------------------------------------
+
+def test_main_flow_in_a_real_browser(page):
+    pg = page
+    wait_idle(pg)
+    assert pg.get_by_text("Wigner kernels, body order by body order").count() == 1
+    screenshot(pg, "01_home")
+
+    # Data: 60 molecules of the bundled QM9 subset
+    go(pg, "Data")
+    box = pg.get_by_role("spinbutton", name="Structures to use (count)")
+    box.fill(str(N_MOLECULES))
+    box.press("Enter")
+    wait_idle(pg)
+    assert pg.locator('[data-testid="stMetricValue"]').first.inner_text().strip() == str(N_MOLECULES)
+    wait_viewer(pg, "0")
+    screenshot(pg, "02_data")
+
+    # Kernels with the default hyperparameters (ν_max = 4)
+    go(pg, "Kernels")
+    pg.get_by_role("button", name="Compute kernels").click()
+    pg.get_by_text("computed in").first.wait_for(timeout=180_000)
+    wait_idle(pg)
+    assert pg.get_by_text(f"Kernels for {N_MOLECULES} structures, ν = 0…4").count() == 1
+    screenshot(pg, "03_kernels")
+
+    # Models: fit, then click a parity point → the 3D viewer shows that structure
+    go(pg, "Models")
+    pg.get_by_role("button", name="Fit models").click()
+    pg.get_by_text("Test MAE").first.wait_for(timeout=180_000)
+    wait_idle(pg)
+    shown = viewers(pg)
+    assert len(shown) == 1 and shown[0]["ready"], shown
+    before = shown[0]["id"]
+    points = plot_points(pg, 0, 1)
+    assert len(points) == N_MOLECULES // 5  # the test set
+    target = isolated_point(points, exclude=before)
+    pg.mouse.move(target["x"], target["y"])
+    pg.wait_for_timeout(300)
+    pg.mouse.click(target["x"], target["y"])
+    wait_idle(pg)
+    info = wait_viewer(pg, target["id"])
+    assert info["lib"] == "object" and info["canvases"] >= 1
+    assert pg.get_by_text(f"structure {target['id']} · {info['formula']}").count() >= 1
+    screenshot(pg, "04_models")
+
+    # Learning curves: 3 sizes, 1 repeat (sliders moved with the keyboard, inside the form)
+    go(pg, "Learning curves")
+    sizes = pg.get_by_role("slider", name="Training sizes (points on a log grid)")
+    sizes.focus()
+    sizes.press("Home")
+    sizes.press("ArrowRight")
+    repeats = pg.get_by_role("slider", name="Repeats (random splits)")
+    repeats.focus()
+    repeats.press("Home")
+    assert sizes.input_value() == "3" and repeats.input_value() == "1"
+    pg.get_by_role("button", name="Compute learning curves").click()
+    pg.get_by_text("Learning curves of U0").first.wait_for(timeout=240_000)
+    wait_idle(pg)
+    assert pg.get_by_text("1 repeat, 12 test structures each").count() == 1
+    screenshot(pg, "05_learning_curves")
+
+    # Map: click a structure → 3D
+    go(pg, "Map")
+    points = plot_points(pg, 0, 0)
+    assert len(points) == N_MOLECULES
+    target = isolated_point(points, exclude="")
+    pg.mouse.move(target["x"], target["y"])
+    pg.wait_for_timeout(300)
+    pg.mouse.click(target["x"], target["y"])
+    wait_idle(pg)
+    wait_viewer(pg, target["id"])
+    screenshot(pg, "06_map")
+
+    # Teach: teaching pair side by side, rotation demo
+    go(pg, "Teach")
+    pg.get_by_text("Invariant kernel").first.wait_for(timeout=120_000)
+    wait_idle(pg)
+    assert sum(1 for v in viewers(pg) if v["ready"]) >= 3
+    screenshot(pg, "07_teach")
+
+    assert not pg.blocked, f"the app tried to reach the internet: {pg.blocked}"
+    assert not pg.errors, f"JavaScript errors: {pg.errors}"

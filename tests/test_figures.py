@@ -1,0 +1,235 @@
+"""Figure builders and downloads (wkviz.figures): pure functions, checked on what they put in the figure."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shlex
+
+import ase.build
+import ase.io
+import numpy as np
+import pandas as pd
+import pytest
+
+from wkviz import Hypers, figures
+
+
+def _random_psd(n, rank, seed=0):
+    X = np.random.default_rng(seed).normal(size=(n, rank))
+    return X @ X.T
+
+
+# ---- colours and names ------------------------------------------------------------------------------------------
+
+def test_body_order_palette_is_one_vocabulary():
+    colours = [figures.body_order_color(nu) for nu in range(0, 13)]
+    assert len(set(colours)) == 13, "every body order up to 12 has its own colour"
+    assert figures.MIXED_COLOR not in colours
+    # model names from wkviz.models.standard_models map onto the same colours
+    assert figures.model_color("composition") == figures.body_order_color(0)
+    assert figures.model_color("nu=3") == figures.body_order_color(3)
+    assert figures.model_color("mixed") == figures.MIXED_COLOR
+    assert figures.model_nu("ν=2") == 2 and figures.model_nu("nu4") == 4 and figures.model_nu("mixed") is None
+    assert figures.body_order_label(2) == "ν=2 · 3-body"
+
+
+def test_learning_curve_colours_follow_the_palette():
+    rows = [{"model": m, "n_train": n, "repeat": r, "mae": 1.0 / n ** 0.5, "rmse": 1.2 / n ** 0.5}
+            for m in ("composition", "nu=1", "nu=2", "mixed") for n in (10, 20, 40) for r in range(2)]
+    fig = figures.learning_curve_plot(pd.DataFrame(rows), unit="eV", target="U0")
+    lines = {tr.legendgroup: tr.line.color for tr in fig.data if tr.mode == "lines+markers"}
+    assert lines["nu=2"] == figures.body_order_color(2)
+    assert lines["composition"] == figures.body_order_color(0)
+    assert lines["mixed"] == figures.MIXED_COLOR
+
+
+# ---- kernels ------------------------------------------------------------------------------------------------------
+
+def test_normalized_kernel_has_unit_diagonal_and_handles_zero_self_kernels():
+    K = _random_psd(6, 3)
+    K[5, :] = K[:, 5] = 0.0  # an isolated atom: no ν ≥ 1 density
+    Kn = figures.normalized_kernel(K)
+    assert np.allclose(np.diag(Kn)[:5], 1.0)
+    assert np.all(Kn[5] == 0.0) and np.all(np.isfinite(Kn))
+    assert np.all(np.abs(Kn) <= 1 + 1e-12)
+
+
+def test_kernel_distance_matches_definition():
+    assert figures.kernel_distance(2.0, 2.0, 2.0) == pytest.approx(0.0)
+    assert figures.kernel_distance(0.0, 1.0, 4.0) == pytest.approx(np.sqrt(2.0))
+    assert figures.kernel_distance(1.0, 1.0, 4.0) == pytest.approx(1.0)  # cos = 0.5
+
+
+def test_kernel_heatmaps_one_panel_per_nu_and_axes_with_units():
+    K = np.stack([_random_psd(20, 4, seed=s) for s in range(4)])
+    fig = figures.kernel_heatmaps(K, [1, 3], max_size=12)
+    heat = [t for t in fig.data if t.type == "heatmap"]
+    assert len(heat) == 2
+    assert np.asarray(heat[0].z).shape == (12, 12)
+    assert np.allclose(np.diag(np.asarray(heat[1].z)), 1.0)
+    assert "(#)" in fig.layout.xaxis.title.text and "(#)" in fig.layout.yaxis.title.text
+    with pytest.raises(ValueError, match="nu_max\\+1"):
+        figures.kernel_heatmaps(K[0])
+
+
+def test_spectrum_table_effective_rank_and_weight_share():
+    n = 30
+    K = np.stack([np.ones((n, n)), np.eye(n), _random_psd(n, 3)])
+    table = figures.spectrum_table(K, weights=[1.0, 1.0, 2.0])
+    assert table.loc[0, "effective_rank"] == pytest.approx(1.0)  # all structures identical
+    assert table.loc[1, "effective_rank"] == pytest.approx(n)  # all structures orthogonal
+    assert 1.0 < table.loc[2, "effective_rank"] <= 3.0 + 1e-9
+    assert table.loc[0, "mean_similarity"] == pytest.approx(1.0)
+    assert table.loc[1, "mean_similarity"] == pytest.approx(0.0)
+    assert table["weight_share"].sum() == pytest.approx(1.0)
+    fig = figures.body_order_spectrum(table, "effective_rank")
+    assert list(fig.data[0].marker.color) == [figures.body_order_color(nu) for nu in range(3)]
+
+
+# ---- models -------------------------------------------------------------------------------------------------------
+
+def test_parity_plot_carries_row_ids_formulas_and_errors():
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    p = np.array([1.1, 1.8, 3.0, 4.5])
+    ids = [7, 3, 11, 2]
+    fig = figures.parity_plot(y, p, ids=ids, formulas=["H2O", "CH4", "NH3", "CO2"], target="U0", unit="eV",
+                              sigma=np.full(4, 0.1), selected=[11])
+    points = fig.data[1]
+    cd = np.asarray(points.customdata, dtype=object)
+    assert [int(i) for i in cd[:, 0]] == ids
+    assert list(cd[:, 1]) == ["H2O", "CH4", "NH3", "CO2"]
+    assert np.allclose(cd[:, 2].astype(float), p - y)
+    assert "structure %{customdata[0]}" in points.hovertemplate and "error" in points.hovertemplate
+    assert fig.layout.xaxis.title.text == "true U0 (eV)" and fig.layout.yaxis.title.text == "predicted U0 (eV)"
+    assert np.allclose(points.error_y.array, 0.1)
+    ring = fig.data[-1]
+    assert ring.name == "shown in 3D" and list(ring.x) == [3.0]
+    assert "MAE 0.2 eV" in fig.layout.title.text
+
+
+def test_parity_plot_vectors_one_trace_per_component():
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=(5, 3))
+    fig = figures.parity_plot(y, y + 0.01, ids=range(5), target="dipole", unit="e·Å")
+    assert [t.name for t in fig.data[1:]] == ["x", "y", "z"]
+    with pytest.raises(ValueError, match="differ in shape"):
+        figures.parity_plot(y, y[:, :2], ids=range(5))
+
+
+def test_learning_curve_slopes_recover_power_law_and_band_uses_repeats():
+    rows = []
+    for r in range(3):
+        for n in (10, 20, 40, 80):
+            rows.append({"model": "mixed", "n_train": n, "repeat": r, "mae": 3.0 * n ** -0.5 * (1 + 0.01 * r),
+                         "rmse": 1.0})
+            rows.append({"model": "nu=2", "n_train": n, "repeat": r, "mae": 2.0 * n ** -0.25, "rmse": 1.0})
+    table = pd.DataFrame(rows)
+    slopes = figures.learning_curve_slopes(table)
+    assert slopes["mixed"] == pytest.approx(-0.5, abs=1e-3)
+    assert slopes["nu=2"] == pytest.approx(-0.25, abs=1e-9)
+    fig = figures.learning_curve_plot(table, unit="eV", target="U0")
+    names = [t.name for t in fig.data if t.name]
+    assert any("slope -0.50" in n for n in names) and any("slope -0.25" in n for n in names)
+    assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
+    bands = [t for t in fig.data if t.fill == "toself"]
+    assert len(bands) == 2
+    assert "(eV)" in fig.layout.yaxis.title.text
+
+
+def test_error_by_group_and_model_comparison():
+    table = pd.DataFrame({"n_atoms": [5, 9], "n": [3, 4], "mae": [0.1, 0.3], "rmse": [0.2, 0.4]})
+    fig = figures.error_by_group(table, group="n_atoms", group_label="atoms per structure (count)", unit="eV")
+    assert list(fig.data[0].y) == [0.1, 0.3]
+    assert fig.layout.yaxis.title.text.endswith("(eV)")
+    comp = pd.DataFrame({"model": ["mixed", "composition", "nu=1"], "mae": [0.1, 2.0, 0.5]})
+    fig = figures.model_comparison(comp, unit="eV")
+    assert list(fig.data[0].x)[0].startswith("ν=0")  # composition first, mixed last
+    assert list(fig.data[0].marker.color)[-1] == figures.MIXED_COLOR
+
+
+# ---- maps and teaching -----------------------------------------------------------------------------------------
+
+def test_kpca_map_numeric_and_categorical_colours_keep_ids():
+    coords = np.random.default_rng(0).normal(size=(6, 2))
+    fig = figures.kpca_map(coords, ids=[10, 11, 12, 13, 14, 15], color=np.arange(6.0), color_label="U0",
+                           color_unit="eV", explained=[0.5, 0.2])
+    assert [int(c[0]) for c in fig.data[0].customdata] == [10, 11, 12, 13, 14, 15]
+    assert "50% of variance" in fig.layout.xaxis.title.text
+    fig = figures.kpca_map(coords, ids=range(6), color=["H", "C", "H", "O", "C", "H"], color_label="element")
+    by_name = {t.name: [int(c[0]) for c in t.customdata] for t in fig.data}
+    assert by_name == {"C": [1, 4], "H": [0, 2, 5], "O": [3]}
+
+
+def test_teaching_figures():
+    fig = figures.distance_by_nu({1: 0.0, 2: 1e-9, 3: 0.27})
+    assert list(fig.data[0].text) == ["identical", "identical", "0.27"]
+    fig = figures.vector_kernel_block(np.eye(3), zmax=2.0)
+    assert fig.data[0].zmax == 2.0 and fig.data[0].zmin == -2.0
+    fig = figures.cost_vs_nu(pd.DataFrame({"nu": [1, 2, 3], "seconds": [1.0, 2.0, 3.0]}))
+    assert fig.layout.yaxis.type == "log" and "(s)" in fig.layout.yaxis.title.text
+    fig = figures.body_order_picture(4)
+    assert any("Wigner kernel" in (t.name or "") for t in fig.data)
+
+
+# ---- downloads ----------------------------------------------------------------------------------------------------
+
+def test_cli_command_writes_every_hyperparameter_and_quotes():
+    h = Hypers(nu_max=3, density_scaling=2.5)
+    cmd = figures.cli_command("kernels", h, "my data.extxyz", atomic=True, tensor_rank=None, out="K.npz")
+    parts = shlex.split(cmd)
+    assert parts[:5] == ["python", "-m", "wkviz", "kernels", "my data.extxyz"]
+    for flag, value in (("--nu-max", "3"), ("--lambda-max", "3"), ("--cutoff", "5"), ("--density-scaling", "2.5"),
+                        ("--normalization", "exact"), ("--out", "K.npz")):
+        assert parts[parts.index(flag) + 1] == value
+    assert "--atomic" in parts and "--tensor-rank" not in parts
+    cmd = figures.cli_command("learning-curve", None, sizes=[10, 20], repeats=2)
+    assert "--sizes 10,20" in cmd
+    config = json.loads(figures.config_json(hypers=h, idx=np.arange(3)))
+    assert config["hypers"]["nu_max"] == 3 and config["idx"] == [0, 1, 2]
+
+
+def test_predictions_extxyz_round_trip():
+    frames = [ase.build.molecule("H2O"), ase.build.molecule("NH3")]
+    pred = np.array([[0.1, 0.2, 0.3], [1.0, 2.0, 3.0]])
+    data = figures.predictions_extxyz(frames, "dipole", pred, sigma=pred * 0.1)
+    back = ase.io.read(io.StringIO(data.decode()), index=":", format="extxyz")
+    assert np.allclose(back[1].info["dipole_predicted"], pred[1])
+    assert np.allclose(back[0].info["dipole_std"], pred[0] * 0.1)
+    assert "dipole_predicted" not in frames[0].info, "inputs are not modified"
+    charges = np.arange(7, dtype=float)
+    data = figures.predictions_extxyz(frames, "q", charges, per_atom=True)
+    back = ase.io.read(io.StringIO(data.decode()), index=":", format="extxyz")
+    assert np.allclose(back[1].arrays["q_predicted"], charges[3:])
+
+
+def test_chemiscope_json_has_structures_properties_and_environments():
+    frames = [ase.build.molecule("H2O"), ase.build.bulk("Au", cubic=True)]
+    data = json.loads(figures.chemiscope_json(
+        frames, {"PC1": {"target": "atom", "values": np.arange(7.0)}, "element": {"target": "atom",
+                 "values": np.array(["O", "H", "H", "Au", "Au", "Au", "Au"])}},
+        environments=[(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (1, 3)], cutoff=3.5, x="PC1", color="element"))
+    assert [s["size"] for s in data["structures"]] == [3, 4]
+    assert "cell" in data["structures"][1] and "cell" not in data["structures"][0]
+    assert data["properties"]["PC1"]["values"] == list(np.arange(7.0))
+    assert data["properties"]["element"]["values"][0] == "O"
+    assert data["environments"][3] == {"structure": 1, "center": 0, "cutoff": 3.5}
+    assert data["settings"]["map"]["x"]["property"] == "PC1"
+
+
+def test_png_export_status_without_a_browser(monkeypatch):
+    monkeypatch.setenv("BROWSER_PATH", "/nonexistent/chrome")
+    monkeypatch.setattr(figures, "_BROWSER_CANDIDATES", ())
+    monkeypatch.setattr(figures.shutil, "which", lambda name: None)
+    ok, why = figures.png_export_status()
+    assert not ok and "Chromium" in why and "CSV" in why
+    with pytest.raises(RuntimeError, match="Chromium"):
+        figures.figure_png(figures.histogram(np.arange(5.0), label="x", unit="Å"))
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="PNG export needs /usr/bin/chromium")
+def test_figure_png_renders_with_system_chromium():
+    fig = figures.histogram(np.arange(10.0), label="size", unit="count")
+    png = figures.figure_png(fig, width=400, height=300, scale=1)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
