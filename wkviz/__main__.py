@@ -84,6 +84,10 @@ def cmd_kernels(args) -> int:
     hypers = hypers_from_args(args)
     frames_a = _read(args.structures)
     frames_b = _read(args.other) if args.other else None
+    if getattr(args, "scheduler", None):
+        from .cli_distributed import compute_distributed
+
+        return compute_distributed(args, frames_a, frames_b, hypers)
     ranks = tuple(sorted(set(args.tensor_rank or [0]) - {0}))
     engine = WignerKernel(hypers, memory_budget=int(args.memory_budget * 2**30))
     est = engine.estimate(frames_a, frames_b, atomic=args.atomic, tensor_rank=ranks)
@@ -110,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--memory-budget", type=float, default=2.0, help="GiB (default %(default)s)")
     k.add_argument("--out", required=True, help="output .npz")
     add_hyper_flags(k)
+    from .cli_distributed import add_distributed_flags
+
+    add_distributed_flags(k)
     k.set_defaults(func=cmd_kernels)
 
     try:

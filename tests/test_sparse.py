@@ -1,0 +1,221 @@
+"""Sparse (projected-process / Nyström) models: M = N is the exact model, M < N approaches it; FPS is FPS."""
+
+import numpy as np
+import pytest
+from ase.build import molecule
+from sklearn.base import clone
+
+from wkviz import Hypers
+from wkviz.data import composition_counts
+from wkviz.errors import InputError
+from wkviz.kernels import WignerKernel
+from wkviz.models import ScalarRegressor
+from wkviz.sparse import (
+    SparseKernelRidge,
+    SparseScalarRegressor,
+    fps,
+    select_active,
+    select_active_environments,
+    sparse_kernels,
+)
+
+H = Hypers(nu_max=3, lambda_max=2, cutoff=4.0)
+
+
+def _pair_energy(atoms):
+    # a smooth many-body-free target: Gaussian pair terms plus a per-atom constant
+    d = atoms.get_all_distances()[np.triu_indices(len(atoms), 1)]
+    return float(np.sum(np.exp(-((d - 1.2) ** 2)))) + 0.3 * len(atoms)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    base = [molecule(n) for n in ("CH4", "H2O", "NH3", "C2H2", "HCN", "H2CO")]
+    frames = []
+    for k in range(90):
+        a = base[k % len(base)].copy()
+        a.positions += rng.normal(scale=0.08, size=a.positions.shape)
+        frames.append(a)
+    y = np.array([_pair_energy(a) for a in frames])
+    K = WignerKernel(H).compute(frames).K
+    counts, species = composition_counts(frames)
+    return {"frames": frames, "y": y, "K": K, "counts": counts, "species": species,
+            "tr": np.arange(60), "te": np.arange(60, 90)}
+
+
+def _block(K, rows, cols):
+    return K[:, rows][:, :, cols]
+
+
+def _mae(a, b):
+    return float(np.abs(np.asarray(a) - np.asarray(b)).mean())
+
+
+def test_fps_is_greedy_farthest_point_in_features_and_kernel_metric():
+    X = np.random.default_rng(1).normal(size=(40, 3))
+    idx, radius = fps(X, 12, first=5)
+    # brute force: each pick maximises the distance to the chosen set
+    chosen = [5]
+    for _ in range(11):
+        d = np.min(np.linalg.norm(X[:, None] - X[chosen][None], axis=2), axis=1)
+        chosen.append(int(np.argmax(d)))
+    np.testing.assert_array_equal(idx, chosen)
+    assert np.all(np.diff(radius[1:]) <= 1e-12)
+    idx_k, radius_k = fps(K=X @ X.T, n_select=12, first=5)
+    np.testing.assert_array_equal(idx_k, idx)
+    np.testing.assert_allclose(radius_k[1:], radius[1:], rtol=1e-10)
+    assert sorted(fps(X, 40, seed=3)[0]) == list(range(40))
+    with pytest.raises(InputError, match="between 1 and 40"):
+        fps(X, 41)
+
+
+def test_select_active_spreads_over_chemistry():
+    rng = np.random.default_rng(2)
+    base = [molecule(n) for n in ("CH4", "H2O", "NH3", "C2H2", "HCN", "H2CO")]
+    frames = []
+    for k in range(36):
+        a = base[k % len(base)].copy()
+        a.positions += rng.normal(scale=0.02, size=a.positions.shape)
+        frames.append(a)
+    act = select_active(frames, 6, H, seed=0)
+    assert len(set(act.tolist())) == 6
+    # six molecules, six slightly distorted copies each: the first six FPS picks are one copy of each
+    formulas = {frames[i].get_chemical_formula() for i in act}
+    assert len(formulas) == 6
+    np.testing.assert_array_equal(act, select_active(frames, 6, H, seed=0))
+    rnd = select_active(frames, 6, H, method="random", seed=1)
+    assert len(set(rnd.tolist())) == 6
+    with pytest.raises(InputError, match="n_active"):
+        select_active(frames, 0, H)
+
+
+def test_all_structures_active_is_the_exact_model(data):
+    K, y, c, sp, tr, te = data["K"], data["y"], data["counts"], data["species"], data["tr"], data["te"]
+    w = np.array([0.1, 1.0, 1.0, 0.5])
+    exact = ScalarRegressor(weights=w, regularization=1e-3).fit(_block(K, tr, tr), y[tr], counts=c[tr], species=sp)
+    sparse = SparseScalarRegressor(weights=w, regularization=1e-3).fit(_block(K, tr, tr), _block(K, tr, tr), y[tr],
+                                                                      counts=c[tr], species=sp)
+    K_diag = np.einsum("kii->ki", _block(K, te, te))
+    pe, se = exact.predict(_block(K, te, tr), counts=c[te], species=sp, K_diag=K_diag, return_std=True)
+    ps, ss = sparse.predict(_block(K, te, tr), counts=c[te], species=sp, K_diag=K_diag, return_std=True)
+    np.testing.assert_allclose(ps, pe, rtol=0, atol=1e-9 * np.abs(pe).max())
+    np.testing.assert_allclose(ss, se, rtol=1e-6, atol=1e-9)
+    assert sparse.gp_variance_ == pytest.approx(exact.gp_variance_, rel=1e-8)
+    np.testing.assert_allclose(sparse.baseline_coef_, exact.baseline_coef_, rtol=1e-10)
+
+
+def test_all_active_with_cross_validation_matches_the_exact_models_choice(data):
+    K, y, c, sp, tr, te = data["K"], data["y"], data["counts"], data["species"], data["tr"], data["te"]
+    exact = ScalarRegressor().fit(_block(K, tr, tr), y[tr], counts=c[tr], species=sp)
+    sparse = SparseScalarRegressor().fit(_block(K, tr, tr), _block(K, tr, tr), y[tr], counts=c[tr], species=sp)
+    # same folds, same objective: the sparse search reaches the exact model's CV error (or better)
+    assert sparse.cv_mae_ <= 1.02 * exact.cv_mae_
+    e_exact = _mae(exact.predict(_block(K, te, tr), counts=c[te], species=sp), y[te])
+    e_sparse = _mae(sparse.predict(_block(K, te, tr), counts=c[te], species=sp), y[te])
+    assert e_sparse <= 1.3 * e_exact
+    assert sparse.summary()["n_active"] == 60
+
+
+def test_fewer_active_structures_approach_the_exact_model(data):
+    K, y, c, sp, tr, te = data["K"], data["y"], data["counts"], data["species"], data["tr"], data["te"]
+    frames = [data["frames"][i] for i in tr]
+    exact = ScalarRegressor().fit(_block(K, tr, tr), y[tr], counts=c[tr], species=sp)
+    e_exact = _mae(exact.predict(_block(K, te, tr), counts=c[te], species=sp), y[te])
+    baseline_only = ScalarRegressor(nus=(0,)).fit(_block(K, tr, tr), y[tr], counts=c[tr], species=sp)
+    e_comp = _mae(baseline_only.predict(_block(K, te, tr), counts=c[te], species=sp), y[te])
+    errors = {}
+    for m in (10, 30, 45):
+        act = tr[select_active(frames, m, H)]
+        model = SparseScalarRegressor().fit(_block(K, tr, act), _block(K, act, act), y[tr], counts=c[tr], species=sp)
+        errors[m] = _mae(model.predict(_block(K, te, act), counts=c[te], species=sp), y[te])
+    assert errors[10] > errors[30] > errors[45]
+    assert errors[45] <= 5 * e_exact
+    assert errors[10] < 0.2 * e_comp  # even 10 active structures beat composition alone by far
+
+
+def test_sparse_kernels_only_compute_the_n_by_m_block(data):
+    frames = data["frames"][:12]
+    act = np.array([3, 7, 0])
+    out = sparse_kernels(frames, act, H, frames_test=data["frames"][80:83])
+    ref = WignerKernel(H).compute(frames).K
+    assert out["K_NM"].shape == (4, 12, 3) and out["K_MM"].shape == (4, 3, 3) and out["K_TM"].shape == (4, 3, 3)
+    np.testing.assert_allclose(out["K_NM"], ref[:, :, act], rtol=1e-12, atol=1e-12 * np.abs(ref).max())
+    np.testing.assert_allclose(out["K_MM"], ref[:, act][:, :, act], rtol=1e-12, atol=1e-12 * np.abs(ref).max())
+
+
+def test_estimator_conventions_and_input_errors(data):
+    K, y, tr = data["K"], data["y"], data["tr"]
+    model = SparseKernelRidge(nus=(2,), max_iter=3)
+    assert clone(model).get_params()["nus"] == (2,)
+    act = tr[:8]
+    model.fit(_block(K, tr, act), _block(K, act, act), y[tr])
+    assert model.predict(_block(K, data["te"], act)).shape == (30,)
+    with pytest.raises(InputError, match="do not match"):
+        SparseKernelRidge().fit(_block(K, tr, act), _block(K, tr, tr), y[tr])
+    with pytest.raises(InputError, match="active"):
+        model.predict(_block(K, data["te"], tr))
+    with pytest.raises(InputError, match="K_diag"):
+        model.predict(_block(K, data["te"], act), return_std=True)
+    with pytest.raises(InputError, match="n_atoms_active"):
+        SparseScalarRegressor(intensive=True, baseline=False).fit(_block(K, tr, act), _block(K, act, act), y[tr],
+                                                                 n_atoms=np.full(60, 4))
+
+
+@pytest.fixture(scope="module")
+def atomic(data):
+    tr, te, frames = data["tr"], data["te"], data["frames"]
+    eng = WignerKernel(H)
+    train = [frames[i] for i in tr]
+    return {"train": eng.compute(train, atomic=True).K_atomic,
+            "test": eng.compute([frames[i] for i in te], train, atomic=True).K_atomic,
+            "n_train": np.array([len(a) for a in train]), "n_test": np.array([len(frames[i]) for i in te])}
+
+
+def _sum_rows(K_atomic, n_atoms):
+    starts = np.concatenate([[0], np.cumsum(n_atoms)[:-1]])
+    return np.add.reduceat(K_atomic, starts, axis=1)
+
+
+def test_every_environment_active_is_the_exact_model(data, atomic):
+    K, y, c, sp, tr, te = data["K"], data["y"], data["counts"], data["species"], data["tr"], data["te"]
+    w = np.array([0.1, 1.0, 1.0, 0.5])
+    exact = ScalarRegressor(weights=w, regularization=1e-3).fit(_block(K, tr, tr), y[tr], counts=c[tr], species=sp)
+    K_NM = _sum_rows(atomic["train"], atomic["n_train"])
+    K_MM = atomic["train"]
+    np.testing.assert_allclose(_sum_rows(K_NM.transpose(0, 2, 1), atomic["n_train"]), _block(K, tr, tr),
+                               rtol=1e-10, atol=1e-10 * np.abs(K).max())
+    # same mixing c_ν / s_ν: the environment model normalises by the mean diagonal of K_MM instead
+    s_env = np.einsum("kii->k", K_MM) / K_MM.shape[1]
+    sparse = SparseScalarRegressor(weights=w * s_env / exact.kernel_scales_, regularization=1e-3, rcond=1e-13)
+    sparse.fit(K_NM, K_MM, y[tr], counts=c[tr], species=sp)
+    K_TM = _sum_rows(atomic["test"], atomic["n_test"])
+    pe = exact.predict(_block(K, te, tr), counts=c[te], species=sp)
+    ps = sparse.predict(K_TM, counts=c[te], species=sp)
+    np.testing.assert_allclose(ps, pe, atol=1e-6 * np.abs(pe).max())
+
+
+def test_environment_selection_and_kernels(data, atomic):
+    tr, frames = data["tr"], data["frames"]
+    train = [frames[i] for i in tr]
+    numbers = np.concatenate([a.numbers for a in train])
+    act = select_active_environments(train, 40, H)
+    assert len(np.unique(act)) == 40
+    elements, sizes = np.unique(numbers, return_counts=True)
+    got = {int(z): int(np.sum(numbers[act] == z)) for z in elements}
+    assert all(v >= 1 for v in got.values()) and sum(got.values()) == 40
+    assert got[1] > got[8]  # hydrogen, the most common element, gets the largest share
+    out = sparse_kernels(train, act, H, kind="environments", frames_test=[frames[i] for i in data["te"]],
+                         batch=25)
+    scale = np.abs(atomic["train"]).max()
+    np.testing.assert_allclose(out["K_MM"], atomic["train"][:, act][:, :, act], atol=1e-12 * scale)
+    np.testing.assert_allclose(out["K_NM"], _sum_rows(atomic["train"][:, :, act], atomic["n_train"]),
+                               atol=1e-11 * scale)
+    np.testing.assert_allclose(out["K_TM"], _sum_rows(atomic["test"][:, :, act], atomic["n_test"]),
+                               atol=1e-11 * scale)
+    # with environments the model beats composition alone and lands near the exact model
+    K, y, c, sp, te = data["K"], data["y"], data["counts"], data["species"], data["te"]
+    exact = ScalarRegressor().fit(_block(K, tr, tr), y[tr], counts=c[tr], species=sp)
+    e_exact = _mae(exact.predict(_block(K, te, tr), counts=c[te], species=sp), y[te])
+    model = SparseScalarRegressor().fit(out["K_NM"], out["K_MM"], y[tr], counts=c[tr], species=sp)
+    assert _mae(model.predict(out["K_TM"], counts=c[te], species=sp), y[te]) <= 5 * e_exact

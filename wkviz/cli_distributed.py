@@ -1,0 +1,80 @@
+"""``python -m wkviz kernels … --scheduler ADDRESS|local --workers N --store PATH``: tiles on Dask.
+
+``wkviz/__main__.py`` adds the flags with :func:`add_distributed_flags` and hands the request to
+:func:`compute_distributed` when ``--scheduler`` is given; everything else (reading structures, the
+hyperparameter flags, ``--out``, error lines) stays with the ``kernels`` sub-command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import InputError
+
+__all__ = ["add_distributed_flags", "compute_distributed"]
+
+
+def add_distributed_flags(parser: argparse.ArgumentParser) -> None:
+    """Add ``--scheduler --workers --store --tile-size`` to the ``kernels`` sub-command."""
+    g = parser.add_argument_group("distributed tiles (dask.distributed)")
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS|local",
+                   help="compute kernel tiles on Dask: 'local' starts a LocalCluster of --workers processes, "
+                        "otherwise the address of a running scheduler (e.g. tcp://host:8786)")
+    g.add_argument("--workers", type=int, default=2,
+                   help="worker processes of the local cluster, one thread each (default %(default)s)")
+    g.add_argument("--store", default=None, metavar="PATH",
+                   help="directory of the on-disk tile store (zarr); an interrupted run resumes from it and a "
+                        "later run of the same request reuses it")
+    g.add_argument("--tile-size", type=int, default=None,
+                   help="structures per tile side for a new store (default: chosen from the request size)")
+
+
+def compute_distributed(args, frames_a, frames_b, hypers) -> int:
+    """Run the ``kernels`` request of parsed ``args`` as tiles on Dask and write ``args.out``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Needs ``scheduler``, ``workers``, ``store``, ``tile_size``, ``out``; reads ``tensor_rank``,
+        ``atomic`` and ``memory_budget`` (GiB) when present.
+    frames_a, frames_b : list of ase.Atoms
+        ``frames_b=None`` for the symmetric request.
+    hypers : Hypers
+
+    Returns
+    -------
+    int
+        Exit status (0). Errors are raised as :class:`~wkviz.errors.WkvizError` for ``main`` to print.
+    """
+    from .distributed import compute_tiles
+
+    if getattr(args, "atomic", False):
+        raise InputError("atomic kernels are not tiled across workers; drop --atomic or compute without "
+                         "--scheduler")
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
+    if args.tile_size is not None and args.tile_size < 1:
+        raise InputError(f"--tile-size must be a positive number of structures, got {args.tile_size}")
+    ranks = tuple(sorted(set(getattr(args, "tensor_rank", None) or [0]) - {0}))
+    budget = int(float(getattr(args, "memory_budget", 2.0)) * 2**30)
+
+    from .__main__ import ProgressLine
+
+    n_b = len(frames_b) if frames_b is not None else len(frames_a)
+    where = "a local cluster" if str(args.scheduler).lower() == "local" else f"scheduler {args.scheduler}"
+    print(f"wkviz kernels: {len(frames_a)} × {n_b} structures as tiles on {where}"
+          f"{f', store {args.store}' if args.store else ''}", file=sys.stderr)
+    run = compute_tiles(frames_a, frames_b, hypers=hypers, store=args.store, scheduler=args.scheduler,
+                        n_workers=args.workers, tile_size=args.tile_size, tensor_rank=ranks, memory_budget=budget,
+                        progress=ProgressLine("tiles"))
+    print(f"tiles: {run.tiles_computed} computed, {run.tiles_reused} reused of {run.tiles_total} "
+          f"on {run.workers} worker thread(s) in {run.seconds:.1f} s", file=sys.stderr)
+    if run.result is None:
+        print(f"the kernel ({run.store.output_bytes() / 2**30:.2f} GiB) exceeds --memory-budget, so {args.out} "
+              f"was not written; it is complete in the store {args.store} (wkviz.store.KernelStore)",
+              file=sys.stderr)
+        return 0
+    run.result.to_npz(args.out)
+    print(f"wrote {args.out}: K {run.result.K.shape}", file=sys.stderr)
+    return 0

@@ -1,0 +1,390 @@
+"""Kernel tiles as tasks on Dask (``dask.distributed``), streamed into a :class:`~wkviz.store.KernelStore`.
+
+A request A × B (or A × A) is cut into tiles of ``tile_size`` structures × ``tile_size`` structures; a
+symmetric request keeps only tiles on and above the diagonal. Every tile is one task that calls the very engine
+of the local path — ``WignerKernel(hypers).compute(frames_I, frames_J)``, or ``compute(frames_I)`` on the
+diagonal — so a tiled kernel equals the local one up to floating-point summation order (≤ 1e-15 relative,
+measured in ``tests/test_distributed.py``; ``K[0]`` is bit-identical).
+
+Where things run. Tasks run on any ``dask.distributed`` cluster: a ``LocalCluster`` of worker *processes* with
+one thread each (``scheduler="local"``; Numba, OpenMP and BLAS are pinned to one thread per worker so N workers
+use N cores and not N²) or a running scheduler given by address. Workers only compute: finished tiles come back
+to the client, which writes them into the store (one writer, so the store needs no shared file system and no
+locking) and records them in the store's manifest. Tasks are submitted in a bounded window, so a request of
+10⁵ tiles never floods the scheduler, and cancelling stops within one poll interval.
+
+Failure. A worker that dies takes its running tile with it; the scheduler re-runs that task elsewhere (dask's
+own retry), and only the returned result is written, so no tile is lost or written twice. An interrupted run
+(cancel flag, exception, killed client) leaves every flushed tile in the store; running the same request on
+the same store computes only the missing tiles, and a later session reuses all of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import Cancelled, InputError, MemoryBudgetError, WkvizError
+from .hypers import Hypers
+from .store import KernelStore, kernel_kinds, store_key
+
+__all__ = ["compute_tiles", "TileRun", "local_cluster", "choose_tile_size", "tile_pair_counts", "WORKER_ENV"]
+
+# Environment of LocalCluster workers: one thread for every threaded runtime, since parallelism comes from
+# the worker processes (Numba's parallel loops inside N processes on N cores would oversubscribe them).
+WORKER_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+              "MKL_NUM_THREADS": "1"}
+
+_POLL_SECONDS = 0.2
+
+
+def _require_distributed():
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise InputError("kernel tiles on Dask need the optional package 'distributed' (pip install "
+                         "\"distributed>=2024.1\" \"zarr>=3.0\", or pip install 'wkviz[scale]')") from None
+
+
+def _light_frames(frames):
+    """Copies holding only what the engine reads (numbers, positions, cell, pbc): cheaper to ship to workers
+    than frames carrying targets and calculators."""
+    from ase import Atoms
+
+    return [Atoms(numbers=np.asarray(a.numbers), positions=np.asarray(a.positions), cell=np.asarray(a.cell.array),
+                  pbc=np.asarray(a.pbc)) for a in frames]
+
+
+def _tile_task(hypers_json: str, frames_i, frames_j, tensor_rank, memory_budget: int, numba_threads: int):
+    """One tile on a worker: the local engine, unchanged. Returns the arrays and what it cost."""
+    import numba
+
+    from .kernels import WignerKernel
+
+    previous = numba.get_num_threads()
+    start = time.perf_counter()
+    try:
+        if numba_threads:
+            numba.set_num_threads(max(1, min(int(numba_threads), numba.config.NUMBA_NUM_THREADS)))
+        engine = WignerKernel(Hypers.from_json(hypers_json), memory_budget=memory_budget)
+        res = engine.compute(frames_i, frames_j, tensor_rank=tensor_rank)
+    finally:
+        numba.set_num_threads(previous)
+    out = {"K": res.K}
+    if res.K_vector is not None:
+        out["K_vector"] = res.K_vector
+    if res.K_tensor is not None:
+        out["K_tensor"] = res.K_tensor
+    return {"arrays": out, "n_pairs": int(res.n_pairs), "seconds": time.perf_counter() - start,
+            "pid": os.getpid()}
+
+
+@dataclass
+class TileRun:
+    """Outcome of :func:`compute_tiles`.
+
+    Attributes
+    ----------
+    result : KernelResult or None
+        The assembled kernel (None when ``assemble=False`` or when it exceeds the memory budget; read it from
+        ``store`` then).
+    store : KernelStore or None
+        The on-disk store (None when the run used a temporary store).
+    tiles_total, tiles_computed, tiles_reused : int
+        Tiles of the request, computed by this run, and found finished in the store.
+    n_pairs : int
+        Ordered same-species centre pairs computed by this run.
+    seconds : float
+        Wall time of the run (cluster start-up included).
+    task_seconds : float
+        Sum of the tiles' own compute times on the workers.
+    workers : int
+        Worker threads the scheduler reported.
+    """
+
+    result: object
+    store: KernelStore | None
+    tiles_total: int
+    tiles_computed: int
+    tiles_reused: int
+    n_pairs: int
+    seconds: float
+    task_seconds: float
+    workers: int
+    timings: dict = field(default_factory=dict)
+
+
+def choose_tile_size(n_A: int, n_B: int | None = None, n_workers: int = 2, *, largest: int = 256,
+                     smallest: int = 8) -> int:
+    """Structures per tile side: the largest power-of-two fraction of ``largest`` that still gives every
+    worker at least four tiles (load balance), and never below ``smallest`` (per-task overhead)."""
+    symmetric = n_B is None
+    n_B = n_A if symmetric else n_B
+    t = largest
+    while t > smallest:
+        nbi, nbj = math.ceil(n_A / t), math.ceil(n_B / t)
+        tiles = nbi * (nbi + 1) // 2 if symmetric else nbi * nbj
+        if tiles >= 4 * max(1, n_workers):
+            break
+        t //= 2
+    return max(smallest, min(t, max(n_A, n_B)))
+
+
+def tile_pair_counts(n_atoms_by_species_A: np.ndarray, n_atoms_by_species_B: np.ndarray | None = None) -> int:
+    """Ordered same-species centre pairs of a request from per-structure element counts ``[n, n_species]``
+    (columns aligned): Σ_Z (Σ_A n_Z(A)) (Σ_B n_Z(B)); the symmetric request computes about half of them."""
+    a = np.asarray(n_atoms_by_species_A, dtype=np.float64).sum(axis=0)
+    b = a if n_atoms_by_species_B is None else np.asarray(n_atoms_by_species_B, dtype=np.float64).sum(axis=0)
+    return int(round(float(a @ b)))
+
+
+@contextlib.contextmanager
+def local_cluster(n_workers: int = 2, *, memory_limit="auto", silence_logs: bool = True):
+    """A ``dask.distributed`` client on a fresh ``LocalCluster`` of ``n_workers`` single-threaded worker
+    processes with Numba/BLAS pinned to one thread (closed on exit).
+
+    Yields
+    ------
+    distributed.Client
+    """
+    import logging
+
+    _require_distributed()
+    from distributed import Client, LocalCluster
+
+    if int(n_workers) < 1:
+        raise InputError(f"the number of workers must be at least 1, got {n_workers}")
+    cluster = LocalCluster(n_workers=int(n_workers), threads_per_worker=1, processes=True,
+                           dashboard_address=":0", memory_limit=memory_limit,
+                           silence_logs=logging.ERROR if silence_logs else logging.WARNING, env=dict(WORKER_ENV))
+    client = Client(cluster)
+    try:
+        yield client
+    finally:
+        with contextlib.suppress(Exception):
+            client.close()
+        with contextlib.suppress(Exception):
+            cluster.close()
+
+
+@contextlib.contextmanager
+def _client_for(client, scheduler, n_workers):
+    if client is not None:
+        yield client
+        return
+    if scheduler is None or str(scheduler).lower() == "local":
+        with local_cluster(n_workers) as c:
+            yield c
+        return
+    from distributed import Client
+
+    try:
+        c = Client(str(scheduler), timeout="20s")
+    except (OSError, TimeoutError) as exc:
+        raise WkvizError(f"cannot reach the Dask scheduler at {scheduler} ({exc}); check the address "
+                         "(e.g. tcp://host:8786) or use --scheduler local") from None
+    try:
+        yield c
+    finally:
+        with contextlib.suppress(Exception):
+            c.close()
+
+
+def _is_set(cancel) -> bool:
+    if cancel is None:
+        return False
+    return bool(cancel.is_set() if hasattr(cancel, "is_set") else cancel())
+
+
+def _worker_threads(client) -> int:
+    try:
+        info = client.scheduler_info()
+        return max(1, sum(int(w.get("nthreads", 1)) for w in info.get("workers", {}).values()))
+    except Exception:  # noqa: BLE001 - only used to size the submission window
+        return 1
+
+
+def compute_tiles(frames_A, frames_B=None, *, hypers: Hypers | None = None, store=None, client=None,
+                  scheduler="local", n_workers: int = 2, tile_size: int | None = None, tensor_rank=0,
+                  memory_budget: int = 2 * 2**30, worker_memory_budget: int | None = None, assemble: bool = True,
+                  progress=None, cancel=None, max_in_flight: int | None = None,
+                  numba_threads: int = 1) -> TileRun:
+    """Compute a kernel request tile by tile on a Dask cluster, streaming tiles into a kernel store.
+
+    Parameters
+    ----------
+    frames_A, frames_B : sequence of ase.Atoms
+        ``frames_B=None``: the symmetric request A × A (upper-triangle tiles only).
+    hypers : Hypers
+    store : str, Path or KernelStore, optional
+        Where tiles go. A path is opened with :meth:`KernelStore.open` (created, or reopened if it holds this
+        very request — finished tiles are then skipped — and refused if it holds another). ``None``: a
+        temporary store, deleted after assembly.
+    client : distributed.Client, optional
+        Use this client; otherwise one is made from ``scheduler``.
+    scheduler : "local" or str
+        ``"local"``: a LocalCluster of ``n_workers`` processes for this call; otherwise a scheduler address.
+    n_workers : int
+        Workers of the local cluster (ignored with ``client`` or an address).
+    tile_size : int, optional
+        Structures per tile side for a new store (:func:`choose_tile_size` when omitted).
+    tensor_rank : int or tuple
+        As in :meth:`WignerKernel.compute` (atomic kernels are not tiled).
+    memory_budget : int
+        Bytes allowed for the assembled result on the client; above it the kernel stays in the store only.
+    worker_memory_budget : int, optional
+        Engine memory budget inside each task (default ``memory_budget``).
+    assemble : bool
+        Read the finished kernel back into a :class:`~wkviz.kernels.KernelResult`.
+    progress : callable, optional
+        ``progress(fraction_done, eta_seconds)`` after every finished tile (reused tiles count as done).
+    cancel : threading.Event-like or callable, optional
+        Checked while waiting; when set, queued tiles are cancelled, the manifest is flushed and
+        :class:`~wkviz.errors.Cancelled` is raised. Finished tiles stay in the store.
+    max_in_flight : int, optional
+        Tasks submitted at once (default 2 × worker threads, at least 2).
+    numba_threads : int
+        Numba threads inside each task (1 on a LocalCluster; raise it on cluster nodes that run one
+        multi-core worker each).
+
+    Returns
+    -------
+    TileRun
+    """
+    start = time.perf_counter()
+    _require_distributed()
+    hypers = Hypers() if hypers is None else hypers
+    if not isinstance(hypers, Hypers):
+        raise InputError("hypers must be a wkviz.Hypers instance")
+    frames_A = list(frames_A)
+    frames_B = None if frames_B is None else list(frames_B)
+    if not frames_A or (frames_B is not None and not frames_B):
+        raise InputError("a kernel request needs at least one structure on each side")
+    kinds = kernel_kinds(tensor_rank)
+    ranks = tuple(sorted({1 if k == "K_vector" else 2 for k in kinds if k != "K"}))
+    worker_memory_budget = int(memory_budget if worker_memory_budget is None else worker_memory_budget)
+
+    tmpdir = None
+    if store is None:
+        tmpdir = tempfile.TemporaryDirectory(prefix="wkviz-tiles-")
+        store = os.path.join(tmpdir.name, "store")
+
+    def open_store(workers):
+        if isinstance(store, KernelStore):
+            want = store_key(frames_A, frames_B, hypers, kernel_kinds(ranks))["key"]
+            if want != store.key:
+                raise WkvizError(f"the kernel store at {store.path} holds content hash {store.key} but this "
+                                 f"request has hash {want}; open a store for this request instead")
+            return store
+        t = tile_size or choose_tile_size(len(frames_A), None if frames_B is None else len(frames_B), workers)
+        opened = KernelStore.open(store, frames_A, frames_B, hypers=hypers, tensor_rank=ranks, tile_size=t)
+        if tmpdir is not None and assemble and opened.output_bytes() > memory_budget:
+            raise MemoryBudgetError(
+                f"the kernel needs {opened.output_bytes() / 2**30:.2f} GiB, above the memory budget of "
+                f"{memory_budget / 2**30:.2f} GiB; give a store path to keep it on disk, or raise the budget")
+        return opened
+
+    try:
+        # A mismatched store or a too-big request is refused before a cluster is started, whenever the
+        # number of workers (for the default tile size) is known without connecting.
+        local = client is None and (scheduler is None or str(scheduler).lower() == "local")
+        if client is not None or local:
+            store = open_store(_worker_threads(client) if client is not None else int(n_workers))
+        with _client_for(client, scheduler, n_workers) as cl:
+            workers = _worker_threads(cl)
+            store = open_store(workers)
+            run = _run_tiles(cl, store, frames_A, frames_B, hypers, ranks, worker_memory_budget, progress, cancel,
+                             max_in_flight or max(2, 2 * workers), numba_threads, workers,
+                             scheduler if client is None else "client")
+        result = None
+        if assemble and store.output_bytes() <= memory_budget:
+            result = store.to_result()
+            result.seconds = time.perf_counter() - start
+            result.n_pairs = run["n_pairs"]
+        return TileRun(result=result, store=None if tmpdir is not None else store, tiles_total=store.n_tiles,
+                       tiles_computed=run["computed"], tiles_reused=run["reused"], n_pairs=run["n_pairs"],
+                       seconds=time.perf_counter() - start, task_seconds=run["task_seconds"], workers=workers,
+                       timings={"first_tile": run["first_tile"]})
+    finally:
+        if tmpdir is not None:
+            tmpdir.cleanup()
+
+
+def _run_tiles(client, store: KernelStore, frames_A, frames_B, hypers, ranks, memory_budget, progress, cancel,
+               window, numba_threads, workers, scheduler_label) -> dict:
+    from distributed import wait
+
+    todo = store.missing_tiles()
+    total = store.n_tiles
+    reused = total - len(todo)
+    out = {"computed": 0, "reused": reused, "n_pairs": 0, "task_seconds": 0.0, "first_tile": None}
+    if progress is not None:
+        progress(reused / total, None)
+    if not todo:
+        return out
+
+    # Blocks of structures travel inside the task specification rather than as scattered data: the scheduler
+    # then holds everything a task needs, so a task whose worker died can be re-run anywhere (scattered data
+    # would die with the only worker holding it). A block of 128 molecules is ~50 kB, tiny next to a tile's work.
+    light_A = _light_frames(frames_A)
+    light_B = light_A if frames_B is None else _light_frames(frames_B)
+    t = store.tile_size
+    row_blocks = {bi: light_A[bi * t:(bi + 1) * t] for bi in sorted({bi for bi, _ in todo})}
+    col_blocks = {bj: light_B[bj * t:(bj + 1) * t] for bj in sorted({bj for _, bj in todo})}
+
+    hjson = hypers.to_json()
+    run_id = store.begin_run(workers=workers, scheduler=str(scheduler_label), tiles_missing=len(todo))
+    status = "failed"
+    pending = {}
+    queue = list(todo)
+    t0 = time.perf_counter()
+    try:
+        while queue or pending:
+            while queue and len(pending) < window:
+                bi, bj = queue.pop(0)
+                diag = store.symmetric and bi == bj
+                fut = client.submit(_tile_task, hjson, row_blocks[bi], None if diag else col_blocks[bj], ranks,
+                                    memory_budget, numba_threads, key=f"wkviz-tile-{run_id}-{bi}-{bj}",
+                                    pure=False, retries=2)
+                pending[fut] = (bi, bj)
+            if _is_set(cancel):
+                raise Cancelled("tiled kernel computation cancelled")
+            try:
+                done, _ = wait(list(pending), timeout=_POLL_SECONDS, return_when="FIRST_COMPLETED")
+            except TimeoutError:  # nothing finished within the poll interval: check cancel again
+                continue
+            for fut in done:
+                bi, bj = pending.pop(fut)
+                res = fut.result()  # re-raises the task's exception (bad input) on the client
+                store.write_tile(bi, bj, res["arrays"])
+                out["computed"] += 1
+                # an off-diagonal tile of a symmetric request stands for its mirror tile too
+                out["n_pairs"] += res["n_pairs"] * (2 if store.symmetric and bi != bj else 1)
+                out["task_seconds"] += res["seconds"]
+                if out["first_tile"] is None:
+                    out["first_tile"] = time.perf_counter() - t0
+                if progress is not None:
+                    frac = (reused + out["computed"]) / total
+                    elapsed = time.perf_counter() - t0
+                    eta = elapsed * (len(todo) - out["computed"]) / out["computed"]
+                    progress(frac, eta)
+                if _is_set(cancel) and (queue or pending):
+                    raise Cancelled("tiled kernel computation cancelled")
+        status = "finished"
+    except Cancelled:
+        status = "cancelled"
+        raise
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        for fut in pending:
+            fut.cancel()
+        store.end_run(status)
+    return out

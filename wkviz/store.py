@@ -1,0 +1,479 @@
+"""On-disk chunked kernel store: a kernel request computed tile by tile, resumable and reusable.
+
+A store is a directory holding a zarr (v3) group. Each kernel kind of the request (``K``, and ``K_vector`` /
+``K_tensor`` when tensor kernels were asked for) is one zarr array whose chunks are exactly the tiles of the
+request: ``tile_size`` structures × ``tile_size`` structures (× all body orders and components). A tile is
+therefore written as one chunk file, by one writer, and never touched again.
+
+Identity. The store is keyed by a content hash of what the numbers depend on: the structures of A and B
+(atomic numbers, positions, cell, periodicity; :func:`wkviz.cache.hash_structures`), whether the request is
+symmetric, the hyperparameters and the kernel kinds. Opening an existing store for another request is refused
+with a :class:`~wkviz.errors.WkvizError` naming both hashes, so finished tiles can never be mixed with tiles of
+other structures or other hyperparameters.
+
+Progress. ``manifest.json`` lists, for every tile of the grid, how many times it was written (0 = missing) and
+one record per run. It is rewritten atomically (temporary file, fsync, ``os.replace``) after tiles land, at
+most every ``flush_seconds``; a tile counts as finished only once the manifest says so. A run that is
+interrupted (cancelled, an exception, a killed client) loses at most the tiles written since the last
+manifest flush, and those are simply recomputed and overwritten: the manifest can never claim a tile whose
+chunk is not on disk. Symmetric requests store only the tiles on and above the diagonal; :meth:`KernelStore.read`
+fills the rest by transposition.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import shutil
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from .cache import hash_key, hash_structures
+from .errors import InputError, MemoryBudgetError, WkvizError
+from .hypers import Hypers
+
+__all__ = ["KernelStore", "store_key", "STORE_FORMAT", "kernel_kinds"]
+
+STORE_FORMAT = "wkviz-kernel-store/1"
+_MANIFEST = "manifest.json"
+_ZARR_DIR = "kernels.zarr"
+_LOCK = "writer.lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def kernel_kinds(tensor_rank=0) -> tuple:
+    """Kernel arrays of a request: ``("K",)`` plus ``"K_vector"`` (rank 1) and/or ``"K_tensor"`` (rank 2)."""
+    ranks = (tensor_rank,) if np.isscalar(tensor_rank) else tuple(tensor_rank or ())
+    kinds = ["K"]
+    for r in sorted({int(r) for r in ranks}):
+        if r not in (0, 1, 2):
+            raise InputError(f"tensor_rank must be 0, 1 or 2 (or a tuple of them), got {r!r}")
+        if r == 1:
+            kinds.append("K_vector")
+        elif r == 2:
+            kinds.append("K_tensor")
+    return tuple(kinds)
+
+
+def store_key(frames_A, frames_B, hypers: Hypers, kinds=("K",)) -> dict:
+    """Content hashes identifying a kernel request.
+
+    Returns
+    -------
+    dict
+        ``key`` (the store's identity), ``structures_A``, ``structures_B`` (``"symmetric"`` when B is A) and
+        ``hypers`` (the hyperparameter digest), so that a refusal can say which part differs.
+    """
+    ha = hash_structures(frames_A)
+    hb = "symmetric" if frames_B is None else hash_structures(frames_B)
+    key = hash_key(STORE_FORMAT, ha, hb, hypers, list(kinds))
+    return {"key": key, "structures_A": ha, "structures_B": hb, "hypers": str(hypers.digest())}
+
+
+def _zarr():
+    try:
+        import zarr
+    except ImportError:
+        raise InputError("the on-disk kernel store needs the optional package 'zarr' (pip install \"zarr>=3.0\", "
+                         "or pip install 'wkviz[scale]')") from None
+    return zarr
+
+
+def _tail_shape(kind: str) -> tuple:
+    """Per-pair component axes of each kernel kind (after the structure axes are split out)."""
+    return {"K": (), "K_vector": (3,), "K_tensor": (5,)}[kind]
+
+
+def _encode_counts(counts: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(counts, dtype=np.uint8).tobytes()).decode("ascii")
+
+
+def _decode_counts(text: str, shape) -> np.ndarray:
+    raw = base64.b64decode(text.encode("ascii"))
+    return np.frombuffer(raw, dtype=np.uint8).reshape(shape).copy()
+
+
+def _atomic_write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, indent=1, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class KernelStore:
+    """A kernel request ``A × B`` (or ``A × A``) laid out as tiles in a zarr group on disk.
+
+    Use :meth:`open` (create or reopen, checking the content hash); the constructor is internal.
+
+    Attributes
+    ----------
+    path : Path
+    key : str
+        Content hash of the request (:func:`store_key`).
+    n_A, n_B : int
+        Structures in A and B.
+    symmetric : bool
+        B is A: only tiles with ``bi ≤ bj`` exist.
+    tile_size : int
+        Structures per tile side (= zarr chunk size along both structure axes).
+    grid : tuple of int
+        Tile rows × tile columns.
+    nu_max : int
+    kinds : tuple of str
+        Kernel arrays held (``"K"``, ``"K_vector"``, ``"K_tensor"``).
+    """
+
+    def __init__(self, path: Path, meta: dict, manifest: dict, flush_seconds: float):
+        zarr = _zarr()
+        self.path = Path(path)
+        self.meta = meta
+        self.key = meta["key"]["key"]
+        self.n_A = int(meta["n_A"])
+        self.n_B = int(meta["n_B"])
+        self.symmetric = bool(meta["symmetric"])
+        self.tile_size = int(meta["tile_size"])
+        self.nu_max = int(meta["nu_max"])
+        self.kinds = tuple(meta["kinds"])
+        self.hypers = Hypers.from_dict(meta["hypers"])
+        self.grid = (math.ceil(self.n_A / self.tile_size), math.ceil(self.n_B / self.tile_size))
+        self.flush_seconds = float(flush_seconds)
+        self._group = zarr.open_group(str(self.path / _ZARR_DIR), mode="r+")
+        self._writes = _decode_counts(manifest["writes"], self.grid)
+        self._runs = list(manifest.get("runs", []))
+        self._dirty = False
+        self._last_flush = time.monotonic()
+        self._run = None
+
+    # ------------------------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path, frames_A, frames_B=None, *, hypers: Hypers, tensor_rank=0, tile_size: int = 128,
+             flush_seconds: float = 1.0) -> "KernelStore":
+        """Create the store for a request, or reopen the store of the *same* request.
+
+        Parameters
+        ----------
+        path : str or Path
+            Store directory (created if missing; an empty directory is fine).
+        frames_A, frames_B : sequence of ase.Atoms
+            ``frames_B=None`` is the symmetric request A × A.
+        hypers : Hypers
+        tensor_rank : int or tuple of int
+            Also hold ``K_vector`` (1) and/or ``K_tensor`` (2).
+        tile_size : int
+            Structures per tile side for a new store; an existing store keeps its own tile size.
+        flush_seconds : float
+            Least time between two manifest rewrites while tiles stream in (0: after every tile).
+
+        Raises
+        ------
+        WkvizError
+            The directory holds a store of another request (other structures, hyperparameters or kernel
+            kinds), or something that is not a wkviz kernel store.
+        """
+        if not isinstance(hypers, Hypers):
+            raise InputError("hypers must be a wkviz.Hypers instance")
+        kinds = kernel_kinds(tensor_rank)
+        key = store_key(frames_A, frames_B, hypers, kinds)
+        path = Path(path)
+        manifest_path = path / _MANIFEST
+        if manifest_path.exists():
+            manifest = cls._read_manifest(manifest_path)
+            meta = manifest["meta"]
+            if meta["key"]["key"] != key["key"]:
+                differ = [name for name, part in (("structures A", "structures_A"), ("structures B", "structures_B"),
+                                                  ("hyperparameters", "hypers"))
+                          if meta["key"].get(part) != key[part]]
+                if tuple(meta.get("kinds", ())) != kinds:
+                    differ.append(f"kernel kinds ({', '.join(meta.get('kinds', ()))} stored)")
+                raise WkvizError(
+                    f"the kernel store at {path} holds content hash {meta['key']['key']} but this request has "
+                    f"hash {key['key']} (different {', '.join(differ) or 'content'}); pass another --store path "
+                    f"for this request, or delete {path} to discard the stored tiles")
+            return cls(path, meta, manifest, flush_seconds)
+        if path.exists() and any(path.iterdir()):
+            raise WkvizError(f"{path} exists and is not a wkviz kernel store (no {_MANIFEST}); choose an empty "
+                             "or new directory for --store")
+        tile_size = int(tile_size)
+        if tile_size < 1:
+            raise InputError(f"tile_size must be a positive number of structures, got {tile_size}")
+        n_A = len(frames_A)
+        n_B = n_A if frames_B is None else len(frames_B)
+        meta = {
+            "format": STORE_FORMAT, "key": key, "n_A": n_A, "n_B": n_B, "symmetric": frames_B is None,
+            "tile_size": tile_size, "nu_max": hypers.nu_max, "kinds": list(kinds), "hypers": hypers.to_dict(),
+            "n_atoms_A": [len(a) for a in frames_A],
+            "n_atoms_B": [len(b) for b in (frames_A if frames_B is None else frames_B)],
+            "species": sorted({int(z) for fr in (frames_A, frames_B or []) for a in fr for z in a.numbers}),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        cls._create_arrays(path, meta)
+        grid = (math.ceil(n_A / tile_size), math.ceil(n_B / tile_size))
+        manifest = {"format": STORE_FORMAT, "meta": meta, "writes": _encode_counts(np.zeros(grid, np.uint8)),
+                    "runs": []}
+        _atomic_write_json(manifest_path, manifest)
+        return cls(path, meta, manifest, flush_seconds)
+
+    @staticmethod
+    def _read_manifest(path: Path) -> dict:
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise WkvizError(f"cannot read the kernel-store manifest {path} ({exc}); delete the store directory "
+                             "to start again") from None
+        if manifest.get("format") != STORE_FORMAT:
+            raise WkvizError(f"{path} is not a {STORE_FORMAT} manifest (format {manifest.get('format')!r}); "
+                             "use another --store path")
+        return manifest
+
+    @staticmethod
+    def _create_arrays(path: Path, meta: dict) -> None:
+        zarr = _zarr()
+        path.mkdir(parents=True, exist_ok=True)
+        zdir = path / _ZARR_DIR
+        if zdir.exists():  # left by a creation that died before its manifest was written
+            shutil.rmtree(zdir)
+        group = zarr.open_group(str(zdir), mode="w")
+        nu1, t = meta["nu_max"] + 1, meta["tile_size"]
+        for kind in meta["kinds"]:
+            tail = _tail_shape(kind)
+            shape = (nu1, meta["n_A"], *tail, meta["n_B"], *tail)
+            chunks = (nu1, min(t, meta["n_A"]), *tail, min(t, meta["n_B"]), *tail)
+            # NaN fill: a chunk that was never written reads as NaN, never as a plausible zero kernel.
+            group.create_array(kind, shape=shape, chunks=chunks, dtype="float64", fill_value=np.nan)
+
+    # ------------------------------------------------------------------------------------------------------
+    def tiles(self) -> list:
+        """Every tile ``(bi, bj)`` of the request (upper triangle only when symmetric), row-major."""
+        nbi, nbj = self.grid
+        return [(i, j) for i in range(nbi) for j in range(nbj) if not (self.symmetric and j < i)]
+
+    def missing_tiles(self) -> list:
+        """Tiles the manifest does not list as finished."""
+        return [t for t in self.tiles() if self._writes[t] == 0]
+
+    @property
+    def n_tiles(self) -> int:
+        return len(self.tiles())
+
+    @property
+    def n_done(self) -> int:
+        return sum(1 for t in self.tiles() if self._writes[t] > 0)
+
+    @property
+    def complete(self) -> bool:
+        return self.n_done == self.n_tiles
+
+    def write_counts(self) -> np.ndarray:
+        """How many times the manifest records each tile as written, shape ``grid`` (a copy)."""
+        return self._writes.copy()
+
+    @property
+    def runs(self) -> list:
+        """One record per run: ``id``, ``started``, ``finished``, ``tiles_computed``, ``status``, ``seconds``
+        and what the caller added (workers, scheduler)."""
+        return [dict(r) for r in self._runs]
+
+    def tile_rows(self, bi: int) -> slice:
+        return slice(bi * self.tile_size, min((bi + 1) * self.tile_size, self.n_A))
+
+    def tile_cols(self, bj: int) -> slice:
+        return slice(bj * self.tile_size, min((bj + 1) * self.tile_size, self.n_B))
+
+    # ------------------------------------------------------------------------------------------------------
+    def _acquire_lock(self) -> None:
+        # One writer at a time: two runs appending to one manifest would lose each other's tiles.
+        lock = self.path / _LOCK
+        me = f"{socket.gethostname()} {os.getpid()}"
+        for _ in range(2):
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    host, pid = lock.read_text().split()
+                except (OSError, ValueError):
+                    host, pid = "", "0"
+                if host == socket.gethostname() and not _pid_alive(int(pid)):
+                    lock.unlink(missing_ok=True)  # left by a run that was killed: take it over
+                    continue
+                raise WkvizError(f"the kernel store {self.path} is being written by process {pid} on {host}; wait "
+                                 f"for it to finish, or delete {lock} if that process no longer exists") from None
+            with os.fdopen(fd, "w") as fh:
+                fh.write(me)
+            self._locked = True
+            return
+
+    def _release_lock(self) -> None:
+        if getattr(self, "_locked", False):
+            (self.path / _LOCK).unlink(missing_ok=True)
+            self._locked = False
+
+    def begin_run(self, **info) -> str:
+        """Open a run record (appears in the manifest as ``status: running`` until :meth:`end_run`) and take
+        the store's writer lock (refused with :class:`WkvizError` while another live process holds it)."""
+        self._acquire_lock()
+        run_id = uuid.uuid4().hex[:12]
+        self._run = {"id": run_id, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "tiles_computed": 0,
+                     "status": "running", "t0": time.time(), **info}
+        self._runs.append(self._run)
+        self.flush(force=True)
+        return run_id
+
+    def end_run(self, status: str = "finished") -> None:
+        """Close the current run record and flush the manifest."""
+        if self._run is not None:
+            self._run["status"] = status
+            self._run["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+            self._run["seconds"] = round(time.time() - self._run.pop("t0"), 3)
+            self._run = None
+        try:
+            self.flush(force=True)
+        finally:
+            self._release_lock()
+
+    def write_tile(self, bi: int, bj: int, arrays: dict) -> None:
+        """Write one finished tile (``arrays[kind]`` shaped like the tile's block) and record it.
+
+        The chunk is on disk before the manifest can mention it; the manifest is flushed when
+        ``flush_seconds`` have passed since the last flush.
+        """
+        if not (0 <= bi < self.grid[0] and 0 <= bj < self.grid[1]) or (self.symmetric and bj < bi):
+            raise WkvizError(f"tile ({bi}, {bj}) is not part of this store's {self.grid} grid")
+        rows, cols = self.tile_rows(bi), self.tile_cols(bj)
+        for kind in self.kinds:
+            block = np.asarray(arrays[kind], dtype=np.float64)
+            tail = _tail_shape(kind)
+            expect = (self.nu_max + 1, rows.stop - rows.start, *tail, cols.stop - cols.start, *tail)
+            if block.shape != expect:
+                raise WkvizError(f"tile ({bi}, {bj}) of {kind} has shape {block.shape}, expected {expect}")
+            index = (slice(None), rows, *([slice(None)] * len(tail)), cols)
+            self._group[kind][index] = block
+        self._writes[bi, bj] = min(int(self._writes[bi, bj]) + 1, 255)
+        if self._run is not None:
+            self._run["tiles_computed"] += 1
+        self._dirty = True
+        self.flush()
+
+    def flush(self, force: bool = False) -> None:
+        """Rewrite the manifest atomically if tiles landed (and ``flush_seconds`` passed, unless forced)."""
+        now = time.monotonic()
+        if not force and (not self._dirty or now - self._last_flush < self.flush_seconds):
+            return
+        runs = [{k: v for k, v in r.items() if k != "t0"} for r in self._runs]
+        manifest = {"format": STORE_FORMAT, "meta": self.meta, "writes": _encode_counts(self._writes),
+                    "runs": runs}
+        _atomic_write_json(self.path / _MANIFEST, manifest)
+        self._dirty = False
+        self._last_flush = now
+
+    # ------------------------------------------------------------------------------------------------------
+    def _index(self, idx, n, name):
+        if idx is None:
+            return np.arange(n)
+        idx = np.asarray(idx)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        idx = idx.astype(np.int64).ravel()
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise InputError(f"{name} indices must lie in 0..{n - 1}")
+        return idx
+
+    def read(self, rows=None, cols=None, kind: str = "K", *, memory_budget: int | None = None) -> np.ndarray:
+        """Kernel block between structures ``rows`` of A and ``cols`` of B (all when omitted).
+
+        Only finished tiles may be read; in a symmetric store the lower triangle comes from the transposed
+        upper tiles. ``K`` has shape ``(nu_max+1, len(rows), len(cols))``, ``K_vector``
+        ``(nu_max+1, len(rows), 3, len(cols), 3)``, ``K_tensor`` with 5 components.
+
+        Raises
+        ------
+        WkvizError
+            A tile needed for the block is not finished yet (resume the computation first).
+        MemoryBudgetError
+            The block would exceed ``memory_budget`` bytes.
+        """
+        if kind not in self.kinds:
+            raise InputError(f"this store holds {', '.join(self.kinds)}, not {kind}")
+        rows = self._index(rows, self.n_A, "row")
+        cols = self._index(cols, self.n_B, "column")
+        tail = _tail_shape(kind)
+        d = int(np.prod(tail)) if tail else 1
+        nbytes = 8 * (self.nu_max + 1) * len(rows) * len(cols) * d * d
+        if memory_budget is not None and nbytes > memory_budget:
+            raise MemoryBudgetError(f"reading a {len(rows)} × {len(cols)} block of {kind} needs "
+                                    f"{nbytes / 2**30:.2f} GiB, above the {memory_budget / 2**30:.2f} GiB budget; "
+                                    "read smaller blocks")
+        out = np.empty((self.nu_max + 1, len(rows), *tail, len(cols), *tail))
+        t = self.tile_size
+        row_tiles, col_tiles = rows // t, cols // t
+        arr = self._group[kind]
+        lead = [slice(None)] * len(tail)
+        for bi in np.unique(row_tiles):
+            r_sel = np.flatnonzero(row_tiles == bi)
+            for bj in np.unique(col_tiles):
+                c_sel = np.flatnonzero(col_tiles == bj)
+                transpose = self.symmetric and bj < bi
+                ti, tj = (bj, bi) if transpose else (bi, bj)
+                if self._writes[ti, tj] == 0:
+                    raise WkvizError(f"tile ({ti}, {tj}) of the kernel store {self.path} is not computed yet; "
+                                     "resume the computation with the same --store")
+                src_r = self.tile_rows(ti)
+                src_c = self.tile_cols(tj)
+                block = np.asarray(arr[(slice(None), src_r, *lead, src_c)])
+                if transpose:
+                    # K(B_j, A_i) = K(A_i, B_j)ᵀ, components swapped too (K_λ(b, a) = K_λ(a, b)ᵀ)
+                    perm = (0, 3, 4, 1, 2) if tail else (0, 2, 1)
+                    block = block.transpose(perm)
+                ri = rows[r_sel] - bi * t
+                ci = cols[c_sel] - bj * t
+                if tail:
+                    out[:, r_sel[:, None], :, c_sel[None, :], :] = block[:, ri[:, None], :, ci[None, :], :]
+                else:
+                    out[:, r_sel[:, None], c_sel[None, :]] = block[:, ri[:, None], ci[None, :]]
+        return out
+
+    def to_result(self, *, memory_budget: int | None = None):
+        """The whole kernel as a :class:`wkviz.kernels.KernelResult` (every tile must be finished)."""
+        from .kernels import KernelResult
+
+        missing = self.missing_tiles()
+        if missing:
+            raise WkvizError(f"{len(missing)} of {self.n_tiles} tiles of the kernel store {self.path} are not "
+                             "computed yet; resume the computation with the same --store")
+        arrays = {kind: self.read(kind=kind, memory_budget=memory_budget) for kind in self.kinds}
+        seconds = sum(r.get("seconds", 0.0) for r in self._runs)
+        return KernelResult(K=arrays["K"], species=np.asarray(self.meta["species"], dtype=np.int64),
+                            hypers=self.hypers, n_atoms_A=np.asarray(self.meta["n_atoms_A"], dtype=np.int64),
+                            n_atoms_B=np.asarray(self.meta["n_atoms_B"], dtype=np.int64),
+                            K_vector=arrays.get("K_vector"), K_tensor=arrays.get("K_tensor"), seconds=seconds)
+
+    def output_bytes(self) -> int:
+        """Bytes of the full (dense) kernel arrays of the request."""
+        total = 0
+        for kind in self.kinds:
+            tail = _tail_shape(kind)
+            d = int(np.prod(tail)) if tail else 1
+            total += 8 * (self.nu_max + 1) * self.n_A * self.n_B * d * d
+        return total
+
+    def __repr__(self) -> str:
+        return (f"KernelStore({str(self.path)!r}, key={self.key}, {self.n_A}×{self.n_B}"
+                f"{' symmetric' if self.symmetric else ''}, tiles {self.n_done}/{self.n_tiles} of {self.tile_size})")
