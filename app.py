@@ -1,59 +1,96 @@
-"""wkviz dashboard: `streamlit run app.py` (or `make run`).
+"""wkviz dashboard and its Home page: `streamlit run app.py` (or `make run`).
 
-The entry point only sets the page up, declares the navigation and draws the sidebar; each page lives in
-app_pages/ and the shared app layer in app_pages/common.py. All computation is in the wkviz package.
+This file is the Home page and the entry point; the other pages are ``pages/<n>_<Name>.py`` (the number gives the
+sidebar order, the name the URL ``/<Name>``), and the layer they share is ``pages/support/common.py``. All
+computation is in the wkviz package.
 
-The folder is deliberately not called ``pages/``: Streamlit treats a ``pages/`` folder next to the entry point as
-a legacy (v1) multipage app and, on the first run of a process (and in every ``AppTest.switch_page`` run), executes
-``pages/<name>.py`` directly, skipping this file — no layout, no sidebar, no state initialisation.
+A ``pages/`` folder next to the entry point makes this a Streamlit multipage app of the original ("v1") kind:
+Streamlit itself lists the pages and, for every run, executes only the file of the page asked for — this one
+for Home, ``pages/2_Kernels.py`` for ``/Kernels`` (also on the first request of a fresh server) — never this file
+first. So no set-up may live here for the others: every page file, this one included, makes one call,
+``common.run_page(render, title)``, which sets the page up the same way (wide layout, session defaults, the
+sidebar with navigation and the current data set / target / hyperparameters) and shows bad input as a message.
+``st.navigation`` must not be called anywhere: it would switch Streamlit to the other ("v2") mode.
 """
 
-import os
 import sys
 from pathlib import Path
 
-import streamlit as st
-
 ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:  # `streamlit run /elsewhere/app.py` still finds wkviz and app_pages
+if str(ROOT) not in sys.path:  # `streamlit run /elsewhere/app.py` still finds wkviz and pages.support
     sys.path.insert(0, str(ROOT))
 
-# kaleido (PNG export) needs a Chrome; use the system Chromium when there is one, never download one.
-if "BROWSER_PATH" not in os.environ and os.path.exists("/usr/bin/chromium"):
-    os.environ["BROWSER_PATH"] = "/usr/bin/chromium"
+import streamlit as st  # noqa: E402
 
-from app_pages import common  # noqa: E402
-from wkviz.errors import WkvizError  # noqa: E402
+from pages.support import common  # noqa: E402
+from wkviz import figures  # noqa: E402
 
-# An emoji favicon: a ":material/…:" page icon is fetched from fonts.gstatic.com, which fails offline.
-st.set_page_config(page_title="wkviz · Wigner kernels", page_icon="⚛️", layout="wide",
-                   initial_sidebar_state="expanded")
 
-# Type size for projectors is set in .streamlit/config.toml (theme.baseFontSize); plotly figures set their own
-# (wkviz.figures.FONT_SIZE). Keep wide pages from stretching past what a projector shows well.
-st.markdown("<style>.block-container { padding-top: 2.2rem; max-width: 1600px; }</style>", unsafe_allow_html=True)
+INTRO = """
+1. A **Wigner kernel** compares two atomic environments through the overlap of their neighbour densities,
+   averaged over every rotation, so it is rotation-invariant by construction.
+2. Raising the overlap to the power **ν** inside that average makes the kernel sensitive to correlations between
+   ν neighbours and the central atom: **body order ν ↔ (ν+1)-body correlations** (ν=2 is the 3-body,
+   SOAP-equivalent kernel).
+3. Instead of building feature vectors whose size grows *exponentially* with ν, the kernel is iterated with
+   Wigner D-matrix algebra, so its **cost grows linearly with ν** and does not depend on the radial or chemical
+   basis.
+4. Keeping the angular blocks λ > 0 gives **equivariant** kernels that rotate with the structure, for vector
+   and tensor targets such as dipoles.
+5. A structure kernel sums atom kernels over same-element pairs, and a model **mixes body orders**,
+   Σ<sub>ν</sub> c<sub>ν</sub> K<sup>ν</sup>, learning how much each order matters.
+"""
 
-common.init_state()
 
-pages = {
-    "Start": [
-        st.Page(common.HOME, title="Home", icon=":material/home:", default=True),
-    ],
-    "Workflow": [
-        st.Page(common.DATA, title="Data", icon=":material/database:"),
-        st.Page(common.KERNELS, title="Kernels", icon=":material/grid_on:"),
-        st.Page(common.MODELS, title="Models", icon=":material/model_training:"),
-        st.Page(common.CURVES, title="Learning curves", icon=":material/trending_down:"),
-        st.Page(common.MAP, title="Map", icon=":material/scatter_plot:"),
-    ],
-    "Understand": [
-        st.Page(common.TEACH, title="Teach", icon=":material/school:"),
-    ],
-}
-page = st.navigation(pages, position="sidebar", expanded=True)
-try:
-    page.run()
-except WkvizError as exc:
-    # Pages show bad-input errors where they happen; this is the net for any they did not anticipate.
-    st.error(str(exc), icon=":material/error:")
-common.sidebar()
+def render() -> None:
+    common.page_header(
+        "Wigner kernels, body order by body order",
+        "Equivariant, body-ordered kernels for atomistic machine learning: compute them, fit models, compare "
+        "body orders, see what they see.",
+    )
+
+    left, right = st.columns([1.05, 1], gap="large")
+    with left:
+        st.markdown(INTRO, unsafe_allow_html=True)
+        st.markdown(common.body_order_legend(range(0, 5)), unsafe_allow_html=True)
+        st.caption("These colours mean the same body order on every page; black is the mixed kernel, grey (ν=0) "
+                   "the composition-only baseline.")
+    with right:
+        common.chart(figures.body_order_picture(4), "home.picture.chart")
+
+    st.divider()
+    st.subheader("Your first two minutes")
+    ds = common.dataset()
+    info = common.target_info()
+    target = f"`{info.key}` ({info.unit})" if info is not None and info.unit else (f"`{info.key}`" if info else "—")
+    st.markdown(
+        f"The **{ds.title}** is already loaded ({ds.n} structures), with target {target}. Follow the steps; each "
+        "page also works on its own, and every result stays available while you move around."
+    )
+    steps = [
+        (common.DATA, ":material/database:", "1 · Data", "look at the molecules, choose the target and the split"),
+        (common.KERNELS, ":material/grid_on:", "2 · Kernels", "compute ν = 0…4 kernels with a live progress bar"),
+        (common.MODELS, ":material/model_training:", "3 · Models", "fit with cross-validation, click a point → 3D"),
+        (common.CURVES, ":material/trending_down:", "4 · Learning curves", "which body order learns fastest?"),
+        (common.MAP, ":material/scatter_plot:", "5 · Map", "kernel PCA of the data set, coloured by error"),
+        (common.TEACH, ":material/school:", "6 · Teach", "what ν=2 cannot see; rotate a molecule; measure the cost"),
+    ]
+    cols = st.columns(3)
+    for i, (page, icon, label, text) in enumerate(steps):
+        with cols[i % 3]:
+            with st.container(border=True):
+                common.page_link(page, label, icon)
+                st.caption(text)
+
+    kres, _ = common.current_kernel()
+    if kres is None:
+        if st.button("Start: compute the kernels now", key="home.start.btn", type="primary",
+                     icon=":material/play_arrow:"):
+            st.session_state["wk.autostart"] = True
+            st.switch_page(common.KERNELS)
+    else:
+        st.success("Kernels for this data set are ready: continue with the model.", icon=":material/check_circle:")
+        common.page_link(common.MODELS, "Fit a model", ":material/arrow_forward:")
+
+
+common.run_page(render, "Home")

@@ -1,13 +1,18 @@
 """The Streamlit app, driven headlessly with streamlit.testing.v1.AppTest, and its caching layer (wkviz.cache).
 
+The app is a ``pages/`` multipage app: ``app.py`` is the Home page, ``pages/<n>_<Name>.py`` the others, and every
+page file sets itself up through ``pages.support.common.run_page``. The tests reach pages the ways a user can:
+from Home with ``switch_page``, and by starting a fresh run directly on a page file.
+
 Widgets are found by their namespaced keys ("kernels.nu_max"), never by position. Sizes are small (60 QM9
-molecules, ν_max ≤ 3) so the whole file runs in well under two minutes on two cores.
+molecules, ν_max ≤ 3) so the whole file runs in well under a minute on two cores.
 """
 
 from __future__ import annotations
 
 import pathlib
 import re
+import sys
 import threading
 import time
 
@@ -18,8 +23,19 @@ import pytest
 from wkviz import Hypers, cache
 from wkviz.errors import Cancelled, InputError
 
-APP = str(pathlib.Path(__file__).resolve().parent.parent / "app.py")
-PAGES = ["home", "data", "kernels", "models", "learning_curves", "map", "teach"]
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # pages.support, as the page files import it
+    sys.path.insert(0, str(ROOT))
+APP = str(ROOT / "app.py")
+PAGES = {
+    "home": "app.py",
+    "data": "pages/1_Data.py",
+    "kernels": "pages/2_Kernels.py",
+    "models": "pages/3_Models.py",
+    "learning_curves": "pages/4_Learning_curves.py",
+    "map": "pages/5_Map.py",
+    "teach": "pages/6_Teach.py",
+}
 TIMEOUT = 240
 
 
@@ -34,7 +50,7 @@ def _problems(at):
 
 
 def _goto(at, page):
-    at.switch_page(f"app_pages/{page}.py").run()
+    at.switch_page(PAGES[page]).run()
     exc, err = _problems(at)
     assert not exc, f"{page}: {exc}"
     return at
@@ -53,6 +69,10 @@ def _chart_spec(at, index=0):
     import json
 
     return json.loads(at.get("plotly_chart")[index].proto.spec)
+
+
+def _sidebar_text(at):
+    return " ".join(m.value for m in at.sidebar.markdown)
 
 
 def _number(text):
@@ -191,9 +211,25 @@ def test_cancelling_a_kernel_job_stops_the_engine():
     assert 0 < max(seen) < 1, "stopped part-way"
 
 
-# ---- every page renders ------------------------------------------------------------------------------------------
+# ---- every page renders, however it is reached ------------------------------------------------------------------
 
-@pytest.mark.parametrize("page", PAGES)
+def test_navigation_matches_the_page_files_and_streamlit_order():
+    """The sidebar lists every page file once, in Streamlit's order, under the label Streamlit derives from its
+    name (Home stands for app.py); the shared layer is not a page."""
+    from streamlit.source_util import page_icon_and_name, page_sort_key
+
+    from pages.support import common
+
+    items = [item for section in common.NAVIGATION.values() for item in section]
+    assert items[0].path == "app.py" and items[0].label == "Home"
+    files = sorted((p for p in (ROOT / "pages").glob("*.py") if p.name != "__init__.py"), key=page_sort_key)
+    assert [f"pages/{p.name}" for p in files] == [item.path for item in items[1:]]
+    assert [page_icon_and_name(p)[1].replace("_", " ") for p in files] == [item.label for item in items[1:]]
+    assert sorted(PAGES.values()) == sorted(item.path for item in items)
+    assert (ROOT / "pages" / "support" / "common.py").is_file()
+
+
+@pytest.mark.parametrize("page", list(PAGES))
 def test_every_page_renders_without_exception(page):
     at = _app()
     at.run()
@@ -202,9 +238,55 @@ def test_every_page_renders_without_exception(page):
         _goto(at, page)
     assert at.title and at.title[0].value
     assert not _problems(at)[1], f"{page} shows errors on a fresh session: {_problems(at)[1]}"
-    # the sidebar shows the session's data set, target and hyperparameters on every page
-    side = " ".join(m.value for m in at.sidebar.markdown)
+    # the sidebar shows the navigation and the session's data set, target and hyperparameters on every page
+    side = _sidebar_text(at)
     assert "QM9 subset" in side and "U0" in side and "ν_max 4" in side
+    assert [c.value for c in at.sidebar.caption][:3] == ["Start", "Workflow", "Understand"]
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if p != "home"])
+def test_a_run_started_directly_on_a_page_file_sets_itself_up(page):
+    """What a deep link or ``streamlit run pages/…`` does: the page file runs first, with no app.py before it."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / PAGES[page]), default_timeout=TIMEOUT)
+    at.run()
+    exc, err = _problems(at)
+    assert not exc and not err, (exc, err)
+    assert at.title and at.title[0].value
+    side = _sidebar_text(at)
+    assert "Current session" in side and "QM9 subset" in side and "ν_max 4" in side
+    # the session defaults exist although app.py never ran
+    assert at.session_state["kernels.nu_max"] == 4 and at.session_state["wk.dataset"].n == 300
+    # links to other pages degrade to plain labels (no other page is registered in such a run)
+    assert any("started on its own" in c.value for c in at.sidebar.caption)
+
+
+def _failing_page(root):
+    import sys
+
+    sys.path.insert(0, root)
+    import streamlit as st
+
+    from pages.support import common
+    from wkviz.errors import InputError
+
+    def render():
+        st.title("A page with bad input")
+        raise InputError("structure 3 has two atoms 0.00 Å apart; fix or remove it")
+
+    common.run_page(render, "Broken")
+
+
+def test_bad_input_escaping_a_page_becomes_a_message_and_the_sidebar_stays():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(_failing_page, args=(str(ROOT),), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["structure 3 has two atoms 0.00 Å apart; fix or remove it"]
+    assert at.title[0].value == "A page with bad input"
+    assert "Current session" in _sidebar_text(at)
 
 
 # ---- the main flow ---------------------------------------------------------------------------------------------
@@ -323,7 +405,7 @@ def test_uploads_bad_file_message_then_good_file_switches_data_set():
     ds = at.session_state["wk.dataset"]
     assert ds.name == "upload" and ds.n == 5
     assert at.selectbox(key="data.target").value == "energy"
-    side = " ".join(m.value for m in at.sidebar.markdown)
+    side = _sidebar_text(at)
     assert "water.xyz" in side and "energy" in side
 
 
@@ -374,3 +456,68 @@ def test_pages_that_need_kernels_point_to_the_kernels_page():
     for page in ("models", "learning_curves", "map"):
         _goto(at, page)
         assert any("kernels" in i.value.lower() for i in at.info), page
+
+
+# ---- Teach: the cost of body order, measured ------------------------------------------------------------------
+
+def test_teach_measures_wigner_kernels_against_explicit_features():
+    from wkviz import features, scaling
+
+    at = _app()
+    at.run()
+    _goto(at, "teach")
+    assert any(i.value.startswith("Choose a few structures") for i in at.info)
+    at.multiselect(key="teach.cost_ids").set_value([0, 1])
+    at.slider(key="teach.cost_nu_max").set_value(3)
+    at.select_slider(key="teach.cost_n_radial").set_value(1)
+    at.selectbox(key="teach.cost_budget_mb").set_value(64)
+    at.slider(key="teach.cost_nu_basis").set_value(2)
+    at.button(key="teach.cost.btn").click().run()
+    assert not any(_problems(at)), _problems(at)
+    res = cache.RESULTS.get(at.session_state["wk.cost_request"]["key"])
+    frames = at.session_state["wk.dataset"].frames[:2]
+    n_env = sum(len(a) for a in frames)
+    n_species = len(set(np.concatenate([a.numbers for a in frames]).tolist()))
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Atomic environments"] == str(n_env) == str(res.n_environments)
+    assert metrics["Density basis"] == f"{n_species} × 1/1/1/1"
+    # the two routes compute the same kernel: 8π² × the linear kernel of the complete features
+    assert float(metrics["Kernels agree to"]) < 1e-10 and res.max_deviation < 1e-10
+    table = at.dataframe[-1].value
+    assert list(table["ν"]) == [1, 2, 3]
+    counts = [features.n_invariant_features(nu, 1, n_species, 3) for nu in (1, 2, 3)]
+    assert list(table["features per environment"]) == [f"{n:,}" for n in counts]
+    assert list(table["explicit features"]) == ["measured"] * 3
+    rows = res.summary_rows()
+    assert [r["features"] for r in rows] == counts
+    assert all(r["wigner_seconds"] > 0 and r["features_seconds"] > 0 for r in rows)
+    assert any("Both routes ran up to ν = 3" in s.value for s in at.success)
+    # time against ν, memory, feature counts and basis size, drawn from those measurements
+    specs = {}
+    for i in range(len(at.get("plotly_chart"))):
+        spec = _chart_spec(at, i)
+        specs[(spec["layout"].get("title") or {}).get("text")] = spec
+    time_chart = specs["Wall time against body order"]
+    wigner = next(t for t in time_chart["data"] if t["name"] == scaling.WIGNER)
+    assert np.allclose(_values(wigner["y"]), [r["wigner_seconds"] for r in rows])
+    assert "Peak memory against body order" in specs and "Time against radial basis size at ν = 2" in specs
+    count_line = next(t for t in specs["Invariant features per environment (explicit route)"]["data"]
+                      if t["name"].startswith("1/1/1/1"))
+    assert _values(count_line["y"]) == counts
+    # the basis experiment includes the engine's basis-free route
+    routes = {r["route"] for r in res.basis}
+    assert routes == {scaling.WIGNER, scaling.FEATURES, scaling.EXACT}
+    assert [r["n_radial"] for r in res.basis if r["route"] == scaling.WIGNER][:2] == [1, 2]
+
+    # the whole optimal basis: the explicit features run out of the memory budget at ν = 3 and stop, with a note
+    at.select_slider(key="teach.cost_n_radial").set_value("all")
+    at.button(key="teach.cost.btn").click().run()
+    assert not any(_problems(at)), _problems(at)
+    res = cache.RESULTS.get(at.session_state["wk.cost_request"]["key"])
+    assert res.stopped_at == 3
+    stopped = [r for r in res.body_order if r["route"] == scaling.FEATURES and r["nu"] == 3][0]
+    assert stopped["status"] == "stopped" and stopped["estimate_bytes"] > 64 * 2**20 and stopped["seconds"] is None
+    assert any("Explicit features stopped at ν = 3" in w.value for w in at.warning)
+    assert list(at.dataframe[-1].value["features time"])[2] == "not run"
+    wigner3 = [r for r in res.body_order if r["route"] == scaling.WIGNER and r["nu"] == 3][0]
+    assert wigner3["status"] == "measured" and wigner3["seconds"] > 0

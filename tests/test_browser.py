@@ -1,6 +1,8 @@
 """End to end in a real browser: `streamlit run app.py` driven with Playwright and Debian's Chromium, offline.
 
-Runs the main flow (bundled QM9 → kernels → fit → learning curves → map), clicks a point of the parity plot and
+The browser's very first request to the fresh server is a deep link to a page (``/Kernels``): with a ``pages/``
+folder Streamlit runs that page's file without running app.py first, so the page must set itself up (wide
+layout, sidebar). Then it runs the main flow (bundled QM9 → kernels → fit → learning curves → map), clicks a point of the parity plot and
 checks that the 3D viewer then shows that structure (canvas drawn, 3Dmol.js loaded from the page itself), and
 saves a screenshot of every page to artifacts/screenshots/. Every request that is not to the local server is
 aborted and reported: the app must work with no internet.
@@ -109,7 +111,7 @@ def page(playwright_api, server):
     pg.blocked = blocked
     pg.errors = []
     pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
-    pg.goto(server)
+    pg.server = server
     yield pg
     context.close()
     browser.close()
@@ -132,8 +134,13 @@ def wait_idle(pg, timeout: float = 180.0) -> None:
         pg.wait_for_timeout(400)
 
 
+def sidebar_links(pg) -> list[str]:
+    return [t.strip().split("\n")[-1] for t in pg.locator('[data-testid="stSidebar"] a').all_inner_texts()]
+
+
 def go(pg, label: str) -> None:
-    pg.locator('[data-testid="stSidebarNav"] a').filter(has_text=label).first.click()
+    # the sidebar's page links (pages/support/common.py: NAVIGATION); the icon's ligature text comes first
+    pg.locator('[data-testid="stSidebar"] a').filter(has_text=label).first.click()
     wait_idle(pg)
 
 
@@ -211,8 +218,24 @@ def isolated_point(points: list[dict], exclude: str) -> dict:
 
 def test_main_flow_in_a_real_browser(page):
     pg = page
+    # A deep link as the first request of the fresh server: the Kernels page, set up without app.py.
+    pg.goto(f"{pg.server}/Kernels")
+    # the sidebar's session summary is drawn last, after the page body
+    pg.locator('[data-testid="stSidebar"]').get_by_text("Current session").wait_for(timeout=120_000)
     wait_idle(pg)
+    assert pg.locator("h1").first.inner_text().strip() == "Kernels"
+    assert pg.title() == "Kernels · wkviz"
+    width = pg.evaluate("() => document.querySelector('[data-testid=\"stMainBlockContainer\"]')"
+                        ".getBoundingClientRect().width")
+    assert width > 1100, f"not the wide layout: main column {width:.0f} px of 1600"  # centred would be ≤ 736 px
+    side = pg.locator('[data-testid="stSidebar"]').inner_text()
+    assert "Current session" in side and "QM9 subset" in side and "ν_max 4" in side
+    assert sidebar_links(pg) == ["Home", "Data", "Kernels", "Models", "Learning curves", "Map", "Teach"]
+    assert pg.get_by_role("button", name="Compute kernels").count() == 1
+
+    go(pg, "Home")
     assert pg.get_by_text("Wigner kernels, body order by body order").count() == 1
+    assert pg.title() == "Home · wkviz"
     screenshot(pg, "01_home")
 
     # Data: 60 molecules of the bundled QM9 subset
@@ -281,11 +304,17 @@ def test_main_flow_in_a_real_browser(page):
     wait_viewer(pg, target["id"])
     screenshot(pg, "06_map")
 
-    # Teach: teaching pair side by side, rotation demo
+    # Teach: teaching pair side by side, rotation demo, and the cost of body order measured on the default molecules
     go(pg, "Teach")
     pg.get_by_text("Invariant kernel").first.wait_for(timeout=120_000)
     wait_idle(pg)
     assert sum(1 for v in viewers(pg) if v["ready"]) >= 3
+    pg.get_by_role("button", name="Measure both routes").click()
+    pg.get_by_text("Kernels agree to").first.wait_for(timeout=180_000)
+    wait_idle(pg)
+    agree = pg.locator('[data-testid="stMetric"]').filter(has_text="Kernels agree to")
+    assert float(agree.locator('[data-testid="stMetricValue"]').inner_text()) < 1e-10
+    assert pg.get_by_text("Explicit features stopped at ν = ").count() == 1
     screenshot(pg, "07_teach")
 
     assert not pg.blocked, f"the app tried to reach the internet: {pg.blocked}"

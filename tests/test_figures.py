@@ -173,6 +173,69 @@ def test_teaching_figures():
     assert any("Wigner kernel" in (t.name or "") for t in fig.data)
 
 
+def _cost_rows():
+    """Body-order rows as wkviz.scaling returns them: the features stop at ν = 3."""
+    rows = []
+    for nu in (1, 2, 3, 4):
+        rows.append(dict(nu=nu, route="Wigner kernel", status="measured", seconds=0.1 * nu, peak_bytes=2**20 * nu,
+                         estimate_bytes=None, features=None, deviation=1e-15, note=""))
+        run = nu < 3
+        rows.append(dict(nu=nu, route="explicit features", status="measured" if run else "stopped",
+                         seconds=0.05 * 30 ** (nu - 1) if run else None, peak_bytes=2**20 * 20 ** nu if run else None,
+                         estimate_bytes=2**20 * 20 ** nu, features=10 ** nu, deviation=1e-15 if run else None,
+                         note="" if run else "stopped"))
+    return pd.DataFrame(rows)
+
+
+def test_route_cost_by_nu_shows_measured_points_and_marks_the_stop():
+    table = _cost_rows()
+    fig = figures.route_cost_by_nu(table, "seconds")
+    wigner, feats = fig.data[0], fig.data[1]
+    assert list(wigner.x) == [1, 2, 3, 4] and np.allclose(wigner.y, [0.1, 0.2, 0.3, 0.4])
+    assert list(feats.x) == [1, 2], "stopped runs have no time"
+    assert list(wigner.marker.color) == [figures.body_order_color(nu) for nu in (1, 2, 3, 4)]
+    assert fig.layout.yaxis.type == "log" and "wall time (s)" in fig.layout.yaxis.title.text
+    assert fig.layout.shapes[0].x0 == 2.5 and "stopped from ν=3" in fig.layout.annotations[0].text
+    lo, hi = fig.layout.yaxis.range
+    assert hi - lo >= 2.0, "timing noise is never blown up to fill the axis"
+
+    budget = 512 * 2**20
+    fig = figures.route_cost_by_nu(table, "peak_bytes", budget=budget)
+    estimate = next(t for t in fig.data if "not run" in t.name)
+    assert list(estimate.x) == [2, 3, 4] and np.allclose(estimate.y, [400.0, 8000.0, 160000.0])  # MB
+    assert fig.layout.shapes[0].y0 == 512.0 and "512 MB" in fig.layout.annotations[0].text
+    assert np.isclose(fig.layout.annotations[0].y, np.log10(512.0)), "annotations on log axes take log10"
+    assert "peak memory (MB)" in fig.layout.yaxis.title.text
+
+
+def test_route_cost_by_basis_and_feature_counts():
+    rows = []
+    for n in (1, 2, 4, 8):
+        rows.append(dict(n_radial=n, n_radial_per_l=f"{n}/{n}", nu=3, route="Wigner kernel", status="measured",
+                         seconds=0.1, note=""))
+        rows.append(dict(n_radial=n, n_radial_per_l=f"{n}/{n}", nu=3, route="explicit features",
+                         status="measured" if n < 8 else "stopped", seconds=0.01 * n ** 3 if n < 8 else None,
+                         note=""))
+    rows.append(dict(n_radial=None, n_radial_per_l="∞", nu=3, route="Wigner kernel, no basis (exact ν=1)",
+                     status="measured", seconds=0.12, note=""))
+    fig = figures.route_cost_by_basis(pd.DataFrame(rows))
+    assert fig.layout.xaxis.type == "log" and list(fig.layout.xaxis.tickvals) == [1, 2, 4, 8]
+    feats = next(t for t in fig.data if t.name == "explicit features")
+    assert list(feats.x) == [1, 2, 4]
+    exact = next(t for t in fig.data if "no basis" in t.name)
+    assert list(exact.y) == [0.12, 0.12] and list(exact.x) == [1, 8]
+    stop = fig.layout.shapes[0]
+    assert 4 < stop.x0 < 8 and np.isclose(fig.layout.annotations[0].x, np.log10(stop.x0))
+    assert fig.layout.title.text == "Time against radial basis size at ν=3"
+
+    counts = pd.DataFrame([dict(nu=nu, basis=b, features=n ** nu) for b, n in (("2 per l", 8), ("all", 50))
+                           for nu in (1, 2, 3)])
+    fig = figures.feature_count_plot(counts)
+    assert [t.name for t in fig.data] == ["2 per l", "all"]
+    assert list(fig.data[1].y) == [50, 2500, 125000]
+    assert list(fig.data[1].text) == ["50", "2,500", "1.2×10<sup>5</sup>"]
+
+
 # ---- downloads ----------------------------------------------------------------------------------------------------
 
 def test_cli_command_writes_every_hyperparameter_and_quotes():

@@ -1,4 +1,11 @@
-"""Shared app layer: session state, cached wkviz calls, the sidebar, downloads and error display.
+"""Shared app layer: page set-up, navigation, session state, cached wkviz calls, the sidebar, downloads, errors.
+
+The dashboard is a Streamlit multipage app of the ``pages/`` kind: ``app.py`` is the Home page and every
+``pages/<n>_<Name>.py`` file one more page (its number gives the order, its name the URL ``/<Name>``).
+Streamlit runs whichever file the user asked for — through the sidebar, a deep link on the first request of
+a fresh server, ``st.switch_page`` or ``AppTest.switch_page`` — and never runs ``app.py`` before it. So no file
+relies on another having run: each one ends with a single :func:`run_page` call that sets the page up
+(wide layout, session state, sidebar) and turns bad input (:class:`wkviz.errors.WkvizError`) into a message.
 
 Pages stay thin: they read widgets (keys namespaced ``"<page>.<name>"``), call one of the cached functions here
 (which call wkviz), and render figures built by :mod:`wkviz.figures`. Nothing in :mod:`wkviz` imports streamlit.
@@ -11,28 +18,125 @@ share kernels.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 import streamlit.components.v1 as components
+from streamlit.errors import StreamlitAPIException
 
 from wkviz import Hypers, cache, figures, viewer
 from wkviz.errors import WkvizError
 
+# kaleido (PNG export) needs a Chrome; use the system Chromium when there is one, never download one.
+if "BROWSER_PATH" not in os.environ and os.path.exists("/usr/bin/chromium"):
+    os.environ["BROWSER_PATH"] = "/usr/bin/chromium"
+
 # --------------------------------------------------------------------------------------------------------------
-# Pages (paths relative to app.py; st.page_link and st.switch_page take these)
+# Pages (paths relative to app.py, the form st.page_link and st.switch_page take)
 # --------------------------------------------------------------------------------------------------------------
 
-HOME = "app_pages/home.py"
-DATA = "app_pages/data.py"
-KERNELS = "app_pages/kernels.py"
-MODELS = "app_pages/models.py"
-CURVES = "app_pages/learning_curves.py"
-MAP = "app_pages/map.py"
-TEACH = "app_pages/teach.py"
+HOME = "app.py"
+DATA = "pages/1_Data.py"
+KERNELS = "pages/2_Kernels.py"
+MODELS = "pages/3_Models.py"
+CURVES = "pages/4_Learning_curves.py"
+MAP = "pages/5_Map.py"
+TEACH = "pages/6_Teach.py"
+
+
+@dataclass(frozen=True)
+class NavItem:
+    path: str
+    label: str
+    icon: str
+
+
+#: The sidebar navigation, by section. Streamlit's own page list is switched off
+#: (``client.showSidebarNavigation = false`` in .streamlit/config.toml) because it would label the Home page
+#: "app" (the entry point's file name) and has no sections or icons; every other label is exactly the one
+#: Streamlit derives from the file name (tests/test_app.py checks this, and the order, against Streamlit).
+NAVIGATION = {
+    "Start": (NavItem(HOME, "Home", ":material/home:"),),
+    "Workflow": (
+        NavItem(DATA, "Data", ":material/database:"),
+        NavItem(KERNELS, "Kernels", ":material/grid_on:"),
+        NavItem(MODELS, "Models", ":material/model_training:"),
+        NavItem(CURVES, "Learning curves", ":material/trending_down:"),
+        NavItem(MAP, "Map", ":material/scatter_plot:"),
+    ),
+    "Understand": (NavItem(TEACH, "Teach", ":material/school:"),),
+}
+
+# Type size for projectors is set in .streamlit/config.toml (theme.baseFontSize); plotly figures set their own
+# (wkviz.figures.FONT_SIZE). Keep wide pages from stretching past what a projector shows well.
+_PAGE_CSS = "<style>.block-container { padding-top: 2.2rem; max-width: 1600px; }</style>"
+
+
+def run_page(render: Callable[[], None], title: str) -> None:
+    """Set a page up, draw it with ``render()``, and show bad input as a message instead of a traceback.
+
+    Every page file (``app.py`` included) makes this one call, so a page looks and behaves the same however it
+    was reached: wide layout, session defaults, the sidebar with navigation and the current data set / target /
+    hyperparameters. A :class:`~wkviz.errors.WkvizError` escaping ``render`` (bad input the page did not
+    handle where it happened) becomes an ``st.error`` with its message; the sidebar is still drawn.
+
+    Parameters
+    ----------
+    render : callable
+        Draws the page body; takes no arguments.
+    title : str
+        Page title for the browser tab.
+    """
+    st.set_page_config(page_title=f"{title} · wkviz", page_icon="⚛️", layout="wide",
+                       initial_sidebar_state="expanded")
+    st.markdown(_PAGE_CSS, unsafe_allow_html=True)
+    init_state()
+    with st.sidebar:
+        navigation()
+        session_box = st.container()
+    try:
+        render()
+    except WkvizError as exc:
+        st.error(str(exc), icon=":material/error:")
+    # Drawn after the page so it shows what the page has just computed (kernels, a fit).
+    with session_box:
+        try:
+            sidebar()
+        except WkvizError as exc:
+            st.error(str(exc), icon=":material/error:")
+
+
+def page_link(page: str, label: str, icon: str | None = None) -> bool:
+    """``st.page_link`` to a page of the app; plain text when that page is not registered.
+
+    Pages are registered when Streamlit runs ``app.py`` (the usual ``streamlit run app.py``). A page file run
+    on its own (``streamlit run pages/2_Kernels.py``, ``AppTest.from_file("pages/2_Kernels.py")``) knows no
+    other page; a link there would raise, so the label is shown without a link.
+    """
+    try:
+        st.page_link(page, label=label, icon=icon)
+        return True
+    except StreamlitAPIException:
+        st.markdown(f"{label}")
+        return False
+
+
+def navigation() -> None:
+    """The sidebar's page list, by section (:data:`NAVIGATION`)."""
+    linked = True
+    for section, items in NAVIGATION.items():
+        st.caption(section)
+        for item in items:
+            linked = page_link(item.path, item.label, item.icon) and linked
+    if not linked:
+        st.caption("This page was started on its own; run `streamlit run app.py` to move between pages.")
+    st.divider()
+
 
 DEFAULT_SAMPLE = "qm9"
 DEFAULT_N = {"qm9": 300, "gold": 200, "teaching": 10_000}
@@ -81,6 +185,10 @@ WIDGET_DEFAULTS = {
     "teach.alpha": 0,
     "teach.beta": 0,
     "teach.gamma": 0,
+    "teach.cost_nu_max": 5,
+    "teach.cost_n_radial": 2,
+    "teach.cost_budget_mb": 512,
+    "teach.cost_nu_basis": 3,
 }
 
 def _persist_kwargs() -> dict:
@@ -685,11 +793,13 @@ def chart(fig, key: str, **kwargs):
         "format": "png", "scale": 2}}, **kwargs)
 
 
-def reproduce(commands: list[str], config: dict, *, key: str, files: dict | None = None) -> None:
-    """An expander with the exact ``python -m wkviz`` commands, the config JSON and the input files they need."""
-    with st.expander("Reproduce this page (command line, config JSON)", icon=":material/terminal:"):
+def reproduce(commands: list[str], config: dict, *, key: str, files: dict | None = None, language: str = "bash",
+              title: str = "Reproduce this page (command line, config JSON)") -> None:
+    """An expander with the exact ``python -m wkviz`` commands (or Python code, ``language="python"``), the
+    config JSON and the input files they need."""
+    with st.expander(title, icon=":material/terminal:"):
         st.caption("Download the input files, then run:")
-        st.code("\n".join(commands), language="bash")
+        st.code("\n".join(commands), language=language)
         text = figures.config_json(**config)
         st.code(text, language="json")
         items = {"config JSON": (f"{key}_config.json", text, "application/json")}
@@ -775,7 +885,7 @@ def page_header(title: str, subtitle: str | None = None) -> None:
 def needs(what: str, page: str, label: str, icon: str = ":material/arrow_forward:") -> None:
     """A friendly pointer to the page that provides a missing prerequisite."""
     st.info(what, icon=":material/info:")
-    st.page_link(page, label=label, icon=icon)
+    page_link(page, label, icon)
 
 
 def body_order_legend(nus) -> str:
@@ -789,39 +899,38 @@ def body_order_legend(nus) -> str:
 
 
 def sidebar() -> None:
-    """Current data set, target, split, hyperparameters and what has been computed."""
+    """Current data set, target, split, hyperparameters and what has been computed (in the current container)."""
     ss = st.session_state
     ds = dataset()
     info = target_info()
-    with st.sidebar:
-        st.markdown("#### Current session")
-        st.markdown(f"**Data** · {ds.title}  \n{ds.n} structures · `{ds.digest[:8]}`")
-        if info is not None:
-            unit = f" ({info.unit})" if info.unit else ""
-            st.markdown(f"**Target** · `{info.key}`{unit} · {info.kind}"
-                        f"{', extensive' if info.extensive and info.kind != 'atomic' else ''}")
-        else:
-            st.markdown("**Target** · none found in this data set")
-        with contextlib.suppress(WkvizError, ValueError):
-            tr, te = split()
-            method = "farthest-point" if ss.get("data.split") == "fps" else "random"
-            st.markdown(f"**Split** · {len(tr)} train / {len(te)} test ({method}, seed {ss.get('data.seed', 0)})")
-        h = applied_hypers()
-        scaling = "off" if h.density_scaling is None else f"{h.density_scaling:g} Å"
-        st.markdown(
-            f"**Hypers** · ν_max {h.nu_max} · λ_max {h.lambda_max}  \n"
-            f"cutoff {h.cutoff:g} Å (width {h.cutoff_width:g} Å)  \n"
-            f"σ {h.density_width:g} Å · scaling {scaling} · {h.normalization}"
-        )
-        kres, _ = current_kernel()
-        job = ss.get("wk.kernel_job")
-        if job is not None and not job.done:
-            s = job.state()
-            st.markdown(f"**Kernels** · computing, {100 * s.fraction:.0f}%")
-        elif kres is not None:
-            st.markdown(f"**Kernels** · ✓ computed in {format_seconds(kres.seconds)}")
-        else:
-            st.markdown("**Kernels** · not computed yet")
-        fit = ss.get("wk.fit")
-        if fit is not None and fit.get("dataset") == ds.digest:
-            st.markdown(f"**Model** · test MAE {fit['mae']:.4g} {fit.get('unit', '')}")
+    st.markdown("#### Current session")
+    st.markdown(f"**Data** · {ds.title}  \n{ds.n} structures · `{ds.digest[:8]}`")
+    if info is not None:
+        unit = f" ({info.unit})" if info.unit else ""
+        st.markdown(f"**Target** · `{info.key}`{unit} · {info.kind}"
+                    f"{', extensive' if info.extensive and info.kind != 'atomic' else ''}")
+    else:
+        st.markdown("**Target** · none found in this data set")
+    with contextlib.suppress(WkvizError, ValueError):
+        tr, te = split()
+        method = "farthest-point" if ss.get("data.split") == "fps" else "random"
+        st.markdown(f"**Split** · {len(tr)} train / {len(te)} test ({method}, seed {ss.get('data.seed', 0)})")
+    h = applied_hypers()
+    scaling = "off" if h.density_scaling is None else f"{h.density_scaling:g} Å"
+    st.markdown(
+        f"**Hypers** · ν_max {h.nu_max} · λ_max {h.lambda_max}  \n"
+        f"cutoff {h.cutoff:g} Å (width {h.cutoff_width:g} Å)  \n"
+        f"σ {h.density_width:g} Å · scaling {scaling} · {h.normalization}"
+    )
+    kres, _ = current_kernel()
+    job = ss.get("wk.kernel_job")
+    if job is not None and not job.done:
+        s = job.state()
+        st.markdown(f"**Kernels** · computing, {100 * s.fraction:.0f}%")
+    elif kres is not None:
+        st.markdown(f"**Kernels** · ✓ computed in {format_seconds(kres.seconds)}")
+    else:
+        st.markdown("**Kernels** · not computed yet")
+    fit = ss.get("wk.fit")
+    if fit is not None and fit.get("dataset") == ds.digest:
+        st.markdown(f"**Model** · test MAE {fit['mae']:.4g} {fit.get('unit', '')}")

@@ -1,0 +1,241 @@
+"""Kernels: hyperparameters (in a form), cost estimate, computation with progress/ETA/cancel, per-ν heatmaps,
+body-order spectrum and timing."""
+
+import io
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `streamlit run` from any folder, or this file on its own
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from pages.support import common  # noqa: E402
+from wkviz import figures  # noqa: E402
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _spectrum(kernel_key: str, weights_key: str, _K, _weights):
+    return figures.spectrum_table(_K, _weights)
+
+
+def _heatmap_table(sub, idx, nus):
+    """Long table (nu, row, column, cosine similarity) of the shown kernel blocks."""
+    rows, cols = np.meshgrid(idx, idx, indexing="ij")
+    parts = [pd.DataFrame({"nu": nu, "row_structure": rows.ravel(), "column_structure": cols.ravel(),
+                           "cosine_similarity": figures.normalized_kernel(sub[nu]).ravel()}) for nu in nus]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def render() -> None:
+    ss = st.session_state
+    common.page_header("Kernels", "Wigner kernels of every body order ν between all structures of the data set.")
+
+    ds = common.dataset()
+    info = common.target_info()
+    request = common.kernel_request(info)
+
+    # ---- hyperparameters ---------------------------------------------------------------------------------------
+    with st.form("kernels.form", border=True):
+        c1, c2, c3 = st.columns(3, gap="large")
+        with c1:
+            st.slider("ν_max · highest body order", min_value=1, max_value=8, key="kernels.nu_max", **common.KEEP,
+                      help="A ν-kernel sees (ν+1)-body correlations; ν=2 is the 3-body (SOAP-like) kernel. Cost grows "
+                           "linearly with ν.")
+            st.slider("λ_max · highest angular order", min_value=0, max_value=6, key="kernels.lambda_max", **common.KEEP,
+                      help="Angular resolution kept in the iteration. Vector targets need λ_max ≥ 1, tensors ≥ 2. "
+                           "Cost grows roughly as λ_max⁴.")
+        with c2:
+            st.number_input("cutoff r_c (Å)", min_value=0.5, max_value=15.0, step=0.5, key="kernels.cutoff", **common.KEEP,
+                            help="Neighbours farther than this from the central atom are ignored.")
+            st.number_input("cutoff width (Å)", min_value=0.05, max_value=15.0, step=0.1, key="kernels.cutoff_width", **common.KEEP,
+                            help="Width of the smooth switching region just inside the cutoff.")
+            st.number_input("density width σ (Å)", min_value=0.05, max_value=3.0, step=0.05, key="kernels.density_width", **common.KEEP,
+                            help="Gaussian width of each neighbour in the density: smaller is sharper and more "
+                                 "detailed, larger is smoother.")
+        with c3:
+            st.checkbox("width grows with distance", key="kernels.scaling_on", **common.KEEP,
+                        help="σ(r) = σ₀·exp(r/r_s) with unit-integral Gaussians, so far neighbours are wider and weigh "
+                             "less. Off: constant σ (featomic's convention).")
+            st.number_input("density scaling r_s (Å)", min_value=0.5, max_value=1000.0, step=0.5,
+                            key="kernels.density_scaling", **common.KEEP, help="Length over which the width grows by a factor e "
+                                                                "(used only when the box above is ticked).")
+            st.selectbox("normalization", ["exact", "reference"], key="kernels.normalization", **common.KEEP,
+                         help="exact: k^ν = ∫ dR h(R)^ν (ν=2 ∝ SOAP linear kernel); reference: the published code's "
+                              "convention.")
+            st.checkbox("atom-level kernels too", key="kernels.atomic", **common.KEEP,
+                        help="Kernels between every pair of atoms, for per-atom targets (always on for them) and environment "
+                             "maps; memory grows as (total atoms)².")
+        submitted = st.form_submit_button("Apply and estimate the cost", type="primary", key="kernels.apply.btn",
+                                          icon=":material/calculate:")
+    if submitted:
+        with common.user_errors("These hyperparameters cannot be used"):
+            ss["wk.hypers"] = common.hypers_from_widgets()
+            request = common.kernel_request(info)
+
+    hypers = common.applied_hypers()
+    kres, key = common.find_kernel(ds, hypers, request)
+    job = ss.get("wk.kernel_job")
+    running = job is not None and not job.done
+
+    # ---- estimate and start ------------------------------------------------------------------------------------
+    est = None
+    with common.user_errors("Cannot estimate this request"):
+        est = common.estimate(ds, hypers, request)
+    if est is not None:
+        m = st.columns([1, 1, 1, 1.3])
+        m[0].metric("Structures", f"{ds.n:,}")
+        m[1].metric("Atom pairs (same element)", f"{est['n_pairs']:,}",
+                    help="Ordered pairs of same-element central atoms; symmetric requests compute each pair once.")
+        m[2].metric("Output memory", common.format_bytes(est["output_bytes"]),
+                    help=f"Memory budget {common.format_bytes(common.MEMORY_BUDGET)}.")
+        m[3].metric("Estimated time", common.format_seconds(est["seconds"]), help="From measured throughput on a "
+                    "2-core machine; the progress bar gives the real ETA.")
+        extras = []
+        if request["tensor_rank"]:
+            extras.append(f"λ={request['tensor_rank']} kernels for the {info.kind} target `{info.key}`")
+        if request["atomic"]:
+            extras.append("atom-level kernels")
+        if extras:
+            st.caption("Also computing " + " and ".join(extras) + ".")
+        if not est["fits"]:
+            st.error(f"These kernels need {common.format_bytes(est['output_bytes'])}, more than the memory budget of "
+                     f"{common.format_bytes(common.MEMORY_BUDGET)}: use fewer structures (Data page) or drop the "
+                     "atom-level kernels.", icon=":material/memory:")
+
+    start = False
+    if kres is None and not running:
+        b1, b2 = st.columns([1, 3])
+        with b1:
+            start = st.button("Compute kernels", key="kernels.compute.btn", type="primary", icon=":material/play_arrow:",
+                              disabled=est is None or not est["fits"], width="stretch")
+        autostart = ss.pop("wk.autostart", False)
+        if (start or autostart) and est is not None and est["fits"]:
+            with common.user_errors("Could not start the computation"):
+                job = common.start_kernel_job(ds, hypers, request)
+                running = True
+
+    if running:
+        if ss.get("wk.kernel_job_key") != key:
+            st.info("Another kernel computation of this session is running (different settings); it continues in "
+                    "the background. You can cancel it here.", icon=":material/hourglass_top:")
+        common.poll_job(job, cancel_key="kernels.cancel.btn", what=job.label)
+
+    if job is not None and job.done and kres is None and ss.get("wk.kernel_job_key") == key:
+        state = job.state()
+        if state.status == "cancelled":
+            st.warning("The computation was cancelled; nothing was stored. Start it again when you are ready.",
+                       icon=":material/cancel:")
+        elif state.status == "failed":
+            common.show_job_failure(job)
+
+    if kres is None:
+        if not running:
+            st.info("Kernels for these settings are not computed yet. Press **Compute kernels**; you can move to "
+                    "other pages while they compute.", icon=":material/info:")
+
+    # ---- results -----------------------------------------------------------------------------------------------
+    def show_results(kres, key):
+        K = kres.K
+        nu_max = K.shape[0] - 1
+        st.success(f"Kernels for {ds.n} structures, ν = 0…{nu_max}, computed in {common.format_seconds(kres.seconds)} "
+                   f"({kres.n_pairs:,} atom pairs).", icon=":material/check_circle:")
+        st.markdown(common.body_order_legend(range(nu_max + 1)), unsafe_allow_html=True)
+
+        tab_maps, tab_spec, tab_time = st.tabs(["Per-ν kernel heatmaps", "Body-order spectrum", "Timing"])
+
+        with tab_maps:
+            c1, c2 = st.columns([2, 1])
+            with c1:
+                if not ss.get("kernels.show_nu") or max(ss["kernels.show_nu"]) > nu_max:
+                    ss["kernels.show_nu"] = list(range(nu_max + 1))
+                st.multiselect("Body orders to show", list(range(nu_max + 1)), key="kernels.show_nu", **common.KEEP,
+                               format_func=figures.body_order_label)
+            with c2:
+                order_by = st.selectbox("Order structures by", ["data order", "target value", "number of atoms"],
+                                        key="kernels.order", **common.KEEP)
+            nmax = 150
+            idx = np.arange(ds.n)
+            if order_by == "number of atoms":
+                idx = np.argsort(kres.n_atoms_A, kind="stable")
+            elif order_by == "target value" and info is not None and info.kind != "atomic":
+                with common.user_errors():
+                    y = common.target_values(info.key)
+                    idx = np.argsort(y if y.ndim == 1 else np.linalg.norm(y.reshape(len(y), -1), axis=1), kind="stable")
+            idx = idx[:nmax]
+            sub = K[:, idx][:, :, idx]
+            nus = sorted(ss["kernels.show_nu"]) or [nu_max]
+            fig = figures.kernel_heatmaps(sub, nus, normalize=True)
+            common.chart(fig, "kernels.heatmaps.chart")
+            st.caption(f"Cosine-normalised kernels k(A,B)/√(k(A,A)k(B,B)) of the first {len(idx)} structures"
+                       f"{' (ordered by ' + order_by + ')' if order_by != 'data order' else ''}. Higher ν sharpens "
+                       "similarities: the off-diagonal fades as body order grows.")
+            long = _heatmap_table(sub, idx, nus)
+
+            def _npz():
+                buf = io.BytesIO()
+                kres.to_npz(buf)
+                return buf.getvalue()
+
+            common.downloads(fig, name="kernel_heatmaps", key="kernels.heatmaps", table=long,
+                             extra={"K.npz": ("K.npz", _npz, "application/octet-stream")})
+
+        with tab_spec:
+            fit = ss.get("wk.fit")
+            weights = None
+            if fit is not None and fit.get("kernel_key") == key and fit.get("weights_fitted"):
+                weights = {int(k): v for k, v in fit["weights_fitted"].items()}
+            table = _spectrum(key, str(weights), K, weights)
+            c1, c2 = st.columns(2, gap="large")
+            with c1:
+                fig1 = figures.body_order_spectrum(table, "effective_rank", title="Directions resolved by each ν")
+                common.chart(fig1, key="kernels.spectrum.chart")
+            with c2:
+                if weights is not None:
+                    fig2 = figures.body_order_spectrum(table, "weight_share", title="Share of each ν in the fitted model")
+                else:
+                    fig2 = figures.body_order_spectrum(table, "mean_similarity", title="How alike structures look at each ν")
+                common.chart(fig2, key="kernels.spectrum2.chart")
+            st.caption("Effective rank: participation ratio (Σλ)²/Σλ² of the eigenvalues of the normalised K^ν, the number "
+                       "of independent directions the ν-kernel uses on these structures. Once a model is fitted, the right "
+                       "panel shows how much each body order contributes to it.")
+            common.downloads(fig1, name="body_order_spectrum", key="kernels.spectrum", table=table)
+
+        with tab_time:
+            t = kres.timings or {}
+            m = st.columns(4)
+            m[0].metric("Wall time", common.format_seconds(kres.seconds))
+            m[1].metric("Atom pairs", f"{kres.n_pairs:,}")
+            m[2].metric("Throughput", f"{kres.n_pairs / max(kres.seconds, 1e-9):,.0f} pairs/s")
+            m[3].metric("Estimate was", common.format_seconds(est["seconds"]) if est else "–")
+            if t:
+                st.dataframe(pd.DataFrame({"stage": list(t), "seconds": [float(v) for v in t.values()]}), hide_index=True,
+                             column_config={"seconds": st.column_config.NumberColumn(format="%.3f s")})
+            rows = []
+            for nu in range(1, 9):
+                with common.user_errors():
+                    e = common.estimate(ds, hypers.replace(nu_max=nu), request)
+                    rows.append({"nu": nu, "method": "estimate for this data set", "seconds": e["seconds"]})
+            rows.append({"nu": nu_max, "method": "measured", "seconds": kres.seconds})
+            cost = pd.DataFrame(rows)
+            fig = figures.cost_vs_nu(cost, title="Time against ν_max: linear in body order")
+            common.chart(fig, "kernels.cost.chart")
+            common.downloads(fig, name="cost_vs_nu", key="kernels.cost", table=cost)
+
+        # ---- reproduce ---------------------------------------------------------------------------------------------
+        fname, payload, mime = common.dataset_file(ds)
+        cmd = figures.cli_command("kernels", hypers, fname, atomic=bool(request["atomic"]) or None,
+                                  tensor_rank=request["tensor_rank"] or None, out="K.npz")
+        common.reproduce([cmd], {"data": {"file": fname, "structures": ds.n, "digest": ds.digest}, "hypers": hypers,
+                                 "atomic": request["atomic"], "tensor_rank": request["tensor_rank"]},
+                         key="kernels", files={"structures": (fname, payload, mime)})
+
+
+    if kres is not None:
+        show_results(kres, key)
+
+
+common.run_page(render, "Kernels")

@@ -1,0 +1,280 @@
+"""Models: fit with cross-validation, body-order weights, test metrics, parity plot → 3D, errors by size/element,
+model comparison (mixed vs each ν vs composition)."""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `streamlit run` from any folder, or this file on its own
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from pages.support import common  # noqa: E402
+from wkviz import cache, figures, viewer  # noqa: E402
+
+
+def render() -> None:
+    ss = st.session_state
+    common.page_header("Models", "Kernel ridge / Gaussian-process regression on Σ_ν c_ν K^ν; weights chosen by "
+                                 "cross-validation on the training set only.")
+
+    ds = common.dataset()
+    info = common.target_info()
+    common.sync_target_defaults(info)
+    kres, kkey = common.current_kernel()
+    fit_job = ss.get("wk.fit_job")
+    fit_running = fit_job is not None and not fit_job.done
+    KIND_COMPONENTS = {"vector": ["x", "y", "z"], "tensor": ["xx", "xy", "xz", "yx", "yy", "yz", "zx", "zy", "zz"]}
+
+
+    def current_fit():
+        """The session's finished fit if it matches the current data, kernels, target and split."""
+        fit = ss.get("wk.fit")
+        if fit is None:
+            return None
+        train, test = common.split()
+        if (fit["dataset"] != ds.digest or fit["kernel_key"] != kkey or fit["target"] != (info.key if info else None)
+                or not np.array_equal(fit["test"], test) or not np.array_equal(fit["train"], train)):
+            return None
+        result = cache.RESULTS.get(fit["key"])
+        return None if result is None else (fit, result)
+
+
+    def fit_form():
+        with st.form("models.form"):
+            c1, c2, c3 = st.columns([1.4, 1, 1.2], gap="large")
+            with c1:
+                st.selectbox("Body-order weights", list(common.WEIGHT_MODES), key="models.weights", **common.KEEP,
+                             help="free: one positive weight per ν, all chosen by CV. Kernel exponential: the published "
+                                  "law c_ν = C·α^ν/ν! (two parameters) plus a free composition weight.")
+            with c2:
+                st.slider("CV folds", min_value=2, max_value=10, key="models.folds", **common.KEEP,
+                          help="k-fold cross-validation on the training set chooses weights and regularisation.")
+            with c3:
+                st.checkbox("intensive target (mean kernel)", key="models.intensive", **common.KEEP,
+                            disabled=info.kind == "atomic",
+                            help="Intensive targets (gaps, …) use mean kernels K/(n_A·n_B); extensive ones (energies) "
+                                 "sum kernels.")
+                st.checkbox("also fit composition and each single ν", key="models.compare", **common.KEEP,
+                            help="The comparison table: is mixing body orders better than the best single one?")
+            return st.form_submit_button("Fit models", type="primary", key="models.fit.btn", icon=":material/play_arrow:")
+
+
+    def show_fit(fit, result):
+        kind = result["kind"]
+        unit = result["unit"]
+        target = fit["target"]
+        names = result["order"]
+        test = fit["test"]
+        n_test = len(test)
+        formulas = common.formulas(ds)
+        if ss["models.show"] not in names:
+            ss["models.show"] = names[-1]
+        top = st.columns([1.3, 1, 1, 1, 1])
+        with top[0]:
+            st.selectbox("Model shown", names, key="models.show", **common.KEEP, format_func=figures.model_label)
+        shown = result["models"][ss["models.show"]]
+        m = shown["metrics"]
+        u = f" {unit}" if unit else ""
+        top[1].metric("Test MAE", f"{m['mae']:.4g}{u}", help=f"over {m['n']} test values")
+        top[2].metric("Test RMSE", f"{m['rmse']:.4g}{u}")
+        top[3].metric("Max error", f"{m['max_error']:.4g}{u}")
+        top[4].metric("R²", f"{m['r2']:.4f}")
+
+        y_true = np.asarray(result["y_true"])
+        y_pred = shown["pred"]
+        y_std = shown["std"]
+        if kind == "atomic":
+            n_atoms = np.array([len(ds.frames[i]) for i in test])
+            ids = np.repeat(test, n_atoms)
+            local = np.concatenate([np.arange(n) for n in n_atoms])
+            labels = [f"{formulas[s]}, atom {a} ({ds.frames[s].get_chemical_symbols()[a]})" for s, a in zip(ids, local)]
+        else:
+            ids = test
+            labels = [formulas[i] for i in test]
+        yt = y_true.reshape(len(ids), -1)
+        yp = np.asarray(y_pred).reshape(len(ids), -1)
+        ys = None if y_std is None else np.asarray(y_std).reshape(len(ids), -1)
+        err = np.abs(yp - yt).max(axis=1)
+        if ss.get("wk.selected") not in set(int(i) for i in ids):
+            ss["wk.selected"] = int(ids[int(np.argmax(err))])
+
+        left, right = st.columns([1.25, 1], gap="large")
+        with left:
+            # Total energies span thousands of eV while errors are fractions of one: against the composition fit
+            # (Σ_Z n_Z ε_Z) the scatter shows what the kernels actually learned.
+            px_t, px_p, shown_target = yt, yp, target
+            if kind == "scalar" and "composition" in result["models"] and ss["models.show"] != "composition":
+                if "models.relative" not in ss:
+                    ss["models.relative"] = True
+                st.checkbox("relative to the composition baseline (ν=0 fit)", key="models.relative", **common.KEEP,
+                            help="Plot target − composition-model prediction; errors are unchanged.")
+                if ss["models.relative"]:
+                    base = np.asarray(result["models"]["composition"]["pred"]).reshape(len(ids), -1)
+                    px_t, px_p, shown_target = yt - base, yp - base, f"{target} − composition fit"
+            fig = figures.parity_plot(px_t if yt.shape[1] > 1 else px_t[:, 0], px_p if yp.shape[1] > 1 else px_p[:, 0],
+                                      ids=ids, formulas=labels, target=shown_target, unit=unit or None,
+                                      sigma=None if ys is None else (ys if ys.shape[1] > 1 else ys[:, 0]),
+                                      component_names=KIND_COMPONENTS.get(kind), selected=[ss["wk.selected"]],
+                                      title=f"{figures.model_label(ss['models.show'])}: MAE {m['mae']:.3g}{u} on "
+                                            f"{n_test} test structures")
+            state = common.chart(fig, "models.parity.chart", on_select="rerun",
+                                    selection_mode=("points", "box", "lasso"))
+            picked = common.selected_ids(state)
+            if picked and picked[0] != ss.get("wk.selected"):
+                ss["wk.selected"] = picked[0]
+                st.rerun()
+            st.caption("Click a point (or drag a box) to show that structure in 3D. Error bars: GP predictive "
+                       "standard deviation." if ys is not None else "Click a point to show that structure in 3D.")
+        with right:
+            sid = int(ss["wk.selected"])
+            atoms = ds.frames[sid]
+            rows = np.flatnonzero(ids == sid)
+            r = rows[0]
+            arrows = ()
+            if kind == "vector":
+                arrows = viewer.dipole_arrows(atoms, {"true": (yt[r], "#333333"), "predicted": (yp[r], "#c92a2a")})
+            if kind in ("scalar",):
+                pm = f" ± {ys[r, 0]:.2g}" if ys is not None else ""
+                st.markdown(f"**structure {sid} · {formulas[sid]}** — true {yt[r, 0]:.5g}{u}, predicted "
+                            f"{yp[r, 0]:.5g}{pm}{u}, error {yp[r, 0] - yt[r, 0]:+.3g}{u}")
+            elif kind == "vector":
+                st.markdown(f"**structure {sid} · {formulas[sid]}** — true {np.round(yt[r], 3).tolist()}, predicted "
+                            f"{np.round(yp[r], 3).tolist()} ({unit}); arrows: black true, red predicted")
+            else:
+                st.markdown(f"**structure {sid} · {formulas[sid]}** — largest component error "
+                            f"{np.abs(yp[rows] - yt[rows]).max():.3g}{u}")
+            common.show_structure(atoms, structure_id=sid, height=430, arrows=arrows)
+
+        # ---- weights and comparison ----------------------------------------------------------------------------
+        st.divider()
+        w1, w2 = st.columns(2, gap="large")
+        with w1:
+            mixed = result["models"].get("mixed", shown)
+            wfig = figures.weights_bar(mixed["weights"], title="Body-order weights chosen by CV (mixed model)")
+            common.chart(wfig, key="models.weights.chart")
+            st.caption("Relative weight of each normalised K^ν in the mixed kernel (they sum to 1).")
+            common.downloads(wfig, name="body_order_weights", key="models.weights",
+                             table=pd.DataFrame({"nu": list(mixed["weights"]), "weight": list(mixed["weights"].values())}))
+        with w2:
+            comp = pd.DataFrame([{"model": n, **{k: v for k, v in result["models"][n]["metrics"].items() if k != "unit"},
+                                  "cv_mae": result["models"][n]["cv_mae"], "seconds": result["models"][n]["seconds"]}
+                                 for n in names])
+            if len(names) > 1:
+                cfig = figures.model_comparison(comp, unit=unit or None, target=target)
+                common.chart(cfig, key="models.compare.chart")
+                common.downloads(cfig, name="model_comparison", key="models.compare", table=comp)
+            else:
+                st.info("Tick 'also fit composition and each single ν' to compare body orders.", icon=":material/info:")
+        shown_table = comp.assign(model=[figures.model_label(n) for n in comp["model"]])
+        st.dataframe(shown_table, hide_index=True, column_config={
+            c: st.column_config.NumberColumn(format="%.4g") for c in ("mae", "rmse", "max_error", "cv_mae")} | {
+            "r2": st.column_config.NumberColumn("R²", format="%.4f"),
+            "seconds": st.column_config.NumberColumn(format="%.2f s")})
+
+        # ---- errors by size and element ------------------------------------------------------------------------
+        if kind != "atomic":
+            from wkviz import data, evaluation
+
+            st.divider()
+            e1, e2 = st.columns(2, gap="large")
+            n_atoms = np.array([len(ds.frames[i]) for i in test])
+            by_size = pd.DataFrame(evaluation.errors_by_size(y_true, y_pred, n_atoms))
+            counts, species = data.composition_counts([ds.frames[i] for i in test])
+            by_el = pd.DataFrame(evaluation.errors_by_element(y_true, y_pred, counts, species))
+            from ase.data import chemical_symbols
+
+            by_el["element"] = [chemical_symbols[int(z)] for z in by_el["element"]]
+            with e1:
+                f1 = figures.error_by_group(by_size, group="n_atoms", group_label="atoms per structure (count)",
+                                            unit=unit or None, target=target, title="Error by structure size")
+                common.chart(f1, key="models.bysize.chart")
+                common.downloads(f1, name="error_by_size", key="models.bysize", table=by_size)
+            with e2:
+                f2 = figures.error_by_group(by_el, group="element", group_label="structures containing element",
+                                            unit=unit or None, target=target, title="Error by element present")
+                common.chart(f2, key="models.byelement.chart")
+                common.downloads(f2, name="error_by_element", key="models.byelement", table=by_el)
+
+        # ---- downloads and reproduce ---------------------------------------------------------------------------
+        st.divider()
+        st.subheader("Predictions")
+        from wkviz import models as wk_models
+
+        test_target = wk_models.TargetData.from_frames([ds.frames[i] for i in test], target)
+        s_idx, a_idx, c_idx = test_target.row_labels()
+        pred_table = pd.DataFrame({"structure": s_idx, "atom": a_idx, "component": c_idx,
+                                   "true": np.asarray(y_true).ravel(), "predicted": np.asarray(y_pred).ravel()})
+        if y_std is not None:
+            pred_table["std"] = np.asarray(y_std).ravel()
+        pred_table.insert(1, "dataset_index", np.asarray(test)[s_idx])
+        ext = figures.predictions_extxyz([ds.frames[i] for i in test], target, np.asarray(y_pred),
+                                         sigma=None if y_std is None else np.asarray(y_std), per_atom=kind == "atomic")
+        common.downloads(None, name="predictions", key="models.predictions", table=pred_table,
+                         extra={"extxyz": ("predictions.extxyz", ext, "chemical/x-extxyz")})
+        st.caption("CSV columns as `python -m wkviz fit --out`: structure = index in the test file, atom = −1 for "
+                   "structure targets, component 0/1/2 = x/y/z; dataset_index = row in the loaded data set.")
+        h = common.applied_hypers()
+        train_name, train_data, mime = common.dataset_file(ds, fit["train"], "_train")
+        test_name, test_data, _ = common.dataset_file(ds, fit["test"], "_test")
+        cmd = figures.cli_command("fit", h, train=train_name, test=test_name, target=target,
+                                  intensive=bool(fit["intensive"]) and kind != "atomic" or None,
+                                  weights=fit["weights"], folds=fit["folds"], out="predictions.csv")
+        common.reproduce(
+            [cmd],
+            {"data": {"digest": ds.digest, "train": train_name, "test": test_name, "n_train": len(fit["train"]),
+                      "n_test": len(test)},
+             "target": target, "hypers": h, "model": {"weights": fit["weights"], "cv_folds": fit["folds"],
+                                                       "intensive": fit["intensive"], "models": names}},
+            key="models",
+            files={"train set": (train_name, train_data, mime), "test set": (test_name, test_data, mime)},
+        )
+
+
+    if info is None:
+        st.warning("This data set has no learnable target; pick another data set on the Data page.",
+                   icon=":material/warning:")
+    elif kres is None:
+        common.needs(f"Fit needs the kernels of this data set for the target `{info.key}` "
+                     f"({'λ=1 vector kernels' if info.kind == 'vector' else 'λ=2 kernels' if info.kind == 'tensor' else 'atom-level kernels' if info.kind == 'atomic' else 'invariant kernels'}).",
+                     common.KERNELS, "Compute the kernels")
+    else:
+        submitted = fit_form()
+        if submitted and not fit_running:
+            with common.user_errors("Cannot fit"):
+                train, test = common.split()
+                names = ["mixed"]
+                if ss["models.compare"]:
+                    from wkviz import models as wk_models
+
+                    names = wk_models.standard_models(kres.K.shape[0] - 1, info.kind)
+                intensive = bool(ss["models.intensive"]) and info.kind != "atomic"
+                fit_job, _ = common.start_fit_job(ds, kres, kkey, info.key, train, test, names=names,
+                                                  weights=common.WEIGHT_MODES[ss["models.weights"]],
+                                                  folds=int(ss["models.folds"]), intensive=intensive)
+                fit_running = True
+        if fit_running:
+            common.poll_job(fit_job, cancel_key="models.cancel.btn", what=fit_job.label)
+        if fit_job is not None and fit_job.done:
+            state = fit_job.state()
+            if state.status == "done" and ss.get("wk.fit", {}).get("key") != fit_job.meta["key"]:
+                ss["wk.fit"] = dict(fit_job.meta)
+                r = fit_job.result["models"]
+                best = r.get("mixed") or next(iter(r.values()))
+                ss["wk.fit"].update(mae=best["metrics"]["mae"], unit=fit_job.result["unit"], weights_fitted=best["weights"])
+            elif state.status == "failed" and ss.get("wk.fit_job_key") == fit_job.meta["key"]:
+                common.show_job_failure(fit_job)
+            elif state.status == "cancelled":
+                st.warning("Fitting was cancelled.", icon=":material/cancel:")
+        current = current_fit()
+        if current is not None:
+            show_fit(*current)
+        elif not fit_running:
+            st.info("Choose the options and press **Fit models**. The test set is only used for the final scores.",
+                    icon=":material/info:")
+
+
+common.run_page(render, "Models")

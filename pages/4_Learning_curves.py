@@ -1,0 +1,152 @@
+"""Learning curves: test error against training size, log–log, for the mixed kernel, each ν and composition."""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `streamlit run` from any folder, or this file on its own
+    sys.path.insert(0, str(ROOT))
+
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from pages.support import common  # noqa: E402
+from wkviz import cache, figures  # noqa: E402
+
+
+def render() -> None:
+    ss = st.session_state
+    common.page_header("Learning curves", "Which body order learns fastest? Every curve comes from sub-blocks of one "
+                                          "kernel matrix: nothing is recomputed.")
+
+    ds = common.dataset()
+    info = common.target_info()
+    common.sync_target_defaults(info)
+    kres, kkey = common.current_kernel()
+
+
+    def lc_options():
+        n = ds.n
+        n_test = max(1, int(round(float(ss.get("data.test_fraction", 0.2)) * n)))
+        n_max = n - n_test
+        n_min = max(4, min(10, n_max // 4))
+        return n_test, n_min, n_max
+
+
+    def start_job(sizes, repeats, n_test, intensive, weights, folds):
+        from wkviz import evaluation, models
+
+        key = "lc:" + cache.hash_key(kkey, ds.digest, info.key, list(map(int, sizes)), int(repeats), int(n_test),
+                                     int(ss.get("data.seed", 0)), bool(intensive), weights, int(folds))
+        frames = ds.frames
+        kernels = models.KernelSet.from_result(kres)
+        seed = int(ss.get("data.seed", 0))
+
+        def work(progress, cancel):
+            target = models.TargetData.from_frames(frames, info.key)
+            return evaluation.learning_curve(kernels, target, sizes, repeats=repeats, test_size=n_test, seed=seed,
+                                             intensive=intensive, progress=progress, cancel=cancel, weights=weights,
+                                             n_folds=folds)
+
+        meta = {"key": key, "dataset": ds.digest, "kernel_key": kkey, "target": info.key, "sizes": list(map(int, sizes)),
+                "repeats": int(repeats), "n_test": int(n_test), "seed": seed, "intensive": bool(intensive),
+                "weights": weights, "folds": int(folds)}
+        job = cache.BackgroundJob(work, label=f"learning curves ({len(sizes)} sizes × {repeats} repeats)", key=key,
+                                  use_engine_lock=False, meta=meta).start()
+        ss["wk.lc_job"] = job
+        return job
+
+
+    def show_curve(meta, curve):
+        table = pd.DataFrame(curve.rows, columns=["model", "n_train", "repeat", "mae", "rmse"])
+        unit = curve.unit or None
+        c1, c2 = st.columns([1, 3])
+        with c1:
+            st.radio("Error measure", ["mae", "rmse"], key="curves.metric", **common.KEEP, horizontal=True,
+                     format_func=str.upper)
+        metric = ss["curves.metric"]
+        fig = figures.learning_curve_plot(table, metric=metric, unit=unit, target=meta["target"],
+                                          title=f"Learning curves of {meta['target']}: {meta['repeats']} "
+                                                f"repeat{'s' if meta['repeats'] > 1 else ''}, "
+                                                f"{meta['n_test']} test structures each")
+        common.chart(fig, "curves.plot.chart")
+        st.caption("Lines: mean over repeats; bands: ± one standard deviation; slope: least-squares slope of log(error) "
+                   "against log(training size). Steeper (more negative) learns faster.")
+        common.downloads(fig, name="learning_curves", key="curves.plot", table=table)
+
+        slopes = figures.learning_curve_slopes(table, metric)
+        last = table[table["n_train"] == table["n_train"].max()].groupby("model")[metric].agg(["mean", "std"])
+        u = f" ({curve.unit})" if curve.unit else ""
+        rows = [{"model": figures.model_label(m), f"{metric.upper()} at n={int(table['n_train'].max())}{u}": last.loc[m, "mean"],
+                 f"std over repeats{u}": last.loc[m, "std"], "log–log slope": slopes[m]} for m in curve.models]
+        if meta["repeats"] == 1:
+            for r in rows:
+                del r[f"std over repeats{u}"]
+        st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
+            c: st.column_config.NumberColumn(format="%.4g") for c in rows[0] if c != "model"})
+
+        h = common.applied_hypers()
+        fname, payload, mime = common.dataset_file(ds)
+        cmd = figures.cli_command("learning-curve", h, data=fname, target=meta["target"], sizes=meta["sizes"],
+                                  repeats=meta["repeats"], test_size=meta["n_test"], seed=meta["seed"],
+                                  intensive=meta["intensive"] or None, weights=meta["weights"], folds=meta["folds"],
+                                  out="lc.csv")
+        common.reproduce([cmd], {"data": {"file": fname, "digest": ds.digest}, "hypers": h,
+                                 "learning_curve": {k: v for k, v in meta.items() if k not in ("key", "dataset",
+                                                                                              "kernel_key")}},
+                         key="curves", files={"structures": (fname, payload, mime)})
+
+
+    if info is None:
+        st.warning("This data set has no learnable target; pick another data set on the Data page.",
+                   icon=":material/warning:")
+    elif kres is None:
+        common.needs("Learning curves need the kernels of this data set.", common.KERNELS, "Compute the kernels")
+    else:
+        n_test, n_min, n_max = lc_options()
+        with st.form("curves.form"):
+            c1, c2, c3 = st.columns(3, gap="large")
+            with c1:
+                st.slider("Training sizes (points on a log grid)", min_value=2, max_value=8, key="curves.n_sizes", **common.KEEP)
+            with c2:
+                st.slider("Repeats (random splits)", min_value=1, max_value=5, key="curves.repeats", **common.KEEP)
+            with c3:
+                st.checkbox("intensive target (mean kernel)", key="curves.intensive", **common.KEEP, disabled=info.kind == "atomic")
+            st.caption(f"From {n_min} to {n_max} training structures, {n_test} test structures per repeat "
+                       f"(the Data page's test fraction); every model's weights are cross-validated on its own "
+                       f"training subset.")
+            go = st.form_submit_button("Compute learning curves", type="primary", key="curves.run.btn",
+                                       icon=":material/play_arrow:")
+        job = ss.get("wk.lc_job")
+        running = job is not None and not job.done
+        if go and not running:
+            from wkviz import evaluation
+
+            with common.user_errors("Cannot compute learning curves"):
+                sizes = evaluation.log_grid(n_min, n_max, int(ss["curves.n_sizes"]))
+                job = start_job(sizes, int(ss["curves.repeats"]), n_test,
+                                bool(ss["curves.intensive"]) and info.kind != "atomic",
+                                common.WEIGHT_MODES[ss["models.weights"]], int(ss["models.folds"]))
+                running = True
+        if running:
+            common.poll_job(job, cancel_key="curves.cancel.btn", what=job.label)
+        if job is not None and job.done:
+            state = job.state()
+            if state.status == "done":
+                ss["wk.lc"] = dict(job.meta)
+            elif state.status == "failed":
+                common.show_job_failure(job)
+            elif state.status == "cancelled":
+                st.warning("The learning curves were cancelled.", icon=":material/cancel:")
+            ss["wk.lc_job"] = None
+        lc = ss.get("wk.lc")
+        curve = cache.RESULTS.get(lc["key"]) if lc else None
+        if curve is not None and lc["dataset"] == ds.digest and lc["kernel_key"] == kkey and lc["target"] == info.key:
+            show_curve(lc, curve)
+        elif not running:
+            n_models = kres.K.shape[0] + (0 if info.kind == "vector" else 1)
+            st.info(f"Press **Compute learning curves**: the composition baseline, each single ν and the mixed kernel "
+                    f"({n_models} models) are fitted at every size and repeat.", icon=":material/info:")
+
+
+common.run_page(render, "Learning curves")

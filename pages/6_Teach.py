@@ -1,0 +1,462 @@
+"""Teach: body order and completeness (pairs ν=2 cannot tell apart), equivariance (rotate a molecule), and the
+cost of body order measured live (Wigner kernels against explicit body-ordered features)."""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `streamlit run` from any folder, or this file on its own
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from pages.support import common  # noqa: E402
+from wkviz import Hypers, cache, figures, viewer  # noqa: E402
+
+# Small, fixed settings: the teaching environments sit within 2.5 Å of their centre, and the demos must answer
+# a slider move in well under a second.
+TEACH_HYPERS = Hypers(nu_max=4, lambda_max=3, cutoff=4.0, cutoff_width=0.5, density_width=0.3)
+N_TRAIN = 40
+COST_MAX_STRUCTURES = 12
+COST_BUDGETS_MB = (64, 256, 512, 1024)
+COST_BASIS_CHOICES = (1, 2, 3, 4, "all")
+
+
+@st.cache_resource(show_spinner="Reading the teaching set…")
+def teaching_set():
+    from wkviz import data
+
+    return data.load_sample("teaching")
+
+
+@st.cache_data(show_spinner="Computing the kernels of the pair…", max_entries=16)
+def pair_kernels(pair: int, hypers_json: str):
+    from wkviz.kernels import WignerKernel
+
+    frames = [a for a in teaching_set() if int(a.info["pair"]) == pair]
+    frames = sorted(frames, key=lambda a: a.info["label"])
+    with cache.engine_lock():
+        res = WignerKernel(Hypers.from_json(hypers_json)).compute(frames, atomic=True)
+    off = np.concatenate([[0], np.cumsum([len(a) for a in frames])])
+    i, j = off[0] + int(frames[0].info["center"]), off[1] + int(frames[1].info["center"])
+    rows = []
+    for nu in range(1, res.K_atomic.shape[0]):
+        K = res.K_atomic[nu]
+        rows.append({"nu": nu, "k(A,A)": K[i, i], "k(B,B)": K[j, j], "k(A,B)": K[i, j],
+                     "cosine": K[i, j] / np.sqrt(K[i, i] * K[j, j]),
+                     "distance": figures.kernel_distance(K[i, j], K[i, i], K[j, j])})
+    return pd.DataFrame(rows)
+
+
+
+@st.cache_resource(show_spinner="Training a small λ=1 dipole model…", max_entries=4)
+def dipole_model(digest: str, key: str, hypers_json: str, _frames):
+    """A mixed λ=1 model of a vector target on the last N_TRAIN molecules of the data set (trained once)."""
+    from wkviz import data, models
+    from wkviz.kernels import WignerKernel
+
+    idx = [i for i in range(len(_frames)) if not _frames[i].pbc.any()][-N_TRAIN:]
+    train = [_frames[i] for i in idx]
+    y = data.get_target(train, key)
+    with cache.engine_lock():
+        res = WignerKernel(Hypers.from_json(hypers_json)).compute(train, tensor_rank=1)
+    est = models.make_regressor("vector", "mixed", nu_max=res.K.shape[0] - 1, intensive=False)
+    est.fit(res.K_vector, y, n_atoms=res.n_atoms_A)
+    return est, idx
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def rotated_kernels(digest: str, i: int, angles: tuple, train_key: str, hypers_json: str, _atoms, _train):
+    from wkviz.kernels import WignerKernel
+
+    R = viewer.rotation_matrix(*angles)
+    rot = _atoms.copy()
+    com = rot.get_center_of_mass()
+    rot.positions = (rot.positions - com) @ R.T + com
+    with cache.engine_lock():
+        res = WignerKernel(Hypers.from_json(hypers_json)).compute([rot], [_atoms] + list(_train), tensor_rank=1)
+    return rot, res
+
+
+
+def body_order_section() -> None:
+    ss = st.session_state
+    st.header("1 · What can a body order see?")
+    pairs = teaching_set()
+    pair_ids = sorted({int(a.info["pair"]) for a in pairs})
+    descr = {int(a.info["pair"]): str(a.info.get("description", "")) for a in pairs}
+    c1, c2 = st.columns([1, 2.2], gap="large")
+    with c1:
+        if ss["teach.pair"] not in pair_ids:
+            ss["teach.pair"] = pair_ids[0]
+        st.selectbox("Pair of environments", pair_ids, key="teach.pair", **common.KEEP,
+                     format_func=lambda p: f"pair {p}: {descr[p][:60]}{'…' if len(descr[p]) > 60 else ''}")
+        pid = ss["teach.pair"]
+        st.markdown(
+            f"**{descr[pid]}**\n\nThe two central atoms have neighbours at the same distances and the same *pairs* of "
+            "angles, so every 3-body (ν=2) correlation — and with it SOAP — is identical. Only 4-body correlations "
+            "(ν=3) see that the arrangements differ."
+        )
+    frames = sorted([a for a in pairs if int(a.info["pair"]) == pid], key=lambda a: a.info["label"])
+    with c2:
+        v1, v2 = st.columns(2)
+        for col, atoms in zip((v1, v2), frames):
+            with col:
+                common.show_html_viewer(lambda a=atoms: viewer.environment_html(
+                    a, int(a.info["center"]), TEACH_HYPERS.cutoff, height=360,
+                    title=f"environment {a.info['label']} · {a.get_chemical_formula()}"), 360)
+    table = pair_kernels(pid, TEACH_HYPERS.to_json())
+    dist = dict(zip(table["nu"], table["distance"]))
+    d1, d2 = st.columns([1.1, 1], gap="large")
+    with d1:
+        fig = figures.distance_by_nu(dist, title="Kernel distance between A and B")
+        common.chart(fig, "teach.distance.chart")
+    with d2:
+        st.write("")
+        st.dataframe(table.rename(columns={"nu": "ν"}), hide_index=True, column_config={
+            c: st.column_config.NumberColumn(format="%.6g") for c in ("k(A,A)", "k(B,B)", "k(A,B)", "cosine", "distance")})
+        st.caption(f"Atom-level kernels of the two central atoms (orange), cutoff {TEACH_HYPERS.cutoff:g} Å (sphere), "
+                   f"σ {TEACH_HYPERS.density_width:g} Å, λ_max {TEACH_HYPERS.lambda_max}. Distance √(2 − 2·cos): 0 means "
+                   "this body order cannot tell the two environments apart.")
+    common.downloads(fig, name=f"teaching_pair_{pid}", key="teach.distance", table=table)
+
+
+
+
+def equivariance_section() -> None:
+    ss = st.session_state
+    st.divider()
+    st.header("2 · Equivariance: rotate a molecule")
+    ds = common.dataset()
+    vector_targets = [t for t in common.target_infos(ds) if t.kind == "vector"]
+    molecules = [i for i, a in enumerate(ds.frames) if not a.pbc.any()]
+    eq_hypers = Hypers(nu_max=3, lambda_max=2, cutoff=common.applied_hypers().cutoff, cutoff_width=0.5,
+                       density_width=common.applied_hypers().density_width)
+    if not molecules:
+        st.info("The equivariance demo needs a non-periodic molecule; load the QM9 subset on the Data page.",
+                icon=":material/info:")
+    else:
+        vkey = None
+        if vector_targets:
+            vkey = next((t.key for t in vector_targets if t.key == "mulliken_dipole"), vector_targets[0].key)
+        held_out = molecules[:-N_TRAIN] if len(molecules) > N_TRAIN else molecules
+        if "teach.mol" not in ss or ss["teach.mol"] not in molecules:
+            # a molecule the dipole model has not seen, with enough atoms and a clear dipole to watch
+            candidates = [i for i in held_out[:40] if len(ds.frames[i]) >= 8] or held_out
+            if vkey is not None:
+                candidates = sorted(candidates, key=lambda i: -float(np.linalg.norm(
+                    np.asarray(ds.frames[i].info.get(vkey, np.zeros(3)), dtype=float))))
+            ss["teach.mol"] = int(candidates[0])
+        c1, c2, c3 = st.columns([1, 1.25, 1.15], gap="medium")
+        with c1:
+            st.number_input("Molecule (index in the data set)", min_value=0, max_value=ds.n - 1, step=1,
+                            key="teach.mol", **common.KEEP)
+            if ss["teach.mol"] not in molecules:
+                st.error("That structure is periodic; choose a molecule.", icon=":material/error:")
+            st.slider("α · rotation about z (degrees)", -180, 180, step=5, key="teach.alpha", **common.KEEP)
+            st.slider("β · rotation about y (degrees)", 0, 180, step=5, key="teach.beta", **common.KEEP)
+            st.slider("γ · rotation about z (degrees)", -180, 180, step=5, key="teach.gamma", **common.KEEP)
+            nu_show = st.radio("Body order of the λ=1 block", [1, 2, 3], horizontal=True, key="teach.nu",
+                               **common.KEEP, format_func=lambda v: figures.body_order_label(v, short=True))
+        i = int(ss["teach.mol"]) if ss["teach.mol"] in molecules else molecules[0]
+        atoms = ds.frames[i]
+        angles = (float(ss["teach.alpha"]), float(ss["teach.beta"]), float(ss["teach.gamma"]))
+        R = viewer.rotation_matrix(*angles)
+        model, train_idx = None, []
+        if vkey is not None:
+            with common.user_errors("Cannot train the dipole model"):
+                model, train_idx = dipole_model(ds.digest, vkey, eq_hypers.to_json(), ds.frames)
+        train = [ds.frames[k] for k in train_idx]
+        with common.user_errors("Cannot compute the rotated kernels"):
+            rot, res = rotated_kernels(ds.digest, i, angles, str(train_idx), eq_hypers.to_json(), atoms, tuple(train))
+            ref_rot, ref = rotated_kernels(ds.digest, i, (0.0, 0.0, 0.0), str(train_idx), eq_hypers.to_json(), atoms,
+                                           tuple(train))
+            k_aa = ref.K[:, 0, 0]
+            inv = {nu: float(res.K[nu, 0, 0] / k_aa[nu]) for nu in range(1, res.K.shape[0])}
+            block = res.K_vector[nu_show, 0, :, 0, :]
+            block0 = ref.K_vector[nu_show, 0, :, 0, :]
+            scale = float(np.abs(block0).max()) or 1.0
+            dev = float(np.abs(block - R @ block0).max()) / scale
+            arrows = {}
+            if model is not None:
+                pred = model.predict(res.K_vector[:, :, :, 1:, :], n_atoms=res.n_atoms_A)[0]
+                pred0 = model.predict(ref.K_vector[:, :, :, 1:, :], n_atoms=ref.n_atoms_A)[0]
+                true = R @ np.asarray(atoms.info[vkey], dtype=float) if vkey in atoms.info else None
+                arrows = {"predicted": (pred, "#c92a2a")}
+                if true is not None:
+                    arrows["true"] = (true, "#333333")
+            with c2:
+                common.show_structure(rot, structure_id=i, height=380,
+                                      arrows=viewer.dipole_arrows(rot, arrows) if arrows else ())
+                if model is not None:
+                    fmt = lambda v: "[" + ", ".join(f"{x:+.3f}" for x in v) + "]"  # noqa: E731
+                    note = " (a training molecule)" if i in train_idx else ""
+                    lines = [f"predicted {vkey}{note}: **{fmt(pred)}** e·Å"]
+                    if true is not None:
+                        lines.append(f"reference (rotated): {fmt(true)} e·Å")
+                    lines.append(f"R·prediction(A) − prediction(R·A): **{np.abs(R @ pred0 - pred).max():.1e}** e·Å")
+                    st.markdown("  \n".join(lines))
+                else:
+                    st.caption("This data set has no vector target; load the QM9 subset for the dipole arrow.")
+            with c3:
+                common.chart(figures.vector_kernel_block(block / scale, zmax=1.0,
+                                                         title=f"λ=1 block K(R·A, A), {figures.body_order_label(nu_show)}"),
+                             key="teach.block.chart")
+                st.markdown(f"K(R·A, A) − R·K(A, A): **{dev:.1e}** (relative)")
+            e1, e2 = st.columns([1.2, 1], gap="large")
+            with e1:
+                common.chart(figures.kernel_values_by_nu(inv, title="Invariant kernel k(R·A, A) / k(A, A)"),
+                             key="teach.invariant.chart")
+            with e2:
+                st.markdown(
+                    "**What to watch.** Turn the sliders: the invariant (λ=0) kernels between the rotated molecule and "
+                    "the original stay exactly at 1, for every body order. The λ=1 block is a 3×3 matrix that turns "
+                    "with the molecule, K(R·A, A) = R·K(A, A), and so does the dipole predicted from it (red arrow): a "
+                    "λ=1 model cannot help rotating its prediction with the structure."
+                )
+                st.caption(f"Demo settings: ν_max {eq_hypers.nu_max}, λ_max {eq_hypers.lambda_max}, cutoff "
+                           f"{eq_hypers.cutoff:g} Å; dipole model: mixed λ=1 kernel ridge on {len(train_idx)} molecules "
+                           "of the data set.")
+
+
+# ---- 3. cost ---------------------------------------------------------------------------------------------------
+
+WHY_CHEAP = (
+    "An explicit ν-body descriptor is a ν-fold tensor product of the neighbour-density expansion, coupled back to "
+    "rotation invariants with Clebsch–Gordan coefficients (NICE, ACE, featomic's `DensityCorrelations`). With S "
+    "neighbour species and n radial functions per angular channel it has of the order of (S·n)<sup>ν</sup> "
+    "invariant features per atom, and every one of them has to be computed and stored. A Wigner kernel never "
+    "forms them: it applies the **kernel trick over rotations**. Two environments are compared through h(R), the "
+    "overlap of their densities after one is rotated by R, and the ν-body kernel is the average of h(R)<sup>ν</sup> "
+    "over all rotations. Written in Wigner D-matrices, h(R) is a short list of (2l+1)×(2l+1) coefficient blocks "
+    "(l ≤ λ_max), so each extra body order is **one more product of small D-matrix blocks** instead of one more "
+    "factor of S·n features: the cost grows linearly with ν, and the radial and chemical basis enters only the "
+    "first block, H<sup>l</sup> = Σ c·c′ — or not at all with the exact ν=1 route. Both routes give the same "
+    "kernel (the Wigner kernel is 8π² × the linear kernel of the complete features), which the page checks on "
+    "every run."
+)
+
+
+def cost_key(frames_digest: str, hypers: Hypers, nu_max: int, n_radial, nu_basis: int, budget: int) -> str:
+    return "cost:" + cache.hash_key(frames_digest, hypers, int(nu_max), "all" if n_radial is None else int(n_radial),
+                                    int(nu_basis), int(budget))
+
+
+def start_cost_job(frames, key: str, hypers: Hypers, nu_max: int, n_radial, nu_basis: int, budget: int):
+    """Measure both routes in a worker thread (engine lock held: the comparison swaps the engine's radial basis)."""
+    from wkviz import scaling
+
+    def work(progress, cancel):
+        return scaling.compare_body_order_cost(frames, hypers, nu_max=nu_max, n_radial=n_radial, nu_basis=nu_basis,
+                                               memory_budget=budget, progress=progress, cancel=cancel)
+
+    job = cache.BackgroundJob(work, label=f"measuring both routes on {len(frames)} structures", key=key,
+                              meta={"key": key}).start()
+    st.session_state["wk.cost_job"] = job
+    st.session_state["wk.cost_key"] = key
+    return job
+
+
+def _mb_text(b) -> str:
+    if b is None or not np.isfinite(b):
+        return "–"
+    mb = b / 2**20
+    return f"{mb / 1024:,.1f} GB" if mb >= 1024 else f"{mb:,.3g} MB" if mb < 100 else f"{mb:,.0f} MB"
+
+
+def _budget_text(b: int) -> str:
+    mb = b // 2**20
+    return f"{mb // 1024} GB" if mb >= 1024 and mb % 1024 == 0 else f"{mb:,} MB"
+
+
+def show_cost(res, request: dict) -> None:
+    """Metrics, charts, table, downloads and reproduction of one :class:`wkviz.scaling.CostComparison`."""
+    from wkviz import scaling
+
+    body = pd.DataFrame(res.body_order)
+    basis = pd.DataFrame(res.basis)
+    counts = pd.DataFrame(res.feature_counts)
+    n_per_l = "/".join(map(str, res.n_radial))
+    m = st.columns(4)
+    m[0].metric("Atomic environments", f"{res.n_environments:,}", help=f"{res.n_structures} structures; every "
+                "run computes the kernels between all pairs of same-element environments.")
+    m[1].metric("Density basis", f"{len(res.species)} × {n_per_l}",
+                help="Neighbour species × radial functions per l (l = 0…λ_max): the ν=1 channels of the density "
+                     f"expansion. The whole optimal basis has {'/'.join(map(str, res.n_radial_full))} functions "
+                     "per l.")
+    dev = res.max_deviation
+    m[2].metric("Kernels agree to", "–" if dev is None else f"{dev:.0e}",
+                help="Largest |K_Wigner − 8π²·X Xᵀ| / max|K_Wigner| over every order where both routes ran: the "
+                     "two routes compute the same kernel.")
+    last = body[(body["route"] == scaling.WIGNER)].sort_values("nu").iloc[-1]
+    m[3].metric(f"Wigner kernel up to ν={int(last['nu'])}", common.format_seconds(float(last["seconds"])),
+                help="Wall time of all orders up to ν, atom-level kernels included.")
+    if res.stopped_at is not None:
+        stop = body[(body["route"] == scaling.FEATURES) & (body["nu"] == res.stopped_at)].iloc[0]
+        st.warning(
+            f"**Explicit features stopped at ν = {res.stopped_at}.** They would need about "
+            f"{_mb_text(stop['estimate_bytes'])} for {res.n_environments} environments "
+            f"({stop['features']:,.0f} invariant features each), more than the budget of "
+            f"{_budget_text(res.memory_budget)} set above, so they were not started; each higher order multiplies "
+            f"that by about S·n. The Wigner kernels went on to ν = {int(last['nu'])}.",
+            icon=":material/memory:")
+    else:
+        st.success(f"Both routes ran up to ν = {int(body['nu'].max())} within the "
+                   f"{_budget_text(res.memory_budget)} budget: raise the highest body order or the radial basis to see "
+                   "the features run out of memory.", icon=":material/check_circle:")
+
+    c1, c2 = st.columns(2, gap="large")
+    with c1:
+        f_time = figures.route_cost_by_nu(body, "seconds", title="Wall time against body order")
+        common.chart(f_time, "teach.cost_time.chart")
+    with c2:
+        f_mem = figures.route_cost_by_nu(body, "peak_bytes", budget=res.memory_budget,
+                                         title="Peak memory against body order")
+        common.chart(f_mem, "teach.cost_memory.chart")
+    st.caption(f"Same {res.n_structures} structures, same density (radial basis {n_per_l} per l, λ_max "
+               f"{res.hypers.lambda_max}, cutoff {res.hypers.cutoff:g} Å), every order up to ν computed by both "
+               "routes. On a few structures both take milliseconds while the features still fit; what explodes is "
+               "their number, and with it memory (right) and time (the basis chart below). Time: the fastest of up "
+               "to two runs. Memory: peak of NumPy allocations during the run (tracemalloc); hollow markers are "
+               "estimates of runs that were not started.")
+    c3, c4 = st.columns(2, gap="large")
+    with c3:
+        f_count = figures.feature_count_plot(counts, title="Invariant features per environment (explicit route)")
+        common.chart(f_count, "teach.cost_counts.chart")
+        st.caption("Counted from the coupling rules, not computed: a Wigner kernel stores no features at all, only "
+                   "(2λ+1)² numbers per order and environment pair.")
+    with c4:
+        f_basis = figures.route_cost_by_basis(basis, title=f"Time against radial basis size at ν = {res.nu_basis}")
+        common.chart(f_basis, "teach.cost_basis.chart")
+        st.caption("Both routes use the optimal radial basis truncated to its first n functions per l. The Wigner "
+                   "time does not follow n: the basis only enters its first, ν=1, block; the dotted line needs no "
+                   "basis at all.")
+
+    table = pd.DataFrame(res.summary_rows())
+    stopped = table["features_status"] == "stopped"
+    shown = pd.DataFrame({
+        "ν": table["nu"],
+        "Wigner time": [common.format_seconds(t) for t in table["wigner_seconds"]],
+        "Wigner peak memory": [_mb_text(b) for b in table["wigner_peak_bytes"]],
+        "features per environment": [f"{int(n):,}" for n in table["features"]],
+        "features time": ["not run" if s else common.format_seconds(t)
+                          for s, t in zip(stopped, table["features_seconds"])],
+        "features memory": [f"≈{_mb_text(b)} (estimate)" if s else _mb_text(b)
+                            for s, b in zip(stopped, table["features_bytes"])],
+        "kernels agree to": ["–" if d is None or not np.isfinite(d) else f"{d:.0e}" for d in table["deviation"]],
+        "explicit features": ["stopped: over the memory budget" if s else "measured" for s in stopped],
+    })
+    st.dataframe(shown, hide_index=True)
+    long = pd.concat([body.assign(experiment="body order"), basis.assign(experiment=f"basis size at ν={res.nu_basis}")],
+                     ignore_index=True)
+    common.downloads(f_time, name="cost_time_vs_nu", key="teach.cost_time", table=long)
+    ds = common.dataset()
+    ids = request["ids"]
+    fname, payload, mime = common.dataset_file(ds, ids, suffix="_cost")
+    n_arg = "None" if request["n_radial"] is None else str(request["n_radial"])
+    code = [
+        "from ase.io import read",
+        "from wkviz import Hypers, scaling",
+        "",
+        f'frames = read("{fname}", ":")',
+        f"hypers = Hypers.from_json('{res.hypers.to_json()}')",
+        f"res = scaling.compare_body_order_cost(frames, hypers, nu_max={int(body['nu'].max())}, n_radial={n_arg},",
+        f"                                      nu_basis={res.nu_basis}, memory_budget={res.memory_budget})",
+        "print(res.summary_rows())",
+        "# the larger, recorded version: python benchmarks/bench_body_order.py",
+    ]
+    common.reproduce(code, {"data": {"file": fname, "structures": [int(i) for i in ids], "digest": ds.digest},
+                            "hypers": res.hypers,
+                            "comparison": {"nu_max": int(body["nu"].max()), "n_radial": n_arg,
+                                           "nu_basis": res.nu_basis, "memory_budget_bytes": res.memory_budget}},
+                     key="teach.cost", files={"structures": (fname, payload, mime)}, language="python",
+                     title="Reproduce these measurements (Python, config JSON)")
+
+
+def cost_section() -> None:
+    ss = st.session_state
+    st.divider()
+    st.header("3 · Why higher body orders stay cheap")
+    st.markdown(WHY_CHEAP, unsafe_allow_html=True)
+    ds = common.dataset()
+    formulas = common.formulas(ds)
+    ids = [int(i) for i in (ss.get("teach.cost_ids") or []) if 0 <= int(i) < ds.n][:COST_MAX_STRUCTURES]
+    if not ids:
+        ids = list(range(min(4, ds.n)))
+    ss["teach.cost_ids"] = ids
+    with st.form("teach.cost.form", border=True):
+        c1, c2, c3 = st.columns([1.6, 1, 1], gap="large")
+        with c1:
+            st.multiselect("Structures to measure", list(range(ds.n)), key="teach.cost_ids", **common.KEEP,
+                           max_selections=COST_MAX_STRUCTURES,
+                           format_func=lambda i: f"{i} · {formulas[i]} ({len(ds.frames[i])} atoms)",
+                           help="A few structures of the current data set: both routes compute the kernels between "
+                                "all their atoms, at every body order.")
+            st.caption("Uses the Kernels page's cutoff, density width and λ_max.")
+        with c2:
+            st.slider("Highest body order ν", min_value=2, max_value=6, key="teach.cost_nu_max", **common.KEEP)
+            st.select_slider("Radial functions per l (both routes)", COST_BASIS_CHOICES, key="teach.cost_n_radial",
+                             **common.KEEP, help="The optimal radial basis truncated to its first n functions per "
+                                                 "angular channel; 'all' keeps the whole basis.")
+        with c3:
+            st.selectbox("Memory budget of the explicit features", COST_BUDGETS_MB, key="teach.cost_budget_mb",
+                         **common.KEEP, format_func=lambda mb: f"{mb:,} MB" if mb < 1024 else f"{mb // 1024} GB",
+                         help="A feature run that would need more is not started (estimated beforehand from the "
+                              "exact sizes of its arrays).")
+            st.slider("Body order of the basis-size experiment", min_value=2, max_value=4, key="teach.cost_nu_basis",
+                      **common.KEEP)
+        go = st.form_submit_button("Measure both routes", type="primary", key="teach.cost.btn",
+                                   icon=":material/timer:")
+    ids = [int(i) for i in ss["teach.cost_ids"]]
+    if not ids:
+        st.info("Pick at least one structure to measure.", icon=":material/info:")
+        return
+    frames = [ds.frames[i] for i in ids]
+    hypers = common.applied_hypers()
+    n_radial = None if ss["teach.cost_n_radial"] == "all" else int(ss["teach.cost_n_radial"])
+    budget = int(ss["teach.cost_budget_mb"]) * 2**20
+    nu_max, nu_basis = int(ss["teach.cost_nu_max"]), int(ss["teach.cost_nu_basis"])
+    key = cost_key(cache.hash_structures(frames), hypers, nu_max, n_radial, nu_basis, budget)
+    job = ss.get("wk.cost_job")
+    running = job is not None and not job.done
+    if go:
+        # what the results below show: the last request, kept while the widgets change
+        ss["wk.cost_request"] = {"key": key, "ids": ids, "n_radial": n_radial, "nu_max": nu_max,
+                                 "dataset": ds.digest}
+        if not running and cache.RESULTS.get(key) is None:
+            job = start_cost_job(frames, key, hypers, nu_max, n_radial, nu_basis, budget)
+            running = True
+    if running:
+        common.poll_job(job, cancel_key="teach.cost.cancel.btn", what=job.label)
+    request = ss.get("wk.cost_request")
+    if request is not None and request["dataset"] != ds.digest:
+        request = None  # measured on another data set: its structure indices mean nothing here
+    if job is not None and job.done and request is not None and job.key == request["key"]:
+        state = job.state()
+        if state.status == "cancelled":
+            st.warning("The measurement was cancelled.", icon=":material/cancel:")
+        elif state.status == "failed":
+            common.show_job_failure(job)
+    res = cache.RESULTS.get(request["key"]) if request else None
+    if res is None:
+        if not running:
+            st.info("Choose a few structures and press **Measure both routes** (about 10–30 s with the defaults; "
+                    "you can cancel at any time).", icon=":material/info:")
+        return
+    if request["key"] != key:
+        st.caption("Showing the last measurement; the settings above have changed since. Press the button to "
+                   "measure them.")
+    show_cost(res, request)
+
+
+def render() -> None:
+    common.page_header("Teach", "Three experiments for a lecture: what a body order can see, what equivariance means, "
+                                "and why Wigner kernels stay cheap.")
+    body_order_section()
+    equivariance_section()
+    cost_section()
+
+
+common.run_page(render, "Teach")
