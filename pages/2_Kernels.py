@@ -1,5 +1,6 @@
 """Kernels: hyperparameters (in a form), cost estimate, computation with progress/ETA/cancel, per-ν heatmaps,
-body-order spectrum and timing."""
+body-order spectrum and timing. Large data sets (``common.is_large``) also get tiles on Dask into an on-disk
+kernel store, which a later session (or a store computed by the CLI) reuses."""
 
 import io
 import sys
@@ -28,6 +29,53 @@ def _heatmap_table(sub, idx, nus):
     parts = [pd.DataFrame({"nu": nu, "row_structure": rows.ravel(), "column_structure": cols.ravel(),
                            "cosine_similarity": figures.normalized_kernel(sub[nu]).ravel()}) for nu in nus]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def _store_panel(ds, hypers, request, est, kres, running):
+    """Tiles into an on-disk store (compute, resume or load) for a large request; returns a started job or None."""
+    with st.container(border=True):
+        st.subheader("Large data set: tiles into an on-disk kernel store")
+        st.markdown(
+            f"This request is above the large-data limit ({common.large_rule()}). Its kernel can be computed as tiles "
+            f"of structures × structures on a local Dask cluster ({common.TILE_WORKERS} single-threaded worker "
+            "processes) and streamed into a store on disk: a cancelled or interrupted run resumes with the finished "
+            "tiles, and a later session reuses them. A store made by `python -m wkviz kernels … --store PATH` loads "
+            "the same way if it holds exactly these structures and hyperparameters.")
+        if request["atomic"]:
+            st.info("Atom-level kernels are not computed as tiles: untick 'atom-level kernels too' to use a store "
+                    "(per-atom targets need the in-memory computation on fewer structures).", icon=":material/info:")
+            return None
+        default = common.default_store_path(ds, hypers, request)
+        st.text_input("Store directory", key="kernels.store_path", **common.KEEP, placeholder=str(default),
+                      help="Empty: a directory in your cache folder named by the content hash of these structures "
+                           "and hyperparameters. Type the path of an existing store to load or resume it; a store "
+                           "of other structures or hyperparameters is refused.")
+        path = common.store_path(ds, hypers, request)
+        status = None
+        with common.user_errors("This store cannot be used"):
+            status = common.store_status(path, ds, hypers, request)
+        if status is None:
+            return None
+        if status.exists:
+            rest = ("all done: loading it computes nothing." if status.complete
+                    else f"the other {status.tiles_total - status.tiles_done} will be computed.")
+            st.markdown(f"Store `{status.path}`: **{status.tiles_done} of {status.tiles_total} tiles** already done "
+                        f"({status.tile_size} × {status.tile_size} structures each); {rest}")
+        else:
+            st.markdown(f"New store `{status.path}`: **{status.tiles_total} tiles** of up to {status.tile_size} × "
+                        f"{status.tile_size} structures (the upper triangle of the symmetric kernel).")
+        if not est["fits"]:
+            st.caption(f"The whole kernel ({common.format_bytes(est['output_bytes'])}) exceeds the memory budget: it "
+                       "will stay in the store only. The sparse model on the Models page needs only N×M kernels.")
+        if kres is not None:
+            st.caption("The kernels of this request are already in memory.")
+            return None
+        label = ("Load the kernels from the store" if status.complete else
+                 "Resume: compute the missing tiles" if status.tiles_done else "Compute as tiles into the store")
+        if st.button(label, key="kernels.tiles.btn", icon=":material/grid_view:", disabled=running):
+            with common.user_errors("Could not start the tiled computation"):
+                return common.start_tile_job(ds, hypers, request, path)
+    return None
 
 
 def render() -> None:
@@ -105,6 +153,9 @@ def render() -> None:
             st.error(f"These kernels need {common.format_bytes(est['output_bytes'])}, more than the memory budget of "
                      f"{common.format_bytes(common.MEMORY_BUDGET)}: use fewer structures (Data page) or drop the "
                      "atom-level kernels.", icon=":material/memory:")
+        if not common.is_large(est):
+            st.caption(f"Requests with {common.large_rule()} also get tiles into an on-disk store here and a sparse "
+                       "model on the Models page.")
 
     start = False
     if kres is None and not running:
@@ -118,19 +169,33 @@ def render() -> None:
                 job = common.start_kernel_job(ds, hypers, request)
                 running = True
 
+    if est is not None and common.is_large(est):
+        tile_job = _store_panel(ds, hypers, request, est, kres, running)
+        if tile_job is not None:
+            job, running = tile_job, True
+
     if running:
         if ss.get("wk.kernel_job_key") != key:
             st.info("Another kernel computation of this session is running (different settings); it continues in "
                     "the background. You can cancel it here.", icon=":material/hourglass_top:")
         common.poll_job(job, cancel_key="kernels.cancel.btn", what=job.label)
 
+    tiles = job is not None and job.meta.get("tiles") and job.meta.get("key") == key
     if job is not None and job.done and kres is None and ss.get("wk.kernel_job_key") == key:
         state = job.state()
-        if state.status == "cancelled":
+        if state.status == "cancelled" and tiles:
+            st.warning("The tiled computation was cancelled; the finished tiles stay in the store and are reused when "
+                       "you start it again.", icon=":material/cancel:")
+        elif state.status == "cancelled":
             st.warning("The computation was cancelled; nothing was stored. Start it again when you are ready.",
                        icon=":material/cancel:")
         elif state.status == "failed":
             common.show_job_failure(job)
+        elif state.status == "done" and tiles and not job.result["in_memory"]:
+            st.info(f"The kernel is complete in the store `{job.result['path']}` but larger than the memory budget "
+                    f"({common.format_bytes(common.MEMORY_BUDGET)}), so it is not loaded here. The sparse model on the "
+                    "Models page needs only N×M kernels; Python reads blocks of the store with "
+                    "`wkviz.store.KernelStore`.", icon=":material/info:")
 
     if kres is None:
         if not running:
@@ -143,6 +208,11 @@ def render() -> None:
         nu_max = K.shape[0] - 1
         st.success(f"Kernels for {ds.n} structures, ν = 0…{nu_max}, computed in {common.format_seconds(kres.seconds)} "
                    f"({kres.n_pairs:,} atom pairs).", icon=":material/check_circle:")
+        if tiles and job.done and job.state().status == "done":
+            t = job.result
+            st.info(f"Tiles: **{t['tiles_computed']} computed**, {t['tiles_reused']} reused from the store, of "
+                    f"{t['tiles_total']} ({t['tile_size']} × {t['tile_size']} structures each), {t['where']}. "
+                    f"Store: `{t['path']}`.", icon=":material/grid_view:")
         st.markdown(common.body_order_legend(range(nu_max + 1)), unsafe_allow_html=True)
 
         tab_maps, tab_spec, tab_time = st.tabs(["Per-ν kernel heatmaps", "Body-order spectrum", "Timing"])
@@ -229,7 +299,13 @@ def render() -> None:
         fname, payload, mime = common.dataset_file(ds)
         cmd = figures.cli_command("kernels", hypers, fname, atomic=bool(request["atomic"]) or None,
                                   tensor_rank=request["tensor_rank"] or None, out="K.npz")
-        common.reproduce([cmd], {"data": {"file": fname, "structures": ds.n, "digest": ds.digest}, "hypers": hypers,
+        cmds = [cmd]
+        if tiles and job.done and job.state().status == "done":
+            cmds += ["# the same kernel as tiles on a local Dask cluster, into (or from) the store",
+                     figures.cli_command("kernels", hypers, fname, tensor_rank=request["tensor_rank"] or None,
+                                         scheduler="local", workers=common.TILE_WORKERS, store=job.result["path"],
+                                         out="K.npz")]
+        common.reproduce(cmds, {"data": {"file": fname, "structures": ds.n, "digest": ds.digest}, "hypers": hypers,
                                  "atomic": request["atomic"], "tensor_rank": request["tensor_rank"]},
                          key="kernels", files={"structures": (fname, payload, mime)})
 

@@ -1,5 +1,6 @@
 """Models: fit with cross-validation, body-order weights, test metrics, parity plot → 3D, errors by size/element,
-model comparison (mixed vs each ν vs composition)."""
+model comparison (mixed vs each ν vs composition). Large data sets (``common.is_large``) also get the sparse
+(projected-process) model, shown in the same table and parity plot as the exact ones."""
 
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import streamlit as st  # noqa: E402
 
 from pages.support import common  # noqa: E402
 from wkviz import cache, figures, viewer  # noqa: E402
+from wkviz.errors import WkvizError  # noqa: E402
 
 
 def render() -> None:
@@ -27,6 +29,15 @@ def render() -> None:
     kres, kkey = common.current_kernel()
     fit_job = ss.get("wk.fit_job")
     fit_running = fit_job is not None and not fit_job.done
+    sparse_job = ss.get("wk.sparse_job")
+    sparse_running = sparse_job is not None and not sparse_job.done
+    est = None
+    if info is not None:
+        try:
+            est = common.estimate(ds, common.applied_hypers(), common.kernel_request(info))
+        except (WkvizError, ValueError):  # a bad request is reported on the Kernels page
+            est = None
+    large = common.is_large(est)
     KIND_COMPONENTS = {"vector": ["x", "y", "z"], "tensor": ["xx", "xy", "xz", "yx", "yy", "yz", "zx", "zy", "zz"]}
 
 
@@ -43,27 +54,113 @@ def render() -> None:
         return None if result is None else (fit, result)
 
 
-    def fit_form():
-        with st.form("models.form"):
-            c1, c2, c3 = st.columns([1.4, 1, 1.2], gap="large")
-            with c1:
-                st.selectbox("Body-order weights", list(common.WEIGHT_MODES), key="models.weights", **common.KEEP,
-                             help="free: one positive weight per ν, all chosen by CV. Kernel exponential: the published "
-                                  "law c_ν = C·α^ν/ν! (two parameters) plus a free composition weight.")
-            with c2:
-                st.slider("CV folds", min_value=2, max_value=10, key="models.folds", **common.KEEP,
-                          help="k-fold cross-validation on the training set chooses weights and regularisation.")
-            with c3:
-                st.checkbox("intensive target (mean kernel)", key="models.intensive", **common.KEEP,
-                            disabled=info.kind == "atomic",
-                            help="Intensive targets (gaps, …) use mean kernels K/(n_A·n_B); extensive ones (energies) "
-                                 "sum kernels.")
+    def current_sparse():
+        """The session's finished sparse fit if it matches the current data, hypers, target and split."""
+        meta = ss.get("wk.sparse_fit")
+        if meta is None or info is None:
+            return None
+        try:
+            train, test = common.split()
+        except (WkvizError, ValueError):
+            return None
+        if (meta["dataset"] != ds.digest or meta["target"] != info.key or meta["hypers"] != common.applied_hypers()
+                or not np.array_equal(meta["test"], test) or not np.array_equal(meta["train"], train)):
+            return None
+        result = cache.RESULTS.get(meta["key"])
+        return None if result is None else (meta, result)
+
+
+    def option_widgets(compare: bool):
+        """Body-order weights, CV folds, mean kernel (and the comparison switch): the exact form's options, also
+        drawn in the sparse panel when there is no exact form."""
+        c1, c2, c3 = st.columns([1.4, 1, 1.2], gap="large")
+        with c1:
+            st.selectbox("Body-order weights", list(common.WEIGHT_MODES), key="models.weights", **common.KEEP,
+                         help="free: one positive weight per ν, all chosen by CV. Kernel exponential: the published "
+                              "law c_ν = C·α^ν/ν! (two parameters) plus a free composition weight.")
+        with c2:
+            st.slider("CV folds", min_value=2, max_value=10, key="models.folds", **common.KEEP,
+                      help="k-fold cross-validation on the training set chooses weights and regularisation.")
+        with c3:
+            st.checkbox("intensive target (mean kernel)", key="models.intensive", **common.KEEP,
+                        disabled=info.kind == "atomic",
+                        help="Intensive targets (gaps, …) use mean kernels K/(n_A·n_B); extensive ones (energies) "
+                             "sum kernels.")
+            if compare:
                 st.checkbox("also fit composition and each single ν", key="models.compare", **common.KEEP,
                             help="The comparison table: is mixing body orders better than the best single one?")
+
+
+    def fit_form():
+        with st.form("models.form"):
+            option_widgets(compare=True)
             return st.form_submit_button("Fit models", type="primary", key="models.fit.btn", icon=":material/play_arrow:")
 
 
-    def show_fit(fit, result):
+    def sparse_panel(own_options: bool):
+        """The sparse model for a large data set: active points, M with the kernel cost, fit; returns a started job."""
+        with st.container(border=True):
+            st.subheader("Sparse model for a large data set")
+            st.markdown(
+                f"This data set is above the large-data limit ({common.large_rule()}). A projected-process "
+                "(Nyström) model needs only the kernels between the N training structures and M *active* "
+                "structures or atomic environments, chosen by farthest-point sampling on ν=2 features, instead of "
+                "all N×N; the body orders are mixed and chosen by CV on the training set as in the exact model.")
+            if info.kind != "scalar":
+                st.info(f"The sparse model learns scalar targets only; `{info.key}` is a {info.kind} target. Pick a "
+                        "scalar target on the Data page, or use the exact model on fewer structures.",
+                        icon=":material/info:")
+                return None
+            try:
+                train, test = common.split()
+            except (WkvizError, ValueError) as exc:
+                st.error(f"Cannot split: {exc}", icon=":material/error:")
+                return None
+            c1, c2 = st.columns(2, gap="large")
+            with c1:
+                kind = st.radio("Active points", list(common.SPARSE_ACTIVE), key="models.sparse_kind", **common.KEEP,
+                                horizontal=True, format_func=lambda k: common.SPARSE_ACTIVE[k],
+                                help="Structures: K_NM between training and active structures. Atomic environments: "
+                                     "the sum kernel between each training structure and each active environment "
+                                     "(spread over the elements in proportion to their atoms).")
+            n_max = len(train) if kind == "structures" else int(sum(len(ds.frames[i]) for i in train))
+            if int(ss["models.sparse_m"]) > n_max:
+                ss["models.sparse_m"] = n_max
+            with c2:
+                n_active = st.number_input(f"M · active {common.SPARSE_ACTIVE[kind]} (at most {n_max:,})",
+                                           min_value=1, max_value=n_max, step=10, key="models.sparse_m", **common.KEEP,
+                                           help="More active points: closer to the exact model, cost grows as N×M.")
+            e = common.sparse_estimate(ds, common.applied_hypers(), train, test, int(n_active), kind)
+            m = st.columns(3)
+            m[0].metric("Kernel pairs, sparse", f"{e['pairs_sparse']:,}",
+                        help=f"Atom pairs of the training × M ({e['n_train']:,} × {e['n_active']:,}) and test × M "
+                             f"({e['n_test']:,} × {e['n_active']:,}) kernels.")
+            m[1].metric("Kernel pairs, exact N×N", f"{e['pairs_exact']:,}",
+                        help=f"Atom pairs of the {e['n_train']:,} × {e['n_train']:,} training kernel.")
+            m[2].metric("Estimated kernel time", common.format_seconds(e["seconds_sparse"]),
+                        help=f"Exact N×N: {common.format_seconds(e['seconds_exact'])}.")
+            ratio = e["pairs_exact"] / max(e["pairs_sparse"], 1)
+            st.caption(f"N×M instead of N×N: {ratio:,.1f}× {'fewer' if ratio >= 1 else 'more'} atom pairs "
+                       f"(about {common.format_seconds(e['seconds_sparse'])} against "
+                       f"{common.format_seconds(e['seconds_exact'])}). The estimate stands the first M training "
+                       "structures in for the active ones (for environments an upper bound: M environments lie in at "
+                       "most M structures, all of whose atoms are computed).")
+            if own_options:
+                option_widgets(compare=False)
+            else:
+                st.caption("Body-order weights, CV folds and the mean-kernel choice are those of the form above.")
+            if st.button("Fit the sparse model", key="models.sparse.btn", icon=":material/scatter_plot:",
+                         disabled=sparse_running):
+                with common.user_errors("Cannot fit the sparse model"):
+                    return common.start_sparse_job(
+                        ds, kres, info.key, train, test, hypers=common.applied_hypers(), n_active=int(n_active),
+                        active_kind=kind, weights=common.WEIGHT_MODES[ss["models.weights"]],
+                        folds=int(ss["models.folds"]),
+                        intensive=bool(ss["models.intensive"]))
+        return None
+
+
+    def show_fit(fit, result, sparse_meta=None):
         kind = result["kind"]
         unit = result["unit"]
         target = fit["target"]
@@ -220,23 +317,39 @@ def render() -> None:
         h = common.applied_hypers()
         train_name, train_data, mime = common.dataset_file(ds, fit["train"], "_train")
         test_name, test_data, _ = common.dataset_file(ds, fit["test"], "_test")
-        cmd = figures.cli_command("fit", h, train=train_name, test=test_name, target=target,
-                                  intensive=bool(fit["intensive"]) and kind != "atomic" or None,
-                                  weights=fit["weights"], folds=fit["folds"], out="predictions.csv")
-        common.reproduce(
-            [cmd],
-            {"data": {"digest": ds.digest, "train": train_name, "test": test_name, "n_train": len(fit["train"]),
-                      "n_test": len(test)},
-             "target": target, "hypers": h, "model": {"weights": fit["weights"], "cv_folds": fit["folds"],
-                                                       "intensive": fit["intensive"], "models": names}},
-            key="models",
-            files={"train set": (train_name, train_data, mime), "test set": (test_name, test_data, mime)},
-        )
+        files = {"train set": (train_name, train_data, mime), "test set": (test_name, test_data, mime)}
+        data_config = {"digest": ds.digest, "train": train_name, "test": test_name, "n_train": len(fit["train"]),
+                       "n_test": len(test)}
+        if fit is not sparse_meta:
+            cmd = figures.cli_command("fit", h, train=train_name, test=test_name, target=target,
+                                      intensive=bool(fit["intensive"]) and kind != "atomic" or None,
+                                      weights=fit["weights"], folds=fit["folds"], out="predictions.csv")
+            exact_names = [n for n in names if sparse_meta is None or n != sparse_meta["name"]]
+            common.reproduce(
+                [cmd],
+                {"data": data_config, "target": target, "hypers": h,
+                 "model": {"weights": fit["weights"], "cv_folds": fit["folds"], "intensive": fit["intensive"],
+                           "models": exact_names}},
+                key="models", files=files)
+        if sparse_meta is not None:
+            common.reproduce(
+                [common.sparse_python(sparse_meta, train_name, test_name)],
+                {"data": data_config, "target": target, "hypers": h,
+                 "model": {"sparse": True, "active": sparse_meta["active_kind"], "n_active": sparse_meta["n_active"],
+                           "weights": sparse_meta["weights"], "cv_folds": sparse_meta["folds"],
+                           "intensive": sparse_meta["intensive"]}},
+                key="models.sparse", files=files, language="python",
+                title="Reproduce the sparse model (Python, config JSON)")
 
 
     if info is None:
         st.warning("This data set has no learnable target; pick another data set on the Data page.",
                    icon=":material/warning:")
+        return
+    if kres is None and large and info.kind == "scalar":
+        common.needs("The exact models need the full N×N kernels of this data set, which are not computed; the sparse "
+                     "model below needs only the kernels between the structures and M active ones.",
+                     common.KERNELS, "Compute the kernels")
     elif kres is None:
         common.needs(f"Fit needs the kernels of this data set for the target `{info.key}` "
                      f"({'λ=1 vector kernels' if info.kind == 'vector' else 'λ=2 kernels' if info.kind == 'tensor' else 'atom-level kernels' if info.kind == 'atomic' else 'invariant kernels'}).",
@@ -269,12 +382,39 @@ def render() -> None:
                 common.show_job_failure(fit_job)
             elif state.status == "cancelled":
                 st.warning("Fitting was cancelled.", icon=":material/cancel:")
-        current = current_fit()
-        if current is not None:
-            show_fit(*current)
-        elif not fit_running:
-            st.info("Choose the options and press **Fit models**. The test set is only used for the final scores.",
-                    icon=":material/info:")
+
+    # ---- the sparse model (large data sets) --------------------------------------------------------------------
+    if large:
+        started = sparse_panel(own_options=kres is None)
+        if started is not None:
+            sparse_job, sparse_running = started, True
+    if sparse_running:
+        common.poll_job(sparse_job, cancel_key="models.sparse_cancel.btn", what=sparse_job.label)
+    if sparse_job is not None and sparse_job.done:
+        state = sparse_job.state()
+        if state.status == "done" and ss.get("wk.sparse_fit", {}).get("key") != sparse_job.meta["key"]:
+            ss["wk.sparse_fit"] = dict(sparse_job.meta)
+            ss["models.show"] = sparse_job.meta["name"]  # show what was just fitted
+        elif state.status == "failed" and ss.get("wk.sparse_fit", {}).get("key") != sparse_job.meta["key"]:
+            common.show_job_failure(sparse_job)
+        elif state.status == "cancelled":
+            st.warning("Fitting the sparse model was cancelled.", icon=":material/cancel:")
+
+    # ---- results: the exact models and the sparse one in one table and parity plot -----------------------------
+    exact = current_fit() if kres is not None else None
+    sparse = current_sparse()
+    if exact is not None and sparse is not None:
+        fit, result = exact
+        merged = dict(result, models={**result["models"], **sparse[1]["models"]},
+                      order=list(result["order"]) + list(sparse[1]["order"]))
+        show_fit(fit, merged, sparse_meta=sparse[0])
+    elif exact is not None:
+        show_fit(*exact)
+    elif sparse is not None:
+        show_fit(sparse[0], sparse[1], sparse_meta=sparse[0])
+    elif kres is not None and not fit_running:
+        st.info("Choose the options and press **Fit models**. The test set is only used for the final scores.",
+                icon=":material/info:")
 
 
 common.run_page(render, "Models")

@@ -39,6 +39,7 @@ __all__ = [
     "get_target",
     "random_split",
     "fps_split",
+    "cover_elements",
     "summarize",
     "composition_counts",
     "charge_dipole",
@@ -1026,6 +1027,47 @@ def fps_split(K, n_train, seed=0):
     train = np.array(chosen, dtype=int)
     test = np.setdiff1d(np.arange(n), train)
     return train, test
+
+
+def cover_elements(frames, train, test):
+    """Move test structures holding an element that no training structure has into the training set.
+
+    A model has no coefficient for an element it never saw (a per-element baseline gives it 0), so a single
+    such test structure can dominate the test error: a fluorine molecule in a 300-molecule QM9 draw costs
+    thousands of eV on a total energy. The rule is one pass against the *given* training set: every test
+    structure with an element absent from ``train`` moves, even if another moved structure would then cover
+    it. The result is deterministic (no randomness), and which structures move does not depend on the order of
+    ``train``. When *every* test structure would move, nothing moves: an empty test set is worse than a test
+    set with unseen elements.
+
+    Parameters
+    ----------
+    frames : sequence of ase.Atoms
+        The whole data set (indices refer to it).
+    train, test : sequence of int
+        Training and test indices into ``frames``.
+
+    Returns
+    -------
+    train : ndarray of int
+        The given training indices in their order (so prefixes stay nested subsets), then the moved ones.
+    test : ndarray of int
+        The test indices that stay, in their given order.
+    moved : ndarray of int
+        The moved indices, in their order in ``test`` (empty when nothing moved).
+    """
+    train = np.asarray(train, dtype=int).ravel()
+    test = np.asarray(test, dtype=int).ravel()
+    n = len(frames)
+    for name, idx in (("train", train), ("test", test)):
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise InputError(f"{name} indices must lie in 0..{n - 1} for {n} structures.")
+    seen = set(np.concatenate([np.asarray(frames[i].numbers) for i in train]).tolist()) if train.size else set()
+    unseen = np.array([not set(np.asarray(frames[i].numbers).tolist()) <= seen for i in test], dtype=bool)
+    if not unseen.any() or unseen.all():
+        return train.copy(), test.copy(), np.zeros(0, dtype=int)
+    moved = test[unseen]
+    return np.concatenate([train, moved]), test[~unseen], moved
 
 
 # --------------------------------------------------------------------------------------------------------------

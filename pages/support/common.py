@@ -1,4 +1,5 @@
-"""Shared app layer: page set-up, navigation, session state, cached wkviz calls, the sidebar, downloads, errors.
+"""Shared app layer: page set-up, navigation, session state, cached wkviz calls, the sidebar, downloads, errors,
+and the large-data options (tiles into a kernel store, sparse models) with the size limit that switches them on.
 
 The dashboard is a Streamlit multipage app of the ``pages/`` kind: ``app.py`` is the Home page and every
 ``pages/<n>_<Name>.py`` file one more page (its number gives the order, its name the URL ``/<Name>``).
@@ -21,6 +22,7 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -30,7 +32,7 @@ import streamlit.components.v1 as components
 from streamlit.errors import StreamlitAPIException
 
 from wkviz import Hypers, cache, figures, viewer
-from wkviz.errors import WkvizError
+from wkviz.errors import Cancelled, InputError, WkvizError
 
 # kaleido (PNG export) needs a Chrome; use the system Chromium when there is one, never download one.
 if "BROWSER_PATH" not in os.environ and os.path.exists("/usr/bin/chromium"):
@@ -171,6 +173,9 @@ WIDGET_DEFAULTS = {
     "models.intensive": False,
     "curves.intensive": False,
     "models.view_id": None,
+    "kernels.store_path": "",
+    "models.sparse_kind": "structures",
+    "models.sparse_m": 200,
     "curves.repeats": 3,
     "curves.n_sizes": 5,
     "curves.metric": "mae",
@@ -443,35 +448,26 @@ def split() -> tuple[np.ndarray, np.ndarray]:
 
     Farthest-point sampling needs a kernel; it uses the current ν=2 kernel (SOAP-like) when one is computed and
     falls back to a random split otherwise. Test structures with elements absent from training are moved to
-    training (:func:`_cover_elements`).
+    training (:func:`wkviz.data.cover_elements`; listed by :func:`moved_to_train`).
     """
     ds = dataset()
     train, test = _raw_split()
-    return _cover_elements(ds.digest, train, test, ds.frames)
+    train, test, _ = _covered_split(ds.digest, train, test, ds.frames)
+    return train, test
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _cover_elements(digest: str, train, test, _frames):
-    """Move test structures with an element the training set lacks into the training set.
+def _covered_split(digest: str, train, test, _frames):
+    from wkviz import data
 
-    A model has no coefficient for an element it never saw (its per-element baseline is 0), so one such test
-    molecule costs thousands of eV of error for a total energy (a fluorine atom, in a 300-molecule QM9 draw).
-    The moved structures are listed by :func:`moved_to_train`.
-    """
-    seen = set(np.concatenate([_frames[i].numbers for i in train]).tolist()) if len(train) else set()
-    moved = [int(i) for i in test if not set(_frames[i].numbers.tolist()) <= seen]
-    # adding a moved structure to training can make later ones covered; one pass is enough for a clear rule
-    if not moved or len(moved) == len(test):
-        return np.asarray(train), np.asarray(test)
-    keep = np.array([i for i in test if int(i) not in set(moved)])
-    return np.concatenate([np.asarray(train), np.asarray(moved, dtype=int)]), keep
+    return data.cover_elements(_frames, train, test)
 
 
 def moved_to_train() -> list[int]:
     """Test structures that :func:`split` moved to training because of elements unseen in training."""
-    train, _ = _raw_split()
-    final_train, _ = split()
-    return sorted(set(int(i) for i in final_train) - set(int(i) for i in train))
+    ds = dataset()
+    train, test = _raw_split()
+    return sorted(int(i) for i in _covered_split(ds.digest, train, test, ds.frames)[2])
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -734,6 +730,426 @@ def start_fit_job(ds: Dataset, kres, kkey: str, target_key: str, train, test, *,
     st.session_state["wk.fit_job"] = job
     st.session_state["wk.fit_job_key"] = key
     return job, key
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Large data sets: kernel tiles into an on-disk store, sparse models
+# --------------------------------------------------------------------------------------------------------------
+
+#: A data set counts as *large* when its kernel request (``WignerKernel.estimate``) is estimated to take longer
+#: than ``LARGE_SECONDS`` or to produce more than ``LARGE_BYTES`` of kernels (a quarter of the memory budget:
+#: the kernels are not the only thing a session holds). Above either limit the Kernels page also offers tiles on
+#: Dask into an on-disk store, and the Models page the sparse model. The environment variables
+#: ``WKVIZ_LARGE_SECONDS`` and ``WKVIZ_LARGE_BYTES`` override both, read on every run (the tests lower them to
+#: 0 to reach these options on a small data set; a server can raise them).
+LARGE_SECONDS = 120.0
+LARGE_BYTES = MEMORY_BUDGET // 4
+#: Worker processes (one thread each) of the LocalCluster a tile job starts; also fixes the tile size of new
+#: stores, so a store has the same layout whether its tiles ran on the cluster or in this process.
+TILE_WORKERS = 2
+
+
+def large_limits() -> tuple[float, float]:
+    """(seconds, bytes) above which a data set counts as large (:data:`LARGE_SECONDS`, :data:`LARGE_BYTES`,
+    or their environment overrides)."""
+
+    def read(name: str, default: float) -> float:
+        text = os.environ.get(name, "").strip()
+        try:
+            value = float(text) if text else default
+        except ValueError:  # a typo in a server's environment must not take every page down
+            return default
+        return value if value >= 0 else default
+
+    return read("WKVIZ_LARGE_SECONDS", LARGE_SECONDS), read("WKVIZ_LARGE_BYTES", float(LARGE_BYTES))
+
+
+def is_large(est: dict | None) -> bool:
+    """Whether an estimate (:func:`estimate`) is above the large-data limits."""
+    if est is None:
+        return False
+    seconds, nbytes = large_limits()
+    return float(est["seconds"]) > seconds or float(est["output_bytes"]) > nbytes
+
+
+def large_rule() -> str:
+    """The large-data limits in words, for the pages."""
+    seconds, nbytes = large_limits()
+    return f"an estimated time above {format_seconds(seconds)} or kernels above {format_bytes(nbytes)}"
+
+
+def store_root() -> Path:
+    """Per-user directory of kernel stores: ``$XDG_CACHE_HOME/wkviz/stores`` (``~/.cache/wkviz/stores``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "wkviz" / "stores"
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _store_key(digest: str, hypers_json: str, tensor_rank, _frames) -> str:
+    from wkviz.store import kernel_kinds, store_key
+
+    return store_key(_frames, None, Hypers.from_json(hypers_json), kernel_kinds(tensor_rank))["key"]
+
+
+def default_store_path(ds: Dataset, hypers: Hypers, request: dict) -> Path:
+    """Where the store of this request goes unless the user names another directory: under :func:`store_root`,
+    named by the content hash of the structures, hyperparameters and kernel kinds (the store's own key)."""
+    return store_root() / _store_key(ds.digest, hypers.to_json(), request["tensor_rank"], ds.frames)[:16]
+
+
+def store_path(ds: Dataset, hypers: Hypers, request: dict) -> Path:
+    """The store directory typed on the Kernels page (``kernels.store_path``), or the default one."""
+    typed = str(st.session_state.get("kernels.store_path") or "").strip()
+    return Path(typed).expanduser() if typed else default_store_path(ds, hypers, request)
+
+
+@dataclass(frozen=True)
+class StoreStatus:
+    """What a store directory holds for the current request."""
+
+    path: str
+    exists: bool
+    tiles_done: int
+    tiles_total: int
+    tile_size: int
+
+    @property
+    def complete(self) -> bool:
+        return self.exists and self.tiles_done == self.tiles_total
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _store_status(path: str, mtime_ns: int, digest: str, hypers_json: str, tensor_rank, _frames) -> StoreStatus:
+    from wkviz.store import KernelStore
+
+    store = KernelStore.open(path, _frames, hypers=Hypers.from_json(hypers_json), tensor_rank=tensor_rank)
+    return StoreStatus(str(path), True, store.n_done, store.n_tiles, store.tile_size)
+
+
+def store_status(path, ds: Dataset, hypers: Hypers, request: dict) -> StoreStatus:
+    """Finished and total tiles of the store at ``path`` for this request, creating nothing.
+
+    Raises
+    ------
+    WkvizError
+        The directory holds the store of another request (other structures, hyperparameters or kernel kinds)
+        or something that is not a kernel store: the store's own message, naming both content hashes.
+    """
+    import math
+
+    from wkviz.distributed import choose_tile_size
+
+    path = Path(path)
+    try:
+        if path.exists() and not path.is_dir():
+            raise InputError(f"{path} is a file; a kernel store is a directory, give a new or empty directory")
+        if path.is_dir() and any(path.iterdir()):
+            # the manifest is replaced atomically inside the directory when tiles land, which changes its mtime
+            return _store_status(str(path), path.stat().st_mtime_ns, ds.digest, hypers.to_json(),
+                                 request["tensor_rank"], ds.frames)
+    except OSError as exc:
+        raise InputError(f"cannot read the store directory {path} ({exc.strerror or exc}); choose a directory you "
+                         "can read and write") from None
+    t = choose_tile_size(ds.n, None, TILE_WORKERS)
+    nb = math.ceil(ds.n / t)
+    return StoreStatus(str(path), False, 0, nb * (nb + 1) // 2, t)
+
+
+def _tiles_in_process(store, frames, hypers: Hypers, tensor_rank, progress, cancel) -> int:
+    """The missing tiles of ``store`` one after another in this process, with the local engine (what the
+    cluster's workers would run), recorded in the store's manifest like a cluster run. Returns tiles computed."""
+    from wkviz.kernels import WignerKernel
+    from wkviz.models import check_cancel
+
+    engine = WignerKernel(hypers, memory_budget=MEMORY_BUDGET)
+    todo = store.missing_tiles()
+    total, done_before = store.n_tiles, store.n_done
+    store.begin_run(workers=1, scheduler="in-process (no cluster)", tiles_missing=len(todo))
+    status, computed, t0 = "failed", 0, time.perf_counter()
+    try:
+        for bi, bj in todo:
+            check_cancel(cancel)
+            rows = frames[store.tile_rows(bi)]
+            # a diagonal tile of a symmetric store is itself a symmetric request, as on the workers
+            cols = None if bi == bj else frames[store.tile_cols(bj)]
+            res = engine.compute(rows, cols, tensor_rank=tensor_rank, cancel=cancel)
+            arrays = {"K": res.K}
+            for kind in ("K_vector", "K_tensor"):
+                if getattr(res, kind) is not None:
+                    arrays[kind] = getattr(res, kind)
+            store.write_tile(bi, bj, arrays)
+            computed += 1
+            if progress is not None:
+                elapsed = time.perf_counter() - t0
+                progress((done_before + computed) / total, elapsed * (len(todo) - computed) / computed)
+        status = "finished"
+    except Cancelled:
+        status = "cancelled"
+        raise
+    finally:
+        store.end_run(status)
+    return computed
+
+
+@contextlib.contextmanager
+def _no_main_script():
+    """Hide the page script from processes started meanwhile (the LocalCluster's workers).
+
+    Streamlit runs every page as the module ``__main__`` with the page's ``__file__``, and processes started by
+    the ``spawn`` method (Dask's default) re-run the parent's ``__main__`` file before anything else: every worker
+    would run the whole page (read the data set, estimate, …) in Streamlit's bare mode. A stand-in ``__main__``
+    without a file gives them nothing to re-run. Only while the cluster starts: Streamlit installs its own
+    ``__main__`` at the start of every script run, so the original is put back only if still replaced by ours.
+    """
+    import sys
+    import types
+
+    saved = sys.modules.get("__main__")
+    stand_in = types.ModuleType("__main__")
+    sys.modules["__main__"] = stand_in
+    try:
+        yield
+    finally:
+        if sys.modules.get("__main__") is stand_in and saved is not None:
+            sys.modules["__main__"] = saved
+
+
+def compute_store_tiles(frames, hypers: Hypers, request: dict, path, *, n_workers: int = TILE_WORKERS,
+                        progress=None, cancel=None):
+    """The Kernels page's tiled computation (runs in a worker thread; no streamlit calls).
+
+    Opens (or creates) the store at ``path`` for the symmetric request; if tiles are missing, starts a
+    ``LocalCluster`` of ``n_workers`` single-threaded workers and runs :func:`wkviz.distributed.compute_tiles`
+    on it, shutting the cluster down when the job ends (finished, cancelled or failed). If the cluster cannot be
+    started, the missing tiles are computed in this process instead, into the same store, and the returned
+    information says why. A complete store is read back without starting anything.
+
+    Returns
+    -------
+    result : KernelResult or None
+        The whole kernel, or None when it exceeds :data:`MEMORY_BUDGET` (it is complete in the store then).
+    info : dict
+        ``path``, ``tiles_total``, ``tiles_reused``, ``tiles_computed``, ``tile_size``, ``where`` (a sentence),
+        ``fallback`` (why no cluster, or None), ``worker_pids`` (of the cluster, all shut down on return),
+        ``seconds``, ``in_memory``.
+    """
+    from wkviz import distributed
+    from wkviz.kernels import WignerKernel
+    from wkviz.store import KernelStore
+
+    start = time.perf_counter()
+    if request["atomic"]:
+        raise InputError("atom-level kernels are not computed as tiles; untick 'atom-level kernels too' (per-atom "
+                         "targets need the in-memory computation on fewer structures)")
+    rank = request["tensor_rank"]
+    frames = list(frames)
+    try:
+        store = KernelStore.open(path, frames, hypers=hypers, tensor_rank=rank,
+                                 tile_size=distributed.choose_tile_size(len(frames), None, n_workers))
+    except OSError as exc:
+        raise InputError(f"cannot create the kernel store at {path} ({exc.strerror or exc}); choose a directory "
+                         "you can write to") from None
+    info = {"path": str(path), "tiles_total": store.n_tiles, "tiles_reused": store.n_done, "tiles_computed": 0,
+            "tile_size": store.tile_size, "fallback": None, "worker_pids": [], "timings": {}}
+    if store.complete:
+        info["where"] = "with nothing to compute: every tile was already in the store"
+    else:
+        with contextlib.ExitStack() as stack:  # closes the cluster however the job ends
+            client = None
+            t0 = time.perf_counter()
+            try:
+                with _no_main_script():
+                    client = stack.enter_context(distributed.local_cluster(n_workers))
+            except Exception as exc:  # noqa: BLE001 - any failure to start a cluster falls back to this process
+                info["fallback"] = f"{type(exc).__name__}: {exc}".strip()
+            if client is not None:
+                with contextlib.suppress(Exception):  # only reported, so the page can say they were shut down
+                    info["worker_pids"] = sorted(int(p) for p in client.run(os.getpid).values())
+                info["timings"]["cluster start-up"] = time.perf_counter() - t0
+                run = distributed.compute_tiles(frames, hypers=hypers, store=store, client=client, tensor_rank=rank,
+                                                memory_budget=MEMORY_BUDGET, assemble=False, progress=progress,
+                                                cancel=cancel)
+                info["tiles_computed"] = run.tiles_computed
+                info["where"] = (f"on a local Dask cluster of {run.workers} single-threaded worker processes, "
+                                 "shut down when the job ended")
+            else:
+                info["tiles_computed"] = _tiles_in_process(store, frames, hypers, rank, progress, cancel)
+                info["where"] = ("in this process, one tile after another, because a local Dask cluster could not "
+                                 f"be started ({info['fallback']})")
+            info["timings"]["tiles"] = time.perf_counter() - t0
+    result = None
+    if store.output_bytes() <= MEMORY_BUDGET:
+        t0 = time.perf_counter()
+        result = store.to_result()
+        info["timings"]["read from the store"] = time.perf_counter() - t0
+        result.seconds = time.perf_counter() - start
+        result.n_pairs = WignerKernel(hypers).estimate(frames)["n_pairs"]  # pairs the kernel represents
+        result.timings = dict(info["timings"])
+    info["seconds"] = time.perf_counter() - start
+    info["in_memory"] = result is not None
+    return result, info
+
+
+def start_tile_job(ds: Dataset, hypers: Hypers, request: dict, path) -> cache.BackgroundJob:
+    """Start :func:`compute_store_tiles` in a worker thread as the session's kernel job (same progress, ETA and
+    cancel as the in-memory computation); the kernel is stored under the request's key when it fits."""
+    key = kernel_key(ds, hypers, request)
+    frames = ds.frames
+    path = Path(path)
+
+    def work(progress, cancel):
+        result, info = compute_store_tiles(frames, hypers, request, path, progress=progress, cancel=cancel)
+        if result is not None:
+            cache.RESULTS.put(key, result)
+        return info
+
+    job = cache.BackgroundJob(work, label=f"kernel tiles ν≤{hypers.nu_max} on {ds.n} structures",
+                              meta={"tiles": True, "path": str(path), "key": key}).start()
+    st.session_state["wk.kernel_job"] = job
+    st.session_state["wk.kernel_job_key"] = key
+    return job
+
+
+SPARSE_ACTIVE = {"structures": "structures", "environments": "atomic environments"}
+
+
+def sparse_model_name(n_active: int, active_kind: str) -> str:
+    return f"sparse M={int(n_active)} {active_kind}"
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _sparse_estimate(digest: str, hypers_json: str, train, test, n_active: int, active_kind: str, _frames) -> dict:
+    from wkviz.kernels import WignerKernel
+
+    engine = WignerKernel(Hypers.from_json(hypers_json), memory_budget=MEMORY_BUDGET)
+    tr = [_frames[i] for i in train]
+    te = [_frames[i] for i in test]
+    # M active structures (or the ≤ M structures holding M environments, all of whose atoms the engine
+    # computes) are stood in for by the first M training structures: a random sample in a random split.
+    proxy = tr[:max(1, min(int(n_active), len(tr)))]
+    atomic = active_kind == "environments"
+    nm = engine.estimate(tr, proxy, atomic=atomic)
+    tm = engine.estimate(te, proxy, atomic=atomic) if te else {"n_pairs": 0, "seconds": 0.0}
+    nn = engine.estimate(tr)
+    return {"n_train": len(tr), "n_test": len(te), "n_active": int(n_active),
+            "pairs_sparse": int(nm["n_pairs"] + tm["n_pairs"]), "seconds_sparse": nm["seconds"] + tm["seconds"],
+            "pairs_exact": int(nn["n_pairs"]), "seconds_exact": nn["seconds"]}
+
+
+def sparse_estimate(ds: Dataset, hypers: Hypers, train, test, n_active: int, active_kind: str) -> dict:
+    """Cost of the sparse model's kernels (training × M and test × M) against the exact N × N kernel."""
+    return _sparse_estimate(ds.digest, hypers.to_json(), np.asarray(train), np.asarray(test), int(n_active),
+                            active_kind, ds.frames)
+
+
+def fit_sparse_model(frames, target_key: str, train, test, *, hypers: Hypers, n_active: int, active_kind: str,
+                     weights: str, folds: int, intensive: bool, K_diag=None, progress=None, cancel=None) -> dict:
+    """Select M active structures or environments by FPS among the training structures, compute the kernels the
+    sparse model needs (:func:`wkviz.sparse.sparse_kernels`), fit :class:`wkviz.sparse.SparseScalarRegressor`
+    (mixed body orders, CV on the training set) and predict the test structures.
+
+    Runs in a worker thread (no streamlit calls). Returns a dict shaped like :func:`fit_models`'s, with one
+    model, so the page can show it next to the exact ones.
+    """
+    from wkviz import evaluation, models, sparse
+    from wkviz.kernels import WignerKernel
+
+    train = np.asarray(train)
+    test = np.asarray(test)
+    target = models.TargetData.from_frames(frames, target_key)
+    if target.kind != "scalar":
+        raise InputError(f"the sparse model learns scalar targets only; `{target_key}` is a {target.kind} target: "
+                         "use the exact model on fewer structures")
+    if active_kind not in SPARSE_ACTIVE:
+        raise InputError(f"active points must be one of {', '.join(SPARSE_ACTIVE)}, got {active_kind!r}")
+    start = time.perf_counter()
+
+    def report(fraction):
+        if progress is not None:
+            elapsed = time.perf_counter() - start
+            progress(fraction, elapsed * (1 - fraction) / fraction if fraction > 0.02 else None)
+
+    tr_frames = [frames[i] for i in train]
+    te_frames = [frames[i] for i in test]
+    report(0.0)
+    if active_kind == "structures":
+        active = sparse.select_active(tr_frames, n_active, hypers, seed=0)
+    else:
+        active = sparse.select_active_environments(tr_frames, n_active, hypers, seed=0)
+    report(0.1)
+    models.check_cancel(cancel)
+    engine = WignerKernel(hypers, memory_budget=MEMORY_BUDGET)
+    kern = sparse.sparse_kernels(tr_frames, active, hypers, kind=active_kind, frames_test=te_frames, engine=engine,
+                                 progress=lambda f, eta: report(0.1 + 0.6 * f), cancel=cancel)
+    report(0.8)
+    tr_d, te_d = target.subset(train), target.subset(test)
+    n_atoms_active = tr_d.n_atoms[active] if active_kind == "structures" else np.ones(len(active))
+    nu_max = kern["K_NM"].shape[0] - 1
+    est = sparse.SparseScalarRegressor(intensive=intensive, nus=models.model_nus("mixed", nu_max), weights=weights,
+                                       n_folds=int(folds))
+    est.fit(kern["K_NM"], kern["K_MM"], tr_d.values, counts=tr_d.counts, species=tr_d.species, n_atoms=tr_d.n_atoms,
+            n_atoms_active=n_atoms_active, cancel=cancel)
+    out = est.predict(kern["K_TM"], counts=te_d.counts, species=te_d.species, n_atoms=te_d.n_atoms, K_diag=K_diag,
+                      return_std=K_diag is not None)
+    pred, std = out if K_diag is not None else (out, None)
+    core = est.model_
+    name = sparse_model_name(n_active, active_kind)
+    m = evaluation.metrics(te_d.values, pred, unit=target.unit)
+    report(1.0)
+    return {"kind": "scalar", "unit": target.unit, "y_true": te_d.values, "order": [name], "active": active,
+            "kernel_seconds": float(kern["seconds"]),
+            "models": {name: {
+                "pred": np.asarray(pred), "std": None if std is None else np.asarray(std), "metrics": m.as_dict(),
+                "weights": {int(nu): float(core.weights_[nu]) for nu in core.nus_},
+                "cv_mae": float(core.cv_mae_), "cv_rmse": float(core.cv_rmse_),
+                "seconds": time.perf_counter() - start, "noise_std": float(core.noise_std_)}}}
+
+
+def start_sparse_job(ds: Dataset, kres, target_key: str, train, test, *, hypers: Hypers, n_active: int,
+                     active_kind: str, weights: str, folds: int, intensive: bool) -> cache.BackgroundJob:
+    """Start :func:`fit_sparse_model` as the session's sparse job. With the exact kernels at hand (``kres``) the
+    test self-kernels come from them and the predictions get GP error bars."""
+    train, test = np.asarray(train), np.asarray(test)
+    K_diag = None if kres is None else _self_kernels(kres, "scalar", test, None)
+    key = "sparse:" + cache.hash_key(ds.digest, hypers, target_key, train, test, int(n_active), active_kind, weights,
+                                     int(folds), bool(intensive), K_diag is not None)
+    frames = ds.frames
+
+    def work(progress, cancel):
+        return fit_sparse_model(frames, target_key, train, test, hypers=hypers, n_active=n_active,
+                                active_kind=active_kind, weights=weights, folds=folds, intensive=intensive,
+                                K_diag=K_diag, progress=progress, cancel=cancel)
+
+    meta = {"key": key, "dataset": ds.digest, "target": target_key, "train": train, "test": test, "hypers": hypers,
+            "n_active": int(n_active), "active_kind": active_kind, "weights": weights, "folds": int(folds),
+            "intensive": bool(intensive), "name": sparse_model_name(n_active, active_kind)}
+    job = cache.BackgroundJob(work, label=f"sparse model on {int(n_active)} active {SPARSE_ACTIVE[active_kind]}",
+                              key=key, meta=meta).start()
+    st.session_state["wk.sparse_job"] = job
+    return job
+
+
+def sparse_python(meta: dict, train_name: str, test_name: str) -> str:
+    """Python that reproduces a sparse fit of the Models page from the downloaded train and test files."""
+    select = "select_active" if meta["active_kind"] == "structures" else "select_active_environments"
+    n_act = ("[len(train[i]) for i in active]" if meta["active_kind"] == "structures" else "[1] * len(active)")
+    return "\n".join([
+        "from ase.io import read",
+        "from wkviz import Hypers, evaluation, models, sparse",
+        "",
+        f"h = Hypers.from_json({meta['hypers'].to_json()!r})",
+        f"train, test = read({train_name!r}, ':'), read({test_name!r}, ':')",
+        f"active = sparse.{select}(train, {meta['n_active']}, h, seed=0)",
+        f"k = sparse.sparse_kernels(train, active, h, kind={meta['active_kind']!r}, frames_test=test)",
+        f"tr = models.TargetData.from_frames(train, {meta['target']!r})",
+        f"te = models.TargetData.from_frames(test, {meta['target']!r}, species=tr.species)",
+        f"model = sparse.SparseScalarRegressor(intensive={meta['intensive']}, weights={meta['weights']!r}, "
+        f"n_folds={meta['folds']})",
+        "model.fit(k['K_NM'], k['K_MM'], tr.values, counts=tr.counts, species=tr.species, n_atoms=tr.n_atoms,",
+        f"          n_atoms_active={n_act})",
+        "pred = model.predict(k['K_TM'], counts=te.counts, species=te.species, n_atoms=te.n_atoms)",
+        "print(evaluation.metrics(te.values, pred).as_dict())",
+    ])
 
 
 # --------------------------------------------------------------------------------------------------------------
