@@ -17,15 +17,66 @@ This is the optimal radial basis for this kernel: the fewest functions for a giv
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from numba import njit, prange
 
-from .spherical import _sph_norms, sph_harm_into
+# Numba's parallel kernels run on GNU OpenMP threads and NumPy's matrix products on OpenBLAS threads, one
+# after the other for every tile. By default idle OpenMP threads busy-wait after each parallel region and
+# take the cores from the OpenBLAS threads that run next (measured: a 200×200 eigh 10-50× slower right after
+# a parallel kernel). Passive waiting removes that. It must be set before the OpenMP runtime starts (Numba
+# starts it at the first parallel kernel); a value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from numba import njit, prange  # noqa: E402
+
+from .spherical import _sph_norms, sph_harm_into  # noqa: E402
 
 FOUR_PI = 4.0 * math.pi
+
+_BLAS_LIMIT_LOCK = threading.Lock()
+_BLAS = {}
+
+
+def _blas_controller():
+    # created once, after NumPy has loaded its BLAS (threadpoolctl comes with scikit-learn; None without it)
+    if "ctl" not in _BLAS:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS["ctl"] = ThreadpoolController()
+        except ImportError:
+            _BLAS["ctl"] = None
+    return _BLAS["ctl"]
+
+
+@contextlib.contextmanager
+def _single_threaded_blas():
+    """Run BLAS/LAPACK calls of this block on one thread each.
+
+    Multi-threaded OpenBLAS synchronises its threads by busy-waiting: for small calls (a 200×200 eigh) that is
+    slower than one thread even on an idle machine, and when other jobs share the cores a waiting thread burns
+    the time the other one needs. The lock keeps concurrent callers from restoring the thread count out of
+    order.
+    """
+    ctl = _blas_controller()
+    if ctl is None:
+        yield
+        return
+    with _BLAS_LIMIT_LOCK, ctl.limit(limits=1, user_api="blas"):
+        yield
+
+
+def _gemm_pool():
+    # worker threads for concurrent single-threaded matrix products (NumPy releases the GIL inside them)
+    if "pool" not in _BLAS:
+        _BLAS["pool"] = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="wkviz-gemm")
+    return _BLAS["pool"]
 
 
 @njit(cache=True)
@@ -99,21 +150,31 @@ def _pair_geometry(r1, r2, s1, s2, scaling):
     return pref, r1 * r2 / S
 
 
+@njit(parallel=True, cache=True)
+def _radial_kernel_many(r1, r2, s1, s2, scaling, l_max):
+    # one pass per point: the radial basis evaluates ~10⁶ of these (quadrature and table grids), and doing it
+    # with NumPy temporaries took longer than the rest of a 300-molecule kernel's serial work
+    out = np.empty((r1.shape[0], l_max + 1))
+    for k in prange(r1.shape[0]):
+        pref, x = _pair_geometry(r1[k], r2[k], s1[k], s2[k], scaling)
+        scaled_bessel_into(x, l_max, out[k])
+        for l in range(l_max + 1):
+            out[k, l] *= pref
+    return out
+
+
 def radial_kernel(l_max, r1, r2, density_width, density_scaling=None) -> np.ndarray:
     """Exact radial kernel k_l(r1, r2) for l = 0..l_max (broadcast over r1, r2), shape (..., l_max+1)."""
     r1, r2 = np.broadcast_arrays(np.asarray(r1, float), np.asarray(r2, float))
-    if density_scaling is None:
-        s1 = np.full(r1.shape, density_width)
-        s2 = s1
-        pref = np.ones(r1.shape)
-    else:
-        s1 = density_width * np.exp(r1 / density_scaling)
-        s2 = density_width * np.exp(r2 / density_scaling)
-    S = s1**2 + s2**2
-    if density_scaling is not None:
-        pref = (2 * np.pi * S) ** -1.5
-    b = scaled_spherical_in(l_max, (r1 * r2 / S).ravel()).reshape(r1.shape + (l_max + 1,))
-    return (FOUR_PI * pref * np.exp(-((r1 - r2) ** 2) / (2 * S)))[..., None] * b
+    shape = r1.shape
+    r1 = np.ascontiguousarray(r1.ravel())
+    r2 = np.ascontiguousarray(r2.ravel())
+    if np.any(r1 < 0) or np.any(r2 < 0):
+        raise ValueError("radial_kernel needs r1, r2 >= 0")
+    s1 = neighbour_widths(r1, density_width, density_scaling)
+    s2 = neighbour_widths(r2, density_width, density_scaling)
+    out = _radial_kernel_many(r1, r2, s1, s2, density_scaling is not None, int(l_max))
+    return out.reshape(shape + (int(l_max) + 1,))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -237,7 +298,9 @@ class RadialBasis:
         if n_quadrature <= 0:
             n_quadrature = int(min(400, max(80, 12 * hypers.cutoff / sigma_min)))
         if n_table <= 0:
-            n_table = int(min(20000, max(2000, 400 * hypers.cutoff / sigma_min)))
+            # 4-point interpolation error ∝ (spacing/σ)⁴: 180 points per σ/Å keep it below the eigenvalue
+            # tolerance's own error (QM9 defaults: K[ν] within 1.3e-10 of the exact route), in 3000 points
+            n_table = int(min(20000, max(2000, 180 * hypers.cutoff / sigma_min)))
         x, w = np.polynomial.legendre.leggauss(n_quadrature)
         r = 0.5 * hypers.cutoff * (x + 1.0)
         w = 0.5 * hypers.cutoff * w
@@ -246,10 +309,11 @@ class RadialBasis:
         grid = np.linspace(0.0, hypers.cutoff, n_table)
         kgrid = radial_kernel(self.l_max, grid[:, None], r[None, :], hypers.density_width, hypers.density_scaling)
         eig = []
-        for l in range(self.l_max + 1):
-            m = sw[:, None] * kernel[:, :, l] * sw[None, :]
-            vals, vecs = np.linalg.eigh(0.5 * (m + m.T))
-            eig.append((vals[::-1], vecs[:, ::-1]))
+        with _single_threaded_blas():
+            for l in range(self.l_max + 1):
+                m = sw[:, None] * kernel[:, :, l] * sw[None, :]
+                vals, vecs = np.linalg.eigh(0.5 * (m + m.T))
+                eig.append((vals[::-1], vecs[:, ::-1]))
         top = max(v[0] for v, _ in eig)
         tables = []
         self.n_radial = []
@@ -352,6 +416,29 @@ class DensityExpansion:
             # the unit-integral prefactor and the width both depend on r; they live inside φ already
             self.phi = self.basis.evaluate(env.distances)
 
+    def channel_masks(self) -> np.ndarray:
+        """Bit mask per centre of the channels its neighbours occupy (bit k: ``channels[k]``), shape (n_centres,).
+
+        Only defined for up to 62 channels; with more, every centre gets every bit.
+        """
+        n_ch = len(self.channels)
+        if n_ch > 62:
+            return np.full(self.env.n_centers, -1, dtype=np.int64)
+        centre = np.repeat(np.arange(self.env.n_centers), np.diff(self.env.offsets))
+        keep = self.channel >= 0
+        masks = np.zeros(self.env.n_centers, dtype=np.int64)
+        np.bitwise_or.at(masks, centre[keep], np.left_shift(1, self.channel[keep]))
+        return masks
+
+    def features(self, mask) -> np.ndarray | None:
+        """Feature indices f = channel·n_max + n of the channels in bit mask ``mask``; None for all channels."""
+        n_ch = len(self.channels)
+        chans = [k for k in range(n_ch) if (int(mask) >> k) & 1] if n_ch <= 62 else list(range(n_ch))
+        if len(chans) == n_ch:
+            return None
+        n_max = self.basis.n_max
+        return (np.asarray(chans, dtype=np.int64)[:, None] * n_max + np.arange(n_max)[None, :]).ravel()
+
     def coefficients(self, centers) -> np.ndarray:
         """c[i, l, f, m] for the given centres; f = channel·n_max + n, m padded to 2·lambda_max+1."""
         L = self.hypers.lambda_max
@@ -363,13 +450,77 @@ class DensityExpansion:
         return out
 
 
-def basis_nu1_blocks(coef_a, coef_b, l_max) -> list:
-    """H^l[i, m, i', m'] = Σ_f c_a[i, l, f, m] c_b[i', l, f, m'] for every l, by one matrix product per l."""
-    out = []
+def basis_nu1_blocks(coef_a, coef_b, l_max, out=None, features=None, upper=False, threads=None) -> list:
+    """H^l[i, m, i', m'] = Σ_f c_a[i, l, f, m] c_b[i', l, f, m'] for every l, by one matrix product per l.
+
+    Parameters
+    ----------
+    coef_a, coef_b : ndarray of shape (n, L+1, n_features, 2L+1)
+        ``DensityExpansion.coefficients`` of the two sets of centres.
+    l_max : int
+    out : ndarray, optional
+        Flat float64 buffer of at least Σ_l n_a n_b (2l+1)² elements. The blocks are then written into it one
+        after another, each as the row-major matrix H^l[(i, m), (i', m')] — the layout
+        ``wigner.matrix_gather`` reads — and the returned arrays are views of it.
+    features : array of int, optional
+        Sum over these features f only (the others must be zero in coef_a or coef_b, e.g. the channels of
+        neighbour species that the centres of one side do not have).
+    upper : bool
+        coef_b holds the same centres as coef_a and only entries with i' ≥ i will be read: the rows are
+        computed in bands, each from its own diagonal on, which skips most of the lower triangle. The entries
+        left out are not set.
+    threads : int, optional
+        Split the products into row bands and run them on this many threads, each with single-threaded BLAS.
+        Independent bands taken from a queue keep every core busy even when other jobs share the machine,
+        where OpenBLAS's own threads would wait for each other. None: one product per l, BLAS's threading.
+
+    Returns
+    -------
+    list of ndarray of shape (n_a, 2l+1, n_b, 2l+1)
+    """
     na, nb = coef_a.shape[0], coef_b.shape[0]
+    if upper and na != nb:
+        raise ValueError("upper=True needs the same centres on both sides")
+    if features is not None:
+        features = np.asarray(features, dtype=np.int64)
+    n_bands = 1
+    if threads is not None and threads > 1:
+        n_bands = 4 * threads
+    if upper:
+        n_bands = max(n_bands, 4)  # 4 bands of the upper triangle compute 5/8 of the square instead of all
+    n_bands = max(1, min(n_bands, na // 16))
+    edges = np.linspace(0, na, n_bands + 1).astype(int)
+
+    blocks, tasks = [], []
+    offset = 0
     for l in range(l_max + 1):
         d = 2 * l + 1
-        a = np.ascontiguousarray(coef_a[:, l, :, :d].transpose(0, 2, 1)).reshape(na * d, -1)
-        b = np.ascontiguousarray(coef_b[:, l, :, :d].transpose(0, 2, 1)).reshape(nb * d, -1)
-        out.append((a @ b.T).reshape(na, d, nb, d))
-    return out
+        ca, cb = coef_a[:, l, :, :d], coef_b[:, l, :, :d]
+        if features is not None:
+            ca, cb = ca[:, features], cb[:, features]
+        a = np.ascontiguousarray(ca.transpose(0, 2, 1)).reshape(na * d, -1)
+        b = a if upper else np.ascontiguousarray(cb.transpose(0, 2, 1)).reshape(nb * d, -1)
+        if out is None:
+            dest = np.empty((na * d, nb * d))
+        else:
+            dest = out[offset:offset + na * d * nb * d].reshape(na * d, nb * d)
+            offset += na * d * nb * d
+        for r0, r1 in zip(edges[:-1], edges[1:]):
+            c0 = r0 * d if upper else 0
+            # dest[...] is a strided view: BLAS writes it in place through its leading dimension
+            tasks.append((a[r0 * d:r1 * d], b[c0:], dest[r0 * d:r1 * d, c0:]))
+        blocks.append(dest.reshape(na, d, nb, d))
+
+    def product(task):
+        x, y, z = task
+        np.matmul(x, y.T, out=z)
+
+    if threads is not None and threads > 1:
+        # largest first, so the queue ends with small tasks and the threads finish together
+        tasks.sort(key=lambda t: -t[2].size * t[0].shape[1])
+        with _single_threaded_blas():
+            list(_gemm_pool().map(product, tasks))
+    else:
+        for task in tasks:
+            product(task)
+    return blocks

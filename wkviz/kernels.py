@@ -15,14 +15,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
+from numba import njit
 
 from .density import DensityExpansion, basis_nu1_blocks, block_offsets, exact_nu1_pairs
 from .errors import Cancelled, MemoryBudgetError, WkvizError
 from .hypers import Hypers
 from .neighbors import build_environments
 from .spherical import cartesian_to_lambda1
-from .wigner import build_plan, iterate
+from .wigner import build_plan, matrix_gather, packed_gather, run_plan
 
 DEFAULT_MEMORY_BUDGET = 2 * 2**30
 
@@ -30,10 +32,11 @@ DEFAULT_MEMORY_BUDGET = 2 * 2**30
 # the app serves several sessions from one process, so parallel kernels are entered one caller at a time.
 _ENGINE_LOCK = threading.Lock()
 
-# Measured throughput of the CG terms (terms × pairs per second) on the 2-core reference machine, used only
-# for time estimates shown before a computation starts; see BENCHMARKS.md.
-_TERMS_PER_SECOND = 2.7e9
-_SEED_PAIRS_PER_SECOND = 4.0e6
+# Measured throughput of the CG terms (executed terms × pairs per second) and of the ν=1 seed on the 2-core
+# reference machine (benchmarks/bench_kernels.py, L=3, QM9), rounded down for machines shared with other jobs;
+# used only for time estimates shown before a computation starts; see BENCHMARKS.md.
+_TERMS_PER_SECOND = 1.2e10
+_SEED_PAIRS_PER_SECOND = 3.0e6
 
 
 @dataclass
@@ -131,6 +134,24 @@ def _check_cancel(cancel):
         raise Cancelled("kernel computation cancelled")
 
 
+@njit(cache=True)
+def _sum_invariants(out, rows, pi, pj, centre_i, centre_j, structure_a, structure_b, mirror, K):
+    # K[1 + v, A, B] += out[rows[v], p] for pair p = (centre_i[pi[p]], centre_j[pj[p]]) of structures (A, B).
+    # mirror (symmetric request): the pair also stands for its transpose, unless it pairs a centre with itself.
+    # Serial on purpose: the pairs of a tile add into the same few K entries.
+    for p in range(pi.shape[0]):
+        ci = centre_i[pi[p]]
+        cj = centre_j[pj[p]]
+        a = structure_a[ci]
+        b = structure_b[cj]
+        twin = mirror and ci != cj
+        for v in range(rows.shape[0]):
+            val = out[rows[v], p]
+            K[1 + v, a, b] += val
+            if twin:
+                K[1 + v, b, a] += val
+
+
 def _segments(sorted_ids):
     """Start offsets of runs of equal values in a non-decreasing array, and the values."""
     starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
@@ -209,7 +230,7 @@ class WignerKernel:
         pairs, computed = self._count_pairs(za, zb, symmetric)
         plan = self._plan(tensor_lams)
         out_bytes = self._output_bytes(len(frames_A), len(frames_B), len(za), len(zb), atomic, tensor_lams)
-        seconds = computed * (plan.n_terms_step / _TERMS_PER_SECOND + 1.0 / _SEED_PAIRS_PER_SECOND)
+        seconds = computed * (plan.n_terms / _TERMS_PER_SECOND + 1.0 / _SEED_PAIRS_PER_SECOND)
         return {"n_pairs": pairs, "computed_pairs": computed, "output_bytes": out_bytes, "seconds": seconds,
                 "fits": out_bytes <= self.memory_budget}
 
@@ -284,8 +305,13 @@ class WignerKernel:
         use_basis = h.nu1_route == "basis"
         if use_basis:
             t0 = time.perf_counter()
-            dens_a = DensityExpansion(env_a, h, channels)
-            dens_b = dens_a if symmetric else DensityExpansion(env_b, h, channels)
+            with _ENGINE_LOCK:
+                dens_a = DensityExpansion(env_a, h, channels)
+                dens_b = dens_a if symmetric else DensityExpansion(env_b, h, channels)
+            # neighbour species of each centre: a tile sums only over the channels both of its sides occupy
+            # (most QM9 tiles have no centre next to F, say, so that channel would only multiply zeros)
+            masks_a = dens_a.channel_masks()
+            masks_b = masks_a if symmetric else dens_b.channel_masks()
             timings["radial_basis"] = time.perf_counter() - t0
         L = h.lambda_max
         boff = block_offsets(L)
@@ -316,6 +342,7 @@ class WignerKernel:
         done = 0
         t_seed = t_iter = t_acc = 0.0
         coef_cache = (None, None)
+        hbuf = np.empty(0)
         for z, r, ca_idx, cb_idx, diag, work in tiles:
             _check_cancel(cancel)
             nI, nJ = len(ca_idx), len(cb_idx)
@@ -326,19 +353,26 @@ class WignerKernel:
             t0 = time.perf_counter()
             with _ENGINE_LOCK:
                 if use_basis:
+                    # H^l of every (i, j) of the tile as one matrix product per l, written straight into the
+                    # layout the iteration kernel gathers from: no per-pair seed array, no transposed copies
                     if coef_cache[0] != (z, r):
                         coef_cache = ((z, r), dens_a.coefficients(ca_idx))
                     coef_i = coef_cache[1]
                     coef_j = coef_i if diag else dens_b.coefficients(cb_idx)
-                    blocks = basis_nu1_blocks(coef_i, coef_j, L)
-                    seed = np.empty((len(pi), n_seed))
-                    for l, blk in enumerate(blocks):
-                        d = 2 * l + 1
-                        seed[:, boff[l]:boff[l + 1]] = blk.transpose(0, 2, 1, 3)[pi, pj].reshape(-1, d * d)
+                    gather, size = matrix_gather(plan, nI, nJ)
+                    if hbuf.size < size:
+                        hbuf = np.empty(size)
+                    shared = np.bitwise_or.reduce(masks_a[ca_idx]) & np.bitwise_or.reduce(masks_b[cb_idx])
+                    basis_nu1_blocks(coef_i, coef_j, L, out=hbuf, features=dens_a.features(shared), upper=diag,
+                                     threads=numba.get_num_threads())
+                    src, gi, gj = hbuf, pi, pj
                 else:
-                    seed = exact_nu1_pairs(env_a, ca_idx, env_b, cb_idx, pi, pj, h)
+                    # packed per pair: component k of pair p at src[p, k]
+                    src = exact_nu1_pairs(env_a, ca_idx, env_b, cb_idx, pi, pj, h)
+                    gather = packed_gather(plan)
+                    gi, gj = np.arange(len(pi)), np.zeros(len(pi), dtype=np.int64)
                 t1 = time.perf_counter()
-                out = iterate(plan, seed)
+                out = run_plan(plan, src, gather, gi, gj)
                 t2 = time.perf_counter()
             t_seed += t1 - t0
             t_iter += t2 - t1
@@ -364,47 +398,47 @@ class WignerKernel:
                             timings=timings)
 
     def _auto_tile(self, n_seed, n_out, n_rows):
-        # working memory per pair: seed + its chunked copy + outputs (×2 for the reshaped copy) + blocks
-        per_pair = 8 * (3 * n_seed + 2 * n_out + 2)
+        # working memory per pair: the ν=1 blocks (basis route: H^l matrices; exact route: packed per pair),
+        # the outputs, the pair indices and the per-tile sums of _accumulate (another copy of the outputs)
+        per_pair = 8 * (n_seed + 2 * n_out + 4)
         budget = max(self.memory_budget // 4, 64 * 2**20)
         side = int(math.sqrt(budget / per_pair))
-        return int(max(32, min(384, side)))
+        # larger tiles only save per-tile overhead (already small at 512²) and coarsen progress and cancel
+        return int(max(32, min(512, side)))
 
     @staticmethod
     def _accumulate(out, pi, pj, nI, nJ, diag, symmetric, ca_idx, cb_idx, env_a, env_b, inv_rows, lam_rows,
                     K, K_atomic, K_lam):
+        # out[o, p]: output o of pair (pi[p], pj[p])
         nu_n = len(inv_rows)
-        tile = np.zeros((nu_n, nI, nJ))
-        tile[:, pi, pj] = out[:, inv_rows].T
-        if diag:
-            # fill the lower triangle from the upper one (invariants are symmetric in the pair)
-            low_i, low_j = np.tril_indices(nI, -1)
-            tile[:, low_i, low_j] = tile[:, low_j, low_i]
-        sa = env_a.structure[ca_idx]
-        sb = env_b.structure[cb_idx]
-        st_a, ua = _segments(sa)
-        st_b, ub = _segments(sb)
-        red = np.add.reduceat(np.add.reduceat(tile, st_a, axis=1), st_b, axis=2)
-        K[1:, ua[:, None], ub[None, :]] += red
-        if symmetric and not diag:
-            K[1:, ub[:, None], ua[None, :]] += red.transpose(0, 2, 1)
+        _sum_invariants(out, np.asarray(inv_rows, dtype=np.int64), pi, pj, ca_idx, cb_idx, env_a.structure,
+                        env_b.structure, symmetric, K)
         if K_atomic is not None:
+            tile = np.zeros((nu_n, nI, nJ))
+            tile[:, pi, pj] = out[inv_rows]
+            if diag:
+                # fill the lower triangle from the upper one (invariants are symmetric in the pair)
+                low_i, low_j = np.tril_indices(nI, -1)
+                tile[:, low_i, low_j] = tile[:, low_j, low_i]
             K_atomic[1:, ca_idx[:, None], cb_idx[None, :]] = tile
             if symmetric and not diag:
                 K_atomic[1:, cb_idx[:, None], ca_idx[None, :]] = tile.transpose(0, 2, 1)
-        for lam, rows in lam_rows.items():
-            d = 2 * lam + 1
-            t = np.zeros((nu_n, nI, nJ, d, d))
-            t[:, pi, pj] = out[:, rows.ravel()].reshape(len(pi), nu_n, d, d).transpose(1, 0, 2, 3)
-            if diag:
-                low_i, low_j = np.tril_indices(nI, -1)
-                # k_λ(i', i) = k_λ(i, i')ᵀ
-                t[:, low_i, low_j] = t[:, low_j, low_i].transpose(0, 1, 3, 2)
-            red = np.add.reduceat(np.add.reduceat(t, st_a, axis=1), st_b, axis=2)  # [ν, sA, sB, μ, μ']
-            # advanced indices separated by a slice go first: the target view is [sA, sB, ν, μ, μ']
-            K_lam[lam][1:, ua[:, None], :, ub[None, :], :] += red.transpose(1, 2, 0, 3, 4)
-            if symmetric and not diag:
-                K_lam[lam][1:, ub[:, None], :, ua[None, :], :] += red.transpose(2, 1, 0, 4, 3)
+        if lam_rows:
+            st_a, ua = _segments(env_a.structure[ca_idx])
+            st_b, ub = _segments(env_b.structure[cb_idx])
+            for lam, rows in lam_rows.items():
+                d = 2 * lam + 1
+                t = np.zeros((nu_n, nI, nJ, d, d))
+                t[:, pi, pj] = out[rows.ravel()].reshape(nu_n, d, d, len(pi)).transpose(0, 3, 1, 2)
+                if diag:
+                    low_i, low_j = np.tril_indices(nI, -1)
+                    # k_λ(i', i) = k_λ(i, i')ᵀ
+                    t[:, low_i, low_j] = t[:, low_j, low_i].transpose(0, 1, 3, 2)
+                red = np.add.reduceat(np.add.reduceat(t, st_a, axis=1), st_b, axis=2)  # [ν, sA, sB, μ, μ']
+                # advanced indices separated by a slice go first: the target view is [sA, sB, ν, μ, μ']
+                K_lam[lam][1:, ua[:, None], :, ub[None, :], :] += red.transpose(1, 2, 0, 3, 4)
+                if symmetric and not diag:
+                    K_lam[lam][1:, ub[:, None], :, ua[None, :], :] += red.transpose(2, 1, 0, 4, 3)
 
 
 def hypers_json(hypers: Hypers) -> str:
