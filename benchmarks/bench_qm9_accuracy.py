@@ -1,0 +1,146 @@
+"""QM9 U0 accuracy of wkviz's default `fit` (issue 4): density choice by CV, test MAE over seeds, learning curve.
+
+Protocol (all molecules drawn from the full QM9 in ``qm9pack``, never from ``sample_data/``):
+
+1. *Density choice* — on the 500 training molecules of seed 0 only, 5-fold CV MAE of the mixed model for each
+   candidate density (constant widths and radially growing widths); the test set is not looked at.
+2. *Test MAE* — for seeds 0, 1, 2: 500 random training and 1,000 random test molecules, default hypers
+   (ν_max=4, λ_max=3, cutoff 5 Å, the chosen density), the default mixed model with CV on the training set.
+3. *Learning curve* — one 3,000-molecule kernel, training sizes up to 2,000 on a log grid, 1,000 test molecules,
+   mixed vs each single ν vs composition.
+
+Usage::
+
+    python benchmarks/bench_qm9_accuracy.py [--part select|test|curve|all] [--out artifacts/bench_qm9]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from wkviz import Hypers
+from wkviz.data import load_qm9
+from wkviz.evaluation import learning_curve, log_grid
+from wkviz.kernels import WignerKernel
+from wkviz.models import KernelSet, TargetData, compare_models
+
+EV_TO_MEV = 1000.0
+
+CANDIDATES = [
+    dict(density_width=0.3),
+    dict(density_width=0.4),
+    dict(density_width=0.5),
+    dict(density_width=0.2, density_scaling=2.0),
+    dict(density_width=0.2, density_scaling=3.0),
+    dict(density_width=0.25, density_scaling=3.0),
+    dict(density_width=0.3, density_scaling=4.0),
+]
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def kernels(hypers, a, b=None):
+    t = time.perf_counter()
+    res = WignerKernel(hypers).compute(a, b)
+    log(f"kernels {len(a)}×{len(b) if b is not None else len(a)}: {time.perf_counter() - t:.1f} s "
+        f"({res.n_pairs / res.seconds:,.0f} pairs/s)")
+    return res
+
+
+def draw(seed, n_train, n_test):
+    frames = load_qm9(n_train + n_test, seed)
+    return frames[:n_train], frames[n_train:]
+
+
+def select_density(base: Hypers, n_train=500):
+    train, _ = draw(0, n_train, 0)
+    target = TargetData.from_frames(train, "U0")
+    rows = []
+    for cand in CANDIDATES:
+        h = base.replace(density_scaling=None, **cand)
+        ks = KernelSet.from_result(kernels(h, train))
+        res = compare_models(ks, target, ks, target, models=["mixed"])[0]
+        rows.append({**cand, "cv_mae_meV": res["cv_mae"] * EV_TO_MEV})
+        log(f"{cand}: CV MAE {res['cv_mae'] * EV_TO_MEV:.1f} meV")
+    return rows
+
+
+def test_mae(hypers: Hypers, seeds=(0, 1, 2), n_train=500, n_test=1000):
+    rows = []
+    for seed in seeds:
+        train, test = draw(seed, n_train, n_test)
+        k_train = KernelSet.from_result(kernels(hypers, train))
+        k_test = KernelSet.from_result(kernels(hypers, test, train))
+        out = compare_models(k_train, TargetData.from_frames(train, "U0"), k_test,
+                             TargetData.from_frames(test, "U0"))
+        for r in out:
+            rows.append({"seed": seed, "model": r["model"], "mae_meV": r["mae"] * EV_TO_MEV,
+                         "rmse_meV": r["rmse"] * EV_TO_MEV, "cv_mae_meV": r["cv_mae"] * EV_TO_MEV,
+                         "weights": r["weights"]})
+            log(f"seed {seed} {r['model']}: test MAE {r['mae'] * EV_TO_MEV:.1f} meV")
+    return rows
+
+
+def curve(hypers: Hypers, n_max=2000, n_test=1000, repeats=1):
+    frames = load_qm9(n_max + n_test, 10)
+    ks = KernelSet.from_result(kernels(hypers, frames))
+    target = TargetData.from_frames(frames, "U0")
+    sizes = log_grid(60, n_max, 6)
+    lc = learning_curve(ks, target, sizes, repeats=repeats, test_size=n_test, seed=0)
+    return lc
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--part", choices=("select", "test", "curve", "all"), default="all")
+    p.add_argument("--out", default="artifacts/bench_qm9")
+    p.add_argument("--density", help="JSON of density hypers to use instead of the library default")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = Hypers(nu_max=4, lambda_max=3, cutoff=5.0)
+    if args.density:
+        base = base.replace(**json.loads(args.density))
+    info = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "load": os.getloadavg(), "hypers": base.to_dict()}
+    print(json.dumps(info))
+    if args.part in ("select", "all"):
+        rows = select_density(base)
+        (out / "select.json").write_text(json.dumps(rows, indent=1))
+        print("| density | 5-fold CV MAE on 500 training molecules (meV) |\n|---|---|")
+        for r in rows:
+            d = {k: v for k, v in r.items() if k != "cv_mae_meV"}
+            print(f"| {d} | {r['cv_mae_meV']:.1f} |")
+    if args.part in ("test", "all"):
+        rows = test_mae(base)
+        (out / "test.json").write_text(json.dumps(rows, indent=1))
+        models = sorted({r["model"] for r in rows}, key=lambda m: (m != "composition", m))
+        print("| model | test MAE (meV), mean ± std over 3 seeds | per seed |\n|---|---|---|")
+        for m in models:
+            v = np.array([r["mae_meV"] for r in rows if r["model"] == m])
+            print(f"| {m} | {v.mean():.1f} ± {v.std():.1f} | {', '.join(f'{x:.1f}' for x in v)} |")
+    if args.part in ("curve", "all"):
+        lc = curve(base)
+        lc.to_csv(out / "curve.csv")
+        slopes = lc.slopes()
+        print("| model | " + " | ".join(f"n={n}" for n in lc.sizes) + " | slope |")
+        print("|---|" + "---|" * (len(lc.sizes) + 1))
+        summ = lc.summary()
+        for m in lc.models:
+            vals = {r["n_train"]: r["mae_mean"] * EV_TO_MEV for r in summ if r["model"] == m}
+            print(f"| {m} | " + " | ".join(f"{vals.get(n, float('nan')):.1f}" for n in lc.sizes)
+                  + f" | {slopes[m]:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
