@@ -25,17 +25,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from numba import njit, prange
 
-# Numba's parallel kernels run on GNU OpenMP threads and NumPy's matrix products on OpenBLAS threads, one
-# after the other for every tile. By default idle OpenMP threads busy-wait after each parallel region and
-# take the cores from the OpenBLAS threads that run next (measured: a 200×200 eigh 10-50× slower right after
-# a parallel kernel). Passive waiting removes that. It must be set before the OpenMP runtime starts (Numba
-# starts it at the first parallel kernel); a value the user set wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from numba import njit, prange  # noqa: E402
-
-from .spherical import _sph_norms, sph_harm_into  # noqa: E402
+from .spherical import _sph_norms, sph_harm_into
 
 FOUR_PI = 4.0 * math.pi
 

@@ -30,21 +30,17 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
-# passive OpenMP waiting, before Numba starts its threads (why: see wkviz.density)
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import numba
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
-import numba  # noqa: E402
-from llvmlite import ir  # noqa: E402
-from numba import njit, prange, types  # noqa: E402
-from numba.core import cgutils  # noqa: E402
-from numba.extending import intrinsic  # noqa: E402
-
-from .spherical import real_cg  # noqa: E402
+from .spherical import real_cg
 
 EIGHT_PI2 = 8.0 * math.pi**2
 
