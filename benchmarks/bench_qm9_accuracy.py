@@ -35,13 +35,21 @@ from wkviz.models import KernelSet, TargetData, compare_models
 EV_TO_MEV = 1000.0
 
 CANDIDATES = [
+    # constant widths (featomic's convention)
     dict(density_width=0.3),
     dict(density_width=0.4),
-    dict(density_width=0.5),
-    dict(density_width=0.2, density_scaling=2.0),
+    # widths growing with distance, unit-integral Gaussians (far neighbours wider and lighter)
     dict(density_width=0.2, density_scaling=3.0),
-    dict(density_width=0.25, density_scaling=3.0),
-    dict(density_width=0.3, density_scaling=4.0),
+    dict(density_width=0.2, density_scaling=2.0),
+    dict(density_width=0.2, density_scaling=1.5),
+    dict(density_width=0.15, density_scaling=1.5),
+    dict(density_width=0.1, density_scaling=1.5),
+    dict(density_width=0.1, density_scaling=1.0),
+    dict(density_width=0.05, density_scaling=0.8),
+    dict(density_width=0.05, density_scaling=0.6),
+    dict(density_width=0.03, density_scaling=0.8),
+    dict(density_width=0.03, density_scaling=0.6),
+    dict(density_width=0.02, density_scaling=0.7),
 ]
 
 
@@ -62,12 +70,12 @@ def draw(seed, n_train, n_test):
     return frames[:n_train], frames[n_train:]
 
 
-def select_density(base: Hypers, n_train=500):
+def select_density(base: Hypers, n_train=500, candidates=None):
     train, _ = draw(0, n_train, 0)
     target = TargetData.from_frames(train, "U0")
     rows = []
-    for cand in CANDIDATES:
-        h = base.replace(density_scaling=None, **cand)
+    for cand in candidates or CANDIDATES:
+        h = base.replace(**{"density_scaling": None, **cand})
         ks = KernelSet.from_result(kernels(h, train))
         res = compare_models(ks, target, ks, target, models=["mixed"])[0]
         rows.append({**cand, "cv_mae_meV": res["cv_mae"] * EV_TO_MEV})
@@ -105,6 +113,7 @@ def main(argv=None):
     p.add_argument("--part", choices=("select", "test", "curve", "all"), default="all")
     p.add_argument("--out", default="artifacts/bench_qm9")
     p.add_argument("--density", help="JSON of density hypers to use instead of the library default")
+    p.add_argument("--only", type=int, default=0, help="select: evaluate only the last N candidates")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -115,7 +124,7 @@ def main(argv=None):
             "load": os.getloadavg(), "hypers": base.to_dict()}
     print(json.dumps(info))
     if args.part in ("select", "all"):
-        rows = select_density(base)
+        rows = select_density(base, candidates=CANDIDATES[-args.only:] if args.only else None)
         (out / "select.json").write_text(json.dumps(rows, indent=1))
         print("| density | 5-fold CV MAE on 500 training molecules (meV) |\n|---|---|")
         for r in rows:

@@ -101,14 +101,14 @@ def render() -> None:
                             help="Neighbours farther than this from the central atom are ignored.")
             st.number_input("cutoff width (Å)", min_value=0.05, max_value=15.0, step=0.1, key="kernels.cutoff_width", **common.KEEP,
                             help="Width of the smooth switching region just inside the cutoff.")
-            st.number_input("density width σ (Å)", min_value=0.05, max_value=3.0, step=0.05, key="kernels.density_width", **common.KEEP,
+            st.number_input("density width σ (Å)", min_value=0.01, max_value=3.0, step=0.01, key="kernels.density_width", **common.KEEP,
                             help="Gaussian width of each neighbour in the density: smaller is sharper and more "
                                  "detailed, larger is smoother.")
         with c3:
             st.checkbox("width grows with distance", key="kernels.scaling_on", **common.KEEP,
                         help="σ(r) = σ₀·exp(r/r_s) with unit-integral Gaussians, so far neighbours are wider and weigh "
                              "less. Off: constant σ (featomic's convention).")
-            st.number_input("density scaling r_s (Å)", min_value=0.5, max_value=1000.0, step=0.5,
+            st.number_input("density scaling r_s (Å)", min_value=0.3, max_value=1000.0, step=0.1,
                             key="kernels.density_scaling", **common.KEEP, help="Length over which the width grows by a factor e "
                                                                 "(used only when the box above is ticked).")
             st.selectbox("normalization", ["exact", "reference"], key="kernels.normalization", **common.KEEP,

@@ -97,10 +97,10 @@ def test_structure_hash_sees_geometry_not_targets():
 
 
 def test_hash_key_combines_hypers_arrays_and_options():
-    k = cache.hash_key("data", Hypers(nu_max=3), np.arange(4), {"atomic": False, "rank": 1})
-    assert k == cache.hash_key("data", Hypers(nu_max=3), np.arange(4), {"rank": 1, "atomic": False})
-    assert k != cache.hash_key("data", Hypers(nu_max=4), np.arange(4), {"atomic": False, "rank": 1})
-    assert k != cache.hash_key("data", Hypers(nu_max=3), np.arange(4, dtype=np.int32), {"atomic": False, "rank": 1})
+    k = cache.hash_key("data", Hypers(density_width=0.3, density_scaling=None, nu_max=3), np.arange(4), {"atomic": False, "rank": 1})
+    assert k == cache.hash_key("data", Hypers(density_width=0.3, density_scaling=None, nu_max=3), np.arange(4), {"rank": 1, "atomic": False})
+    assert k != cache.hash_key("data", Hypers(density_width=0.3, density_scaling=None, nu_max=4), np.arange(4), {"atomic": False, "rank": 1})
+    assert k != cache.hash_key("data", Hypers(density_width=0.3, density_scaling=None, nu_max=3), np.arange(4, dtype=np.int32), {"atomic": False, "rank": 1})
     with pytest.raises(TypeError, match="content key"):
         cache.hash_key(object())
 
@@ -181,7 +181,7 @@ def test_two_sessions_computing_kernels_at_once_do_not_interfere():
     from wkviz.kernels import WignerKernel
 
     frames = [ase.build.molecule(n) for n in ("H2O", "NH3", "CH4", "CH3OH", "C2H6", "HCOOH")]
-    engine = WignerKernel(Hypers(nu_max=3, lambda_max=2))
+    engine = WignerKernel(Hypers(density_width=0.3, density_scaling=None, nu_max=3, lambda_max=2))
     jobs = [cache.BackgroundJob(lambda progress, cancel: engine.compute(frames, progress=progress, cancel=cancel))
             .start() for _ in range(2)]
     assert all(job.join(120) for job in jobs)
@@ -194,7 +194,7 @@ def test_cancelling_a_kernel_job_stops_the_engine():
     from wkviz.kernels import WignerKernel
 
     frames = data.load_sample("qm9")[:80]
-    engine = WignerKernel(Hypers(nu_max=4), tile_size=32)  # small tiles: many cancellation points
+    engine = WignerKernel(Hypers(density_width=0.3, density_scaling=None, nu_max=4), tile_size=32)  # small tiles: many cancellation points
     seen = []
 
     def work(progress, cancel):

@@ -182,7 +182,7 @@ def test_without_a_cluster_tiles_run_in_this_process_resume_after_cancel_and_say
 
     monkeypatch.setattr(distributed, "local_cluster", no_cluster)
     frames = data.load_sample("qm9")[:10]
-    h = Hypers(nu_max=2, lambda_max=2)
+    h = Hypers(density_width=0.3, density_scaling=None, nu_max=2, lambda_max=2)
     request = {"tensor_rank": 0, "atomic": False}
     stop = []
 

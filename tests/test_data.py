@@ -314,7 +314,7 @@ def test_teaching_set_with_the_engine(teaching_sample):
     from wkviz.kernels import WignerKernel
 
     frames = teaching_sample
-    res = WignerKernel(Hypers(nu_max=3, lambda_max=3, cutoff=4.0, cutoff_width=0.5, density_width=0.3)).compute(
+    res = WignerKernel(Hypers(density_scaling=None, nu_max=3, lambda_max=3, cutoff=4.0, cutoff_width=0.5, density_width=0.3)).compute(
         frames, atomic=True)
     offsets = np.concatenate([[0], np.cumsum([len(a) for a in frames])])
     centre = {(int(a.info["pair"]), a.info["label"]): offsets[s] + int(a.info["center"]) for s, a in enumerate(frames)}

@@ -20,7 +20,7 @@ from wkviz.errors import Cancelled, InputError, MemoryBudgetError, WkvizError  #
 from wkviz.kernels import KernelResult, WignerKernel  # noqa: E402
 from wkviz.store import KernelStore  # noqa: E402
 
-H = Hypers(nu_max=2, lambda_max=2, cutoff=4.0)
+H = Hypers(density_width=0.3, density_scaling=None, nu_max=2, lambda_max=2, cutoff=4.0)
 NAMES = ["H2O", "CH4", "NH3", "C2H6", "CH3OH", "HCN", "C2H4", "H2CO", "CO2", "CH3CN", "CH3NO2", "CH3CH2OH"]
 
 

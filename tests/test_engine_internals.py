@@ -142,12 +142,12 @@ def test_radial_kernel_is_positive_definite():
 
 def test_hypers_validation_messages():
     with pytest.raises(ValueError, match="nu_max must be between 1 and 12"):
-        Hypers(nu_max=0)
+        Hypers(density_width=0.3, density_scaling=None, nu_max=0)
     with pytest.raises(ValueError, match="cutoff_width"):
-        Hypers(cutoff=3.0, cutoff_width=4.0)
+        Hypers(density_width=0.3, density_scaling=None, cutoff=3.0, cutoff_width=4.0)
     with pytest.raises(ValueError, match="schedule"):
-        Hypers(schedule="fast")
-    h = Hypers(nu_max=3, density_scaling=2.0)
+        Hypers(density_width=0.3, density_scaling=None, schedule="fast")
+    h = Hypers(density_width=0.3, nu_max=3, density_scaling=2.0)
     assert Hypers.from_json(h.to_json()) == h
     assert hash(h) == hash(Hypers.from_dict(h.to_dict()))
     with pytest.raises(ValueError, match="unknown hyperparameter"):
@@ -156,7 +156,7 @@ def test_hypers_validation_messages():
 
 def test_isolated_atoms_and_single_species():
     frames = [Atoms("Ne", positions=[[0, 0, 0]]), molecule("H2"), Atoms("Ne2", positions=[[0, 0, 0], [0, 0, 2.0]])]
-    res = WignerKernel(Hypers(nu_max=3, cutoff=3.0)).compute(frames)
+    res = WignerKernel(Hypers(density_width=0.3, density_scaling=None, nu_max=3, cutoff=3.0)).compute(frames)
     assert np.all(np.isfinite(res.K))
     # the isolated Ne has no neighbours: only the composition kernel sees it
     assert np.all(res.K[1:, 0, :] == 0)
@@ -167,13 +167,13 @@ def test_isolated_atoms_and_single_species():
 def test_memory_budget_refuses_before_starting():
     frames = [molecule("CH4")] * 40
     with pytest.raises(MemoryBudgetError, match="GiB"):
-        WignerKernel(Hypers(nu_max=2), memory_budget=10_000).compute(frames, atomic=True)
+        WignerKernel(Hypers(density_width=0.3, density_scaling=None, nu_max=2), memory_budget=10_000).compute(frames, atomic=True)
 
 
 def test_progress_reports_and_cancel_stops():
     frames = [molecule(n) for n in ("CH4", "C2H6", "CH3OH", "C6H6")] * 3
     seen = []
-    WignerKernel(Hypers(nu_max=2), tile_size=8).compute(frames, progress=lambda f, eta: seen.append((f, eta)))
+    WignerKernel(Hypers(density_width=0.3, density_scaling=None, nu_max=2), tile_size=8).compute(frames, progress=lambda f, eta: seen.append((f, eta)))
     fractions = [f for f, _ in seen]
     assert fractions[0] == 0.0 and fractions[-1] == pytest.approx(1.0)
     assert all(b >= a for a, b in zip(fractions, fractions[1:]))
@@ -181,12 +181,12 @@ def test_progress_reports_and_cancel_stops():
     stop = threading.Event()
     stop.set()
     with pytest.raises(Cancelled):
-        WignerKernel(Hypers(nu_max=2)).compute(frames, cancel=stop)
+        WignerKernel(Hypers(density_width=0.3, density_scaling=None, nu_max=2)).compute(frames, cancel=stop)
 
 
 def test_tiles_and_symmetric_request_agree_with_plain_request():
     frames = [molecule(n) for n in ("CH4", "C2H6", "CH3OH", "C6H6", "H2O", "NH3")]
-    h = Hypers(nu_max=3)
+    h = Hypers(density_width=0.3, density_scaling=None, nu_max=3)
     ref = WignerKernel(h).compute(frames, [f.copy() for f in frames], atomic=True)
     small = WignerKernel(h, tile_size=3).compute(frames, atomic=True)
     np.testing.assert_allclose(small.K, ref.K, rtol=1e-12)
@@ -194,7 +194,7 @@ def test_tiles_and_symmetric_request_agree_with_plain_request():
 
 
 def test_npz_roundtrip(tmp_path):
-    res = WignerKernel(Hypers(nu_max=2)).compute([molecule("H2O"), molecule("NH3")], tensor_rank=1)
+    res = WignerKernel(Hypers(density_width=0.3, density_scaling=None, nu_max=2)).compute([molecule("H2O"), molecule("NH3")], tensor_rank=1)
     res.to_npz(tmp_path / "k.npz")
     back = KernelResult.from_npz(tmp_path / "k.npz")
     np.testing.assert_array_equal(back.K, res.K)
@@ -204,7 +204,7 @@ def test_npz_roundtrip(tmp_path):
 
 def test_rank_two_needs_lambda_max_two():
     with pytest.raises(WkvizError, match="lambda_max"):
-        WignerKernel(Hypers(lambda_max=1, nu_max=2)).compute([molecule("H2O")], tensor_rank=2)
+        WignerKernel(Hypers(density_width=0.3, density_scaling=None, lambda_max=1, nu_max=2)).compute([molecule("H2O")], tensor_rank=2)
 
 
 def _cli(*args, cwd=None):

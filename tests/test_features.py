@@ -86,7 +86,7 @@ def fitted_constant(wigner, feature_gram):
 # the acceptance check: ν=3 (and ν=1, 2) Wigner kernels = 8π² × linear kernel of the explicit features
 # ==========================================================================================================
 def test_nu3_wigner_kernel_is_8pi2_times_linear_kernel_of_complete_nu3_features(water_peroxide):
-    h = Hypers(nu_max=3, lambda_max=3, cutoff=3.0, cutoff_width=0.5, density_width=0.5, nu1_route="basis")
+    h = Hypers(density_scaling=None, nu_max=3, lambda_max=3, cutoff=3.0, cutoff_width=0.5, density_width=0.5, nu1_route="basis")
     engine = WignerKernel(h).compute(water_peroxide, atomic=True).K_atomic
     dens = F.density_features(water_peroxide, h)
     assert len(dens.species) == 2
@@ -107,7 +107,7 @@ def test_nu3_wigner_kernel_is_8pi2_times_linear_kernel_of_complete_nu3_features(
 
 def test_feature_kernels_reproduce_engine_atom_and_structure_kernels(water_peroxide):
     """The one-call route used by the benchmark and the app: same layout and values as KernelResult."""
-    h = Hypers(nu_max=3, lambda_max=2, cutoff=3.0, cutoff_width=0.5, density_width=0.5, nu1_route="basis")
+    h = Hypers(density_scaling=None, nu_max=3, lambda_max=2, cutoff=3.0, cutoff_width=0.5, density_width=0.5, nu1_route="basis")
     engine = WignerKernel(h).compute(water_peroxide, atomic=True)
     fk = F.feature_kernels(water_peroxide, h)
     np.testing.assert_array_equal(fk.K_atomic[0], engine.K_atomic[0])
@@ -120,7 +120,7 @@ def test_feature_kernels_reproduce_engine_atom_and_structure_kernels(water_perox
 
 def test_nu2_is_8pi2_times_the_power_spectrum_kernel(water_peroxide):
     """ν=2 against a CG-free power spectrum p_l[q, q'] = Σ_m c_qlm c_q'lm (MATH.md §10): k² = 8π² Σ_l p·p'/(2l+1)."""
-    h = Hypers(nu_max=2, lambda_max=3, cutoff=3.0, cutoff_width=0.5, density_width=0.5, nu1_route="basis")
+    h = Hypers(density_scaling=None, nu_max=2, lambda_max=3, cutoff=3.0, cutoff_width=0.5, density_width=0.5, nu1_route="basis")
     engine = WignerKernel(h).compute(water_peroxide, atomic=True).K_atomic
     dens = F.density_features(water_peroxide, h)
     same = dens.numbers[:, None] == dens.numbers[None, :]
@@ -136,7 +136,7 @@ def test_nu2_is_8pi2_times_the_power_spectrum_kernel(water_peroxide):
 
 
 def test_nu4_matches_engine_with_engine_truncation_and_not_when_complete(carbon_clusters):
-    h = Hypers(nu_max=4, lambda_max=2, cutoff=3.0, cutoff_width=0.5, density_width=1.0, nu1_route="basis")
+    h = Hypers(density_scaling=None, nu_max=4, lambda_max=2, cutoff=3.0, cutoff_width=0.5, density_width=1.0, nu1_route="basis")
     engine = WignerKernel(h).compute(carbon_clusters, atomic=True).K_atomic
     dens = F.density_features(carbon_clusters, h)
     assert len(dens.species) == 1
@@ -156,7 +156,7 @@ def test_nu4_matches_engine_with_engine_truncation_and_not_when_complete(carbon_
 # counts, memory and symmetry of the features themselves
 # ==========================================================================================================
 def test_counts_formula_matches_computed_arrays_and_closed_forms(water_peroxide):
-    h = Hypers(nu_max=3, lambda_max=3, cutoff=3.0, cutoff_width=0.5, density_width=0.5)
+    h = Hypers(density_scaling=None, nu_max=3, lambda_max=3, cutoff=3.0, cutoff_width=0.5, density_width=0.5)
     for n_radial in (None, 1, 3):
         dens = F.density_features(water_peroxide, h, n_radial=n_radial)
         # every block of every order only for the small bases (the full one has ~10⁶ equivariant features)
@@ -192,7 +192,7 @@ def test_counts_formula_matches_computed_arrays_and_closed_forms(water_peroxide)
 def test_memory_estimate_tracks_allocations_and_budget_refuses_before_work(water_peroxide):
     import tracemalloc
 
-    h = Hypers(nu_max=3, lambda_max=3, cutoff=3.0, cutoff_width=0.5, density_width=0.5)
+    h = Hypers(density_scaling=None, nu_max=3, lambda_max=3, cutoff=3.0, cutoff_width=0.5, density_width=0.5)
     dens = F.density_features(water_peroxide, h, n_radial=4)
     tracemalloc.start()
     try:
@@ -211,7 +211,7 @@ def test_memory_estimate_tracks_allocations_and_budget_refuses_before_work(water
 def test_features_transform_with_their_parity_labels():
     """A(Q·X) = A(X)·D^λ(Q)ᵀ for proper Q; under inversion each block gets σ(−1)^λ (MATH.md §5)."""
     atoms = _rattled("CH3OH", 3)
-    h = Hypers(nu_max=3, lambda_max=2, cutoff=3.0, cutoff_width=0.5, density_width=0.5)
+    h = Hypers(density_scaling=None, nu_max=3, lambda_max=2, cutoff=3.0, cutoff_width=0.5, density_width=0.5)
 
     def blocks(a):
         return F.body_ordered_features(F.density_features([a], h, n_radial=2), 3,

@@ -239,7 +239,7 @@ def test_route_cost_by_basis_and_feature_counts():
 # ---- downloads ----------------------------------------------------------------------------------------------------
 
 def test_cli_command_writes_every_hyperparameter_and_quotes():
-    h = Hypers(nu_max=3, density_scaling=2.5)
+    h = Hypers(density_width=0.3, nu_max=3, density_scaling=2.5)
     cmd = figures.cli_command("kernels", h, "my data.extxyz", atomic=True, tensor_rank=None, out="K.npz")
     parts = shlex.split(cmd)
     assert parts[:5] == ["python", "-m", "wkviz", "kernels", "my data.extxyz"]

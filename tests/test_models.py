@@ -552,7 +552,7 @@ def test_real_vector_and_tensor_kernels_give_exactly_rotating_predictions(small_
     from wkviz.hypers import Hypers
     from wkviz.kernels import WignerKernel
 
-    engine = WignerKernel(Hypers(nu_max=2, lambda_max=2, cutoff=3.5))
+    engine = WignerKernel(Hypers(density_width=0.3, density_scaling=None, nu_max=2, lambda_max=2, cutoff=3.5))
     train, test = small_molecules[:14], small_molecules[14:]
     # a dipole-like vector and a gyration-like tensor with per-atom weights
     w = {1: 0.3, 6: -0.2, 7: 0.5, 8: -0.6}
@@ -595,7 +595,7 @@ def qm9_kernels():
     from wkviz.kernels import WignerKernel
 
     frames = load_sample("qm9")[:200]
-    res = WignerKernel(Hypers(nu_max=3, lambda_max=3)).compute(frames)
+    res = WignerKernel(Hypers(density_width=0.3, density_scaling=None, nu_max=3, lambda_max=3)).compute(frames)
     return KernelSet.from_result(res), TargetData.from_frames(frames, "U0")
 
 

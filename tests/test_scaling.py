@@ -10,7 +10,7 @@ from conftest import make_molecules
 from wkviz import Hypers, features, scaling
 from wkviz.errors import Cancelled, InputError
 
-HYPERS = Hypers(lambda_max=2, cutoff=3.5, cutoff_width=0.5, density_width=0.4)
+HYPERS = Hypers(density_scaling=None, lambda_max=2, cutoff=3.5, cutoff_width=0.5, density_width=0.4)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from wkviz.sparse import (
     sparse_kernels,
 )
 
-H = Hypers(nu_max=3, lambda_max=2, cutoff=4.0)
+H = Hypers(density_width=0.3, density_scaling=None, nu_max=3, lambda_max=2, cutoff=4.0)
 
 
 def _pair_energy(atoms):
