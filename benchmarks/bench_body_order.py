@@ -31,7 +31,6 @@ Notes
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import gc
 import os
@@ -53,6 +52,7 @@ from wkviz.data import load_sample  # noqa: E402
 from wkviz.errors import MemoryBudgetError  # noqa: E402
 from wkviz.hypers import Hypers  # noqa: E402
 from wkviz.kernels import WignerKernel  # noqa: E402
+from wkviz.scaling import engine_radial_basis  # noqa: E402
 
 GIB = 2**30
 MIB = 2**20
@@ -62,20 +62,6 @@ MIB = 2**20
 # helpers
 
 
-@contextlib.contextmanager
-def engine_radial_basis(n):
-    """Make the engine expand the density on the first ``n`` optimal radial functions (None: all of them)."""
-    if n is None:
-        yield
-        return
-    import wkviz.density as density
-
-    original = density.radial_basis
-    density.radial_basis = lambda hypers: F.TruncatedRadialBasis(original(hypers), n)
-    try:
-        yield
-    finally:
-        density.radial_basis = original
 
 
 def measure(fn, repeat_below=1.0, repeats=3):
@@ -160,7 +146,8 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.base = Hypers(nu_max=1, lambda_max=args.lambda_max, cutoff=args.cutoff, cutoff_width=args.cutoff_width,
-                           density_width=args.density_width, schedule="reduced", normalization="exact",
+                           density_width=args.density_width, density_scaling=None, schedule="reduced",
+                           normalization="exact",
                            nu1_route="basis")
         self.budget = int(args.budget_gib * GIB)
         self.records = []

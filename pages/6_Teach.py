@@ -17,7 +17,7 @@ from wkviz import Hypers, cache, figures, viewer  # noqa: E402
 
 # Small, fixed settings: the teaching environments sit within 2.5 Å of their centre, and the demos must answer
 # a slider move in well under a second.
-TEACH_HYPERS = Hypers(nu_max=4, lambda_max=3, cutoff=4.0, cutoff_width=0.5, density_width=0.3)
+TEACH_HYPERS = Hypers(nu_max=4, lambda_max=3, cutoff=4.0, cutoff_width=0.5, density_width=0.3, density_scaling=None)
 N_TRAIN = 40
 COST_MAX_STRUCTURES = 12
 COST_BUDGETS_MB = (64, 256, 512, 1024)
@@ -133,7 +133,8 @@ def equivariance_section() -> None:
     vector_targets = [t for t in common.target_infos(ds) if t.kind == "vector"]
     molecules = [i for i, a in enumerate(ds.frames) if not a.pbc.any()]
     eq_hypers = Hypers(nu_max=3, lambda_max=2, cutoff=common.applied_hypers().cutoff, cutoff_width=0.5,
-                       density_width=common.applied_hypers().density_width)
+                       density_width=common.applied_hypers().density_width,
+                       density_scaling=common.applied_hypers().density_scaling)
     if not molecules:
         st.info("The equivariance demo needs a non-periodic molecule; load the QM9 subset on the Data page.",
                 icon=":material/info:")

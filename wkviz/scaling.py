@@ -124,7 +124,7 @@ class CostComparison:
 
 
 @contextlib.contextmanager
-def _engine_radial_basis(n):
+def engine_radial_basis(n):
     """Make the engine expand densities on the first ``n`` optimal radial functions per l (None: all)."""
     if n is None:
         yield
@@ -276,7 +276,7 @@ def compare_body_order_cost(frames, hypers: Hypers, *, nu_max: int = 5, n_radial
     def wigner(nu, n, route="basis"):
         h = base.replace(nu_max=nu, nu1_route=route)
         engine = WignerKernel(h)
-        with _engine_radial_basis(n if route == "basis" else None):
+        with engine_radial_basis(n if route == "basis" else None):
             return _measure(lambda: engine.compute(frames, atomic=True, cancel=cancel))
 
     def explicit(nu, n):
