@@ -33,7 +33,7 @@ class Hypers:
         Width w of the shifted-cosine switching region below the cutoff, Å (0 < w ≤ r_c).
     density_width : float
         Gaussian width σ of each neighbour in the density, Å. With ``density_scaling`` it is σ₀ of
-        σ(r) = σ₀·exp(r/r_s). Default 0.03 Å with ``density_scaling=0.6`` (σ = 0.15 Å at 1 Å, 4.3 Å at 4 Å),
+        σ(r) = σ₀·exp(r/r_s). Default 0.03 Å with ``density_scaling=0.6`` (σ = 0.16 Å at 1 Å, 0.84 Å at 2 Å, 4.5 Å at 3 Å),
         chosen by cross-validation on QM9 (BENCHMARKS.md §6).
     density_scaling : float or None
         Length r_s (Å) of the radial growth of the width, σ(r) = σ₀·exp(r/r_s), with unit-integral Gaussians
