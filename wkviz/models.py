@@ -147,6 +147,42 @@ def _ridge(X: np.ndarray, y: np.ndarray, rel: float = 1e-8) -> np.ndarray:
         return np.linalg.lstsq(X, y, rcond=None)[0]
 
 
+def _weight_family(weights, regularization, used, shape):
+    """The body-order weight family of a fit and its regulariser λ.
+
+    Free λ (``regularization=None``): λ = 1 and the overall weight scale is optimised instead (the predictive
+    mean depends only on c/λ). Fixed relative weights (``shape``): only their scale is searched, or nothing when
+    λ is fixed too.
+    """
+    lam = float(regularization) if regularization is not None else 1.0
+    if shape is None:
+        return _WeightParam(weights, used, lam), lam
+    if regularization is not None:
+        return _WeightParam("fixed", used, lam, shape=shape[used]), lam
+    return _WeightParam("scale", used, lam, shape=shape[used] / shape[used].max()), lam
+
+
+def _store_weights(est, param, theta, used, n_kernels, lam) -> np.ndarray:
+    """Set ``coef_weights_``, ``weights_``, ``regularization_`` and ``relative_regularization_`` of a fitted
+    estimator from the chosen θ; returns the weights c_ν of the used kernels."""
+    c = param.weights(theta) if len(used) else np.zeros(0)
+    est.coef_weights_ = np.zeros(n_kernels)
+    est.coef_weights_[used] = c
+    total = float(c.sum())
+    est.weights_ = est.coef_weights_ / total if total > 0 else est.coef_weights_.copy()
+    est.regularization_ = lam
+    est.relative_regularization_ = lam / total if total > 0 else float("inf")
+    return c
+
+
+def _fit_baseline(features, y):
+    """Least-squares linear baseline on ``features`` (None: no baseline); returns (coefficients, residual)."""
+    if features is None:
+        return None, y.copy()
+    coef = _ridge(features, y)
+    return coef, y - features @ coef
+
+
 class _PSDFactor:
     """Factorisation of a symmetric positive (semi-)definite matrix ``A`` for repeated solves.
 
@@ -640,14 +676,7 @@ class MixedKernelRidge(RegressorMixin, BaseEstimator):
         self.nus_ = used
         self.n_features_in_ = K.shape[0]
 
-        fixed_lam = self.regularization is not None
-        lam = float(self.regularization) if fixed_lam else 1.0
-        if shape is None:
-            param = _WeightParam(self.weights, used, lam)
-        elif fixed_lam:
-            param = _WeightParam("fixed", used, lam, shape=shape[used])
-        else:
-            param = _WeightParam("scale", used, lam, shape=shape[used] / shape[used].max())
+        param, lam = _weight_family(self.weights, self.regularization, used, shape)
 
         use_features = features if (self.baseline and features is not None) else None
         folds = _make_folds(groups, self.n_folds, self.random_state) if len(used) and param.n_theta else []
@@ -687,20 +716,8 @@ class MixedKernelRidge(RegressorMixin, BaseEstimator):
             self.cv_n_evals_ = 0
         del objective
 
-        c = param.weights(theta) if len(used) else np.zeros(0)
-        self.coef_weights_ = np.zeros(K.shape[0])
-        self.coef_weights_[used] = c
-        total = float(c.sum())
-        self.weights_ = self.coef_weights_ / total if total > 0 else self.coef_weights_.copy()
-        self.regularization_ = lam
-        self.relative_regularization_ = lam / total if total > 0 else float("inf")
-
-        if use_features is not None:
-            self.baseline_coef_ = _ridge(use_features, y)
-            r = y - use_features @ self.baseline_coef_
-        else:
-            self.baseline_coef_ = None
-            r = y.copy()
+        c = _store_weights(self, param, theta, used, K.shape[0], lam)
+        self.baseline_coef_, r = _fit_baseline(use_features, y)
         if len(used):
             A = self._mix(K)
             A.flat[:: n + 1] += lam

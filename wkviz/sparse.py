@@ -61,9 +61,12 @@ from .models import (
     _as_kernel_stack,
     _as_target,
     _blas_threads,
+    _fit_baseline,
     _make_folds,
     _ridge,
+    _store_weights,
     _warn_unrepresented,
+    _weight_family,
     _WeightParam,
     check_cancel,
 )
@@ -582,14 +585,7 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
         self.n_features_in_ = K_NM.shape[0]
         self.n_active_ = m
 
-        fixed_lam = self.regularization is not None
-        lam = float(self.regularization) if fixed_lam else 1.0
-        if shape is None:
-            param = _WeightParam(self.weights, used, lam)
-        elif fixed_lam:
-            param = _WeightParam("fixed", used, lam, shape=shape[used])
-        else:
-            param = _WeightParam("scale", used, lam, shape=shape[used] / shape[used].max())
+        param, lam = _weight_family(self.weights, self.regularization, used, shape)
         use_features = features if (self.baseline and features is not None) else None
         folds = _make_folds(groups, self.n_folds, self.random_state) if len(used) and param.n_theta else []
 
@@ -606,20 +602,8 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
             self.cv_mae_ = self.cv_rmse_ = float("nan")
             self.cv_n_evals_ = 0
 
-        c = param.weights(theta) if len(used) else np.zeros(0)
-        self.coef_weights_ = np.zeros(K_NM.shape[0])
-        self.coef_weights_[used] = c
-        total = float(c.sum())
-        self.weights_ = self.coef_weights_ / total if total > 0 else self.coef_weights_.copy()
-        self.regularization_ = lam
-        self.relative_regularization_ = lam / total if total > 0 else float("inf")
-
-        if use_features is not None:
-            self.baseline_coef_ = _ridge(use_features, y)
-            r = y - use_features @ self.baseline_coef_
-        else:
-            self.baseline_coef_ = None
-            r = y.copy()
+        c = _store_weights(self, param, theta, used, K_NM.shape[0], lam)
+        self.baseline_coef_, r = _fit_baseline(use_features, y)
         if len(used):
             ny = _Nystrom(K_MM, used, scales, c, self.rcond)
             Phi = _mix(K_NM, used, scales, c) @ ny.P
