@@ -353,10 +353,21 @@ def _interp_table(r, table, h):
     return out
 
 
-@functools.lru_cache(maxsize=16)
 def radial_basis(hypers) -> RadialBasis:
-    """The (cached) optimal radial basis for these hyperparameters."""
-    return RadialBasis(hypers)
+    """The (cached) optimal radial basis for these hyperparameters.
+
+    Cached on the four hyperparameters the basis depends on (``lambda_max``, ``cutoff``, ``density_width``,
+    ``density_scaling``), so requests that differ only in ν_max, schedule or normalisation share it.
+    """
+    return _radial_basis_cached(hypers.lambda_max, hypers.cutoff, hypers.density_width, hypers.density_scaling)
+
+
+@functools.lru_cache(maxsize=16)
+def _radial_basis_cached(lambda_max, cutoff, density_width, density_scaling) -> RadialBasis:
+    from .hypers import Hypers
+
+    return RadialBasis(Hypers(nu_max=1, lambda_max=lambda_max, cutoff=cutoff, cutoff_width=min(0.5, cutoff),
+                              density_width=density_width, density_scaling=density_scaling))
 
 
 @njit(parallel=True, cache=True)
