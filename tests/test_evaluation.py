@@ -173,3 +173,28 @@ def test_progress_cancel_and_bad_sizes():
         learning_curve(K, y, [10, 50], test_size=20)
     with pytest.raises(InputError, match="≥ 2"):
         learning_curve(K, y, [1, 10])
+
+
+def test_learning_curve_leaves_out_test_structures_with_unseen_elements():
+    # element 2 appears only in test structure 0; at the small size no training structure has it, so its
+    # baseline energy is 0 and that prediction is off by ~100: it must be left out and counted, not averaged in
+    from wkviz.evaluation import learning_curve
+
+    rng = np.random.default_rng(5)
+    n = 40
+    counts = rng.integers(1, 4, size=(n, 2)).astype(float)
+    counts = np.hstack([counts, np.zeros((n, 1))])
+    counts[0, 2] = 1.0   # test structure with the rare element
+    counts[39, 2] = 1.0  # the only training structure with it, used only at the largest size
+    eps = np.array([1.0, 2.0, 100.0])
+    y = counts @ eps + 0.01 * rng.normal(size=n)
+    feats = rng.normal(size=(n, 3))
+    K = np.stack([counts @ counts.T, feats @ feats.T])
+    test_idx = np.arange(0, 10)
+    pool = np.r_[np.arange(10, 39), 39]
+    curve = learning_curve(K, y, [10, 30], models=["composition"], splits=[(test_idx, pool)], counts=counts,
+                           species=np.array([1, 6, 9]))
+    small = [r for r in curve.rows if r["n_train"] == 10][0]
+    assert curve.excluded[(10, 0)] == 1
+    assert small["mae"] < 1.0
+    assert (30, 0) not in curve.excluded  # structure 39 brings the element in

@@ -198,6 +198,9 @@ class LearningCurve:
     unit : str
     weights : dict
         ``(model, n_train, repeat) → {ν: relative weight}`` chosen by CV.
+    excluded : dict
+        ``(n_train, repeat) → number of test structures left out`` because they contain an element that the
+        training subset never has (its baseline energy would be 0); those sizes are scored on the rest.
     """
 
     rows: list = field(default_factory=list)
@@ -206,6 +209,7 @@ class LearningCurve:
     n_test: int = 0
     unit: str = ""
     weights: dict = field(default_factory=dict)
+    excluded: dict = field(default_factory=dict)
 
     def summary(self) -> list[dict]:
         """Mean ± standard deviation over repeats: ``model, n_train, mae_mean, mae_std, rmse_mean, rmse_std,
@@ -372,7 +376,14 @@ def learning_curve(kernels, target, sizes, *, models=None, repeats: int = 3, tes
                 params.setdefault("random_state", int(seed) + r)
                 pred, est = fit_predict(train_k, train_data, test_k, test_data, model=model, intensive=intensive,
                                         cancel=cancel, **params)
-                e = (np.asarray(pred) - test_data.values).ravel()
+                err = np.asarray(pred) - test_data.values
+                keep = _covered(train_data, test_data)
+                if keep is not None and not keep.all():
+                    # an element never seen in training gets no baseline energy: such test structures say
+                    # nothing about the model at this size, so they are left out (and counted)
+                    err = err[keep]
+                    result.excluded[(s, r)] = int((~keep).sum())
+                e = err.ravel()
                 result.rows.append({"model": model, "n_train": s, "repeat": r, "mae": float(np.abs(e).mean()),
                                     "rmse": float(np.sqrt((e**2).mean()))})
                 core = est.model_
@@ -383,6 +394,18 @@ def learning_curve(kernels, target, sizes, *, models=None, repeats: int = 3, tes
                     elapsed = time.perf_counter() - start
                     progress(min(frac, 1.0), elapsed * (1.0 - frac) / frac if frac > 0 else None)
     return result
+
+
+def _covered(train: TargetData, test: TargetData):
+    """Mask of test structures whose elements all occur in ``train`` (None when it does not apply)."""
+    if test.kind not in ("scalar", "tensor") or train.counts is None or test.counts is None:
+        return None
+    if train.species is not None and test.species is not None and not np.array_equal(train.species, test.species):
+        return None
+    unseen = np.asarray(train.counts).sum(axis=0) == 0
+    if not unseen.any():
+        return None
+    return ~np.any(np.asarray(test.counts)[:, unseen] > 0, axis=1)
 
 
 def format_summary(curve: LearningCurve) -> str:
