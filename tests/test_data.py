@@ -35,6 +35,7 @@ from wkviz.data import (
     validate_structures,
 )
 from wkviz.errors import InputError
+from wkviz.spherical import random_rotation
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -71,14 +72,7 @@ def test_hartree_is_codata_2018():
 
 
 def _rotation(seed):
-    q = np.random.default_rng(seed).normal(size=4)
-    q /= np.linalg.norm(q)
-    a, b, c, d = q
-    return np.array([
-        [a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
-        [2 * (b * c + a * d), a * a - b * b + c * c - d * d, 2 * (c * d - a * b)],
-        [2 * (b * d - a * c), 2 * (c * d + a * b), a * a - b * b - c * c + d * d],
-    ])
+    return random_rotation(np.random.default_rng(seed))
 
 
 def _xyz(*frames):

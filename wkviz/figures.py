@@ -25,6 +25,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .projection import cosine_normalize
+
 __all__ = [
     "BODY_ORDER_COLORS",
     "MIXED_COLOR",
@@ -189,17 +191,7 @@ def normalized_kernel(K: np.ndarray, diag_A: np.ndarray | None = None, diag_B: n
     ndarray of shape (nA, nB)
         Zero where a self-kernel is zero (an isolated atom has no ν ≥ 1 density).
     """
-    K = np.asarray(K, dtype=float)
-    if diag_A is None or diag_B is None:
-        if K.shape[0] != K.shape[1]:
-            raise ValueError("normalized_kernel needs diag_A and diag_B for a rectangular kernel")
-        d = np.diag(K)
-        diag_A = d if diag_A is None else diag_A
-        diag_B = d if diag_B is None else diag_B
-    scale = np.sqrt(np.outer(np.clip(diag_A, 0, None), np.clip(diag_B, 0, None)))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(scale > 0, K / np.where(scale > 0, scale, 1.0), 0.0)
-    return out
+    return cosine_normalize(K, diag_A, diag_B)
 
 
 def kernel_distance(k_ab: float, k_aa: float, k_bb: float) -> float:

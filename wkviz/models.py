@@ -183,6 +183,22 @@ def _fit_baseline(features, y):
     return coef, y - features @ coef
 
 
+
+def _fold_residuals(folds, features, y) -> list:
+    """Per CV fold ``(train, validation, train residual, validation baseline, validation target)``.
+
+    The linear baseline is refitted on each fold's training rows only, so no validation value leaks into it.
+    """
+    out = []
+    for t, v in folds:
+        if features is not None:
+            beta = _ridge(features[t], y[t])
+            r_t, b_v = y[t] - features[t] @ beta, features[v] @ beta
+        else:
+            r_t, b_v = y[t], np.zeros(len(v))
+        out.append((t, v, r_t, b_v, y[v]))
+    return out
+
 class _PSDFactor:
     """Factorisation of a symmetric positive (semi-)definite matrix ``A`` for repeated solves.
 
@@ -419,14 +435,7 @@ class _CVObjective:
         self.K, self.nus, self.scales = K, nus, scales
         self.lam, self.loss, self.block, self.param, self.cancel = lam, loss, block, param, cancel
         n = K.shape[1]
-        self.folds = []
-        for t, v in folds:
-            if features is not None:
-                beta = _ridge(features[t], y[t])
-                r_t, b_v = y[t] - features[t] @ beta, features[v] @ beta
-            else:
-                r_t, b_v = y[t], np.zeros(len(v))
-            self.folds.append((t, v, r_t, b_v, y[v]))
+        self.folds = _fold_residuals(folds, features, y)
         self.n_rows = sum(len(v) for _, v in folds)
         self.n_blocks = self.n_rows // block
         self._mix = np.empty((n, n))

@@ -62,8 +62,8 @@ from .models import (
     _as_target,
     _blas_threads,
     _fit_baseline,
+    _fold_residuals,
     _make_folds,
-    _ridge,
     _store_weights,
     _warn_unrepresented,
     _weight_family,
@@ -409,14 +409,7 @@ class _ProfileCV:
     def __init__(self, K_NM, K_MM, nus, scales, y, folds, features, lam, loss, rcond, cancel):
         self.K_NM, self.K_MM, self.nus, self.scales = K_NM, K_MM, nus, scales
         self.y, self.lam, self.loss, self.rcond, self.cancel = y, lam, loss, rcond, cancel
-        self.folds = []
-        for t, v in folds:
-            if features is not None:
-                beta = _ridge(features[t], y[t])
-                r_t, b_v = y[t] - features[t] @ beta, features[v] @ beta
-            else:
-                r_t, b_v = y[t], np.zeros(len(v))
-            self.folds.append((t, v, r_t, b_v, y[v]))
+        self.folds = _fold_residuals(folds, features, y)
         self.n_rows = sum(len(v) for _, v in folds)
         self.n_evals = 0
 
