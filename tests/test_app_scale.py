@@ -109,13 +109,13 @@ def test_cluster_workers_do_not_rerun_the_page_script(monkeypatch):
     import multiprocessing.spawn
     import types
 
-    from pages.support import common
+    from wkviz.distributed import _main_not_rerun
 
     page = types.ModuleType("__main__")
     page.__file__ = str(ROOT / "pages" / "2_Kernels.py")
     monkeypatch.setitem(sys.modules, "__main__", page)
     assert multiprocessing.spawn.get_preparation_data("w")["init_main_from_path"] == page.__file__
-    with common._no_main_script():
+    with _main_not_rerun():
         prep = multiprocessing.spawn.get_preparation_data("w")
         assert "init_main_from_path" not in prep and "init_main_from_name" not in prep
     assert sys.modules["__main__"] is page

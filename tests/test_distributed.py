@@ -2,7 +2,10 @@
 
 import argparse
 import os
+import pathlib
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -181,3 +184,92 @@ def test_tile_size_gives_every_worker_several_tiles():
     nb = -(-40 // t)
     assert nb * (nb + 1) // 2 >= 8
     assert choose_tile_size(3, None, 2) >= 1
+
+
+# A parent script with work at its top level (like a Streamlit page, which runs as __main__): it appends its
+# process id to a marker file on every execution, also when a spawned process re-runs it as __mp_main__.
+_PARENT_SCRIPT = """
+import os
+import sys
+
+with open(sys.argv[1], "a") as fh:
+    fh.write(f"{os.getpid()}\\n")
+
+
+def plus_one(x):
+    return x + 1
+
+
+if __name__ == "__main__":
+    from wkviz.distributed import local_cluster
+
+    main = sys.modules["__main__"]
+    with local_cluster(1) as client:
+        assert client.submit(plus_one, 1).result() == 2
+        assert client.submit(os.getpid).result() != os.getpid()
+    assert sys.modules["__main__"] is main  # the script's own __main__ is back
+    print(os.getpid())
+"""
+
+
+def test_workers_do_not_rerun_the_parents_main_script(tmp_path):
+    script, marker = tmp_path / "parent_page.py", tmp_path / "marker.txt"
+    script.write_text(_PARENT_SCRIPT)
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, str(script), str(marker)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # written once, by the parent: the worker process did not run the script again
+    assert marker.read_text().split() == [proc.stdout.split()[-1]]
+
+
+def test_the_stand_in_main_hides_file_and_module_and_is_restored_safely(monkeypatch):
+    import importlib.machinery
+    import multiprocessing.spawn
+    import types
+
+    from wkviz.distributed import _main_not_rerun
+
+    def reruns():
+        prep = multiprocessing.spawn.get_preparation_data("worker")
+        return "init_main_from_path" in prep or "init_main_from_name" in prep
+
+    page = types.ModuleType("__main__")
+    page.__file__ = "/somewhere/page.py"  # a script (Streamlit page)
+    page.answer = 42
+    as_module = types.ModuleType("__main__")
+    as_module.__spec__ = importlib.machinery.ModuleSpec("somepackage.tool", None)  # python -m somepackage.tool
+    for main in (page, as_module):
+        monkeypatch.setitem(sys.modules, "__main__", main)
+        assert reruns()
+        with _main_not_rerun():
+            assert not reruns()
+        assert sys.modules["__main__"] is main
+    monkeypatch.setitem(sys.modules, "__main__", page)
+    with _main_not_rerun():
+        assert sys.modules["__main__"].answer == 42  # names are still found in __main__ meanwhile
+    with pytest.raises(RuntimeError), _main_not_rerun():
+        raise RuntimeError("cluster start failed")
+    assert sys.modules["__main__"] is page
+    # replaced meanwhile (Streamlit's next script run installs a fresh __main__): the newer one stays
+    newer = types.ModuleType("__main__")
+    with _main_not_rerun():
+        sys.modules["__main__"] = newer
+    assert sys.modules["__main__"] is newer
+    # overlapping starts in two threads: each is covered until it ends, and the original comes back
+    monkeypatch.setitem(sys.modules, "__main__", page)
+    covered = []
+
+    def start(hold):
+        with _main_not_rerun():
+            time.sleep(hold)
+            covered.append(not reruns())
+
+    threads = [threading.Thread(target=start, args=(0.05,)), threading.Thread(target=start, args=(0.1,))]
+    for t in threads:
+        t.start()
+        time.sleep(0.01)
+    for t in threads:
+        t.join()
+    assert covered == [True, True] and sys.modules["__main__"] is page

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from ase.build import molecule
+from conftest import make_molecules, make_periodic_cell
 from sklearn.base import clone
 
 from wkviz import Hypers
@@ -221,3 +222,30 @@ def test_environment_selection_and_kernels(data, atomic):
     e_exact = _mae(exact.predict(_block(K, te, tr), counts=c[te], species=sp), y[te])
     model = SparseScalarRegressor().fit(out["K_NM"], out["K_MM"], y[tr], counts=c[tr], species=sp)
     assert _mae(model.predict(out["K_TM"], counts=c[te], species=sp), y[te]) <= 5 * e_exact
+
+
+def test_environment_kernels_are_the_atom_kernel_columns_for_any_batching():
+    frames = make_molecules() + [make_periodic_cell()]  # H, C, N, O and a periodic Na/Cl cell
+    test = make_molecules(("CH3OH", "NH3"))
+    n = sum(len(a) for a in frames)
+    act = np.array([n - 1, 0, 7, n - 2, 3, 12, 20])  # out of order, both cell atoms among them
+    eng = WignerKernel(H)
+    full = eng.compute(frames, atomic=True).K_atomic
+    full_test = eng.compute(test, frames, atomic=True).K_atomic
+    scale = np.abs(full).max()
+    ref_NM = _sum_rows(full[:, :, act], [len(a) for a in frames])
+    ref_TM = _sum_rows(full_test[:, :, act], [len(a) for a in test])
+    # atom kernels of a call take at most half the budget: this one holds ~10 atoms × 7 columns per call
+    small = WignerKernel(H, memory_budget=2 * 8 * (H.nu_max + 1) * len(act) * 10)
+    for kw in ({}, {"batch": 2}, {"engine": small}):
+        seen = []
+        out = sparse_kernels(frames, act, H, kind="environments", frames_test=test,
+                             progress=lambda f, eta: seen.append(f), **kw)
+        np.testing.assert_allclose(out["K_MM"], full[:, act][:, :, act], rtol=0, atol=1e-12 * scale)
+        np.testing.assert_allclose(out["K_NM"], ref_NM, rtol=0, atol=1e-12 * scale)
+        np.testing.assert_allclose(out["K_TM"], ref_TM, rtol=0, atol=1e-12 * scale)
+        assert seen[-1] == 1.0 and np.all(np.diff(seen) >= 0)
+    with pytest.raises(InputError, match="atom indices"):
+        sparse_kernels(frames, [n], H, kind="environments")
+    with pytest.raises(InputError, match="batch"):
+        sparse_kernels(frames, act, H, kind="environments", batch=0)

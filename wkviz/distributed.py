@@ -24,8 +24,11 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import tempfile
+import threading
 import time
+import types
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,6 +45,10 @@ WORKER_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_TH
               "MKL_NUM_THREADS": "1"}
 
 _POLL_SECONDS = 0.2
+
+# Held while a cluster starts with a stand-in __main__ (see _main_not_rerun): when two threads start clusters at
+# once, the first to finish would otherwise put the original back while the other's workers are still starting.
+_MAIN_LOCK = threading.Lock()
 
 
 def _require_distributed():
@@ -145,9 +152,47 @@ def tile_pair_counts(n_atoms_by_species_A: np.ndarray, n_atoms_by_species_B: np.
 
 
 @contextlib.contextmanager
+def _main_not_rerun():
+    """Hide the parent's ``__main__`` script from the processes started meanwhile.
+
+    A process started with ``spawn`` (dask's default) or ``forkserver`` first re-runs the parent's ``__main__``
+    — its file (``__file__``), or its module for ``python -m`` (``__spec__``) — as ``__mp_main__``. A script
+    whose top level does real work is then run again by every worker: a Streamlit page (Streamlit runs each
+    page as ``__main__`` with the page's file) would have every worker load data and draw the page in bare
+    mode. Dask's workers never need the parent's ``__main__``: tasks reach them pickled by value (cloudpickle)
+    whenever they refer to it. So while the workers start, ``sys.modules["__main__"]`` is a stand-in with the
+    same attributes but neither file nor spec, which ``multiprocessing`` has nothing to re-run from.
+
+    The original is put back on exit, also on failure, unless something else replaced the stand-in meanwhile
+    (Streamlit installs a fresh ``__main__`` at the start of every script run; that one then stays). A module
+    lock serialises concurrent starts, so every start stays covered until its own workers are up.
+    """
+    with _MAIN_LOCK:
+        saved = sys.modules.get("__main__")
+        if saved is None or (getattr(saved, "__spec__", None) is None and getattr(saved, "__file__", None) is None):
+            yield  # an interactive or `python -c` parent: nothing to re-run
+            return
+        stand_in = types.ModuleType("__main__")
+        # same globals, so code that looks a name up in __main__ meanwhile (pickle by reference) still finds it
+        stand_in.__dict__.update({k: v for k, v in vars(saved).items()
+                                  if k not in ("__file__", "__spec__", "__loader__", "__cached__", "__name__",
+                                               "__package__", "__path__")})
+        sys.modules["__main__"] = stand_in
+        try:
+            yield
+        finally:
+            if sys.modules.get("__main__") is stand_in:
+                sys.modules["__main__"] = saved
+
+
+@contextlib.contextmanager
 def local_cluster(n_workers: int = 2, *, memory_limit="auto", silence_logs: bool = True):
     """A ``dask.distributed`` client on a fresh ``LocalCluster`` of ``n_workers`` single-threaded worker
     processes with Numba/BLAS pinned to one thread (closed on exit).
+
+    The workers do not re-run the parent's ``__main__`` script while they start (so a Streamlit page or any
+    script with work at its top level can start a cluster; :func:`_main_not_rerun`). A worker that its nanny
+    restarts later, after a crash, is an ordinary ``spawn`` of the parent and does re-run it.
 
     Yields
     ------
@@ -160,9 +205,11 @@ def local_cluster(n_workers: int = 2, *, memory_limit="auto", silence_logs: bool
 
     if int(n_workers) < 1:
         raise InputError(f"the number of workers must be at least 1, got {n_workers}")
-    cluster = LocalCluster(n_workers=int(n_workers), threads_per_worker=1, processes=True,
-                           dashboard_address=":0", memory_limit=memory_limit,
-                           silence_logs=logging.ERROR if silence_logs else logging.WARNING, env=dict(WORKER_ENV))
+    with _main_not_rerun():  # the worker processes are started (and wait to be ready) in here
+        cluster = LocalCluster(n_workers=int(n_workers), threads_per_worker=1, processes=True,
+                               dashboard_address=":0", memory_limit=memory_limit,
+                               silence_logs=logging.ERROR if silence_logs else logging.WARNING,
+                               env=dict(WORKER_ENV))
     client = Client(cluster)
     try:
         yield client

@@ -5,6 +5,11 @@ blocks come from the radial-basis route (two matrix products per l) or the exact
 iteration runs in Numba over the tile's pairs, and the per-pair results are summed into structure kernels.
 A symmetric request (B is A) visits only tiles on or above the diagonal and, inside diagonal tiles, each
 unordered pair once; the other half follows from k^ν_λ(i', i) = k^ν_λ(i, i')ᵀ.
+
+A request may restrict the centres of B (``centers_B``, e.g. the active environments of a sparse model): B's
+side of every tile then holds only the selected centres, each with its full neighbourhood in its own structure
+(periodic images included), and every selected centre is one column of the output, so the work and the output
+grow with atoms_A × len(centers_B) however large the structures holding them are.
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ import numpy as np
 from numba import njit
 
 from .density import DensityExpansion, basis_nu1_blocks, block_offsets, exact_nu1_pairs
-from .errors import Cancelled, MemoryBudgetError, WkvizError
+from .errors import Cancelled, InputError, MemoryBudgetError, WkvizError
 from .hypers import Hypers
-from .neighbors import build_environments
+from .neighbors import Environments, build_environments
 from .spherical import cartesian_to_lambda1
 from .wigner import build_plan, matrix_gather, packed_gather, run_plan
 
@@ -47,21 +52,30 @@ class KernelResult:
     ----------
     K : ndarray of shape (nu_max+1, n_A, n_B)
         K[0] is the composition kernel (dot product of element counts); K[ν] = Σ over same-species centre pairs
-        of the invariant atom kernel k^ν_{λ=0, parity=+1}.
+        of the invariant atom kernel k^ν_{λ=0, parity=+1}. With ``centers_B`` (M selected centres c_m of B) the
+        columns are the centres instead of B's structures: shape (nu_max+1, n_A, M) and
+        K[ν, a, m] = Σ_{i ∈ a, Z_i = Z_{c_m}} k^ν(i, c_m), the sum kernel between structure a and the single
+        environment c_m (K[0, a, m] = number of atoms of a with c_m's element).
     K_atomic : ndarray of shape (nu_max+1, atoms_A, atoms_B) or None
         Atom-level invariant kernels (zero between different elements; K_atomic[0] = same-element indicator).
+        With ``centers_B``: shape (nu_max+1, atoms_A, M), column m = centre ``centers_B[m]``.
     K_vector : ndarray of shape (nu_max+1, n_A, 3, n_B, 3) or None
         λ=1, parity +1 (polar vector) structure kernels in Cartesian (x, y, z): K(Q A, B) = Q K(A, B) for any
-        Q ∈ O(3), so K(−A, B) = −K(A, B).
+        Q ∈ O(3), so K(−A, B) = −K(A, B). With ``centers_B``: (nu_max+1, n_A, 3, M, 3), structure-to-centre.
     K_tensor : ndarray of shape (nu_max+1, n_A, 5, n_B, 5) or None
         λ=2, parity +1 structure kernels in real-harmonic order m = −2..2 (∝ xy, yz, 3z²−r², xz, x²−y²).
+        With ``centers_B``: (nu_max+1, n_A, 5, M, 5).
     species : ndarray of int
-        Atomic numbers present in A or B.
+        Atomic numbers present in A or B (B: its selected centres when ``centers_B`` is given).
     hypers : Hypers
     n_atoms_A, n_atoms_B : ndarray of int
+        Atoms per structure (per column of ``K``): with ``centers_B``, ``n_atoms_B`` is all ones, one
+        environment per column.
     seconds : float
     n_pairs : int
         Ordered same-species centre pairs represented by the result.
+    centers_B : ndarray of int or None
+        The selected centres of B (global atom indices) when the request restricted them.
     """
 
     K: np.ndarray
@@ -75,13 +89,14 @@ class KernelResult:
     seconds: float = 0.0
     n_pairs: int = 0
     timings: dict = field(default_factory=dict)
+    centers_B: np.ndarray | None = None
 
     def to_npz(self, path) -> None:
         """Write the arrays of DESIGN.md §3 (``K``, optional ``K_atomic``/``K_vector``/``K_tensor``, ``species``,
-        ``hypers`` as a JSON string) to ``path``."""
+        ``hypers`` as a JSON string; ``centers_B`` when the request restricted B's centres) to ``path``."""
         arrays = {"K": self.K, "species": self.species, "hypers": np.array(self.hypers.to_json()),
                   "n_atoms_A": self.n_atoms_A, "n_atoms_B": self.n_atoms_B}
-        for name in ("K_atomic", "K_vector", "K_tensor"):
+        for name in ("K_atomic", "K_vector", "K_tensor", "centers_B"):
             value = getattr(self, name)
             if value is not None:
                 arrays[name] = value
@@ -94,7 +109,7 @@ class KernelResult:
             get = lambda k: data[k] if k in data.files else None  # noqa: E731
             return cls(K=data["K"], species=data["species"], hypers=Hypers.from_json(str(data["hypers"])),
                        n_atoms_A=get("n_atoms_A"), n_atoms_B=get("n_atoms_B"), K_atomic=get("K_atomic"),
-                       K_vector=get("K_vector"), K_tensor=get("K_tensor"))
+                       K_vector=get("K_vector"), K_tensor=get("K_tensor"), centers_B=get("centers_B"))
 
 
 def _as_frames(frames, name):
@@ -132,6 +147,70 @@ def _check_cancel(cancel):
     flag = cancel.is_set() if hasattr(cancel, "is_set") else cancel()
     if flag:
         raise Cancelled("kernel computation cancelled")
+
+
+def _as_centres(centers, frames) -> np.ndarray:
+    """Validated global atom indices into the atoms of ``frames`` (structure 0's atoms first)."""
+    n_total = sum(len(a) for a in frames)
+    arr = np.asarray(centers)
+    if arr.ndim != 1:
+        raise InputError(f"centers_B must be a one-dimensional sequence of atom indices, got shape {arr.shape}")
+    if arr.size == 0:
+        raise InputError("centers_B is empty; give at least one atom index of B, or None for every atom")
+    if arr.dtype.kind not in "iu":
+        raise InputError(f"centers_B must hold integer atom indices, got dtype {arr.dtype}; for a boolean mask "
+                         "pass np.flatnonzero(mask)")
+    arr = arr.astype(np.int64)
+    bad = arr[(arr < 0) | (arr >= n_total)]
+    if bad.size:
+        raise InputError(f"centers_B holds atom index {int(bad[0])}, outside B's {n_total} atoms; give indices "
+                         f"from 0 to {n_total - 1} (atoms of all structures of B in order)")
+    return arr
+
+
+def _element_counts(env, species, n_structures):
+    """counts[s, k]: atoms of element species[s] in structure k (a centre of its own with selected centres)."""
+    counts = np.zeros((len(species), n_structures))
+    np.add.at(counts, (np.searchsorted(species, env.numbers), env.structure), 1.0)
+    return counts
+
+
+def _unique_in_order(centres):
+    """Distinct centres in order of first appearance, and the position in it of every given centre."""
+    values, first, inverse = np.unique(centres, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return values[order], rank[inverse.ravel()]
+
+
+def _centre_environments(frames, centres, cutoff, cutoff_width, env_all=None):
+    """Environments of the given centres only (in the given order), each with all its neighbours.
+
+    Neighbour lists are built for the structures holding a centre (``env_all``, the environments of every
+    atom of ``frames``, is used instead when already at hand). Every centre becomes its own "structure" of one
+    centre, so the structure sums of the engine produce one column per centre.
+    """
+    if env_all is None:
+        n_atoms = np.array([len(a) for a in frames], dtype=np.int64)
+        start = np.concatenate([[0], np.cumsum(n_atoms)])
+        owner = np.searchsorted(start, centres, side="right") - 1
+        holders, slot = np.unique(owner, return_inverse=True)
+        env_all = build_environments([frames[s] for s in holders], cutoff, cutoff_width)
+        holder_start = np.concatenate([[0], np.cumsum(n_atoms[holders])])
+        local = holder_start[slot.ravel()] + (centres - start[owner])
+    else:
+        local = centres
+    first, last = env_all.offsets[local], env_all.offsets[local + 1]
+    counts = last - first
+    offsets = np.zeros(len(local) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    rows = np.arange(offsets[-1], dtype=np.int64) + np.repeat(first - offsets[:-1], counts)
+    return Environments(numbers=env_all.numbers[local].copy(), structure=np.arange(len(local), dtype=np.int64),
+                        offsets=offsets, vectors=np.ascontiguousarray(env_all.vectors[rows]),
+                        distances=env_all.distances[rows].copy(), weights=env_all.weights[rows].copy(),
+                        neighbor_numbers=env_all.neighbor_numbers[rows].copy(),
+                        n_atoms=np.ones(len(local), dtype=np.int64))
 
 
 @njit(cache=True)
@@ -211,15 +290,16 @@ class WignerKernel:
             per += atoms_a * atoms_b
         return 8 * nu1 * per
 
-    def estimate(self, frames_A, frames_B=None, *, atomic=False, tensor_rank=0) -> dict:
-        """Cost of a request without computing it.
+    def estimate(self, frames_A, frames_B=None, *, atomic=False, tensor_rank=0, centers_B=None) -> dict:
+        """Cost of a request without computing it (arguments as :meth:`compute`).
 
         Returns
         -------
         dict
             ``n_pairs`` (ordered same-species centre pairs), ``computed_pairs`` (pairs actually iterated),
             ``output_bytes``, ``seconds`` (estimated wall time on a 2-core laptop; BENCHMARKS.md) and
-            ``fits`` (whether the output fits in the memory budget).
+            ``fits`` (whether the output fits in the memory budget). With ``centers_B`` all of them count the
+            selected centres of B only.
         """
         frames_A = _as_frames(frames_A, "frames_A")
         symmetric = frames_B is None
@@ -227,15 +307,22 @@ class WignerKernel:
         tensor_lams = _tensor_lams(tensor_rank)
         za = np.concatenate([np.asarray(a.numbers) for a in frames_A])
         zb = np.concatenate([np.asarray(b.numbers) for b in frames_B])
-        pairs, computed = self._count_pairs(za, zb, symmetric)
+        n_b, atoms_b = len(frames_B), len(zb)
+        if centers_B is None:
+            pairs, computed = self._count_pairs(za, zb, symmetric)
+        else:
+            centres = _as_centres(centers_B, frames_B)
+            pairs, _ = self._count_pairs(za, zb[centres], False)
+            computed, _ = self._count_pairs(za, zb[_unique_in_order(centres)[0]], False)
+            n_b = atoms_b = len(centres)
         plan = self._plan(tensor_lams)
-        out_bytes = self._output_bytes(len(frames_A), len(frames_B), len(za), len(zb), atomic, tensor_lams)
+        out_bytes = self._output_bytes(len(frames_A), n_b, len(za), atoms_b, atomic, tensor_lams)
         seconds = computed * (plan.n_terms / _TERMS_PER_SECOND + 1.0 / _SEED_PAIRS_PER_SECOND)
         return {"n_pairs": pairs, "computed_pairs": computed, "output_bytes": out_bytes, "seconds": seconds,
                 "fits": out_bytes <= self.memory_budget}
 
     # ----------------------------------------------------------------------------------------------------
-    def compute(self, frames_A, frames_B=None, *, atomic=False, tensor_rank=0, progress=None,
+    def compute(self, frames_A, frames_B=None, *, atomic=False, tensor_rank=0, centers_B=None, progress=None,
                 cancel=None) -> KernelResult:
         """Compute invariant (and optionally atomic and tensorial) Wigner kernels.
 
@@ -248,6 +335,15 @@ class WignerKernel:
             Also return atom-level invariant kernels ``K_atomic``.
         tensor_rank : int or tuple of int
             1 → ``K_vector`` (λ=1), 2 → ``K_tensor`` (λ=2), (1, 2) → both. Uses the full recursion.
+        centers_B : sequence of int, optional
+            Restrict B's side to these centres: global atom indices into the atoms of ``frames_B`` (of
+            ``frames_A`` when ``frames_B`` is None), structure 0's atoms first. Every kernel then has one
+            column per given centre, in the given order (``K[ν, a, m] = Σ_{i∈a} k^ν(i, centers_B[m])``, see
+            :class:`KernelResult`), and the work and memory grow with atoms_A × len(centers_B). Each centre
+            still sees all its neighbours (periodic images included). A repeated index gives a repeated column
+            (computed once). Out-of-range, negative, non-integer or no indices raise
+            :class:`~wkviz.errors.InputError`. With ``frames_B=None`` the request is A × (centres of A),
+            computed as a rectangular one.
         progress : callable, optional
             Called as ``progress(fraction_done, eta_seconds)`` after every tile (eta ``None`` at the start).
         cancel : threading.Event or callable, optional
@@ -260,33 +356,50 @@ class WignerKernel:
         start = time.perf_counter()
         h = self.hypers
         frames_A = _as_frames(frames_A, "frames_A")
-        symmetric = frames_B is None
-        frames_B = frames_A if symmetric else _as_frames(frames_B, "frames_B")
+        b_is_a = frames_B is None
+        frames_B = frames_A if b_is_a else _as_frames(frames_B, "frames_B")
+        # with selected centres B is never A (rows are atoms' structures, columns centres): no mirror symmetry
+        symmetric = b_is_a and centers_B is None
         tensor_lams = _tensor_lams(tensor_rank)
         if tensor_lams and max(tensor_lams) > h.lambda_max:
             raise WkvizError(f"a rank-{max(tensor_lams)} tensor kernel needs lambda_max ≥ {max(tensor_lams)}; "
                              f"raise lambda_max (now {h.lambda_max})")
+        centres = expand = None
+        if centers_B is not None:
+            centres = _as_centres(centers_B, frames_B)
+            distinct, expand = _unique_in_order(centres)
+            if len(distinct) == len(centres):
+                expand = None  # already distinct: the columns come out in the given order
 
-        timings = {}
-        t0 = time.perf_counter()
-        env_a = build_environments(frames_A, h.cutoff, h.cutoff_width)
-        env_b = env_a if symmetric else build_environments(frames_B, h.cutoff, h.cutoff_width)
-        timings["neighbours"] = time.perf_counter() - t0
-
-        n_a, n_b = len(frames_A), len(frames_B)
-        atoms_a, atoms_b = env_a.n_centers, env_b.n_centers
+        n_a = len(frames_A)
+        n_b = len(frames_B) if centres is None else len(centres)
+        atoms_a = sum(len(a) for a in frames_A)
+        atoms_b = sum(len(b) for b in frames_B) if centres is None else len(centres)
         out_bytes = self._output_bytes(n_a, n_b, atoms_a, atoms_b, atomic, tensor_lams)
         if out_bytes > self.memory_budget:
             raise MemoryBudgetError(
                 f"the requested kernels need {out_bytes / 2**30:.2f} GiB but the memory budget is "
                 f"{self.memory_budget / 2**30:.2f} GiB; use fewer structures"
                 f"{', drop the atomic kernels' if atomic else ''}{', drop the tensor kernels' if tensor_lams else ''}"
-                f" or raise the budget")
+                f"{', select fewer centres of B' if centres is not None else ''} or raise the budget")
+
+        timings = {}
+        t0 = time.perf_counter()
+        env_a = build_environments(frames_A, h.cutoff, h.cutoff_width)
+        if symmetric:
+            env_b = env_a
+        elif centres is None:
+            env_b = build_environments(frames_B, h.cutoff, h.cutoff_width)
+        else:
+            env_b = _centre_environments(frames_B, distinct, h.cutoff, h.cutoff_width,
+                                         env_all=env_a if b_is_a else None)
+        timings["neighbours"] = time.perf_counter() - t0
+        if centres is not None:  # distinct centres while computing; repeats are copied at the end
+            n_b = atoms_b = env_b.n_centers
 
         species = np.unique(np.concatenate([env_a.numbers, env_b.numbers]))
-        counts_a = (env_a.numbers[None, :] == species[:, None]).astype(float) @ np.eye(n_a)[env_a.structure]
-        counts_b = (env_b.numbers[None, :] == species[:, None]).astype(float) @ np.eye(n_b)[env_b.structure] \
-            if not symmetric else counts_a
+        counts_a = _element_counts(env_a, species, n_a)
+        counts_b = counts_a if symmetric else _element_counts(env_b, species, n_b)
         nu1 = h.nu_max + 1
         K = np.zeros((nu1, n_a, n_b))
         K[0] = counts_a.T @ counts_b
@@ -392,10 +505,19 @@ class WignerKernel:
             K_vector = np.einsum("ma,vimjn,nb->viajb", p, K_lam[1], p, optimize=True)
         if 2 in K_lam:
             K_tensor = K_lam[2]
+        n_atoms_B = env_b.n_atoms.copy()
+        if expand is not None:
+            # repeated centres were computed once; every occurrence gets its column
+            K = K[:, :, expand]
+            K_atomic = None if K_atomic is None else K_atomic[:, :, expand]
+            K_vector = None if K_vector is None else K_vector[:, :, :, expand]
+            K_tensor = None if K_tensor is None else K_tensor[:, :, :, expand]
+            n_atoms_B = n_atoms_B[expand]
+            n_pairs, _ = self._count_pairs(env_a.numbers, env_b.numbers[expand], False)
         return KernelResult(K=K, species=species, hypers=h, n_atoms_A=env_a.n_atoms.copy(),
-                            n_atoms_B=env_b.n_atoms.copy(), K_atomic=K_atomic, K_vector=K_vector,
+                            n_atoms_B=n_atoms_B, K_atomic=K_atomic, K_vector=K_vector,
                             K_tensor=K_tensor, seconds=time.perf_counter() - start, n_pairs=n_pairs,
-                            timings=timings)
+                            timings=timings, centers_B=None if centres is None else centres.copy())
 
     def _auto_tile(self, n_seed, n_out, n_rows):
         # working memory per pair: the ν=1 blocks (basis route: H^l matrices; exact route: packed per pair),

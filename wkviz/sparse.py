@@ -286,12 +286,8 @@ def select_active_environments(frames, n_active: int, hypers, *, seed: int = 0, 
     return np.concatenate(out)
 
 
-def _structure_of_atoms(frames):
-    return np.repeat(np.arange(len(frames)), [len(a) for a in frames])
-
-
 def sparse_kernels(frames, active, hypers, *, kind: str = "structures", frames_test=None, engine=None,
-                   batch: int = 200, progress=None, cancel=None):
+                   batch: int | None = None, progress=None, cancel=None):
     """The kernels a sparse model needs: training-vs-active, active-vs-active and test-vs-active.
 
     Parameters
@@ -307,8 +303,12 @@ def sparse_kernels(frames, active, hypers, *, kind: str = "structures", frames_t
         Also the test-vs-active kernel.
     engine : WignerKernel, optional
         Engine to use (memory budget); a default one otherwise.
-    batch : int
-        Rows (structures) per engine call for environments, bounding the atom-kernel memory.
+    batch : int, optional
+        Environments only: training structures per engine call. By default the calls are as large as the
+        engine's memory budget allows for their atom kernels (atoms × M, half the budget).
+    progress : callable, optional
+        ``progress(fraction_done, None)``.
+    cancel : threading.Event or callable, optional
 
     Returns
     -------
@@ -319,9 +319,10 @@ def sparse_kernels(frames, active, hypers, *, kind: str = "structures", frames_t
 
     Notes
     -----
-    The engine has no way to restrict the centres of B, so for environments every atom of the structures that
-    hold an active environment is computed and the active columns are kept: the cost is N_atoms × (atoms of
-    those structures), not N_atoms × M.
+    For environments the engine computes only the columns of the active centres
+    (``WignerKernel.compute(..., centers_B=active)``, each active centre with its full neighbourhood), so the
+    cost is (training + test atoms) × M centre pairs of the same element. ``K_MM`` is the rows of the active
+    atoms in the training calls' atom kernels, so it costs nothing extra; the test rows need no atom kernels.
     """
     from .kernels import WignerKernel
 
@@ -339,40 +340,51 @@ def sparse_kernels(frames, active, hypers, *, kind: str = "structures", frames_t
         return out
     if kind != "environments":
         raise InputError(f"kind must be 'structures' or 'environments', got {kind!r}")
-    struct_of_atom = _structure_of_atoms(frames)
-    if active.size and (active.min() < 0 or active.max() >= len(struct_of_atom)):
-        raise InputError(f"active environments must be atom indices in 0..{len(struct_of_atom) - 1}")
-    holders = np.unique(struct_of_atom[active])
-    B = [frames[i] for i in holders]
-    # column of every active environment among the atoms of the holder structures
-    offsets = np.concatenate([[0], np.cumsum([len(a) for a in frames])])
-    holder_offsets = np.concatenate([[0], np.cumsum([len(a) for a in B])])
-    position = {int(s): k for k, s in enumerate(holders)}
-    cols = np.array([holder_offsets[position[int(struct_of_atom[i])]] + (i - offsets[struct_of_atom[i]])
-                     for i in active], dtype=np.int64)
+    sizes = np.array([len(a) for a in frames], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    if active.ndim != 1 or active.size == 0 or active.min() < 0 or active.max() >= offsets[-1]:
+        raise InputError(f"active environments must be atom indices in 0..{offsets[-1] - 1}")
+    m = len(active)
+    nu1 = engine.hypers.nu_max + 1
+    if batch is None:
+        # atoms per call whose atom kernels (atoms × M) take at most half the budget
+        cap = max(1, int(engine.memory_budget // 2 // (8 * nu1 * m)))
+        bounds = [0]
+        for k in range(1, len(frames)):
+            if offsets[k + 1] - offsets[bounds[-1]] > cap:
+                bounds.append(k)
+        bounds.append(len(frames))
+    else:
+        if int(batch) < 1:
+            raise InputError(f"batch must be a positive number of structures, got {batch!r}")
+        bounds = list(range(0, len(frames), int(batch))) + [len(frames)]
+    test = None if frames_test is None else list(frames_test)
+    total = float(offsets[-1] + (0 if test is None else sum(len(a) for a in test)))
+    done = [0.0]
 
-    def rows_vs_active(fr, keep_rows=None):
-        """Σ over the atoms of each structure of k(atom, active env); also the atom rows ``keep_rows``
-        (global atom indices into ``fr``) before the sum."""
-        blocks, kept = [], {}
-        off = np.concatenate([[0], np.cumsum([len(a) for a in fr])])
-        for s in range(0, len(fr), batch):
-            part = fr[s:s + batch]
-            Ka = engine.compute(part, B, atomic=True, cancel=cancel).K_atomic[:, :, cols]
-            starts = off[s:s + len(part)] - off[s]
-            blocks.append(np.add.reduceat(Ka, starts, axis=1))  # atoms of one structure are contiguous
-            if keep_rows is not None:
-                inside = keep_rows[(keep_rows >= off[s]) & (keep_rows < off[s + len(part)])]
-                for g in inside:
-                    kept[int(g)] = Ka[:, g - off[s], :]
-            if progress is not None:
-                progress(min(1.0, (s + len(part)) / len(fr)), None)
-        return np.concatenate(blocks, axis=1), kept
+    def call_progress(n_atoms):
+        """Engine progress of a call over ``n_atoms`` rows, as a fraction of all rows."""
+        if progress is None:
+            return None
+        return lambda frac, eta: progress(min(1.0, (done[0] + frac * n_atoms) / total), None)
 
-    K_NM, kept = rows_vs_active(frames, keep_rows=active)
-    out = {"K_NM": K_NM, "K_MM": np.stack([kept[int(i)] for i in active], axis=1)}
-    if frames_test is not None:
-        out["K_TM"] = rows_vs_active(list(frames_test))[0]
+    blocks = []
+    K_MM = np.empty((nu1, m, m))
+    for s, e in zip(bounds[:-1], bounds[1:]):
+        inside = np.flatnonzero((active >= offsets[s]) & (active < offsets[e]))
+        n_rows = float(offsets[e] - offsets[s])
+        res = engine.compute(frames[s:e], frames, centers_B=active, atomic=inside.size > 0,
+                             progress=call_progress(n_rows), cancel=cancel)
+        blocks.append(res.K)
+        if inside.size:
+            K_MM[:, inside, :] = res.K_atomic[:, active[inside] - offsets[s], :]
+        done[0] += n_rows
+    out = {"K_NM": np.concatenate(blocks, axis=1), "K_MM": K_MM}
+    if test is not None:
+        out["K_TM"] = engine.compute(test, frames, centers_B=active, cancel=cancel,
+                                     progress=call_progress(total - done[0])).K
+    if progress is not None:
+        progress(1.0, None)
     out["seconds"] = time.perf_counter() - t0
     return out
 

@@ -891,29 +891,6 @@ def _tiles_in_process(store, frames, hypers: Hypers, tensor_rank, progress, canc
     return computed
 
 
-@contextlib.contextmanager
-def _no_main_script():
-    """Hide the page script from processes started meanwhile (the LocalCluster's workers).
-
-    Streamlit runs every page as the module ``__main__`` with the page's ``__file__``, and processes started by
-    the ``spawn`` method (Dask's default) re-run the parent's ``__main__`` file before anything else: every worker
-    would run the whole page (read the data set, estimate, …) in Streamlit's bare mode. A stand-in ``__main__``
-    without a file gives them nothing to re-run. Only while the cluster starts: Streamlit installs its own
-    ``__main__`` at the start of every script run, so the original is put back only if still replaced by ours.
-    """
-    import sys
-    import types
-
-    saved = sys.modules.get("__main__")
-    stand_in = types.ModuleType("__main__")
-    sys.modules["__main__"] = stand_in
-    try:
-        yield
-    finally:
-        if sys.modules.get("__main__") is stand_in and saved is not None:
-            sys.modules["__main__"] = saved
-
-
 def compute_store_tiles(frames, hypers: Hypers, request: dict, path, *, n_workers: int = TILE_WORKERS,
                         progress=None, cancel=None):
     """The Kernels page's tiled computation (runs in a worker thread; no streamlit calls).
@@ -958,8 +935,8 @@ def compute_store_tiles(frames, hypers: Hypers, request: dict, path, *, n_worker
             client = None
             t0 = time.perf_counter()
             try:
-                with _no_main_script():
-                    client = stack.enter_context(distributed.local_cluster(n_workers))
+                # local_cluster keeps its workers from re-running this page (Streamlit's __main__ script)
+                client = stack.enter_context(distributed.local_cluster(n_workers))
             except Exception as exc:  # noqa: BLE001 - any failure to start a cluster falls back to this process
                 info["fallback"] = f"{type(exc).__name__}: {exc}".strip()
             if client is not None:
