@@ -1001,12 +1001,17 @@ def _sparse_estimate(digest: str, hypers_json: str, train, test, n_active: int, 
     engine = WignerKernel(Hypers.from_json(hypers_json), memory_budget=MEMORY_BUDGET)
     tr = [_frames[i] for i in train]
     te = [_frames[i] for i in test]
-    # M active structures (or the ≤ M structures holding M environments, all of whose atoms the engine
-    # computes) are stood in for by the first M training structures: a random sample in a random split.
-    proxy = tr[:max(1, min(int(n_active), len(tr)))]
-    atomic = active_kind == "environments"
-    nm = engine.estimate(tr, proxy, atomic=atomic)
-    tm = engine.estimate(te, proxy, atomic=atomic) if te else {"n_pairs": 0, "seconds": 0.0}
+    # M active structures are stood in for by the first M training structures (a random sample in a random
+    # split); M active environments by the first M atoms, computed as restricted centres like the real run
+    if active_kind == "environments":
+        n_atoms = sum(len(a) for a in tr)
+        centers = np.arange(max(1, min(int(n_active), n_atoms)))
+        nm = engine.estimate(tr, tr, centers_B=centers)
+        tm = engine.estimate(te, tr, centers_B=centers) if te else {"n_pairs": 0, "seconds": 0.0}
+    else:
+        proxy = tr[:max(1, min(int(n_active), len(tr)))]
+        nm = engine.estimate(tr, proxy)
+        tm = engine.estimate(te, proxy) if te else {"n_pairs": 0, "seconds": 0.0}
     nn = engine.estimate(tr)
     return {"n_train": len(tr), "n_test": len(te), "n_active": int(n_active),
             "pairs_sparse": int(nm["n_pairs"] + tm["n_pairs"]), "seconds_sparse": nm["seconds"] + tm["seconds"],
