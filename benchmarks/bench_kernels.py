@@ -135,7 +135,8 @@ def flops(frames, hypers, engine_result):
     plan = engine._plan(())
     est = engine.estimate(frames)
     computed = est["computed_pairs"]
-    env = build_environments(frames, hypers.cutoff, hypers.cutoff_width)
+    env = build_environments(frames, hypers.cutoff, hypers.cutoff_width, radial_scale=hypers.radial_scale,
+                             radial_exponent=hypers.radial_exponent)
     n_channels = len(np.unique(env.neighbor_numbers))
     n_radial = density.radial_basis(hypers).n_max
     iteration = 2.0 * (plan.n_terms_step + plan.n_terms_out) * computed

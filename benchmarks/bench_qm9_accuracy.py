@@ -3,11 +3,15 @@
 Protocol (all molecules drawn from the full QM9 in ``qm9pack``, never from ``sample_data/``):
 
 1. *Density choice* — on the 500 training molecules of seed 0 only, 5-fold CV MAE of the mixed model for each
-   candidate density (constant widths and radially growing widths); the test set is not looked at.
+   candidate density (constant widths, radially growing widths, with and without the radial weight
+   u(r) = 1/(1+(r/r₀)^m)); the test set is not looked at. ``--only N`` evaluates the last N candidates.
 2. *Test MAE* — for seeds 0, 1, 2: 500 random training and 1,000 random test molecules, default hypers
    (ν_max=4, λ_max=3, cutoff 5 Å, the chosen density), the default mixed model with CV on the training set.
 3. *Learning curve* — one 3,000-molecule kernel, training sizes up to 2,000 on a log grid, 1,000 test molecules,
    mixed vs each single ν vs composition.
+
+Every fit uses the body-order weight law of ``python -m wkviz fit`` (free positive weights per ν; ``--weights
+exponential`` for the published kernel-exponential law).
 
 Usage::
 
@@ -33,6 +37,7 @@ from wkviz.kernels import WignerKernel
 from wkviz.models import KernelSet, TargetData, compare_models
 
 EV_TO_MEV = 1000.0
+WEIGHTS = {"law": "free"}  # the body-order weight law of every fit (set from --weights)
 
 CANDIDATES = [
     # constant widths (featomic's convention)
@@ -50,6 +55,22 @@ CANDIDATES = [
     dict(density_width=0.03, density_scaling=0.8),
     dict(density_width=0.03, density_scaling=0.6),
     dict(density_width=0.02, density_scaling=0.7),
+    # the radial weight u(r) = 1/(1+(r/r0)^m) on top of the width law: how much far neighbours count,
+    # decoupled from how wide they are
+    dict(density_width=0.15, radial_scale=1.5),
+    dict(density_width=0.15, radial_scale=1.2),
+    dict(density_width=0.15, radial_scale=2.0),
+    dict(density_width=0.15, radial_scale=1.5, radial_exponent=4),
+    dict(density_width=0.15, radial_scale=1.5, radial_exponent=10),
+    dict(density_width=0.1, radial_scale=1.5),
+    dict(density_width=0.25, radial_scale=1.5),
+    dict(density_width=0.3, radial_scale=1.5),
+    dict(density_width=0.2, radial_scale=1.4),
+    dict(density_width=0.2, radial_scale=1.7),
+    dict(density_width=0.2, radial_scale=1.5, radial_exponent=8),
+    dict(density_width=0.05, density_scaling=1.5, radial_scale=1.5),
+    dict(density_width=0.1, density_scaling=2.0, radial_scale=1.5),
+    dict(density_width=0.2, radial_scale=1.5),
 ]
 
 
@@ -75,9 +96,9 @@ def select_density(base: Hypers, n_train=500, candidates=None):
     target = TargetData.from_frames(train, "U0")
     rows = []
     for cand in candidates or CANDIDATES:
-        h = base.replace(**{"density_scaling": None, **cand})
+        h = base.replace(**{"density_scaling": None, "radial_scale": None, "radial_exponent": 6.0, **cand})
         ks = KernelSet.from_result(kernels(h, train))
-        res = compare_models(ks, target, ks, target, models=["mixed"])[0]
+        res = compare_models(ks, target, ks, target, models=["mixed"], weights=WEIGHTS["law"])[0]
         rows.append({**cand, "cv_mae_meV": res["cv_mae"] * EV_TO_MEV})
         log(f"{cand}: CV MAE {res['cv_mae'] * EV_TO_MEV:.1f} meV")
     return rows
@@ -90,7 +111,7 @@ def test_mae(hypers: Hypers, seeds=(0, 1, 2), n_train=500, n_test=1000):
         k_train = KernelSet.from_result(kernels(hypers, train))
         k_test = KernelSet.from_result(kernels(hypers, test, train))
         out = compare_models(k_train, TargetData.from_frames(train, "U0"), k_test,
-                             TargetData.from_frames(test, "U0"))
+                             TargetData.from_frames(test, "U0"), weights=WEIGHTS["law"])
         for r in out:
             rows.append({"seed": seed, "model": r["model"], "mae_meV": r["mae"] * EV_TO_MEV,
                          "rmse_meV": r["rmse"] * EV_TO_MEV, "cv_mae_meV": r["cv_mae"] * EV_TO_MEV,
@@ -104,7 +125,7 @@ def curve(hypers: Hypers, n_max=2000, n_test=1000, repeats=1):
     ks = KernelSet.from_result(kernels(hypers, frames))
     target = TargetData.from_frames(frames, "U0")
     sizes = log_grid(60, n_max, 6)
-    lc = learning_curve(ks, target, sizes, repeats=repeats, test_size=n_test, seed=0)
+    lc = learning_curve(ks, target, sizes, repeats=repeats, test_size=n_test, seed=0, weights=WEIGHTS["law"])
     return lc
 
 
@@ -113,8 +134,11 @@ def main(argv=None):
     p.add_argument("--part", choices=("select", "test", "curve", "all"), default="all")
     p.add_argument("--out", default="artifacts/bench_qm9")
     p.add_argument("--density", help="JSON of density hypers to use instead of the library default")
+    p.add_argument("--weights", choices=("free", "exponential"), default="free",
+                   help="body-order weight law (default: free, as `python -m wkviz fit`)")
     p.add_argument("--only", type=int, default=0, help="select: evaluate only the last N candidates")
     args = p.parse_args(argv)
+    WEIGHTS["law"] = args.weights
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     base = Hypers(nu_max=4, lambda_max=3, cutoff=5.0)

@@ -134,7 +134,9 @@ def equivariance_section() -> None:
     molecules = [i for i, a in enumerate(ds.frames) if not a.pbc.any()]
     eq_hypers = Hypers(nu_max=3, lambda_max=2, cutoff=common.applied_hypers().cutoff, cutoff_width=0.5,
                        density_width=common.applied_hypers().density_width,
-                       density_scaling=common.applied_hypers().density_scaling)
+                       density_scaling=common.applied_hypers().density_scaling,
+                       radial_scale=common.applied_hypers().radial_scale,
+                       radial_exponent=common.applied_hypers().radial_exponent)
     if not molecules:
         st.info("The equivariance demo needs a non-periodic molecule; load the QM9 subset on the Data page.",
                 icon=":material/info:")

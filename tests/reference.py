@@ -124,8 +124,12 @@ class Environment:
     weights: np.ndarray
 
 
-def environments(atoms, cutoff: float, cutoff_width: float) -> list[Environment]:
-    """Environments of every atom of ``atoms`` (ase.Atoms), periodic images found by brute force."""
+def environments(atoms, cutoff: float, cutoff_width: float, radial=None) -> list[Environment]:
+    """Environments of every atom of ``atoms`` (ase.Atoms), periodic images found by brute force.
+
+    ``radial=(r0, m)`` multiplies each neighbour's weight by r0^m / (r0^m + r^m) (featomic's Willatt2018 form
+    with rate 1, written independently of wkviz).
+    """
     pos = np.asarray(atoms.get_positions(), dtype=float)
     numbers = np.asarray(atoms.get_atomic_numbers())
     pbc = np.asarray(atoms.get_pbc(), dtype=bool)
@@ -147,7 +151,11 @@ def environments(atoms, cutoff: float, cutoff_width: float) -> list[Environment]
         z = np.tile(numbers, len(shifts))
         r = np.linalg.norm(d, axis=1)
         keep = (r < cutoff) & (r > 1e-10)
-        out.append(Environment(i, d[keep], z[keep], cutoff_weight(r[keep], cutoff, cutoff_width)))
+        wts = cutoff_weight(r[keep], cutoff, cutoff_width)
+        if radial is not None:
+            r0m = radial[0] ** radial[1]
+            wts = wts * r0m / (r0m + r[keep] ** radial[1])
+        out.append(Environment(i, d[keep], z[keep], wts))
     return out
 
 
@@ -317,18 +325,18 @@ class SO3Oracle:
 # ----------------------------------------------------------------------------------------------------------
 # Structure-level assembly
 # ----------------------------------------------------------------------------------------------------------
-def atom_list(frames, cutoff, cutoff_width):
+def atom_list(frames, cutoff, cutoff_width, radial=None):
     """Flat list of (structure index, Z, Environment) over all atoms of all frames."""
     out = []
     for s, atoms in enumerate(frames):
         z = atoms.get_atomic_numbers()
-        for env in environments(atoms, cutoff, cutoff_width):
+        for env in environments(atoms, cutoff, cutoff_width, radial):
             out.append((s, int(z[env.centre]), env))
     return out
 
 
 def oracle_kernels(frames_a, frames_b, *, nu_max, L, cutoff, cutoff_width, sigma, scaling=None,
-                   normalization="exact", lams=(0, 1, 2)):
+                   normalization="exact", lams=(0, 1, 2), radial=None):
     """Structure and atom kernels from :class:`SO3Oracle`.
 
     Returns dict with ``K`` [ν_max+1, nA, nB] (ν ≥ 1), ``K_atomic`` [ν_max+1, atomsA, atomsB],
@@ -336,8 +344,8 @@ def oracle_kernels(frames_a, frames_b, *, nu_max, L, cutoff, cutoff_width, sigma
     the tensorial ones only if 1 / 2 are in ``lams`` and L is large enough.
     """
     oracle = SO3Oracle(L, normalization)
-    A = atom_list(frames_a, cutoff, cutoff_width)
-    B = atom_list(frames_b, cutoff, cutoff_width)
+    A = atom_list(frames_a, cutoff, cutoff_width, radial)
+    B = atom_list(frames_b, cutoff, cutoff_width, radial)
     nA, nB = len(frames_a), len(frames_b)
     K = np.zeros((nu_max + 1, nA, nB))
     Ka = np.zeros((nu_max + 1, len(A), len(B)))
@@ -371,11 +379,16 @@ def composition_kernel(frames_a, frames_b) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------
 # featomic 0.6.7 (MATH.md §10)
 # ----------------------------------------------------------------------------------------------------------
-def featomic_hypers(cutoff, cutoff_width, sigma, L, max_radial=20):
-    """featomic hypers with the physics of MATH.md §1 (centre excluded, splines off for accuracy)."""
+def featomic_hypers(cutoff, cutoff_width, sigma, L, max_radial=20, radial=None):
+    """featomic hypers with the physics of MATH.md §1 (centre excluded, splines off for accuracy);
+    ``radial=(r0, m)`` adds featomic's Willatt2018 radial scaling with rate 1."""
+    density = {"type": "Gaussian", "width": sigma, "center_atom_weight": 0.0}
+    if radial is not None:
+        density["scaling"] = {"type": "Willatt2018", "scale": float(radial[0]), "rate": 1.0,
+                              "exponent": int(radial[1])}
     return dict(
         cutoff={"radius": cutoff, "smoothing": {"type": "ShiftedCosine", "width": cutoff_width}},
-        density={"type": "Gaussian", "width": sigma, "center_atom_weight": 0.0},
+        density=density,
         basis={
             "type": "TensorProduct",
             "max_angular": L,

@@ -150,6 +150,34 @@ def test_hypers_validation_messages():
     h = Hypers(density_width=0.3, nu_max=3, density_scaling=2.0)
     assert Hypers.from_json(h.to_json()) == h
     assert hash(h) == hash(Hypers.from_dict(h.to_dict()))
+
+
+def test_radial_weight_hypers_validation_round_trip_and_old_files():
+    with pytest.raises(ValueError, match="radial_scale must be between"):
+        Hypers(radial_scale=0.05)
+    with pytest.raises(ValueError, match="radial_exponent must be between"):
+        Hypers(radial_exponent=0)
+    h = Hypers(radial_scale=2.0, radial_exponent=4)
+    assert Hypers.from_json(h.to_json()) == h and h.digest() != h.replace(radial_scale=None).digest()
+    np.testing.assert_allclose(h.weight_at([0.0, 2.0, 4.0]), [1.0, 0.5, 1.0 / 17.0])
+    assert np.all(h.replace(radial_scale=None).weight_at([1.0, 3.0]) == 1.0)
+    # a kernel file written before the weight existed was computed without it
+    old = {k: v for k, v in h.to_dict().items() if k not in ("radial_scale", "radial_exponent")}
+    assert Hypers.from_dict(old).radial_scale is None
+
+
+def test_radial_weight_cli_flags():
+    import argparse
+
+    from wkviz.__main__ import add_hyper_flags, hypers_from_args
+
+    ap = argparse.ArgumentParser()
+    add_hyper_flags(ap)
+    assert hypers_from_args(ap.parse_args([])) == Hypers()
+    h = hypers_from_args(ap.parse_args(["--radial-scale", "none"]))
+    assert h.radial_scale is None
+    h = hypers_from_args(ap.parse_args(["--radial-scale", "2.5", "--radial-exponent", "4"]))
+    assert (h.radial_scale, h.radial_exponent) == (2.5, 4.0)
     with pytest.raises(ValueError, match="unknown hyperparameter"):
         Hypers.from_dict({"nu": 3})
 

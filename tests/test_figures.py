@@ -247,6 +247,19 @@ def test_cli_command_writes_every_hyperparameter_and_quotes():
                         ("--normalization", "exact"), ("--out", "K.npz")):
         assert parts[parts.index(flag) + 1] == value
     assert "--atomic" in parts and "--tensor-rank" not in parts
+    # switched-off options are written as "none", and the flags parse back to the same Hypers
+    import argparse
+
+    from wkviz.__main__ import add_hyper_flags, hypers_from_args
+
+    off = h.replace(radial_scale=None, density_scaling=None)
+    parts = shlex.split(figures.cli_command("kernels", off, "a.xyz"))
+    assert parts[parts.index("--radial-scale") + 1] == "none"
+    ap = argparse.ArgumentParser()
+    ap.add_argument("sub")
+    ap.add_argument("path")
+    add_hyper_flags(ap)
+    assert hypers_from_args(ap.parse_args(parts[3:])) == off
     cmd = figures.cli_command("learning-curve", None, sizes=[10, 20], repeats=2)
     assert "--sizes 10,20" in cmd
     config = json.loads(figures.config_json(hypers=h, idx=np.arange(3)))

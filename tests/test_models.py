@@ -595,7 +595,8 @@ def qm9_kernels():
     from wkviz.kernels import WignerKernel
 
     frames = load_sample("qm9")[:200]
-    res = WignerKernel(Hypers(density_width=0.3, density_scaling=None, nu_max=3, lambda_max=3)).compute(frames)
+    res = WignerKernel(Hypers(density_width=0.3, density_scaling=None, radial_scale=None, nu_max=3,
+                              lambda_max=3)).compute(frames)
     return KernelSet.from_result(res), TargetData.from_frames(frames, "U0")
 
 

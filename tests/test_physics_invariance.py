@@ -20,7 +20,7 @@ import pytest
 import reference as ref
 from wkviz.hypers import Hypers
 
-HYPERS = Hypers(density_scaling=None, nu_max=4, lambda_max=3, cutoff=4.0, cutoff_width=0.6, density_width=0.4)
+HYPERS = Hypers(density_scaling=None, radial_scale=None, nu_max=4, lambda_max=3, cutoff=4.0, cutoff_width=0.6, density_width=0.4)
 RTOL = 1e-10
 
 
@@ -255,9 +255,9 @@ _THREAD_SCRIPT = textwrap.dedent(
     from wkviz.kernels import WignerKernel
 
     jobs = [
-        (make_molecules(), Hypers(density_scaling=None, nu_max=4, lambda_max=3, cutoff=4.0, cutoff_width=0.6, density_width=0.4)),
+        (make_molecules(), Hypers(density_scaling=None, radial_scale=None, nu_max=4, lambda_max=3, cutoff=4.0, cutoff_width=0.6, density_width=0.4)),
         ([make_periodic_cell()] + make_molecules()[:2],
-         Hypers(density_scaling=None, nu_max=3, lambda_max=2, cutoff=4.5, cutoff_width=0.5, density_width=0.5, schedule="full")),
+         Hypers(density_scaling=None, radial_scale=None, nu_max=3, lambda_max=2, cutoff=4.5, cutoff_width=0.5, density_width=0.5, schedule="full")),
     ]
 
     def run(frames, h):

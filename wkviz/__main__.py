@@ -17,8 +17,8 @@ from .hypers import NORMALIZATIONS, SCHEDULES, Hypers
 
 
 def add_hyper_flags(parser: argparse.ArgumentParser) -> None:
-    """Add ``--nu-max --lambda-max --cutoff --cutoff-width --density-width --density-scaling --schedule
-    --normalization`` (defaults of :class:`~wkviz.hypers.Hypers`)."""
+    """Add ``--nu-max --lambda-max --cutoff --cutoff-width --density-width --density-scaling --radial-scale
+    --radial-exponent --schedule --normalization`` (defaults of :class:`~wkviz.hypers.Hypers`)."""
     d = Hypers()
     g = parser.add_argument_group("Wigner-kernel hyperparameters")
     g.add_argument("--nu-max", type=int, default=d.nu_max, help="highest body order ν (default %(default)s)")
@@ -30,6 +30,10 @@ def add_hyper_flags(parser: argparse.ArgumentParser) -> None:
                    help="Gaussian width σ (σ₀ with --density-scaling), Å (default %(default)s)")
     g.add_argument("--density-scaling", type=_optional_float, default=d.density_scaling,
                    help="r_s of σ(r) = σ₀·exp(r/r_s), Å; 'none' for a constant width (default %(default)s)")
+    g.add_argument("--radial-scale", type=_optional_float, default=d.radial_scale,
+                   help="r₀ of the radial weight 1/(1+(r/r₀)^m), Å; 'none' to switch it off (default %(default)s)")
+    g.add_argument("--radial-exponent", type=float, default=d.radial_exponent,
+                   help="m of the radial weight (default %(default)s)")
     g.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help="default %(default)s")
     g.add_argument("--normalization", choices=NORMALIZATIONS, default=d.normalization, help="default %(default)s")
     g.add_argument("--nu1-route", choices=("basis", "exact"), default=d.nu1_route,
@@ -47,7 +51,8 @@ def hypers_from_args(args) -> Hypers:
     try:
         return Hypers(nu_max=args.nu_max, lambda_max=args.lambda_max, cutoff=args.cutoff,
                       cutoff_width=args.cutoff_width, density_width=args.density_width,
-                      density_scaling=args.density_scaling, schedule=args.schedule,
+                      density_scaling=args.density_scaling, radial_scale=args.radial_scale,
+                      radial_exponent=args.radial_exponent, schedule=args.schedule,
                       normalization=args.normalization, nu1_route=args.nu1_route)
     except ValueError as exc:
         raise WkvizError(str(exc)) from None

@@ -392,7 +392,8 @@ def density_features(frames, hypers, *, n_radial=None, species=None) -> Density:
     from .density import DensityExpansion
     from .neighbors import build_environments
 
-    env = build_environments(frames, hypers.cutoff, hypers.cutoff_width)
+    env = build_environments(frames, hypers.cutoff, hypers.cutoff_width, radial_scale=hypers.radial_scale,
+                             radial_exponent=hypers.radial_exponent)
     if species is None:
         species = np.unique(env.neighbor_numbers)
     species = np.asarray(species, dtype=np.int64)

@@ -1389,6 +1389,8 @@ _FLAG_NAMES = {
     "cutoff_width": "--cutoff-width",
     "density_width": "--density-width",
     "density_scaling": "--density-scaling",
+    "radial_scale": "--radial-scale",
+    "radial_exponent": "--radial-exponent",
     "schedule": "--schedule",
     "normalization": "--normalization",
     "nu1_route": "--nu1-route",
@@ -1428,7 +1430,8 @@ def cli_command(subcommand: str, hypers=None, *args: str, **options) -> str:
     if hypers is not None:
         for field, flag in _FLAG_NAMES.items():
             value = getattr(hypers, field)
-            if value is None:
+            if value is None:  # written out: an omitted flag would mean the (possibly non-None) default
+                parts += [flag, "none"]
                 continue
             parts += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
     return " ".join(shlex.quote(p) for p in parts)

@@ -33,12 +33,20 @@ class Hypers:
         Width w of the shifted-cosine switching region below the cutoff, Å (0 < w ≤ r_c).
     density_width : float
         Gaussian width σ of each neighbour in the density, Å. With ``density_scaling`` it is σ₀ of
-        σ(r) = σ₀·exp(r/r_s). Default 0.03 Å with ``density_scaling=0.6`` (σ = 0.16 Å at 1 Å, 0.84 Å at 2 Å, 4.5 Å at 3 Å),
-        chosen by cross-validation on QM9 (BENCHMARKS.md §6).
+        σ(r) = σ₀·exp(r/r_s). Default 0.2 Å (constant), chosen together with the radial weight below by
+        cross-validation on QM9 (BENCHMARKS.md §6).
     density_scaling : float or None
         Length r_s (Å) of the radial growth of the width, σ(r) = σ₀·exp(r/r_s), with unit-integral Gaussians
         so wide far-away neighbours also weigh less (MATH.md §13). ``None`` means a constant width with
         unit-norm Gaussians (featomic's convention).
+    radial_scale : float or None
+        r₀ (Å) of the radial weight u(r) = 1 / (1 + (r/r₀)^m) that multiplies every neighbour's Gaussian
+        (featomic's ``Willatt2018`` radial scaling with rate 1), on top of the cutoff function. It decides
+        how much far neighbours count independently of how wide they are. Default 1.5 Å: bonded
+        neighbours (≈ 1–1.5 Å) keep most of their weight, second neighbours (≈ 2.5 Å) about 5 %.
+        ``None`` switches the weight off (u = 1).
+    radial_exponent : float
+        m of the radial weight (default 6); ignored when ``radial_scale`` is ``None``.
     schedule : {"reduced", "full"}
         ``"reduced"`` runs the equivariant recursion up to ⌈ν_max/2⌉ and then contracts to invariants
         (identical invariants, about 3× cheaper at ν_max=4, L=3). Tensorial outputs always use the full
@@ -56,10 +64,12 @@ class Hypers:
     lambda_max: int = 3
     cutoff: float = 5.0
     cutoff_width: float = 0.5
-    # chosen by 5-fold CV on 500 random QM9 training molecules (BENCHMARKS.md §6): sharp near the centre,
-    # wide and light far away — 92.9 meV CV MAE on U0 against 172.4 meV for the best constant width
-    density_width: float = 0.03
-    density_scaling: float | None = 0.6
+    # chosen by 5-fold CV on 500 random QM9 training molecules (BENCHMARKS.md §6): a radial weight that
+    # fades beyond the bonded shell beat every width law without it (76 against 92 meV CV MAE on U0)
+    density_width: float = 0.2
+    density_scaling: float | None = None
+    radial_scale: float | None = 1.5
+    radial_exponent: float = 6.0
     schedule: str = "reduced"
     normalization: str = "exact"
     nu1_route: str = "basis"
@@ -75,13 +85,18 @@ class Hypers:
             ):
                 fail(f"{name} must be a whole number, got {value!r}")
             object.__setattr__(self, name, int(value))
-        for name in ("cutoff", "cutoff_width", "density_width"):
+        for name in ("cutoff", "cutoff_width", "density_width", "radial_exponent"):
             value = getattr(self, name)
             try:
                 value = float(value)
             except (TypeError, ValueError):
                 fail(f"{name} must be a number in Å, got {value!r}")
             object.__setattr__(self, name, value)
+        if self.radial_scale is not None:
+            try:
+                object.__setattr__(self, "radial_scale", float(self.radial_scale))
+            except (TypeError, ValueError):
+                fail(f"radial_scale must be a length in Å or None, got {self.radial_scale!r}")
         if self.density_scaling is not None:
             try:
                 object.__setattr__(self, "density_scaling", float(self.density_scaling))
@@ -102,6 +117,11 @@ class Hypers:
         ):
             fail(f"density_scaling must be between 0.3 and 1000 Å (or None for a constant width), "
                  f"got {self.density_scaling}")
+        if self.radial_scale is not None and not (math.isfinite(self.radial_scale)
+                                                  and 0.2 <= self.radial_scale <= 20.0):
+            fail(f"radial_scale must be between 0.2 and 20 Å (or None for no radial weight), got {self.radial_scale}")
+        if not (math.isfinite(self.radial_exponent) and 1.0 <= self.radial_exponent <= 20.0):
+            fail(f"radial_exponent must be between 1 and 20, got {self.radial_exponent}")
         if self.schedule not in SCHEDULES:
             fail(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.normalization not in NORMALIZATIONS:
@@ -123,11 +143,18 @@ class Hypers:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Hypers":
-        """Build from a dict, refusing unknown names with the list of valid ones."""
+        """Build from a dict, refusing unknown names with the list of valid ones.
+
+        A dict written before the radial weight existed (it has ``density_width`` but no ``radial_scale``)
+        describes kernels computed without one, so it reads as ``radial_scale=None``, not as the new default.
+        """
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"unknown hyperparameter(s) {', '.join(unknown)}; valid names: {', '.join(sorted(names))}")
+        data = dict(data)
+        if "density_width" in data and "radial_scale" not in data:
+            data["radial_scale"] = None
         return cls(**data)
 
     @classmethod
@@ -138,6 +165,15 @@ class Hypers:
         """Short content hash used as a cache key."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
+    def weight_at(self, r):
+        """Radial weight u(r) of a neighbour at distance ``r`` (Å), before the cutoff function."""
+        import numpy as np
+
+        r = np.asarray(r, dtype=float)
+        if self.radial_scale is None:
+            return np.ones_like(r)
+        return radial_weight(r, self.radial_scale, self.radial_exponent)
+
     def width_at(self, r):
         """Gaussian width σ(r) in Å of a neighbour at distance ``r``."""
         if self.density_scaling is None:
@@ -145,3 +181,13 @@ class Hypers:
         import numpy as np
 
         return self.density_width * np.exp(np.asarray(r) / self.density_scaling)
+
+
+def radial_weight(distances, scale, exponent):
+    """u(r) = 1 / (1 + (r/r₀)^m) (featomic's Willatt2018 radial scaling with rate 1); ones when ``scale`` is None."""
+    import numpy as np
+
+    r = np.asarray(distances, dtype=float)
+    if scale is None:
+        return np.ones_like(r)
+    return 1.0 / (1.0 + (r / float(scale)) ** float(exponent))

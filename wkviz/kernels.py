@@ -184,7 +184,13 @@ def _unique_in_order(centres):
     return values[order], rank[inverse.ravel()]
 
 
-def _centre_environments(frames, centres, cutoff, cutoff_width, env_all=None):
+def _environments(frames, hypers):
+    """Neighbour lists with the weights the density needs (cutoff function × radial weight)."""
+    return build_environments(frames, hypers.cutoff, hypers.cutoff_width, radial_scale=hypers.radial_scale,
+                              radial_exponent=hypers.radial_exponent)
+
+
+def _centre_environments(frames, centres, hypers, env_all=None):
     """Environments of the given centres only (in the given order), each with all its neighbours.
 
     Neighbour lists are built for the structures holding a centre (``env_all``, the environments of every
@@ -196,7 +202,7 @@ def _centre_environments(frames, centres, cutoff, cutoff_width, env_all=None):
         start = np.concatenate([[0], np.cumsum(n_atoms)])
         owner = np.searchsorted(start, centres, side="right") - 1
         holders, slot = np.unique(owner, return_inverse=True)
-        env_all = build_environments([frames[s] for s in holders], cutoff, cutoff_width)
+        env_all = _environments([frames[s] for s in holders], hypers)
         holder_start = np.concatenate([[0], np.cumsum(n_atoms[holders])])
         local = holder_start[slot.ravel()] + (centres - start[owner])
     else:
@@ -385,13 +391,13 @@ class WignerKernel:
 
         timings = {}
         t0 = time.perf_counter()
-        env_a = build_environments(frames_A, h.cutoff, h.cutoff_width)
+        env_a = _environments(frames_A, h)
         if symmetric:
             env_b = env_a
         elif centres is None:
-            env_b = build_environments(frames_B, h.cutoff, h.cutoff_width)
+            env_b = _environments(frames_B, h)
         else:
-            env_b = _centre_environments(frames_B, distinct, h.cutoff, h.cutoff_width,
+            env_b = _centre_environments(frames_B, distinct, h,
                                          env_all=env_a if b_is_a else None)
         timings["neighbours"] = time.perf_counter() - t0
         if centres is not None:  # distinct centres while computing; repeats are copied at the end

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .hypers import radial_weight
+
 
 def cutoff_function(r, cutoff: float, width: float) -> np.ndarray:
     """Shifted-cosine switching function f_c(r) of MATH.md §1.
@@ -61,7 +63,8 @@ class Environments:
         return np.diff(self.offsets)
 
 
-def build_environments(frames, cutoff: float, cutoff_width: float) -> Environments:
+def build_environments(frames, cutoff: float, cutoff_width: float, *, radial_scale: float | None = None,
+                       radial_exponent: float = 6.0) -> Environments:
     """Neighbour lists of every atom of every structure within ``cutoff`` (Å).
 
     Parameters
@@ -69,6 +72,9 @@ def build_environments(frames, cutoff: float, cutoff_width: float) -> Environmen
     frames : sequence of ase.Atoms
     cutoff, cutoff_width : float
         Cutoff radius and width of the shifted-cosine switching region, Å.
+    radial_scale, radial_exponent : float
+        Radial weight u(r) = 1 / (1 + (r/r₀)^m) folded into every neighbour's weight (none when
+        ``radial_scale`` is None); see :class:`wkviz.hypers.Hypers`.
 
     Returns
     -------
@@ -108,7 +114,8 @@ def build_environments(frames, cutoff: float, cutoff_width: float) -> Environmen
         offsets=offsets,
         vectors=np.ascontiguousarray(vectors),
         distances=distances,
-        weights=cutoff_function(distances, cutoff, cutoff_width),
+        weights=cutoff_function(distances, cutoff, cutoff_width) * radial_weight(distances, radial_scale,
+                                                                                  radial_exponent),
         neighbor_numbers=np.concatenate(nnum).astype(np.int64) if nnum else np.zeros(0, dtype=np.int64),
         n_atoms=np.asarray(n_atoms, dtype=np.int64),
     )

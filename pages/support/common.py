@@ -164,6 +164,9 @@ WIDGET_DEFAULTS = {
     "kernels.density_width": _H.density_width,
     "kernels.scaling_on": _H.density_scaling is not None,
     "kernels.density_scaling": _H.density_scaling if _H.density_scaling is not None else 2.0,
+    "kernels.radial_on": _H.radial_scale is not None,
+    "kernels.radial_scale": _H.radial_scale if _H.radial_scale is not None else 1.5,
+    "kernels.radial_exponent": _H.radial_exponent,
     "kernels.normalization": _H.normalization,
     "kernels.atomic": False,
     "kernels.show_nu": [],
@@ -506,6 +509,8 @@ def hypers_from_widgets() -> Hypers:
         cutoff_width=float(ss["kernels.cutoff_width"]),
         density_width=float(ss["kernels.density_width"]),
         density_scaling=float(ss["kernels.density_scaling"]) if ss["kernels.scaling_on"] else None,
+        radial_scale=float(ss["kernels.radial_scale"]) if ss["kernels.radial_on"] else None,
+        radial_exponent=float(ss["kernels.radial_exponent"]),
         normalization=str(ss["kernels.normalization"]),
     )
 
@@ -1315,10 +1320,11 @@ def sidebar() -> None:
         st.markdown(f"**Split** · {len(tr)} train / {len(te)} test ({method}, seed {ss.get('data.seed', 0)})")
     h = applied_hypers()
     scaling = "off" if h.density_scaling is None else f"{h.density_scaling:g} Å"
+    radial = "off" if h.radial_scale is None else f"r₀ {h.radial_scale:g} Å, m {h.radial_exponent:g}"
     st.markdown(
         f"**Hypers** · ν_max {h.nu_max} · λ_max {h.lambda_max}  \n"
         f"cutoff {h.cutoff:g} Å (width {h.cutoff_width:g} Å)  \n"
-        f"σ {h.density_width:g} Å · scaling {scaling} · {h.normalization}"
+        f"σ {h.density_width:g} Å · scaling {scaling} · radial weight {radial} · {h.normalization}"
     )
     kres, _ = current_kernel()
     job = ss.get("wk.kernel_job")
