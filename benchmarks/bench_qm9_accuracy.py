@@ -71,6 +71,14 @@ CANDIDATES = [
     dict(density_width=0.05, density_scaling=1.5, radial_scale=1.5),
     dict(density_width=0.1, density_scaling=2.0, radial_scale=1.5),
     dict(density_width=0.2, radial_scale=1.5),
+    # neighbours of different heavy elements overlapping by a (Hypers.species_coupling)
+    dict(density_width=0.2, radial_scale=1.5, species_coupling=0.3),
+    dict(density_width=0.2, radial_scale=1.5, species_coupling=0.5),
+    dict(density_width=0.2, radial_scale=1.5, species_coupling=0.7),
+    dict(density_width=0.2, radial_scale=1.5, species_coupling=0.8),
+    dict(density_width=0.2, radial_scale=1.5, species_coupling=0.9),
+    dict(density_width=0.2, radial_scale=1.5, species_coupling=0.95),
+    dict(density_width=0.2, radial_scale=1.5, species_coupling=0.99),
 ]
 
 
@@ -96,7 +104,8 @@ def select_density(base: Hypers, n_train=500, candidates=None):
     target = TargetData.from_frames(train, "U0")
     rows = []
     for cand in candidates or CANDIDATES:
-        h = base.replace(**{"density_scaling": None, "radial_scale": None, "radial_exponent": 6.0, **cand})
+        h = base.replace(**{"density_scaling": None, "radial_scale": None, "radial_exponent": 6.0,
+                            "species_coupling": 0.0, **cand})
         ks = KernelSet.from_result(kernels(h, train))
         res = compare_models(ks, target, ks, target, models=["mixed"], weights=WEIGHTS["law"])[0]
         rows.append({**cand, "cv_mae_meV": res["cv_mae"] * EV_TO_MEV})

@@ -104,13 +104,6 @@ def render() -> None:
             st.number_input("density width σ (Å)", min_value=0.01, max_value=3.0, step=0.01, key="kernels.density_width", **common.KEEP,
                             help="Gaussian width of each neighbour in the density: smaller is sharper and more "
                                  "detailed, larger is smoother.")
-        with c3:
-            st.checkbox("width grows with distance", key="kernels.scaling_on", **common.KEEP,
-                        help="σ(r) = σ₀·exp(r/r_s) with unit-integral Gaussians, so far neighbours are wider and weigh "
-                             "less. Off: constant σ (featomic's convention).")
-            st.number_input("density scaling r_s (Å)", min_value=0.3, max_value=1000.0, step=0.1,
-                            key="kernels.density_scaling", **common.KEEP, help="Length over which the width grows by a factor e "
-                                                                "(used only when the box above is ticked).")
             st.checkbox("down-weight far neighbours", key="kernels.radial_on", **common.KEEP,
                         help="Multiply every neighbour by u(r) = 1/(1 + (r/r₀)^m) (featomic's Willatt2018 radial "
                              "scaling): how much distant atoms count, independently of how wide they are. On by "
@@ -121,6 +114,18 @@ def render() -> None:
             st.number_input("radial weight exponent m", min_value=1.0, max_value=20.0, step=1.0,
                             key="kernels.radial_exponent", **common.KEEP,
                             help="How sharply the weight falls off beyond r₀.")
+        with c3:
+            st.checkbox("width grows with distance", key="kernels.scaling_on", **common.KEEP,
+                        help="σ(r) = σ₀·exp(r/r_s) with unit-integral Gaussians, so far neighbours are wider and weigh "
+                             "less. Off: constant σ (featomic's convention).")
+            st.number_input("density scaling r_s (Å)", min_value=0.3, max_value=1000.0, step=0.1,
+                            key="kernels.density_scaling", **common.KEEP, help="Length over which the width grows by a factor e "
+                                                                "(used only when the box above is ticked).")
+            st.number_input("element coupling a", min_value=0.0, max_value=0.99, step=0.05,
+                            key="kernels.species_coupling", **common.KEEP,
+                            help="How much the densities of neighbours of two different heavy elements (C and N, "
+                                 "say) overlap, relative to the same element; hydrogen stays apart. 0 = every "
+                                 "element separate, as in the paper.")
             st.selectbox("normalization", ["exact", "reference"], key="kernels.normalization", **common.KEEP,
                          help="exact: k^ν = ∫ dR h(R)^ν (ν=2 ∝ SOAP linear kernel); reference: the published code's "
                               "convention.")

@@ -136,7 +136,8 @@ def equivariance_section() -> None:
                        density_width=common.applied_hypers().density_width,
                        density_scaling=common.applied_hypers().density_scaling,
                        radial_scale=common.applied_hypers().radial_scale,
-                       radial_exponent=common.applied_hypers().radial_exponent)
+                       radial_exponent=common.applied_hypers().radial_exponent,
+                       species_coupling=common.applied_hypers().species_coupling)
     if not molecules:
         st.info("The equivariance demo needs a non-periodic molecule; load the QM9 subset on the Data page.",
                 icon=":material/info:")

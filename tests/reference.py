@@ -180,12 +180,24 @@ class PairSet:
         return np.linalg.norm(self.b, axis=1)
 
 
-def pair_set(env_a: Environment, env_b: Environment, sigma: float, scaling: float | None = None) -> PairSet:
-    """Same-species neighbour pairs of two environments, constant width or σ(r) = σ₀ exp(r/r_s)."""
-    same = env_a.numbers[:, None] == env_b.numbers[None, :]
-    ia, ib = np.nonzero(same)
+def neighbour_overlap(za, zb, coupling: float) -> np.ndarray:
+    """How much neighbours of elements za, zb overlap: 1 if the same element, ``coupling`` if both are
+    heavier than hydrogen, else 0 (written here independently of wkviz.hypers.species_kernel)."""
+    za, zb = np.asarray(za), np.asarray(zb)
+    out = np.zeros(np.broadcast(za, zb).shape)
+    out[(za != 1) & (zb != 1)] = coupling
+    out[np.broadcast_to(za == zb, out.shape)] = 1.0
+    return out
+
+
+def pair_set(env_a: Environment, env_b: Environment, sigma: float, scaling: float | None = None,
+             coupling: float = 0.0) -> PairSet:
+    """Neighbour pairs of two environments that overlap (same species, or different heavy species when
+    ``coupling`` > 0, weighted by it), constant width or σ(r) = σ₀ exp(r/r_s)."""
+    overlap = neighbour_overlap(env_a.numbers[:, None], env_b.numbers[None, :], coupling)
+    ia, ib = np.nonzero(overlap)
     a, b = env_a.vectors[ia], env_b.vectors[ib]
-    ff = env_a.weights[ia] * env_b.weights[ib]
+    ff = env_a.weights[ia] * env_b.weights[ib] * overlap[ia, ib]
     if scaling is None:
         amp, s = ff, np.full(len(ia), 2.0 * sigma**2)
     else:
@@ -336,7 +348,7 @@ def atom_list(frames, cutoff, cutoff_width, radial=None):
 
 
 def oracle_kernels(frames_a, frames_b, *, nu_max, L, cutoff, cutoff_width, sigma, scaling=None,
-                   normalization="exact", lams=(0, 1, 2), radial=None):
+                   normalization="exact", lams=(0, 1, 2), radial=None, coupling=0.0):
     """Structure and atom kernels from :class:`SO3Oracle`.
 
     Returns dict with ``K`` [ν_max+1, nA, nB] (ν ≥ 1), ``K_atomic`` [ν_max+1, atomsA, atomsB],
@@ -355,7 +367,7 @@ def oracle_kernels(frames_a, frames_b, *, nu_max, L, cutoff, cutoff_width, sigma
         for q, (sb, zb, eb) in enumerate(B):
             if za != zb:
                 continue
-            blk = oracle.blocks(pair_set(ea, eb, sigma, scaling), nu_max)
+            blk = oracle.blocks(pair_set(ea, eb, sigma, scaling, coupling), nu_max)
             for nu in range(1, nu_max + 1):
                 Ka[nu, p, q] = blk[nu, 0, 1][0, 0]
                 K[nu, sa, sb] += blk[nu, 0, 1][0, 0]

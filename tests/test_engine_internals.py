@@ -162,8 +162,10 @@ def test_radial_weight_hypers_validation_round_trip_and_old_files():
     np.testing.assert_allclose(h.weight_at([0.0, 2.0, 4.0]), [1.0, 0.5, 1.0 / 17.0])
     assert np.all(h.replace(radial_scale=None).weight_at([1.0, 3.0]) == 1.0)
     # a kernel file written before the weight existed was computed without it
-    old = {k: v for k, v in h.to_dict().items() if k not in ("radial_scale", "radial_exponent")}
-    assert Hypers.from_dict(old).radial_scale is None
+    old = {k: v for k, v in h.to_dict().items() if k not in ("radial_scale", "radial_exponent", "species_coupling")}
+    assert Hypers.from_dict(old).radial_scale is None and Hypers.from_dict(old).species_coupling == 0.0
+    with pytest.raises(ValueError, match="species_coupling must be at least 0 and below 1"):
+        Hypers(species_coupling=1.0)
 
 
 def test_radial_weight_cli_flags():
@@ -176,8 +178,8 @@ def test_radial_weight_cli_flags():
     assert hypers_from_args(ap.parse_args([])) == Hypers()
     h = hypers_from_args(ap.parse_args(["--radial-scale", "none"]))
     assert h.radial_scale is None
-    h = hypers_from_args(ap.parse_args(["--radial-scale", "2.5", "--radial-exponent", "4"]))
-    assert (h.radial_scale, h.radial_exponent) == (2.5, 4.0)
+    h = hypers_from_args(ap.parse_args(["--radial-scale", "2.5", "--radial-exponent", "4", "--species-coupling", "0.3"]))
+    assert (h.radial_scale, h.radial_exponent, h.species_coupling) == (2.5, 4.0, 0.3)
     with pytest.raises(ValueError, match="unknown hyperparameter"):
         Hypers.from_dict({"nu": 3})
 

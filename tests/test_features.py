@@ -233,3 +233,19 @@ def test_features_transform_with_their_parity_labels():
             assert np.abs(got_inv[nu][(lam, sigma)] - sigma * (-1) ** lam * a).max() < 1e-9 * scale
     # the pseudoscalars of ν=3 flip, the invariants do not
     assert (0, -1) in ref[3] and np.abs(ref[3][(0, -1)]).max() > 1e-6
+
+
+def test_feature_kernels_with_species_coupling_reproduce_the_engine():
+    """With neighbour elements coupled (κ = U Uᵀ mixes the density channels), explicit features still give
+    8π² × their linear kernel = the Wigner kernel, for molecules with C, N and O neighbours."""
+    from ase.build import molecule
+
+    frames = [molecule("HCN"), molecule("CH3OH"), molecule("NH3"), molecule("H2O")]
+    h = Hypers(density_scaling=None, nu_max=3, lambda_max=2, cutoff=3.0, cutoff_width=0.5, density_width=0.5,
+               species_coupling=0.5)
+    engine = WignerKernel(h).compute(frames, atomic=True)
+    fk = F.feature_kernels(frames, h)
+    plain = WignerKernel(h.replace(species_coupling=0.0)).compute(frames, atomic=True)
+    for nu in (1, 2, 3):
+        assert relative_deviation(fk.K_atomic[nu], engine.K_atomic[nu]) < 1e-8, nu
+        assert relative_deviation(plain.K_atomic[nu], engine.K_atomic[nu]) > 1e-3, nu

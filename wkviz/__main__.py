@@ -18,7 +18,7 @@ from .hypers import NORMALIZATIONS, SCHEDULES, Hypers
 
 def add_hyper_flags(parser: argparse.ArgumentParser) -> None:
     """Add ``--nu-max --lambda-max --cutoff --cutoff-width --density-width --density-scaling --radial-scale
-    --radial-exponent --schedule --normalization`` (defaults of :class:`~wkviz.hypers.Hypers`)."""
+    --radial-exponent --species-coupling --schedule --normalization`` (defaults of :class:`~wkviz.hypers.Hypers`)."""
     d = Hypers()
     g = parser.add_argument_group("Wigner-kernel hyperparameters")
     g.add_argument("--nu-max", type=int, default=d.nu_max, help="highest body order ν (default %(default)s)")
@@ -34,6 +34,9 @@ def add_hyper_flags(parser: argparse.ArgumentParser) -> None:
                    help="r₀ of the radial weight 1/(1+(r/r₀)^m), Å; 'none' to switch it off (default %(default)s)")
     g.add_argument("--radial-exponent", type=float, default=d.radial_exponent,
                    help="m of the radial weight (default %(default)s)")
+    g.add_argument("--species-coupling", type=float, default=d.species_coupling,
+                   help="overlap (0 ≤ a < 1) between neighbours of different heavy elements; 0 keeps every element "
+                        "apart (default %(default)s)")
     g.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help="default %(default)s")
     g.add_argument("--normalization", choices=NORMALIZATIONS, default=d.normalization, help="default %(default)s")
     g.add_argument("--nu1-route", choices=("basis", "exact"), default=d.nu1_route,
@@ -52,7 +55,8 @@ def hypers_from_args(args) -> Hypers:
         return Hypers(nu_max=args.nu_max, lambda_max=args.lambda_max, cutoff=args.cutoff,
                       cutoff_width=args.cutoff_width, density_width=args.density_width,
                       density_scaling=args.density_scaling, radial_scale=args.radial_scale,
-                      radial_exponent=args.radial_exponent, schedule=args.schedule,
+                      radial_exponent=args.radial_exponent, species_coupling=args.species_coupling,
+                      schedule=args.schedule,
                       normalization=args.normalization, nu1_route=args.nu1_route)
     except ValueError as exc:
         raise WkvizError(str(exc)) from None

@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit, prange
 
+from .hypers import species_kernel
 from .spherical import _sph_norms, sph_harm_into
 
 FOUR_PI = 4.0 * math.pi
@@ -187,7 +188,7 @@ def _environment_harmonics(vectors, distances, l_max):
 
 @njit(parallel=True, cache=True)
 def _exact_nu1(pair_a, pair_b, off_a, off_b, ylm_a, ylm_b, r_a, r_b, w_a, w_b, z_a, z_b, sig_a, sig_b,
-               scaling, l_max, block_off, out):
+               scaling, l_max, block_off, kappa, out):
     # out[p, comp]: packed H^l blocks (row-major m, m') of centre pair p
     n_pairs = pair_a.shape[0]
     for p in prange(n_pairs):
@@ -196,10 +197,11 @@ def _exact_nu1(pair_a, pair_b, off_a, off_b, ylm_a, ylm_b, r_a, r_b, w_a, w_b, z
         k = pair_b[p]
         for j in range(off_a[i], off_a[i + 1]):
             for jj in range(off_b[k], off_b[k + 1]):
-                if z_a[j] != z_b[jj]:
+                kz = kappa[z_a[j], z_b[jj]]
+                if kz == 0.0:
                     continue
                 pref, x = _pair_geometry(r_a[j], r_b[jj], sig_a[j], sig_b[jj], scaling)
-                w = pref * w_a[j] * w_b[jj]
+                w = kz * pref * w_a[j] * w_b[jj]
                 scaled_bessel_into(x, l_max, bess)
                 for l in range(l_max + 1):
                     wl = w * bess[l]
@@ -254,8 +256,11 @@ def exact_nu1_pairs(env_a, centers_a, env_b, centers_b, pair_a, pair_b, hypers) 
     ob, yb, rb, wb, zb, sb = prep(env_b, centers_b)
     boff = block_offsets(L)
     out = np.zeros((len(pair_a), boff[-1]))
+    z_top = int(max(za.max(initial=0), zb.max(initial=0))) + 1
+    zs = np.arange(z_top)
+    kappa = np.ascontiguousarray(species_kernel(zs[:, None], zs[None, :], hypers.species_coupling))
     _exact_nu1(np.asarray(pair_a, np.int64), np.asarray(pair_b, np.int64), oa, ob, ya, yb, ra, rb, wa, wb, za, zb,
-               sa, sb, scaling, L, boff, out)
+               sa, sb, scaling, L, boff, kappa, out)
     return out
 
 
@@ -391,6 +396,15 @@ def _density_coefficients(centers, offsets, ylm, phi, weights, channel, n_channe
                         out[ci, l, f, m] += v * ylm[j, base + m]
 
 
+def species_mixing(channels, coupling) -> np.ndarray | None:
+    """U with U Uᵀ = κ(channels, channels) (:func:`wkviz.hypers.species_kernel`), or None when κ = I."""
+    channels = np.asarray(channels, dtype=np.int64)
+    kappa = species_kernel(channels[:, None], channels[None, :], coupling)
+    if np.array_equal(kappa, np.eye(len(channels))):
+        return None
+    return np.linalg.cholesky(kappa)
+
+
 class DensityExpansion:
     """Density coefficients of all environments of one structure set on the optimal radial basis.
 
@@ -409,6 +423,9 @@ class DensityExpansion:
         self.basis = radial_basis(hypers)
         L = hypers.lambda_max
         self.channels = np.asarray(channels, dtype=np.int64)
+        # κ = U Uᵀ over the channels: mixing every centre's coefficients with U makes their dot products
+        # Σ_{Z,Z'} κ(Z, Z') c_Z·c'_Z' (None when κ is the identity: neighbours of different elements never overlap)
+        self.mixing = species_mixing(self.channels, hypers.species_coupling)
         lookup = {int(z): k for k, z in enumerate(self.channels)}
         self.channel = np.array([lookup.get(int(z), -1) for z in env.neighbor_numbers], dtype=np.int64)
         self.ylm = _environment_harmonics(env.vectors, env.distances, L) if len(env.distances) else np.zeros(
@@ -425,7 +442,7 @@ class DensityExpansion:
         Only defined for up to 62 channels; with more, every centre gets every bit.
         """
         n_ch = len(self.channels)
-        if n_ch > 62:
+        if n_ch > 62 or self.mixing is not None:  # mixed channels: every channel can be non-zero
             return np.full(self.env.n_centers, -1, dtype=np.int64)
         centre = np.repeat(np.arange(self.env.n_centers), np.diff(self.env.offsets))
         keep = self.channel >= 0
@@ -450,6 +467,11 @@ class DensityExpansion:
         if len(self.env.distances):
             _density_coefficients(np.asarray(centers, np.int64), self.env.offsets, self.ylm, self.phi,
                                   self.env.weights, self.channel, len(self.channels), L, n_max, out)
+        if self.mixing is not None:
+            n, n_ch = len(centers), len(self.channels)
+            mixed = np.einsum("ilcnm,cq->ilqnm", out.reshape(n, L + 1, n_ch, n_max, 2 * L + 1), self.mixing,
+                              optimize=True)
+            out = np.ascontiguousarray(mixed.reshape(out.shape))
         return out
 
 

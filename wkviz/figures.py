@@ -1391,6 +1391,7 @@ _FLAG_NAMES = {
     "density_scaling": "--density-scaling",
     "radial_scale": "--radial-scale",
     "radial_exponent": "--radial-exponent",
+    "species_coupling": "--species-coupling",
     "schedule": "--schedule",
     "normalization": "--normalization",
     "nu1_route": "--nu1-route",

@@ -420,7 +420,10 @@ class WignerKernel:
                                     for mu in range(2 * lam + 1) for mu2 in range(2 * lam + 1)]
                                    for nu in range(1, nu1)]) for lam in tensor_lams}
 
-        channels = np.intersect1d(np.unique(env_a.neighbor_numbers), np.unique(env_b.neighbor_numbers))
+        if h.species_coupling:  # a neighbour element of one side also overlaps the other side's elements
+            channels = np.union1d(np.unique(env_a.neighbor_numbers), np.unique(env_b.neighbor_numbers))
+        else:
+            channels = np.intersect1d(np.unique(env_a.neighbor_numbers), np.unique(env_b.neighbor_numbers))
         use_basis = h.nu1_route == "basis"
         if use_basis:
             t0 = time.perf_counter()

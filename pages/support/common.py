@@ -167,6 +167,7 @@ WIDGET_DEFAULTS = {
     "kernels.radial_on": _H.radial_scale is not None,
     "kernels.radial_scale": _H.radial_scale if _H.radial_scale is not None else 1.5,
     "kernels.radial_exponent": _H.radial_exponent,
+    "kernels.species_coupling": _H.species_coupling,
     "kernels.normalization": _H.normalization,
     "kernels.atomic": False,
     "kernels.show_nu": [],
@@ -511,6 +512,7 @@ def hypers_from_widgets() -> Hypers:
         density_scaling=float(ss["kernels.density_scaling"]) if ss["kernels.scaling_on"] else None,
         radial_scale=float(ss["kernels.radial_scale"]) if ss["kernels.radial_on"] else None,
         radial_exponent=float(ss["kernels.radial_exponent"]),
+        species_coupling=float(ss["kernels.species_coupling"]),
         normalization=str(ss["kernels.normalization"]),
     )
 
@@ -1324,7 +1326,8 @@ def sidebar() -> None:
     st.markdown(
         f"**Hypers** · ν_max {h.nu_max} · λ_max {h.lambda_max}  \n"
         f"cutoff {h.cutoff:g} Å (width {h.cutoff_width:g} Å)  \n"
-        f"σ {h.density_width:g} Å · scaling {scaling} · radial weight {radial} · {h.normalization}"
+        f"σ {h.density_width:g} Å · scaling {scaling} · radial weight {radial} · "
+        f"element coupling {h.species_coupling:g} · {h.normalization}"
     )
     kres, _ = current_kernel()
     job = ss.get("wk.kernel_job")
