@@ -17,13 +17,14 @@ active centres (``sparse_kernels(kind="environments")`` → ``WignerKernel.compu
 M centre pairs, nothing for the other atoms of the structures holding them), computed once for the largest set
 (smaller FPS sets are its column subsets).
 
-Run (first run ≈ 9 min on 2 busy cores: exact kernel ≈ 2–4 min, environment kernels ≈ 2 min, fits ≈ 4 min;
-a rerun reuses the exact kernel from the store)::
+Run (first run a few minutes on 2 cores; a rerun reuses the exact kernel from the store)::
 
     .venv/bin/python benchmarks/bench_sparse.py --n-train 400 --n-test 100 --active 25,50,100,200,300 \
         --env-active 100,300,1000,1500
 
-The 2,000-molecule comparison of the issue (2,500² · 129 ≈ 8·10⁸ ordered centre pairs for train+test) is::
+The 2,000-molecule comparison of the issue (2,500² · 129 ≈ 8·10⁸ ordered centre pairs for train+test; measured
+2026-11-22: exact kernel 648 s on 2 workers, environment kernels 112 s, fits ≈ 70 min of which 31 min for the
+M = 3,000 environment model — BENCHMARKS.md §4) is::
 
     .venv/bin/python benchmarks/bench_sparse.py --n-train 2000 --n-test 500 --active 50,100,200,500,1000 \
         --env-active 300,1000,3000
