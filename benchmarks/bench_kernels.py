@@ -51,7 +51,7 @@ from wkviz import density  # noqa: E402
 from wkviz.data import read_structures  # noqa: E402
 from wkviz.hypers import Hypers  # noqa: E402
 from wkviz.kernels import WignerKernel  # noqa: E402
-from wkviz.neighbors import build_environments  # noqa: E402
+from wkviz.neighbors import environments_for  # noqa: E402
 
 QM9 = ROOT / "sample_data" / "qm9_subset.extxyz.gz"
 
@@ -135,8 +135,7 @@ def flops(frames, hypers, engine_result):
     plan = engine._plan(())
     est = engine.estimate(frames)
     computed = est["computed_pairs"]
-    env = build_environments(frames, hypers.cutoff, hypers.cutoff_width, radial_scale=hypers.radial_scale,
-                             radial_exponent=hypers.radial_exponent)
+    env = environments_for(frames, hypers)
     n_channels = len(np.unique(env.neighbor_numbers))
     n_radial = density.radial_basis(hypers).n_max
     iteration = 2.0 * (plan.n_terms_step + plan.n_terms_out) * computed

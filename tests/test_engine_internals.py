@@ -166,6 +166,10 @@ def test_radial_weight_hypers_validation_round_trip_and_old_files():
     assert Hypers.from_dict(old).radial_scale is None and Hypers.from_dict(old).species_coupling == 0.0
     with pytest.raises(ValueError, match="species_coupling must be at least 0 and below 1"):
         Hypers(species_coupling=1.0)
+    with pytest.raises(ValueError, match=r"species_coupling must be a number, got 'strong'"):
+        Hypers(species_coupling="strong")
+    with pytest.raises(ValueError, match=r"radial_scale must be a number in Å or None, got 'far'"):
+        Hypers(radial_scale="far")
 
 
 def test_radial_weight_cli_flags():

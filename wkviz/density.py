@@ -430,11 +430,8 @@ class DensityExpansion:
         self.channel = np.array([lookup.get(int(z), -1) for z in env.neighbor_numbers], dtype=np.int64)
         self.ylm = _environment_harmonics(env.vectors, env.distances, L) if len(env.distances) else np.zeros(
             (0, (L + 1) ** 2))
-        if hypers.density_scaling is None:
-            self.phi = self.basis.evaluate(env.distances)
-        else:
-            # the unit-integral prefactor and the width both depend on r; they live inside φ already
-            self.phi = self.basis.evaluate(env.distances)
+        # a growing width's r-dependent prefactor and width live inside φ already: one evaluation for both laws
+        self.phi = self.basis.evaluate(env.distances)
 
     def channel_masks(self) -> np.ndarray:
         """Bit mask per centre of the channels its neighbours occupy (bit k: ``channels[k]``), shape (n_centres,).

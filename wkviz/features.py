@@ -390,10 +390,9 @@ def density_features(frames, hypers, *, n_radial=None, species=None) -> Density:
     Density
     """
     from .density import DensityExpansion
-    from .neighbors import build_environments
+    from .neighbors import environments_for
 
-    env = build_environments(frames, hypers.cutoff, hypers.cutoff_width, radial_scale=hypers.radial_scale,
-                             radial_exponent=hypers.radial_exponent)
+    env = environments_for(frames, hypers)
     if species is None:
         species = np.unique(env.neighbor_numbers)
     species = np.asarray(species, dtype=np.int64)

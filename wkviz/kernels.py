@@ -27,7 +27,7 @@ from numba import njit
 from .density import DensityExpansion, basis_nu1_blocks, block_offsets, exact_nu1_pairs
 from .errors import Cancelled, InputError, MemoryBudgetError, WkvizError
 from .hypers import Hypers
-from .neighbors import Environments, build_environments
+from .neighbors import Environments, environments_for
 from .spherical import cartesian_to_lambda1
 from .wigner import build_plan, matrix_gather, packed_gather, run_plan
 
@@ -184,12 +184,6 @@ def _unique_in_order(centres):
     return values[order], rank[inverse.ravel()]
 
 
-def _environments(frames, hypers):
-    """Neighbour lists with the weights the density needs (cutoff function × radial weight)."""
-    return build_environments(frames, hypers.cutoff, hypers.cutoff_width, radial_scale=hypers.radial_scale,
-                              radial_exponent=hypers.radial_exponent)
-
-
 def _centre_environments(frames, centres, hypers, env_all=None):
     """Environments of the given centres only (in the given order), each with all its neighbours.
 
@@ -202,7 +196,7 @@ def _centre_environments(frames, centres, hypers, env_all=None):
         start = np.concatenate([[0], np.cumsum(n_atoms)])
         owner = np.searchsorted(start, centres, side="right") - 1
         holders, slot = np.unique(owner, return_inverse=True)
-        env_all = _environments([frames[s] for s in holders], hypers)
+        env_all = environments_for([frames[s] for s in holders], hypers)
         holder_start = np.concatenate([[0], np.cumsum(n_atoms[holders])])
         local = holder_start[slot.ravel()] + (centres - start[owner])
     else:
@@ -391,11 +385,11 @@ class WignerKernel:
 
         timings = {}
         t0 = time.perf_counter()
-        env_a = _environments(frames_A, h)
+        env_a = environments_for(frames_A, h)
         if symmetric:
             env_b = env_a
         elif centres is None:
-            env_b = _environments(frames_B, h)
+            env_b = environments_for(frames_B, h)
         else:
             env_b = _centre_environments(frames_B, distinct, h,
                                          env_all=env_a if b_is_a else None)

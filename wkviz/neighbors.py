@@ -119,3 +119,10 @@ def build_environments(frames, cutoff: float, cutoff_width: float, *, radial_sca
         neighbor_numbers=np.concatenate(nnum).astype(np.int64) if nnum else np.zeros(0, dtype=np.int64),
         n_atoms=np.asarray(n_atoms, dtype=np.int64),
     )
+
+
+def environments_for(frames, hypers) -> Environments:
+    """:func:`build_environments` with the cutoff and radial weight of ``hypers`` (a :class:`~wkviz.hypers.Hypers`):
+    the neighbour lists and weights every density of those hyperparameters is built from."""
+    return build_environments(frames, hypers.cutoff, hypers.cutoff_width, radial_scale=hypers.radial_scale,
+                              radial_exponent=hypers.radial_exponent)
