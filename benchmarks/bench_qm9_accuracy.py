@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from wkviz import Hypers
-from wkviz.data import load_qm9
+from wkviz.data import load_qm9, load_qm9_split
 from wkviz.evaluation import learning_curve, log_grid
 from wkviz.kernels import WignerKernel
 from wkviz.models import KernelSet, TargetData, compare_models
@@ -95,8 +95,10 @@ def kernels(hypers, a, b=None):
 
 
 def draw(seed, n_train, n_test):
-    frames = load_qm9(n_train + n_test, seed)
-    return frames[:n_train], frames[n_train:]
+    """Random training and test molecules (a random partition of a random draw, :func:`load_qm9_split`)."""
+    if n_test == 0:
+        return load_qm9(n_train, seed), []
+    return load_qm9_split(n_train, n_test, seed)
 
 
 def select_density(base: Hypers, n_train=500, candidates=None):

@@ -185,6 +185,29 @@ def test_load_qm9_reproduces_bundled_subset(qm9_sample, qm9_table, monkeypatch):
         load_qm9(10**6, 0)
 
 
+def test_load_qm9_split_is_a_random_partition(qm9_table, monkeypatch):
+    """Train and test are both random: the old benchmark sliced load_qm9's draw, which is in QM9 order, so its
+    training set held the lowest indices (small molecules first) and its test set none of them."""
+    import wkviz.data as data
+    from wkviz.data import load_qm9_split
+
+    monkeypatch.setattr(data, "_qm9_table", lambda: qm9_table)
+    train, test = load_qm9_split(100, 200, 3)
+    drawn = sorted(a.info["qm9_index"] for a in load_qm9(300, 3))
+    i_train = [a.info["qm9_index"] for a in train]
+    i_test = [a.info["qm9_index"] for a in test]
+    assert len(train) == 100 and len(test) == 200
+    assert sorted(i_train + i_test) == drawn  # the same draw, split without overlap
+    assert i_train == sorted(i_train) and i_test == sorted(i_test)
+    # a slice of the draw would put all 100 training molecules below its 101st index; a random partition puts
+    # about a third of them there (binomial, 100 × 1/3 ± 4.7)
+    low = np.mean(np.asarray(i_train) < drawn[100])
+    assert 0.15 < low < 0.55
+    assert [a.info["qm9_index"] for a in load_qm9_split(100, 200, 3)[0]] == i_train  # reproducible
+    with pytest.raises(InputError, match="n_test must be a positive integer"):
+        load_qm9_split(10, 0, 0)
+
+
 def test_load_qm9_without_qm9pack_says_how_to_install(monkeypatch):
     import sys
 

@@ -45,6 +45,7 @@ __all__ = [
     "charge_dipole",
     "load_sample",
     "load_qm9",
+    "load_qm9_split",
 ]
 
 #: Largest file accepted by :func:`read_structures`, applied both to the bytes as given and to their
@@ -1311,3 +1312,29 @@ def load_qm9(n, seed):
     frames = [_qm9_atoms(row) for _, row in sub.iterrows()]
     validate_structures(frames, name="QM9")
     return frames
+
+
+def load_qm9_split(n_train, n_test, seed):
+    """Random QM9 training and test sets: ``n_train + n_test`` molecules drawn as by :func:`load_qm9`, then
+    partitioned at random (:func:`random_split` with the same seed).
+
+    Slicing the draw of :func:`load_qm9` would not do: it is in QM9 order, which follows the GDB enumeration
+    (small molecules first, fluorinated ones clustered), so its first molecules are not a random subset of it.
+
+    Parameters
+    ----------
+    n_train, n_test : int
+        Sizes of the two sets (``n_train`` ≥ 1, ``n_test`` ≥ 1).
+    seed : int
+
+    Returns
+    -------
+    train, test : list of ase.Atoms
+        Each in increasing QM9 index.
+    """
+    for name, value in (("n_train", n_train), ("n_test", n_test)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value!r}.")
+    frames = load_qm9(int(n_train) + int(n_test), seed)
+    train_idx, test_idx = random_split(len(frames), int(n_test), seed)
+    return [frames[i] for i in np.sort(train_idx)], [frames[i] for i in test_idx]
