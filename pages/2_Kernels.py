@@ -126,6 +126,10 @@ def render() -> None:
                             help="How much the densities of neighbours of two different heavy elements (C and N, "
                                  "say) overlap, relative to the same element; hydrogen stays apart. 0 = every "
                                  "element separate, as in the paper.")
+            st.number_input("hydrogen weight w_H", min_value=0.05, max_value=5.0, step=0.05,
+                            key="kernels.hydrogen_weight", **common.KEEP,
+                            help="How much a hydrogen neighbour counts relative to a heavy one: below 1 the kernel "
+                                 "looks more at the heavy-atom skeleton. 1 = all neighbours equal, as in the paper.")
             st.selectbox("normalization", ["exact", "reference"], key="kernels.normalization", **common.KEEP,
                          help="exact: k^ν = ∫ dR h(R)^ν (ν=2 ∝ SOAP linear kernel); reference: the published code's "
                               "convention.")

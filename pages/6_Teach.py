@@ -137,7 +137,8 @@ def equivariance_section() -> None:
                        density_scaling=common.applied_hypers().density_scaling,
                        radial_scale=common.applied_hypers().radial_scale,
                        radial_exponent=common.applied_hypers().radial_exponent,
-                       species_coupling=common.applied_hypers().species_coupling)
+                       species_coupling=common.applied_hypers().species_coupling,
+                       hydrogen_weight=common.applied_hypers().hydrogen_weight)
     if not molecules:
         st.info("The equivariance demo needs a non-periodic molecule; load the QM9 subset on the Data page.",
                 icon=":material/info:")

@@ -124,11 +124,11 @@ class Environment:
     weights: np.ndarray
 
 
-def environments(atoms, cutoff: float, cutoff_width: float, radial=None) -> list[Environment]:
+def environments(atoms, cutoff: float, cutoff_width: float, radial=None, hydrogen=1.0) -> list[Environment]:
     """Environments of every atom of ``atoms`` (ase.Atoms), periodic images found by brute force.
 
     ``radial=(r0, m)`` multiplies each neighbour's weight by r0^m / (r0^m + r^m) (featomic's Willatt2018 form
-    with rate 1, written independently of wkviz).
+    with rate 1, written independently of wkviz); ``hydrogen`` multiplies the weight of hydrogen neighbours.
     """
     pos = np.asarray(atoms.get_positions(), dtype=float)
     numbers = np.asarray(atoms.get_atomic_numbers())
@@ -155,6 +155,7 @@ def environments(atoms, cutoff: float, cutoff_width: float, radial=None) -> list
         if radial is not None:
             r0m = radial[0] ** radial[1]
             wts = wts * r0m / (r0m + r[keep] ** radial[1])
+        wts = np.where(z[keep] == 1, hydrogen, 1.0) * wts
         out.append(Environment(i, d[keep], z[keep], wts))
     return out
 
@@ -337,18 +338,18 @@ class SO3Oracle:
 # ----------------------------------------------------------------------------------------------------------
 # Structure-level assembly
 # ----------------------------------------------------------------------------------------------------------
-def atom_list(frames, cutoff, cutoff_width, radial=None):
+def atom_list(frames, cutoff, cutoff_width, radial=None, hydrogen=1.0):
     """Flat list of (structure index, Z, Environment) over all atoms of all frames."""
     out = []
     for s, atoms in enumerate(frames):
         z = atoms.get_atomic_numbers()
-        for env in environments(atoms, cutoff, cutoff_width, radial):
+        for env in environments(atoms, cutoff, cutoff_width, radial, hydrogen):
             out.append((s, int(z[env.centre]), env))
     return out
 
 
 def oracle_kernels(frames_a, frames_b, *, nu_max, L, cutoff, cutoff_width, sigma, scaling=None,
-                   normalization="exact", lams=(0, 1, 2), radial=None, coupling=0.0):
+                   normalization="exact", lams=(0, 1, 2), radial=None, coupling=0.0, hydrogen=1.0):
     """Structure and atom kernels from :class:`SO3Oracle`.
 
     Returns dict with ``K`` [ν_max+1, nA, nB] (ν ≥ 1), ``K_atomic`` [ν_max+1, atomsA, atomsB],
@@ -356,8 +357,8 @@ def oracle_kernels(frames_a, frames_b, *, nu_max, L, cutoff, cutoff_width, sigma
     the tensorial ones only if 1 / 2 are in ``lams`` and L is large enough.
     """
     oracle = SO3Oracle(L, normalization)
-    A = atom_list(frames_a, cutoff, cutoff_width, radial)
-    B = atom_list(frames_b, cutoff, cutoff_width, radial)
+    A = atom_list(frames_a, cutoff, cutoff_width, radial, hydrogen)
+    B = atom_list(frames_b, cutoff, cutoff_width, radial, hydrogen)
     nA, nB = len(frames_a), len(frames_b)
     K = np.zeros((nu_max + 1, nA, nB))
     Ka = np.zeros((nu_max + 1, len(A), len(B)))

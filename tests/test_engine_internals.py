@@ -170,6 +170,10 @@ def test_radial_weight_hypers_validation_round_trip_and_old_files():
         Hypers(species_coupling="strong")
     with pytest.raises(ValueError, match=r"radial_scale must be a number in Å or None, got 'far'"):
         Hypers(radial_scale="far")
+    with pytest.raises(ValueError, match="hydrogen_weight must be between 0.05 and 5"):
+        Hypers(hydrogen_weight=0.0)
+    assert h.digest() != h.replace(hydrogen_weight=0.5).digest()
+    assert Hypers.from_dict({k: v for k, v in h.to_dict().items() if k != "hydrogen_weight"}).hydrogen_weight == 1.0
 
 
 def test_radial_weight_cli_flags():
@@ -182,8 +186,9 @@ def test_radial_weight_cli_flags():
     assert hypers_from_args(ap.parse_args([])) == Hypers()
     h = hypers_from_args(ap.parse_args(["--radial-scale", "none"]))
     assert h.radial_scale is None
-    h = hypers_from_args(ap.parse_args(["--radial-scale", "2.5", "--radial-exponent", "4", "--species-coupling", "0.3"]))
-    assert (h.radial_scale, h.radial_exponent, h.species_coupling) == (2.5, 4.0, 0.3)
+    h = hypers_from_args(ap.parse_args(["--radial-scale", "2.5", "--radial-exponent", "4", "--species-coupling", "0.3",
+                                        "--hydrogen-weight", "0.7"]))
+    assert (h.radial_scale, h.radial_exponent, h.species_coupling, h.hydrogen_weight) == (2.5, 4.0, 0.3, 0.7)
     with pytest.raises(ValueError, match="unknown hyperparameter"):
         Hypers.from_dict({"nu": 3})
 

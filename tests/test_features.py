@@ -249,3 +249,9 @@ def test_feature_kernels_with_species_coupling_reproduce_the_engine():
     for nu in (1, 2, 3):
         assert relative_deviation(fk.K_atomic[nu], engine.K_atomic[nu]) < 1e-8, nu
         assert relative_deviation(plain.K_atomic[nu], engine.K_atomic[nu]) > 1e-3, nu
+    # hydrogen neighbours weighted by w_H enter the explicit features the same way
+    hw = h.replace(hydrogen_weight=0.6)
+    fk = F.feature_kernels(frames, hw)
+    engine = WignerKernel(hw).compute(frames, atomic=True)
+    for nu in (1, 2, 3):
+        assert relative_deviation(fk.K_atomic[nu], engine.K_atomic[nu]) < 1e-8, nu

@@ -78,8 +78,9 @@ def test_column_order_and_repeated_centres(frames):
     centres = np.array([5, 0, 11, 2])
     res = eng.compute(frames[:2], B, atomic=True, centers_B=centres)
     rev = eng.compute(frames[:2], B, atomic=True, centers_B=centres[::-1])
-    np.testing.assert_array_equal(rev.K_atomic, res.K_atomic[:, :, ::-1])
-    np.testing.assert_array_equal(rev.K, res.K[:, :, ::-1])
+    # the same numbers up to rounding: BLAS may block the reversed columns differently (1 ulp seen)
+    _close(rev.K_atomic, res.K_atomic[:, :, ::-1])
+    _close(rev.K, res.K[:, :, ::-1])
     rep = eng.compute(frames[:2], B, atomic=True, centers_B=[0, 5, 0, 5, 5])
     # another centre set: the basis route may sum over other neighbour channels (zeros), rounding only
     _close(rep.K_atomic, res.K_atomic[:, :, [1, 0, 1, 0, 0]])

@@ -37,6 +37,8 @@ def add_hyper_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--species-coupling", type=float, default=d.species_coupling,
                    help="overlap (0 ≤ a < 1) between neighbours of different heavy elements; 0 keeps every element "
                         "apart (default %(default)s)")
+    g.add_argument("--hydrogen-weight", type=float, default=d.hydrogen_weight,
+                   help="weight of hydrogen neighbours relative to heavy ones (default %(default)s)")
     g.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help="default %(default)s")
     g.add_argument("--normalization", choices=NORMALIZATIONS, default=d.normalization, help="default %(default)s")
     g.add_argument("--nu1-route", choices=("basis", "exact"), default=d.nu1_route,
@@ -56,7 +58,7 @@ def hypers_from_args(args) -> Hypers:
                       cutoff_width=args.cutoff_width, density_width=args.density_width,
                       density_scaling=args.density_scaling, radial_scale=args.radial_scale,
                       radial_exponent=args.radial_exponent, species_coupling=args.species_coupling,
-                      schedule=args.schedule,
+                      hydrogen_weight=args.hydrogen_weight, schedule=args.schedule,
                       normalization=args.normalization, nu1_route=args.nu1_route)
     except ValueError as exc:
         raise WkvizError(str(exc)) from None

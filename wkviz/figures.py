@@ -1392,6 +1392,7 @@ _FLAG_NAMES = {
     "radial_scale": "--radial-scale",
     "radial_exponent": "--radial-exponent",
     "species_coupling": "--species-coupling",
+    "hydrogen_weight": "--hydrogen-weight",
     "schedule": "--schedule",
     "normalization": "--normalization",
     "nu1_route": "--nu1-route",

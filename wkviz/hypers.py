@@ -54,6 +54,12 @@ class Hypers:
         with hydrogen. Default 0.9 (BENCHMARKS.md §6); 0 keeps every element in its own channel (the paper's
         and featomic's convention). A coupling lets a few hundred molecules inform each other across C, N, O
         and F environments (:func:`species_kernel`); the centres still pair with their own element only.
+    hydrogen_weight : float
+        Weight w_H of every hydrogen *neighbour*'s Gaussian relative to heavy neighbours (1: all equal, the
+        paper's and featomic's convention). Hydrogens are about half the atoms of an organic molecule and their
+        positions follow from the heavy skeleton, so with w_H < 1 the kernel spends less of its similarity on
+        them; a ν-kernel term with k hydrogen neighbours scales as w_H^(2k). Centres are not affected.
+        Default 0.25 (BENCHMARKS.md §6).
     schedule : {"reduced", "full"}
         ``"reduced"`` runs the equivariant recursion up to ⌈ν_max/2⌉ and then contracts to invariants
         (identical invariants, about 3× cheaper at ν_max=4, L=3). Tensorial outputs always use the full
@@ -80,6 +86,9 @@ class Hypers:
     # 0.9 by the same CV (62.5 meV against 76.4 uncoupled; 0.95 ties, 0.99 is worse): with 500 molecules, a C, N
     # or O neighbour at the right place is worth more than knowing exactly which of them it is
     species_coupling: float = 0.9
+    # 0.25 by paired comparison on 8 random 500/1,000 partitions of 2,000 QM9 molecules (BENCHMARKS.md §6):
+    # 59.4 meV against 64.5 at 1 (0.4: 59.7, 0.6: 61.1); the baseline already carries most of the hydrogen count
+    hydrogen_weight: float = 0.25
     schedule: str = "reduced"
     normalization: str = "exact"
     nu1_route: str = "basis"
@@ -96,7 +105,7 @@ class Hypers:
                 fail(f"{name} must be a whole number, got {value!r}")
             object.__setattr__(self, name, int(value))
         for name, unit in (("cutoff", " in Å"), ("cutoff_width", " in Å"), ("density_width", " in Å"),
-                           ("radial_exponent", ""), ("species_coupling", ""),
+                           ("radial_exponent", ""), ("species_coupling", ""), ("hydrogen_weight", ""),
                            ("density_scaling", " in Å or None"), ("radial_scale", " in Å or None")):
             value = getattr(self, name)
             if value is None and unit.endswith("None"):
@@ -128,6 +137,8 @@ class Hypers:
             fail(f"radial_exponent must be between 1 and 20, got {self.radial_exponent}")
         if not (math.isfinite(self.species_coupling) and 0.0 <= self.species_coupling < 1.0):
             fail(f"species_coupling must be at least 0 and below 1, got {self.species_coupling}")
+        if not (math.isfinite(self.hydrogen_weight) and 0.05 <= self.hydrogen_weight <= 5.0):
+            fail(f"hydrogen_weight must be between 0.05 and 5, got {self.hydrogen_weight}")
         if self.schedule not in SCHEDULES:
             fail(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.normalization not in NORMALIZATIONS:
@@ -153,7 +164,7 @@ class Hypers:
 
         A dict written before the radial weight or the species coupling existed (it has ``density_width`` but
         not their names) describes kernels computed without them, so it reads as ``radial_scale=None`` and
-        ``species_coupling=0``, not as the new defaults.
+        ``species_coupling=0`` and ``hydrogen_weight=1``, not as the new defaults.
         """
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
@@ -164,6 +175,8 @@ class Hypers:
             data["radial_scale"] = None
         if "density_width" in data and "species_coupling" not in data:
             data["species_coupling"] = 0.0
+        if "density_width" in data and "hydrogen_weight" not in data:
+            data["hydrogen_weight"] = 1.0
         return cls(**data)
 
     @classmethod

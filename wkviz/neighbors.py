@@ -64,7 +64,7 @@ class Environments:
 
 
 def build_environments(frames, cutoff: float, cutoff_width: float, *, radial_scale: float | None = None,
-                       radial_exponent: float = 6.0) -> Environments:
+                       radial_exponent: float = 6.0, hydrogen_weight: float = 1.0) -> Environments:
     """Neighbour lists of every atom of every structure within ``cutoff`` (Å).
 
     Parameters
@@ -75,6 +75,8 @@ def build_environments(frames, cutoff: float, cutoff_width: float, *, radial_sca
     radial_scale, radial_exponent : float
         Radial weight u(r) = 1 / (1 + (r/r₀)^m) folded into every neighbour's weight (none when
         ``radial_scale`` is None); see :class:`wkviz.hypers.Hypers`.
+    hydrogen_weight : float
+        Factor on the weight of every hydrogen neighbour (:attr:`wkviz.hypers.Hypers.hydrogen_weight`).
 
     Returns
     -------
@@ -108,21 +110,25 @@ def build_environments(frames, cutoff: float, cutoff_width: float, *, radial_sca
     np.cumsum(counts_all, out=offsets[1:])
     vectors = np.concatenate(vecs) if vecs else np.zeros((0, 3))
     distances = np.linalg.norm(vectors, axis=1)
+    neighbor_numbers = np.concatenate(nnum).astype(np.int64) if nnum else np.zeros(0, dtype=np.int64)
+    weights = cutoff_function(distances, cutoff, cutoff_width) * radial_weight(distances, radial_scale, radial_exponent)
+    if hydrogen_weight != 1.0:
+        weights = np.where(neighbor_numbers == 1, float(hydrogen_weight) * weights, weights)
     return Environments(
         numbers=np.concatenate(numbers) if numbers else np.zeros(0, dtype=np.int64),
         structure=np.concatenate(structure) if structure else np.zeros(0, dtype=np.int64),
         offsets=offsets,
         vectors=np.ascontiguousarray(vectors),
         distances=distances,
-        weights=cutoff_function(distances, cutoff, cutoff_width) * radial_weight(distances, radial_scale,
-                                                                                  radial_exponent),
-        neighbor_numbers=np.concatenate(nnum).astype(np.int64) if nnum else np.zeros(0, dtype=np.int64),
+        weights=weights,
+        neighbor_numbers=neighbor_numbers,
         n_atoms=np.asarray(n_atoms, dtype=np.int64),
     )
 
 
 def environments_for(frames, hypers) -> Environments:
-    """:func:`build_environments` with the cutoff and radial weight of ``hypers`` (a :class:`~wkviz.hypers.Hypers`):
-    the neighbour lists and weights every density of those hyperparameters is built from."""
+    """:func:`build_environments` with the cutoff, radial weight and hydrogen weight of ``hypers`` (a
+    :class:`~wkviz.hypers.Hypers`): the neighbour lists and weights every density of those hyperparameters is
+    built from."""
     return build_environments(frames, hypers.cutoff, hypers.cutoff_width, radial_scale=hypers.radial_scale,
-                              radial_exponent=hypers.radial_exponent)
+                              radial_exponent=hypers.radial_exponent, hydrogen_weight=hypers.hydrogen_weight)

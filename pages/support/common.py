@@ -168,6 +168,7 @@ WIDGET_DEFAULTS = {
     "kernels.radial_scale": _H.radial_scale if _H.radial_scale is not None else 1.5,
     "kernels.radial_exponent": _H.radial_exponent,
     "kernels.species_coupling": _H.species_coupling,
+    "kernels.hydrogen_weight": _H.hydrogen_weight,
     "kernels.normalization": _H.normalization,
     "kernels.atomic": False,
     "kernels.show_nu": [],
@@ -513,6 +514,7 @@ def hypers_from_widgets() -> Hypers:
         radial_scale=float(ss["kernels.radial_scale"]) if ss["kernels.radial_on"] else None,
         radial_exponent=float(ss["kernels.radial_exponent"]),
         species_coupling=float(ss["kernels.species_coupling"]),
+        hydrogen_weight=float(ss["kernels.hydrogen_weight"]),
         normalization=str(ss["kernels.normalization"]),
     )
 
@@ -1327,7 +1329,7 @@ def sidebar() -> None:
         f"**Hypers** · ν_max {h.nu_max} · λ_max {h.lambda_max}  \n"
         f"cutoff {h.cutoff:g} Å (width {h.cutoff_width:g} Å)  \n"
         f"σ {h.density_width:g} Å · scaling {scaling} · radial weight {radial} · "
-        f"element coupling {h.species_coupling:g} · {h.normalization}"
+        f"element coupling {h.species_coupling:g} · hydrogen weight {h.hydrogen_weight:g} · {h.normalization}"
     )
     kres, _ = current_kernel()
     job = ss.get("wk.kernel_job")
