@@ -5,9 +5,13 @@ Protocol (all molecules drawn from the full QM9 in ``qm9pack``, never from ``sam
 1. *Density choice* — on the 500 training molecules of seed 0 only, 5-fold CV MAE of the mixed model for each
    candidate density (constant widths, radially growing widths, with and without the radial weight
    u(r) = 1/(1+(r/r₀)^m)); the test set is not looked at. ``--only N`` evaluates the last N candidates.
-2. *Test MAE* — for seeds 0, 1, 2: 500 random training and 1,000 random test molecules, default hypers
-   (ν_max=4, λ_max=3, cutoff 5 Å, the chosen density), the default mixed model with CV on the training set.
-3. *Learning curve* — one 3,000-molecule kernel, training sizes up to 2,000 on a log grid, 1,000 test molecules,
+2. *Validation of changes* (``--part validate``) — one kernel of ``load_qm9(2000, 200)`` (not a test seed) per
+   entry of ``VALIDATE``; every entry scored on the same 8 random 500-train / 1,000-test partitions, reported as a
+   paired difference to the first entry (split noise cancels). Kernels are cached in ``--out``.
+3. *Test MAE* — for seeds 0, 1, 2: 500 random training and 1,000 random test molecules (a random partition of a
+   random draw, ``load_qm9_split``), default hypers (ν_max=4, λ_max=3, cutoff 5 Å, the chosen density), the
+   default mixed model with CV on the training set.
+4. *Learning curve* — one 3,000-molecule kernel, training sizes up to 2,000 on a log grid, 1,000 test molecules,
    mixed vs each single ν vs composition.
 
 Every fit uses the body-order weight law of ``python -m wkviz fit`` (free positive weights per ν; ``--weights
@@ -15,7 +19,7 @@ exponential`` for the published kernel-exponential law).
 
 Usage::
 
-    python benchmarks/bench_qm9_accuracy.py [--part select|test|curve|all] [--out artifacts/bench_qm9]
+    python benchmarks/bench_qm9_accuracy.py [--part select|validate|test|curve|all] [--out artifacts/bench_qm9]
 """
 
 from __future__ import annotations
@@ -107,12 +111,60 @@ def select_density(base: Hypers, n_train=500, candidates=None):
     rows = []
     for cand in candidates or CANDIDATES:
         h = base.replace(**{"density_scaling": None, "radial_scale": None, "radial_exponent": 6.0,
-                            "species_coupling": 0.0, **cand})
+                            "species_coupling": 0.0, "hydrogen_weight": 1.0, **cand})
         ks = KernelSet.from_result(kernels(h, train))
         res = compare_models(ks, target, ks, target, models=["mixed"], weights=WEIGHTS["law"])[0]
         rows.append({**cand, "cv_mae_meV": res["cv_mae"] * EV_TO_MEV})
         log(f"{cand}: CV MAE {res['cv_mae'] * EV_TO_MEV:.1f} meV")
     return rows
+
+
+# Round 4: changes to the default hypers, compared on many random partitions of one 2,000-molecule draw. The
+# first entry is the reference of the paired differences.
+VALIDATE = [
+    dict(hydrogen_weight=1.0),  # the round-3 default
+    dict(hydrogen_weight=0.6),
+    dict(hydrogen_weight=0.4),
+    dict(hydrogen_weight=0.25),
+    dict(hydrogen_weight=0.15),
+    dict(hydrogen_weight=0.4, species_coupling=0.95),
+    dict(hydrogen_weight=0.4, radial_scale=1.7),
+    dict(density_width=0.15),
+    dict(density_width=0.25),
+    dict(radial_scale=1.3),
+]
+
+
+def validate(base: Hypers, candidates=None, n=2000, seed=200, n_train=500, n_test=1000, repeats=8, cache=None):
+    """Paired validation of hyperparameter changes: one kernel of ``load_qm9(n, seed)`` per candidate (not a
+    test seed), then ``repeats`` random ``n_train``/``n_test`` partitions of it, every candidate scored on the
+    same partitions, so split-to-split noise cancels in the differences to the first candidate."""
+    frames = load_qm9(n, seed)
+    target = TargetData.from_frames(frames, "U0")
+    cands = candidates or VALIDATE
+    maes = np.zeros((len(cands), repeats))
+    for c, cand in enumerate(cands):
+        h = base.replace(**cand)
+        path = None if cache is None else Path(cache) / f"validate_{h.digest()}.npy"
+        if path is not None and path.exists():
+            K = np.load(path)
+        else:
+            K = kernels(h, frames).K
+            if path is not None:
+                np.save(path, K)
+        n_atoms = np.array([len(a) for a in frames])
+        ks = KernelSet(K=K, n_atoms_A=n_atoms, n_atoms_B=n_atoms)
+        for r in range(repeats):
+            perm = np.random.default_rng(1000 + r).permutation(n)
+            tr, te = np.sort(perm[:n_train]), np.sort(perm[n_train:n_train + n_test])
+            res = compare_models(ks.subset(tr, tr), target.subset(tr), ks.subset(te, tr), target.subset(te),
+                                 models=["mixed"], weights=WEIGHTS["law"])[0]
+            maes[c, r] = res["mae"] * EV_TO_MEV
+        d = maes[c] - maes[0]
+        log(f"{cand}: {maes[c].mean():.1f} meV, paired difference {d.mean():+.1f} ± {d.std() / np.sqrt(repeats):.1f}")
+    return [{**cand, "mae_meV": maes[c].tolist(), "mean_meV": float(maes[c].mean()),
+             "paired_diff_meV": float((maes[c] - maes[0]).mean()),
+             "paired_sem_meV": float((maes[c] - maes[0]).std() / np.sqrt(repeats))} for c, cand in enumerate(cands)]
 
 
 def test_mae(hypers: Hypers, seeds=(0, 1, 2), n_train=500, n_test=1000):
@@ -142,7 +194,7 @@ def curve(hypers: Hypers, n_max=2000, n_test=1000, repeats=1):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", choices=("select", "test", "curve", "all"), default="all")
+    p.add_argument("--part", choices=("select", "validate", "test", "curve", "all"), default="all")
     p.add_argument("--out", default="artifacts/bench_qm9")
     p.add_argument("--density", help="JSON of density hypers to use instead of the library default")
     p.add_argument("--weights", choices=("free", "exponential"), default="free",
@@ -165,6 +217,14 @@ def main(argv=None):
         for r in rows:
             d = {k: v for k, v in r.items() if k != "cv_mae_meV"}
             print(f"| {d} | {r['cv_mae_meV']:.1f} |")
+    if args.part in ("validate", "all"):
+        rows = validate(base, cache=out)
+        (out / "validate.json").write_text(json.dumps(rows, indent=1))
+        print("| change to the default | mean MAE over 8 partitions (meV) | paired difference to the first (meV) |")
+        print("|---|---|---|")
+        for r in rows:
+            d = {k: v for k, v in r.items() if not k.endswith("_meV")}
+            print(f"| {d} | {r['mean_meV']:.1f} | {r['paired_diff_meV']:+.1f} ± {r['paired_sem_meV']:.1f} |")
     if args.part in ("test", "all"):
         rows = test_mae(base)
         (out / "test.json").write_text(json.dumps(rows, indent=1))
