@@ -143,6 +143,7 @@ def validate(base: Hypers, candidates=None, n=2000, seed=200, n_train=500, n_tes
     target = TargetData.from_frames(frames, "U0")
     cands = candidates or VALIDATE
     maes = np.zeros((len(cands), repeats))
+    n_atoms = np.array([len(a) for a in frames])
     for c, cand in enumerate(cands):
         h = base.replace(**cand)
         path = None if cache is None else Path(cache) / f"validate_{h.digest()}.npy"
@@ -152,7 +153,6 @@ def validate(base: Hypers, candidates=None, n=2000, seed=200, n_train=500, n_tes
             K = kernels(h, frames).K
             if path is not None:
                 np.save(path, K)
-        n_atoms = np.array([len(a) for a in frames])
         ks = KernelSet(K=K, n_atoms_A=n_atoms, n_atoms_B=n_atoms)
         for r in range(repeats):
             perm = np.random.default_rng(1000 + r).permutation(n)

@@ -132,13 +132,8 @@ def equivariance_section() -> None:
     ds = common.dataset()
     vector_targets = [t for t in common.target_infos(ds) if t.kind == "vector"]
     molecules = [i for i, a in enumerate(ds.frames) if not a.pbc.any()]
-    eq_hypers = Hypers(nu_max=3, lambda_max=2, cutoff=common.applied_hypers().cutoff, cutoff_width=0.5,
-                       density_width=common.applied_hypers().density_width,
-                       density_scaling=common.applied_hypers().density_scaling,
-                       radial_scale=common.applied_hypers().radial_scale,
-                       radial_exponent=common.applied_hypers().radial_exponent,
-                       species_coupling=common.applied_hypers().species_coupling,
-                       hydrogen_weight=common.applied_hypers().hydrogen_weight)
+    # the applied density (every field, present and future), at a body order and λ small enough to be instant
+    eq_hypers = common.applied_hypers().replace(nu_max=3, lambda_max=2, cutoff_width=0.5)
     if not molecules:
         st.info("The equivariance demo needs a non-periodic molecule; load the QM9 subset on the Data page.",
                 icon=":material/info:")

@@ -235,7 +235,7 @@ def test_features_transform_with_their_parity_labels():
     assert (0, -1) in ref[3] and np.abs(ref[3][(0, -1)]).max() > 1e-6
 
 
-def test_feature_kernels_with_species_coupling_reproduce_the_engine():
+def test_feature_kernels_with_species_coupling_and_hydrogen_weight_reproduce_the_engine():
     """With neighbour elements coupled (κ = U Uᵀ mixes the density channels), explicit features still give
     8π² × their linear kernel = the Wigner kernel, for molecules with C, N and O neighbours."""
     from ase.build import molecule

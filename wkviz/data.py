@@ -1276,6 +1276,11 @@ def _qm9_table():
         return qm9pack.get_data("qm9")
 
 
+def _check_positive_int(value, what):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{what} must be a positive integer, got {value!r}.")
+
+
 def load_qm9(n, seed):
     """Draw ``n`` random QM9 molecules (without replacement) from the qm9pack package.
 
@@ -1301,8 +1306,7 @@ def load_qm9(n, seed):
     -----
     Loading qm9pack's table takes about 1-2 s and 0.4 GB of memory; keep the returned frames rather than calling again.
     """
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise InputError(f"the number of QM9 molecules must be a positive integer, got {n!r}.")
+    _check_positive_int(n, "the number of QM9 molecules")
     df = _qm9_table()
     total = len(df)
     if n > total:
@@ -1332,9 +1336,8 @@ def load_qm9_split(n_train, n_test, seed):
     train, test : list of ase.Atoms
         Each in increasing QM9 index.
     """
-    for name, value in (("n_train", n_train), ("n_test", n_test)):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise InputError(f"{name} must be a positive integer, got {value!r}.")
+    _check_positive_int(n_train, "n_train")
+    _check_positive_int(n_test, "n_test")
     frames = load_qm9(int(n_train) + int(n_test), seed)
     train_idx, test_idx = random_split(len(frames), int(n_test), seed)
     return [frames[i] for i in np.sort(train_idx)], [frames[i] for i in test_idx]

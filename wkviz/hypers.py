@@ -17,6 +17,10 @@ NORMALIZATIONS = ("exact", "reference")
 NU1_ROUTES = ("basis", "exact")
 
 
+#: Fields added after kernel files were first written, with the value that reproduces those older kernels.
+_ABSENT_MEANS_OFF = {"radial_scale": None, "species_coupling": 0.0, "hydrogen_weight": 1.0}
+
+
 @dataclass(frozen=True)
 class Hypers:
     """Hyperparameters of a Wigner kernel.
@@ -162,21 +166,18 @@ class Hypers:
     def from_dict(cls, data: dict) -> "Hypers":
         """Build from a dict, refusing unknown names with the list of valid ones.
 
-        A dict written before the radial weight or the species coupling existed (it has ``density_width`` but
-        not their names) describes kernels computed without them, so it reads as ``radial_scale=None`` and
-        ``species_coupling=0`` and ``hydrogen_weight=1``, not as the new defaults.
+        A dict written before the radial weight, the species coupling or the hydrogen weight existed (it has
+        ``density_width`` but not their names) describes kernels computed without them, so each missing one
+        reads as switched off (:data:`_ABSENT_MEANS_OFF`), not as the new defaults.
         """
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"unknown hyperparameter(s) {', '.join(unknown)}; valid names: {', '.join(sorted(names))}")
         data = dict(data)
-        if "density_width" in data and "radial_scale" not in data:
-            data["radial_scale"] = None
-        if "density_width" in data and "species_coupling" not in data:
-            data["species_coupling"] = 0.0
-        if "density_width" in data and "hydrogen_weight" not in data:
-            data["hydrogen_weight"] = 1.0
+        if "density_width" in data:
+            for name, off in _ABSENT_MEANS_OFF.items():
+                data.setdefault(name, off)
         return cls(**data)
 
     @classmethod
