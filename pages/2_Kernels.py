@@ -130,6 +130,12 @@ def render() -> None:
                             key="kernels.hydrogen_weight", **common.KEEP,
                             help="How much a hydrogen neighbour counts relative to a heavy one: below 1 the kernel "
                                  "looks more at the heavy-atom skeleton. 1 = all neighbours equal, as in the paper.")
+            st.number_input("hydrogen centre weight w_c", min_value=0.0, max_value=5.0, step=0.05,
+                            key="kernels.hydrogen_center_weight", **common.KEEP,
+                            help="How much each hydrogen atom's environment counts in the structure kernels "
+                                 "(pairs of hydrogen centres count w_c²); the heavy atoms' environments already "
+                                 "see the hydrogens. 1 = every atom equal, as in the paper. Atom-level kernels are "
+                                 "not weighted.")
             st.selectbox("normalization", ["exact", "reference"], key="kernels.normalization", **common.KEEP,
                          help="exact: k^ν = ∫ dR h(R)^ν (ν=2 ∝ SOAP linear kernel); reference: the published code's "
                               "convention.")

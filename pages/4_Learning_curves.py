@@ -33,11 +33,11 @@ def render() -> None:
         return n_test, n_min, n_max
 
 
-    def start_job(sizes, repeats, n_test, intensive, weights, folds):
+    def start_job(sizes, repeats, n_test, intensive, weights, selection, folds):
         from wkviz import evaluation, models
 
         key = "lc:" + cache.hash_key(kkey, ds.digest, info.key, list(map(int, sizes)), int(repeats), int(n_test),
-                                     int(ss.get("data.seed", 0)), bool(intensive), weights, int(folds))
+                                     int(ss.get("data.seed", 0)), bool(intensive), weights, selection, int(folds))
         frames = ds.frames
         kernels = models.KernelSet.from_result(kres)
         seed = int(ss.get("data.seed", 0))
@@ -46,11 +46,11 @@ def render() -> None:
             target = models.TargetData.from_frames(frames, info.key)
             return evaluation.learning_curve(kernels, target, sizes, repeats=repeats, test_size=n_test, seed=seed,
                                              intensive=intensive, progress=progress, cancel=cancel, weights=weights,
-                                             n_folds=folds)
+                                             selection=selection, n_folds=folds)
 
         meta = {"key": key, "dataset": ds.digest, "kernel_key": kkey, "target": info.key, "sizes": list(map(int, sizes)),
                 "repeats": int(repeats), "n_test": int(n_test), "seed": seed, "intensive": bool(intensive),
-                "weights": weights, "folds": int(folds)}
+                "weights": weights, "selection": selection, "folds": int(folds)}
         job = cache.BackgroundJob(work, label=f"learning curves ({len(sizes)} sizes × {repeats} repeats)", key=key,
                                   use_engine_lock=False, meta=meta).start()
         ss["wk.lc_job"] = job
@@ -89,7 +89,8 @@ def render() -> None:
         fname, payload, mime = common.dataset_file(ds)
         cmd = figures.cli_command("learning-curve", h, data=fname, target=meta["target"], sizes=meta["sizes"],
                                   repeats=meta["repeats"], test_size=meta["n_test"], seed=meta["seed"],
-                                  intensive=meta["intensive"] or None, weights=meta["weights"], folds=meta["folds"],
+                                  intensive=meta["intensive"] or None, weights=meta["weights"],
+                                  selection=meta.get("selection", "cv"), folds=meta["folds"],
                                   out="lc.csv")
         common.reproduce([cmd], {"data": {"file": fname, "digest": ds.digest}, "hypers": h,
                                  "learning_curve": {k: v for k, v in meta.items() if k not in ("key", "dataset",
@@ -113,8 +114,8 @@ def render() -> None:
             with c3:
                 st.checkbox("intensive target (mean kernel)", key="curves.intensive", **common.KEEP, disabled=info.kind == "atomic")
             st.caption(f"From {n_min} to {n_max} training structures, {n_test} test structures per repeat "
-                       f"(the Data page's test fraction); every model's weights are cross-validated on its own "
-                       f"training subset.")
+                       f"(the Data page's test fraction); every model's weights are chosen on its own training "
+                       f"subset, as on the Models page ({ss['models.selection']}).")
             go = st.form_submit_button("Compute learning curves", type="primary", key="curves.run.btn",
                                        icon=":material/play_arrow:")
         job = ss.get("wk.lc_job")
@@ -126,7 +127,8 @@ def render() -> None:
                 sizes = evaluation.log_grid(n_min, n_max, int(ss["curves.n_sizes"]))
                 job = start_job(sizes, int(ss["curves.repeats"]), n_test,
                                 bool(ss["curves.intensive"]) and info.kind != "atomic",
-                                common.WEIGHT_MODES[ss["models.weights"]], int(ss["models.folds"]))
+                                common.WEIGHT_MODES[ss["models.weights"]],
+                                common.SELECTIONS[ss["models.selection"]], int(ss["models.folds"]))
                 running = True
         if running:
             common.poll_job(job, cancel_key="curves.cancel.btn", what=job.label)

@@ -339,6 +339,7 @@ def test_main_flow_qm9_kernels_fit_learning_curve_map():
         "Wigner kernels must beat the composition baseline on U0"
     assert np.all(mixed["std"] > 0)
     assert sum(mixed["weights"].values()) == pytest.approx(1.0)
+    assert fit["selection"] == "evidence"  # the default, as `python -m wkviz fit`
 
     # Learning curves: 3 sizes × 2 repeats
     _goto(at, "learning_curves")
@@ -370,6 +371,16 @@ def test_main_flow_qm9_kernels_fit_learning_curve_map():
     assert at.slider(key="kernels.nu_max").value == 3
     assert at.success[0].value == done
     assert cache.RESULTS.get(key) is res
+
+    # Models again, weights chosen by k-fold CV: a new fit (new cache key), still far better than composition
+    _goto(at, "models")
+    at.selectbox(key="models.selection").set_value("k-fold cross-validation")
+    at.button(key="models.fit.btn").click().run()
+    assert not any(_problems(at))
+    fit_cv = at.session_state["wk.fit"]
+    assert fit_cv["selection"] == "cv" and fit_cv["key"] != fit["key"]
+    res_cv = cache.RESULTS.get(fit_cv["key"])
+    assert res_cv["models"]["mixed"]["metrics"]["mae"] < 0.5 * res_cv["models"]["composition"]["metrics"]["mae"]
 
 
 def test_bad_hyperparameters_show_a_message_not_a_traceback():

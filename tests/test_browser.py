@@ -264,6 +264,10 @@ def test_main_flow_in_a_real_browser(page):
     shown = viewers(pg)
     assert len(shown) == 1 and shown[0]["ready"], shown
     before = shown[0]["id"]
+    # the click is in viewport coordinates: bring the parity plot on screen first (the form above it grows with
+    # the model options)
+    pg.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+    pg.wait_for_timeout(300)
     points = plot_points(pg, 0, 1)
     assert len(points) == N_MOLECULES // 5  # the test set
     target = isolated_point(points, exclude=before)

@@ -70,6 +70,16 @@ def test_fit_scalar_end_to_end_and_poisoned_test_targets(qm9_files, tmp_path):
     mae = float(LAST_LINE.match(proc.stdout.strip().splitlines()[-1]).group(1))
     assert mae < 1.0  # eV; the composition baseline alone is worse than this on U0
     assert "%" in proc.stderr  # progress on stderr
+    assert "by the GP evidence" in proc.stderr  # the default selection
+
+    # hyperparameters by k-fold CV instead: a different fit of the same quality
+    out_cv = tmp_path / "pred_cv.csv"
+    proc_cv = run("fit", "--train", qm9_files / "train.extxyz", "--test", qm9_files / "test.extxyz", "--target", "U0",
+                  "--out", out_cv, "--seed", 1, "--selection", "cv", *SMALL)
+    rows_cv = check_fit_output(proc_cv, out_cv)
+    assert "by cross-validation" in proc_cv.stderr
+    assert [r[4] for r in rows_cv] != [r[4] for r in rows]
+    assert float(LAST_LINE.match(proc_cv.stdout.strip().splitlines()[-1]).group(1)) < 1.0
 
     # the test targets are read only to score: poisoning them changes the errors, never the predictions
     out2 = tmp_path / "pred_poisoned.csv"

@@ -174,6 +174,11 @@ def test_radial_weight_hypers_validation_round_trip_and_old_files():
         Hypers(hydrogen_weight=0.0)
     assert h.digest() != h.replace(hydrogen_weight=0.5).digest()
     assert Hypers.from_dict({k: v for k, v in h.to_dict().items() if k != "hydrogen_weight"}).hydrogen_weight == 1.0
+    with pytest.raises(ValueError, match="hydrogen_center_weight must be between 0 and 5"):
+        Hypers(hydrogen_center_weight=-0.1)
+    assert h.digest() != h.replace(hydrogen_center_weight=0.5).digest()
+    old = {k: v for k, v in h.to_dict().items() if k != "hydrogen_center_weight"}
+    assert Hypers.from_dict(old).hydrogen_center_weight == 1.0  # kernels stored before it existed: plain sums
 
 
 def test_radial_weight_cli_flags():
@@ -187,8 +192,9 @@ def test_radial_weight_cli_flags():
     h = hypers_from_args(ap.parse_args(["--radial-scale", "none"]))
     assert h.radial_scale is None
     h = hypers_from_args(ap.parse_args(["--radial-scale", "2.5", "--radial-exponent", "4", "--species-coupling", "0.3",
-                                        "--hydrogen-weight", "0.7"]))
+                                        "--hydrogen-weight", "0.7", "--hydrogen-center-weight", "0.5"]))
     assert (h.radial_scale, h.radial_exponent, h.species_coupling, h.hydrogen_weight) == (2.5, 4.0, 0.3, 0.7)
+    assert h.hydrogen_center_weight == 0.5
     with pytest.raises(ValueError, match="unknown hyperparameter"):
         Hypers.from_dict({"nu": 3})
 

@@ -255,3 +255,10 @@ def test_feature_kernels_with_species_coupling_and_hydrogen_weight_reproduce_the
     engine = WignerKernel(hw).compute(frames, atomic=True)
     for nu in (1, 2, 3):
         assert relative_deviation(fk.K_atomic[nu], engine.K_atomic[nu]) < 1e-8, nu
+    # and hydrogen centres weighted by w_c in the structure sums (the default 0.3 above; the plain sum here)
+    hc = hw.replace(hydrogen_center_weight=1.0)
+    fk_c = F.feature_kernels(frames, hc)
+    engine_c = WignerKernel(hc).compute(frames)
+    for nu in (0, 1, 2, 3):
+        assert relative_deviation(fk_c.K[nu], engine_c.K[nu]) < 1e-8, nu
+        assert relative_deviation(fk_c.K[nu], fk.K[nu]) > 1e-2, nu

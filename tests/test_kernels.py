@@ -40,11 +40,15 @@ def test_selected_centres_are_the_full_atom_kernels_columns(frames, route):
     res = WignerKernel(h).compute(A, B, atomic=True, centers_B=centres)
     scale = np.abs(full.K_atomic).max()
     _close(res.K_atomic, full.K_atomic[:, :, centres], scale)
-    # structure-vs-environment sums: K[ν, a, m] = Σ_{i∈a} k^ν(i, c_m), K[0] the same-element atom counts
-    _close(res.K, np.add.reduceat(full.K_atomic[:, :, centres], _starts(A), axis=1), scale)
+    # structure-vs-environment sums: K[ν, a, m] = Σ_{i∈a} w_i k^ν(i, c_m) with the structure's centre weights
+    # only (hydrogen centres weigh hydrogen_center_weight); K[0] = the weighted same-element atom counts
     z_a = np.concatenate([a.numbers for a in A])
     z_c = np.concatenate([b.numbers for b in B])[centres]
-    np.testing.assert_array_equal(res.K[0], np.add.reduceat((z_a[:, None] == z_c[None, :]) * 1.0, _starts(A), 0))
+    assert 0 < h.hydrogen_center_weight < 1 and np.any(z_a == 1) and np.any(z_c == 1)
+    w = np.where(z_a == 1, h.hydrogen_center_weight, 1.0)
+    _close(res.K, np.add.reduceat(w[None, :, None] * full.K_atomic[:, :, centres], _starts(A), axis=1), scale)
+    np.testing.assert_allclose(res.K[0], np.add.reduceat((z_a[:, None] == z_c[None, :]) * w[:, None], _starts(A), 0),
+                               rtol=1e-15)
     assert res.K.shape == (4, len(A), len(centres)) and res.K_atomic.shape == (4, sum(map(len, A)), len(centres))
     np.testing.assert_array_equal(res.centers_B, centres)
     np.testing.assert_array_equal(res.n_atoms_B, np.ones(len(centres)))
@@ -66,9 +70,21 @@ def test_every_centre_selected_regroups_into_the_structure_kernels(frames):
     full = eng.compute(A, B, tensor_rank=(1, 2))
     res = eng.compute(A, B, tensor_rank=(1, 2), centers_B=np.arange(sum(len(b) for b in B)))
     sb = _starts(B)
-    _close(np.add.reduceat(res.K, sb, axis=2), full.K)
-    _close(np.add.reduceat(res.K_vector, sb, axis=3), full.K_vector)
-    _close(np.add.reduceat(res.K_tensor, sb, axis=3), full.K_tensor)
+    # a centre column carries the structure side's weights only: regrouping adds the column's own w_m
+    zb = np.concatenate([b.numbers for b in B])
+    assert np.any(zb == 1) and H.hydrogen_center_weight != 1.0
+    w = np.where(zb == 1, H.hydrogen_center_weight, 1.0)
+
+    def regroup(K, axis):
+        K = K.copy()
+        shape = [1] * K.ndim
+        shape[axis] = -1
+        K *= w.reshape(shape)
+        return np.add.reduceat(K, sb, axis=axis)
+
+    _close(regroup(res.K, 2), full.K)
+    _close(regroup(res.K_vector, 3), full.K_vector)
+    _close(regroup(res.K_tensor, 3), full.K_tensor)
     assert res.n_pairs == full.n_pairs
 
 

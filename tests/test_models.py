@@ -209,7 +209,8 @@ def test_free_weights_pick_the_generating_body_order():
     assert int(np.argmax(model.weights_)) == 3
 
 
-def test_cv_never_sees_the_test_set():
+@pytest.mark.parametrize("selection", ["cv", "evidence"])
+def test_cv_never_sees_the_test_set(selection):
     """Poisoned test targets (NaN, huge) give bit-identical predictions and hyperparameters."""
     K, y = learnable_problem(n=100)
     n_atoms = np.full(100, 5)
@@ -223,7 +224,7 @@ def test_cv_never_sees_the_test_set():
         test = td.subset(te)
         if poison is not None:
             test.values = np.full_like(test.values, poison)
-        pred, est = fit_predict(train_k, td.subset(tr), test_k, test, model="mixed")
+        pred, est = fit_predict(train_k, td.subset(tr), test_k, test, model="mixed", selection=selection)
         outs.append((pred, est.coef_weights_, est.cv_mae_))
     for pred, w, cv in outs[1:]:
         np.testing.assert_array_equal(pred, outs[0][0])
@@ -255,6 +256,89 @@ def test_cv_loss_and_gradient_agree_with_finite_differences():
 # ----------------------------------------------------------------------------------------------------------------
 # baselines, intensive targets, robustness
 # ----------------------------------------------------------------------------------------------------------------
+def test_evidence_and_gradient_agree_with_the_gaussian_density_and_finite_differences():
+    from scipy.stats import multivariate_normal
+
+    from wkviz.models import _EvidenceObjective, _WeightParam
+
+    n = 60
+    K, y = learnable_problem(n=n)
+    scales = np.einsum("kii->k", K) / n
+    r = y - y.mean()
+    for kind, theta in (("free", np.log([0.5, 3.0, 20.0, 7.0])), ("exponential", np.array([2.0, 0.3, -1.0]))):
+        param = _WeightParam(kind, np.arange(4), 1.0)
+        obj = _EvidenceObjective(K, np.arange(4), scales, r, 1.0, param, None)
+        f0, g = obj(theta)
+        # f is −log N(r | 0, σ̂²A)/n up to a constant, with the maximum-likelihood σ̂² = rᵀA⁻¹r/n
+        A = np.tensordot(param.weights(theta) / scales, K, 1) + np.eye(n)
+        s2 = r @ np.linalg.solve(A, r) / n
+        logp = multivariate_normal(mean=np.zeros(n), cov=s2 * A).logpdf(r)
+        assert f0 == pytest.approx(-logp / n - 0.5 * (1.0 + math.log(2 * math.pi) - math.log(n)), rel=1e-9)
+        for j in range(len(theta)):
+            h = 1e-6
+            tp, tm = theta.copy(), theta.copy()
+            tp[j] += h
+            tm[j] -= h
+            fd = (obj(tp, need_grad=False) - obj(tm, need_grad=False)) / (2 * h)
+            assert g[j] == pytest.approx(fd, rel=1e-4, abs=1e-9)
+
+
+def gp_sample_problem(n, nu=2, noise=0.05, seed=3):
+    """Kernels of random points and a target drawn from the GP of the normalised K^nu plus Gaussian noise."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 5))
+    K = feature_kernels(X, X)
+    Kn = K[nu] / np.mean(np.diag(K[nu]))
+    y = np.linalg.cholesky(Kn + 1e-8 * np.eye(n)) @ rng.normal(size=n) + noise * rng.normal(size=n)
+    return K, y
+
+
+def test_evidence_selection_maximises_the_marginal_likelihood():
+    from scipy.stats import multivariate_normal
+
+    K, y = gp_sample_problem(120)
+    ev = MixedKernelRidge(weights="free", selection="evidence", baseline=False).fit(K, y)
+    cv = MixedKernelRidge(weights="free", selection="cv", baseline=False).fit(K, y)
+    # the reported evidence is the Gaussian log density of the targets under the fitted GP
+    cov = ev.gp_variance_ * (ev._mix(K) + ev.regularization_ * np.eye(120))
+    logp = multivariate_normal(mean=np.zeros(120), cov=cov).logpdf(y)
+    assert ev.log_marginal_likelihood_ == pytest.approx(logp, rel=1e-9)
+    # no worse than the CV choice, nor than nearby weights (up to the optimiser's tolerance: weights at their
+    # lower bound are flat directions), and clearly better than a different signal-to-noise ratio
+    assert ev.log_marginal_likelihood_ >= cv.log_marginal_likelihood_ - 1e-6
+
+    def lml(w):
+        return MixedKernelRidge(weights=w, regularization=1.0, baseline=False).fit(K, y).log_marginal_likelihood_
+
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        assert lml(ev.coef_weights_ * np.exp(0.3 * rng.normal(size=4))) < ev.log_marginal_likelihood_ + 1e-3
+    for factor in (1 / 3, 3):
+        assert lml(ev.coef_weights_ * factor) < ev.log_marginal_likelihood_ - 0.1
+    # both report CV errors at their chosen point, and the evidence fit predicts as well as the CV one
+    assert np.isfinite(ev.cv_mae_) and ev.cv_mae_ < 1.5 * cv.cv_mae_
+    assert ev.summary()["selection"] == "evidence"
+
+
+def test_evidence_recovers_the_generating_kernel_and_noise():
+    K, y = gp_sample_problem(200)
+    model = MixedKernelRidge(weights="free", selection="evidence", baseline=False, nus=(1, 2, 3)).fit(K, y)
+    assert int(np.argmax(model.weights_)) == 2
+    assert 0.035 < model.noise_std_ < 0.07
+
+
+def test_evidence_needs_no_folds():
+    """One training group cannot be cross-validated; the evidence still chooses the weights (no warning)."""
+    K, y = learnable_problem(n=40)
+    groups = np.zeros(40, dtype=int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ev = MixedKernelRidge(weights="free", selection="evidence", baseline=False).fit(K, y, groups=groups)
+    assert ev.cv_n_evals_ > 10 and np.isnan(ev.cv_mae_)
+    with pytest.warns(RuntimeWarning, match="cannot cross-validate"):
+        MixedKernelRidge(weights="free", selection="cv", baseline=False).fit(K, y, groups=groups)
+
+
 def test_per_element_baseline_and_unseen_element_warning():
     rng = np.random.default_rng(4)
     n = 60
@@ -338,6 +422,8 @@ def test_estimator_conventions_and_input_errors():
         MixedKernelRidge(nus=(7,)).fit(K, y)
     with pytest.raises(InputError, match="weights"):
         MixedKernelRidge(weights="linear").fit(K, y)
+    with pytest.raises(InputError, match="selection"):
+        ScalarRegressor(selection="loo").fit(K, y, counts=np.ones((30, 1)))
     fitted = MixedKernelRidge(baseline=False, max_iter=5).fit(K, y)
     with pytest.raises(InputError, match="expected"):
         fitted.predict(K[:2])
@@ -431,18 +517,23 @@ def test_vector_predictions_rotate_and_flip_exactly():
     np.testing.assert_allclose(pred_inv, -pred, atol=1e-12 * np.abs(pred).max())
 
 
-def test_rotating_training_structures_with_their_targets_changes_nothing():
-    """The CV loss (per-structure error norms) is frame-independent, so the fitted model is too."""
+@pytest.mark.parametrize("selection", ["cv", "evidence"])
+def test_rotating_training_structures_with_their_targets_changes_nothing(selection):
+    """The CV loss (per-structure error norms) and the evidence (rᵀA⁻¹r and |A| are unchanged by a block-orthogonal
+    change of frame) are frame-independent, so the fitted model is too."""
     rng = np.random.default_rng(12)
     train, test = structures(30, rng), structures(4, rng)
     y = vector_target(train)
-    base = EquivariantRegressor().fit(equivariant_kernels(train, train, 1), y)
+    base = EquivariantRegressor(selection=selection).fit(equivariant_kernels(train, train, 1), y)
     Qs = Rotation.random(len(train), random_state=13).as_matrix()
     rot_train = [a @ Q.T for a, Q in zip(train, Qs)]
     rot_y = np.einsum("nij,nj->ni", Qs, y)
-    moved = EquivariantRegressor().fit(equivariant_kernels(rot_train, rot_train, 1), rot_y)
-    # identical up to the optimiser's round-off path (the CV loss surface is the same function)
-    assert moved.cv_mae_ == pytest.approx(base.cv_mae_, rel=1e-6)
+    moved = EquivariantRegressor(selection=selection).fit(equivariant_kernels(rot_train, rot_train, 1), rot_y)
+    # identical up to the optimiser's round-off path (the objective is the same function)
+    if selection == "cv":
+        assert moved.cv_mae_ == pytest.approx(base.cv_mae_, rel=1e-6)
+    else:  # here the evidence prefers an almost noise-free fit, whose CV error is ill-conditioned (±0.2 %)
+        assert moved.log_marginal_likelihood_ == pytest.approx(base.log_marginal_likelihood_, rel=1e-5)
     np.testing.assert_allclose(moved.coef_weights_, base.coef_weights_, rtol=1e-3,
                                atol=1e-6 * base.coef_weights_.max())
     pb = base.predict(equivariant_kernels(test, train, 1))
@@ -600,14 +691,15 @@ def qm9_kernels():
     return KernelSet.from_result(res), TargetData.from_frames(frames, "U0")
 
 
-def test_mixed_model_at_least_as_good_as_best_single_nu_on_qm9(qm9_kernels):
+@pytest.mark.parametrize("selection", ["cv", "evidence"])
+def test_mixed_model_at_least_as_good_as_best_single_nu_on_qm9(qm9_kernels, selection):
     ks, td = qm9_kernels
     rng = np.random.default_rng(0)
     perm = rng.permutation(len(td))
     tr, va = np.sort(perm[:140]), np.sort(perm[140:])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a rare element may be missing from the training half
-        rows = compare_models(ks.subset(tr, tr), td.subset(tr), ks.subset(va, tr), td.subset(va))
+        rows = compare_models(ks.subset(tr, tr), td.subset(tr), ks.subset(va, tr), td.subset(va), selection=selection)
     mae = {r["model"]: r["mae"] for r in rows}
     best_single = min(v for k, v in mae.items() if k.startswith("nu="))
     assert mae["mixed"] <= 1.02 * best_single, mae

@@ -177,7 +177,7 @@ def test_reference_featomic_matches_pair_sums(featomic_setup):
 # The engine against the references
 # ==========================================================================================================
 def test_composition_and_atomic_bookkeeping(engine, structures):
-    h = Hypers(hydrogen_weight=1.0, density_scaling=None, radial_scale=None, species_coupling=0.0, nu_max=3, lambda_max=2, cutoff=3.5, cutoff_width=0.5, density_width=0.5)
+    h = Hypers(hydrogen_weight=1.0, hydrogen_center_weight=1.0, density_scaling=None, radial_scale=None, species_coupling=0.0, nu_max=3, lambda_max=2, cutoff=3.5, cutoff_width=0.5, density_width=0.5)
     res = engine(structures, h, atomic=True)
     assert np.array_equal(res.K[0], ref.composition_kernel(structures, structures))
     mask = ref.same_element_mask(structures, structures)
@@ -194,7 +194,7 @@ def test_composition_and_atomic_bookkeeping(engine, structures):
 def test_nu2_atom_kernel_is_8pi2_times_featomic_soap(engine, featomic_setup):
     """MATH.md §10: k²_{0,+}(i, i') = 8π² p_i · p_i' over same-element centre pairs."""
     s = featomic_setup
-    h = Hypers(hydrogen_weight=1.0, density_scaling=None, radial_scale=None, species_coupling=0.0, nu_max=2, lambda_max=s["L"], cutoff=s["rc"], cutoff_width=s["w"], density_width=s["sigma"])
+    h = Hypers(hydrogen_weight=1.0, hydrogen_center_weight=1.0, density_scaling=None, radial_scale=None, species_coupling=0.0, nu_max=2, lambda_max=s["L"], cutoff=s["rc"], cutoff_width=s["w"], density_width=s["sigma"])
     res = engine(s["frames"], h, atomic=True)
     mask = ref.same_element_mask(s["frames"], s["frames"])
     k = res.K_atomic[2][mask]
@@ -210,7 +210,7 @@ def test_nu1_matches_featomic_spherical_expansion(engine, featomic_setup):
     """k^1_l = 8π²/(2l+1) Σ_{a,n} c c' for λ=0 (atoms), λ=1 (Cartesian) and λ=2 (structures)."""
     s = featomic_setup
     frames, coef = s["frames"], s["coef"]
-    h = Hypers(hydrogen_weight=1.0, density_scaling=None, radial_scale=None, species_coupling=0.0, nu_max=1, lambda_max=s["L"], cutoff=s["rc"], cutoff_width=s["w"], density_width=s["sigma"])
+    h = Hypers(hydrogen_weight=1.0, hydrogen_center_weight=1.0, density_scaling=None, radial_scale=None, species_coupling=0.0, nu_max=1, lambda_max=s["L"], cutoff=s["rc"], cutoff_width=s["w"], density_width=s["sigma"])
     res = engine(frames, h, atomic=True, tensor_rank=(1, 2))
     mask = ref.same_element_mask(frames, frames)
     sidx = ref.structure_index(frames)
@@ -245,7 +245,7 @@ def wide_setup():
         hp, hm = ref.h_bandlimited(ps, R, L), ref.h_bandlimited(ps, -R, L)
         ref2[p, q] = wq @ hp**2
         ref3[p, q] = 0.5 * (wq @ hp**3 + wq @ hm**3)
-    return dict(frames=frames, hypers=Hypers(hydrogen_weight=1.0, density_scaling=None, radial_scale=None, species_coupling=0.0, nu_max=3, lambda_max=L, cutoff=rc, cutoff_width=w,
+    return dict(frames=frames, hypers=Hypers(hydrogen_weight=1.0, hydrogen_center_weight=1.0, density_scaling=None, radial_scale=None, species_coupling=0.0, nu_max=3, lambda_max=L, cutoff=rc, cutoff_width=w,
                                              density_width=sigma, nu1_route="exact"),
                 refs={1: ref1, 2: ref2, 3: ref3})
 
@@ -259,9 +259,9 @@ def test_exact_nu1_route_and_iteration_vs_so3_quadrature(engine, wide_setup):
 
 def test_basis_route_agrees_with_exact_route(engine, wide_setup, molecules):
     for frames, h in [(wide_setup["frames"], wide_setup["hypers"]),
-                      (molecules, Hypers(hydrogen_weight=1.0, density_width=0.3, density_scaling=None, radial_scale=None, species_coupling=0.0, nu_max=4, nu1_route="exact")),  # the defaults otherwise
+                      (molecules, Hypers(hydrogen_weight=1.0, hydrogen_center_weight=1.0, density_width=0.3, density_scaling=None, radial_scale=None, species_coupling=0.0, nu_max=4, nu1_route="exact")),  # the defaults otherwise
                       (molecules[:3] + [make_periodic_cell()],
-                       Hypers(hydrogen_weight=1.0, density_scaling=None, radial_scale=None, species_coupling=0.0, nu_max=3, lambda_max=4, cutoff=4.0, density_width=0.5, nu1_route="exact"))]:
+                       Hypers(hydrogen_weight=1.0, hydrogen_center_weight=1.0, density_scaling=None, radial_scale=None, species_coupling=0.0, nu_max=3, lambda_max=4, cutoff=4.0, density_width=0.5, nu1_route="exact"))]:
         # tensorial outputs need the full recursion, whose set-up is slow at L = 8: check them at L ≤ 4
         rank = (1, 2) if h.lambda_max <= 4 else 0
         exact = engine(frames, h, atomic=True, tensor_rank=rank)
@@ -282,7 +282,7 @@ def test_wigner_iteration_vs_function_space_oracle(engine, normalization, L, nu_
     rc, w, sigma = 3.5, 0.5, 0.5
     want = ref.oracle_kernels(frames, frames, nu_max=nu_max, L=L, cutoff=rc, cutoff_width=w, sigma=sigma,
                               normalization=normalization)
-    h = Hypers(hydrogen_weight=1.0, density_scaling=None, radial_scale=None, species_coupling=0.0, nu_max=nu_max, lambda_max=L, cutoff=rc, cutoff_width=w, density_width=sigma,
+    h = Hypers(hydrogen_weight=1.0, hydrogen_center_weight=1.0, density_scaling=None, radial_scale=None, species_coupling=0.0, nu_max=nu_max, lambda_max=L, cutoff=rc, cutoff_width=w, density_width=sigma,
                schedule="full", normalization=normalization, nu1_route="exact")
     full = engine(frames, h, atomic=True, tensor_rank=(1, 2))
     reduced = engine(frames, h.replace(schedule="reduced"), atomic=True)
@@ -297,7 +297,7 @@ def test_wigner_iteration_vs_function_space_oracle(engine, normalization, L, nu_
 def test_full_schedule_equals_reduced_schedule(engine, normalization):
     frames = make_molecules(["H2O", "CH4", "CH3OH"]) + [make_periodic_cell()]
     for L in (1, 2, 3, 4):
-        h = Hypers(hydrogen_weight=1.0, density_scaling=None, radial_scale=None, species_coupling=0.0, nu_max=6, lambda_max=L, cutoff=3.5, cutoff_width=0.5, density_width=0.5,
+        h = Hypers(hydrogen_weight=1.0, hydrogen_center_weight=1.0, density_scaling=None, radial_scale=None, species_coupling=0.0, nu_max=6, lambda_max=L, cutoff=3.5, cutoff_width=0.5, density_width=0.5,
                    normalization=normalization)
         full = engine(frames, h.replace(schedule="full"), atomic=True)
         reduced = engine(frames, h.replace(schedule="reduced"), atomic=True)
@@ -306,7 +306,7 @@ def test_full_schedule_equals_reduced_schedule(engine, normalization):
             assert_rel_close(reduced.K_atomic[nu], full.K_atomic[nu], 1e-12,
                              f"K_atomic[{nu}] reduced vs full, L={L}")
     # tensorial outputs requested with the reduced schedule still come from the full recursion
-    h = Hypers(hydrogen_weight=1.0, density_scaling=None, radial_scale=None, species_coupling=0.0, nu_max=4, lambda_max=3, cutoff=3.5, cutoff_width=0.5, density_width=0.5,
+    h = Hypers(hydrogen_weight=1.0, hydrogen_center_weight=1.0, density_scaling=None, radial_scale=None, species_coupling=0.0, nu_max=4, lambda_max=3, cutoff=3.5, cutoff_width=0.5, density_width=0.5,
                normalization=normalization)
     full = engine(frames, h.replace(schedule="full"), tensor_rank=(1, 2))
     reduced = engine(frames, h.replace(schedule="reduced"), tensor_rank=(1, 2))
@@ -326,7 +326,7 @@ def test_reference_normalization_closed_form(engine):
         H = [ref.H_matrix(ps, l) for l in range(L + 1)]
         k1[p, q] = E * H[0][0, 0]
         k2[p, q] = sum(E**2 / (2 * l + 1) ** 3 * np.sum(H[l] ** 2) for l in range(L + 1))
-    h = Hypers(hydrogen_weight=1.0, density_scaling=None, radial_scale=None, species_coupling=0.0, nu_max=2, lambda_max=L, cutoff=rc, cutoff_width=w, density_width=sigma, normalization="reference")
+    h = Hypers(hydrogen_weight=1.0, hydrogen_center_weight=1.0, density_scaling=None, radial_scale=None, species_coupling=0.0, nu_max=2, lambda_max=L, cutoff=rc, cutoff_width=w, density_width=sigma, normalization="reference")
     for route, tol in (("exact", 1e-10), ("basis", 1e-6)):
         res = engine(frames, h.replace(nu1_route=route), atomic=True)
         assert_rel_close(res.K_atomic[1], k1, tol, f"reference normalization K_atomic[1] ({route} route)")
@@ -348,7 +348,7 @@ def test_radially_growing_width_vs_quadrature(engine):
     want = ref.oracle_kernels(frames, frames, nu_max=2, L=L, cutoff=rc, cutoff_width=w, sigma=sigma0,
                               scaling=rs, lams=(0, 1))
     assert rel_err(want["K_atomic"][1], k1) < 1e-12 and rel_err(want["K_atomic"][2], k2) < 1e-12
-    h = Hypers(hydrogen_weight=1.0, nu_max=2, lambda_max=L, cutoff=rc, cutoff_width=w, density_width=sigma0, density_scaling=rs,
+    h = Hypers(hydrogen_weight=1.0, hydrogen_center_weight=1.0, nu_max=2, lambda_max=L, cutoff=rc, cutoff_width=w, density_width=sigma0, density_scaling=rs,
                radial_scale=None, species_coupling=0.0)
     for route, tol in (("exact", 1e-8), ("basis", 1e-6)):
         res = engine(frames, h.replace(nu1_route=route), atomic=True, tensor_rank=1)
@@ -372,7 +372,7 @@ def test_radial_weight_nu2_is_8pi2_times_featomic_soap_with_willatt_scaling(engi
     frames = make_molecules() + [make_periodic_cell()]
     rc, w, sigma, L = 4.0, 0.5, 0.5, 3
     ps = ref.featomic_power_spectrum(frames, ref.featomic_hypers(rc, w, sigma, L, radial=RADIAL))
-    h = Hypers(hydrogen_weight=1.0, density_scaling=None, radial_scale=RADIAL[0], radial_exponent=RADIAL[1], species_coupling=0.0,
+    h = Hypers(hydrogen_weight=1.0, hydrogen_center_weight=1.0, density_scaling=None, radial_scale=RADIAL[0], radial_exponent=RADIAL[1], species_coupling=0.0,
                nu_max=2, lambda_max=L, cutoff=rc, cutoff_width=w, density_width=sigma)
     res = engine(frames, h, atomic=True)
     mask = ref.same_element_mask(frames, frames)
@@ -392,7 +392,7 @@ def test_radial_weight_vs_function_space_oracle(engine, route, scaling):
     rc, w, sigma, L, nu_max = 3.5, 0.5, 0.5 if scaling is None else 0.2, 2, 3
     want = ref.oracle_kernels(frames, frames, nu_max=nu_max, L=L, cutoff=rc, cutoff_width=w, sigma=sigma,
                               scaling=scaling, radial=RADIAL, lams=(0,))
-    h = Hypers(hydrogen_weight=1.0, nu_max=nu_max, lambda_max=L, cutoff=rc, cutoff_width=w, density_width=sigma, density_scaling=scaling,
+    h = Hypers(hydrogen_weight=1.0, hydrogen_center_weight=1.0, nu_max=nu_max, lambda_max=L, cutoff=rc, cutoff_width=w, density_width=sigma, density_scaling=scaling,
                radial_scale=RADIAL[0], radial_exponent=RADIAL[1], species_coupling=0.0, nu1_route=route)
     got = engine(frames, h, atomic=True)
     for nu in range(1, nu_max + 1):
@@ -406,7 +406,7 @@ def test_radial_weight_scales_single_neighbour_kernels_as_a_power(engine):
     from ase import Atoms
 
     frames = [Atoms("CO", positions=[[0, 0, 0], [0, 0, d]]) for d in (1.1, 1.3)]
-    h = Hypers(hydrogen_weight=1.0, density_scaling=None, nu_max=4, lambda_max=2, cutoff=3.0, cutoff_width=0.5, density_width=0.3)
+    h = Hypers(hydrogen_weight=1.0, hydrogen_center_weight=1.0, density_scaling=None, nu_max=4, lambda_max=2, cutoff=3.0, cutoff_width=0.5, density_width=0.3)
     on = engine(frames, h, atomic=True).K_atomic
     off = engine(frames, h.replace(radial_scale=None), atomic=True).K_atomic
     u = h.weight_at(np.array([1.1, 1.1, 1.3, 1.3]))
@@ -424,7 +424,7 @@ def test_hydrogen_weight_vs_function_space_oracle(engine, route):
                               radial=RADIAL, coupling=0.6, hydrogen=wh, lams=(0, 1))
     h = Hypers(nu_max=nu_max, lambda_max=L, cutoff=rc, cutoff_width=w, density_width=sigma, density_scaling=None,
                radial_scale=RADIAL[0], radial_exponent=RADIAL[1], species_coupling=0.6, hydrogen_weight=wh,
-               nu1_route=route, schedule="full")
+               hydrogen_center_weight=1.0, nu1_route=route, schedule="full")
     got = engine(frames, h, atomic=True, tensor_rank=1)
     plain = engine(frames, h.replace(hydrogen_weight=1.0), atomic=True)
     for nu in range(1, nu_max + 1):
@@ -440,12 +440,40 @@ def test_hydrogen_weight_scales_kernels_of_hydrogen_neighbours_as_a_power(engine
     from ase import Atoms
 
     frames = [Atoms("CH", positions=[[0, 0, 0], [0, 0, d]]) for d in (1.05, 1.15)]
-    h = Hypers(hydrogen_weight=1.0, nu_max=4, lambda_max=2, cutoff=3.0, cutoff_width=0.5, density_width=0.3)
+    h = Hypers(hydrogen_weight=1.0, hydrogen_center_weight=1.0, nu_max=4, lambda_max=2, cutoff=3.0, cutoff_width=0.5, density_width=0.3)
     on = engine(frames, h.replace(hydrogen_weight=0.5), atomic=True).K_atomic
     off = engine(frames, h, atomic=True).K_atomic
     scale = np.array([0.5, 1.0, 0.5, 1.0])  # atoms C, H, C, H
     for nu in range(1, 5):
         assert_rel_close(on[nu], off[nu] * np.outer(scale, scale) ** nu, 1e-9, f"K_atomic[{nu}] ∝ (w w')^ν")
+
+
+def test_hydrogen_center_weight_weighs_structure_sums_not_atom_kernels():
+    """K(A, B) = Σ_ij w_i w_j k(i, j) with w = w_c on hydrogen centres: the engine's weighted structure kernels
+    (invariant and λ=1) equal the unweighted ones minus (1 − w_c²) × the hydrogen-centre part, computed
+    independently by restricting B to its hydrogen centres (``centers_B``); atom-level kernels are unchanged."""
+    from wkviz.kernels import WignerKernel
+
+    frames = make_molecules(["CH3OH", "NH3", "HCN", "H2O"])
+    h = Hypers(nu_max=3, lambda_max=2, cutoff=3.5, hydrogen_center_weight=1.0)
+    wc = 0.4
+    plain = WignerKernel(h).compute(frames, atomic=True, tensor_rank=1)
+    weighted = WignerKernel(h.replace(hydrogen_center_weight=wc)).compute(frames, atomic=True, tensor_rank=1)
+    numbers = np.concatenate([a.numbers for a in frames])
+    owner = np.concatenate([np.full(len(a), s) for s, a in enumerate(frames)])
+    hyd = np.flatnonzero(numbers == 1)
+    part = WignerKernel(h).compute(frames, centers_B=hyd, tensor_rank=1)
+    K_H = np.zeros_like(plain.K)
+    V_H = np.zeros_like(plain.K_vector)
+    for m, s in enumerate(owner[hyd]):  # columns are hydrogen centres: sum them into their structures
+        K_H[:, :, s] += part.K[:, :, m]
+        V_H[:, :, :, s] += part.K_vector[:, :, :, m]
+    # hydrogen centres are a large share of the sums, so a missing or misplaced weight would show
+    assert np.abs(K_H[1:]).max() > 0.1 * np.abs(plain.K[1:]).max()
+    # every ν, the composition kernel ν = 0 included (hydrogens count w_c there too)
+    assert_rel_close(weighted.K, plain.K - (1 - wc**2) * K_H, 1e-12, "invariant structure kernels")
+    assert_rel_close(weighted.K_vector, plain.K_vector - (1 - wc**2) * V_H, 1e-12, "λ=1 structure kernels")
+    np.testing.assert_array_equal(weighted.K_atomic, plain.K_atomic)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -459,7 +487,7 @@ def test_species_coupling_vs_function_space_oracle(engine, route):
     rc, w, sigma, L, nu_max, a = 3.5, 0.5, 0.5, 2, 3, 0.6
     want = ref.oracle_kernels(frames, frames, nu_max=nu_max, L=L, cutoff=rc, cutoff_width=w, sigma=sigma,
                               radial=RADIAL, coupling=a)
-    h = Hypers(hydrogen_weight=1.0, nu_max=nu_max, lambda_max=L, cutoff=rc, cutoff_width=w, density_width=sigma, density_scaling=None,
+    h = Hypers(hydrogen_weight=1.0, hydrogen_center_weight=1.0, nu_max=nu_max, lambda_max=L, cutoff=rc, cutoff_width=w, density_width=sigma, density_scaling=None,
                radial_scale=RADIAL[0], radial_exponent=RADIAL[1], species_coupling=a, nu1_route=route,
                schedule="full")
     got = engine(frames, h, atomic=True, tensor_rank=(1, 2))
@@ -480,7 +508,7 @@ def test_species_coupling_between_sets_with_different_neighbour_elements(engine)
 
     co = Atoms("CO", positions=[[0, 0, 0], [0, 0, 1.13]])
     hcn = Atoms("HCN", positions=[[0, 0, -1.07], [0, 0, 0], [0, 0, 1.16]])
-    h = Hypers(hydrogen_weight=1.0, nu_max=3, lambda_max=2, cutoff=3.0, cutoff_width=0.5, density_width=0.3, species_coupling=0.5)
+    h = Hypers(hydrogen_weight=1.0, hydrogen_center_weight=1.0, nu_max=3, lambda_max=2, cutoff=3.0, cutoff_width=0.5, density_width=0.3, species_coupling=0.5)
     for route in ("basis", "exact"):
         hr = h.replace(nu1_route=route)
         ab = engine([co], hr.replace(species_coupling=0.0), frames_B=[hcn], atomic=True).K_atomic

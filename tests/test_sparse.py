@@ -170,29 +170,35 @@ def atomic(data):
     tr, te, frames = data["tr"], data["te"], data["frames"]
     eng = WignerKernel(H)
     train = [frames[i] for i in tr]
-    return {"train": eng.compute(train, atomic=True).K_atomic,
-            "test": eng.compute([frames[i] for i in te], train, atomic=True).K_atomic,
-            "n_train": np.array([len(a) for a in train]), "n_test": np.array([len(frames[i]) for i in te])}
+    test = [frames[i] for i in te]
+    return {"train": eng.compute(train, atomic=True).K_atomic, "test": eng.compute(test, train, atomic=True).K_atomic,
+            "train_frames": train, "test_frames": test}
 
 
-def _sum_rows(K_atomic, n_atoms):
-    starts = np.concatenate([[0], np.cumsum(n_atoms)[:-1]])
-    return np.add.reduceat(K_atomic, starts, axis=1)
+def _sum_rows(K_atomic, frames):
+    """Σ_{i∈a} w_i K_atomic[ν, i, :] per structure a (every ν), w_i the centre weight
+    (``H.hydrogen_center_weight`` on hydrogen, 1 otherwise): the engine's structure-vs-environment columns."""
+    assert H.hydrogen_center_weight != 1.0  # the weights are exercised
+    numbers = np.concatenate([a.numbers for a in frames])
+    w = np.where(numbers == 1, H.hydrogen_center_weight, 1.0)
+    weighted = K_atomic * w[None, :, None]
+    starts = np.concatenate([[0], np.cumsum([len(a) for a in frames])[:-1]])
+    return np.add.reduceat(weighted, starts, axis=1)
 
 
 def test_every_environment_active_is_the_exact_model(data, atomic):
     K, y, c, sp, tr, te = data["K"], data["y"], data["counts"], data["species"], data["tr"], data["te"]
     w = np.array([0.1, 1.0, 1.0, 0.5])
     exact = ScalarRegressor(weights=w, regularization=1e-3).fit(_block(K, tr, tr), y[tr], counts=c[tr], species=sp)
-    K_NM = _sum_rows(atomic["train"], atomic["n_train"])
+    K_NM = _sum_rows(atomic["train"], atomic["train_frames"])
     K_MM = atomic["train"]
-    np.testing.assert_allclose(_sum_rows(K_NM.transpose(0, 2, 1), atomic["n_train"]), _block(K, tr, tr),
+    np.testing.assert_allclose(_sum_rows(K_NM.transpose(0, 2, 1), atomic["train_frames"]), _block(K, tr, tr),
                                rtol=1e-10, atol=1e-10 * np.abs(K).max())
     # same mixing c_ν / s_ν: the environment model normalises by the mean diagonal of K_MM instead
     s_env = np.einsum("kii->k", K_MM) / K_MM.shape[1]
     sparse = SparseScalarRegressor(weights=w * s_env / exact.kernel_scales_, regularization=1e-3, rcond=1e-13)
     sparse.fit(K_NM, K_MM, y[tr], counts=c[tr], species=sp)
-    K_TM = _sum_rows(atomic["test"], atomic["n_test"])
+    K_TM = _sum_rows(atomic["test"], atomic["test_frames"])
     pe = exact.predict(_block(K, te, tr), counts=c[te], species=sp)
     ps = sparse.predict(K_TM, counts=c[te], species=sp)
     np.testing.assert_allclose(ps, pe, atol=1e-6 * np.abs(pe).max())
@@ -212,9 +218,9 @@ def test_environment_selection_and_kernels(data, atomic):
                          batch=25)
     scale = np.abs(atomic["train"]).max()
     np.testing.assert_allclose(out["K_MM"], atomic["train"][:, act][:, :, act], atol=1e-12 * scale)
-    np.testing.assert_allclose(out["K_NM"], _sum_rows(atomic["train"][:, :, act], atomic["n_train"]),
+    np.testing.assert_allclose(out["K_NM"], _sum_rows(atomic["train"][:, :, act], atomic["train_frames"]),
                                atol=1e-11 * scale)
-    np.testing.assert_allclose(out["K_TM"], _sum_rows(atomic["test"][:, :, act], atomic["n_test"]),
+    np.testing.assert_allclose(out["K_TM"], _sum_rows(atomic["test"][:, :, act], atomic["test_frames"]),
                                atol=1e-11 * scale)
     # with environments the model beats composition alone and lands near the exact model
     K, y, c, sp, te = data["K"], data["y"], data["counts"], data["species"], data["te"]
@@ -233,8 +239,8 @@ def test_environment_kernels_are_the_atom_kernel_columns_for_any_batching():
     full = eng.compute(frames, atomic=True).K_atomic
     full_test = eng.compute(test, frames, atomic=True).K_atomic
     scale = np.abs(full).max()
-    ref_NM = _sum_rows(full[:, :, act], [len(a) for a in frames])
-    ref_TM = _sum_rows(full_test[:, :, act], [len(a) for a in test])
+    ref_NM = _sum_rows(full[:, :, act], frames)
+    ref_TM = _sum_rows(full_test[:, :, act], test)
     # atom kernels of a call take at most half the budget: this one holds ~10 atoms × 7 columns per call
     small = WignerKernel(H, memory_budget=2 * 8 * (H.nu_max + 1) * len(act) * 10)
     for kw in ({}, {"batch": 2}, {"engine": small}):

@@ -39,6 +39,9 @@ def add_hyper_flags(parser: argparse.ArgumentParser) -> None:
                         "apart (default %(default)s)")
     g.add_argument("--hydrogen-weight", type=float, default=d.hydrogen_weight,
                    help="weight of hydrogen neighbours relative to heavy ones (default %(default)s)")
+    g.add_argument("--hydrogen-center-weight", type=float, default=d.hydrogen_center_weight,
+                   help="weight of hydrogen centres in the structure kernels, relative to heavy ones; 1 is the "
+                        "paper's plain sum (default %(default)s)")
     g.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help="default %(default)s")
     g.add_argument("--normalization", choices=NORMALIZATIONS, default=d.normalization, help="default %(default)s")
     g.add_argument("--nu1-route", choices=("basis", "exact"), default=d.nu1_route,
@@ -58,7 +61,8 @@ def hypers_from_args(args) -> Hypers:
                       cutoff_width=args.cutoff_width, density_width=args.density_width,
                       density_scaling=args.density_scaling, radial_scale=args.radial_scale,
                       radial_exponent=args.radial_exponent, species_coupling=args.species_coupling,
-                      hydrogen_weight=args.hydrogen_weight, schedule=args.schedule,
+                      hydrogen_weight=args.hydrogen_weight,
+                      hydrogen_center_weight=args.hydrogen_center_weight, schedule=args.schedule,
                       normalization=args.normalization, nu1_route=args.nu1_route)
     except ValueError as exc:
         raise WkvizError(str(exc)) from None

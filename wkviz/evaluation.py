@@ -3,7 +3,7 @@
 Learning curves are computed from ONE kernel matrix over all structures: every training and test set is a
 sub-block of it (:meth:`wkviz.models.KernelSet.subset`), so no kernel is recomputed. For every repeat a random
 test set is drawn (seeded), and nested random training subsets of increasing size are taken from the rest;
-every model's hyperparameters are cross-validated on its training subset only.
+every model's hyperparameters are chosen on its training subset only.
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ class LearningCurve:
     n_test : int
     unit : str
     weights : dict
-        ``(model, n_train, repeat) → {ν: relative weight}`` chosen by CV.
+        ``(model, n_train, repeat) → {ν: relative weight}`` chosen on that training subset.
     excluded : dict
         ``(n_train, repeat) → number of test structures left out`` because they contain an element that the
         training subset never has (its baseline energy would be 0); those sizes are scored on the rest.

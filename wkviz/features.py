@@ -701,7 +701,8 @@ def feature_kernels(frames, hypers, *, nu_max=None, n_radial=None, truncation="e
         feats.invariants[nu] = None  # free each order once its kernel is formed
     n_struct = len(frames)
     onehot = np.zeros((n_env, n_struct))
-    onehot[np.arange(n_env), dens.structure] = 1.0
+    # structure sums weigh each centre by w_i (hypers.hydrogen_center_weight for H), as the engine's
+    onehot[np.arange(n_env), dens.structure] = np.where(dens.numbers == 1, hypers.hydrogen_center_weight, 1.0)
     K = np.einsum("ia,vij,jb->vab", onehot, K_atomic, onehot, optimize=True)
     t3 = time.perf_counter()
     return FeatureKernelResult(K_atomic=K_atomic, K=K, n_features=[0] + [feats.counts[nu].get((0, 1), 0)

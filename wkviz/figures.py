@@ -1393,6 +1393,7 @@ _FLAG_NAMES = {
     "radial_exponent": "--radial-exponent",
     "species_coupling": "--species-coupling",
     "hydrogen_weight": "--hydrogen-weight",
+    "hydrogen_center_weight": "--hydrogen-center-weight",
     "schedule": "--schedule",
     "normalization": "--normalization",
     "nu1_route": "--nu1-route",

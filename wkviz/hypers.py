@@ -18,7 +18,8 @@ NU1_ROUTES = ("basis", "exact")
 
 
 #: Fields added after kernel files were first written, with the value that reproduces those older kernels.
-_ABSENT_MEANS_OFF = {"radial_scale": None, "species_coupling": 0.0, "hydrogen_weight": 1.0}
+_ABSENT_MEANS_OFF = {"radial_scale": None, "species_coupling": 0.0, "hydrogen_weight": 1.0,
+                     "hydrogen_center_weight": 1.0}
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,15 @@ class Hypers:
         positions follow from the heavy skeleton, so with w_H < 1 the kernel spends less of its similarity on
         them; a ν-kernel term with k hydrogen neighbours scales as w_H^(2k). Centres are not affected.
         Default 0.25 (BENCHMARKS.md §6).
+    hydrogen_center_weight : float
+        Weight w_c of every hydrogen *centre* in the structure kernels: K^ν(A, B) = Σ_{i∈A, j∈B} w_i w_j k^ν(i, j)
+        for every ν (ν = 0 too: the composition kernel counts hydrogens as w_c) with w = w_c for hydrogen centres
+        and 1 for the others, so a pair of hydrogen environments counts w_c²
+        (centres pair with their own element only). For a sum kernel this is the prior scale of the hydrogen
+        atoms' energy contributions (the GP model E = Σ_i w_i ε_i). The atom-level kernels ``K_atomic`` are not
+        weighted, and a structure against single selected centres (``centers_B``, sparse models) carries the
+        structure's w_i only, cov(Σ_i w_i ε_i, ε_m). Default 0.3 (BENCHMARKS.md §6): the heavy-atom environments, whose densities already
+        contain the hydrogens, carry most of what a few hundred molecules can learn; 1 is the paper's sum.
     schedule : {"reduced", "full"}
         ``"reduced"`` runs the equivariant recursion up to ⌈ν_max/2⌉ and then contracts to invariants
         (identical invariants, about 3× cheaper at ν_max=4, L=3). Tensorial outputs always use the full
@@ -93,6 +103,8 @@ class Hypers:
     # 0.25 by paired comparison on 8 random 500/1,000 partitions of 2,000 QM9 molecules (BENCHMARKS.md §6):
     # 59.4 meV against 64.5 at 1 (0.4: 59.7, 0.6: 61.1); the baseline already carries most of the hydrogen count
     hydrogen_weight: float = 0.25
+    # 0.3 by paired comparison on 16 random 500/1,000 partitions of 2,000 QM9 molecules (BENCHMARKS.md §6)
+    hydrogen_center_weight: float = 0.3
     schedule: str = "reduced"
     normalization: str = "exact"
     nu1_route: str = "basis"
@@ -110,6 +122,7 @@ class Hypers:
             object.__setattr__(self, name, int(value))
         for name, unit in (("cutoff", " in Å"), ("cutoff_width", " in Å"), ("density_width", " in Å"),
                            ("radial_exponent", ""), ("species_coupling", ""), ("hydrogen_weight", ""),
+                           ("hydrogen_center_weight", ""),
                            ("density_scaling", " in Å or None"), ("radial_scale", " in Å or None")):
             value = getattr(self, name)
             if value is None and unit.endswith("None"):
@@ -143,6 +156,8 @@ class Hypers:
             fail(f"species_coupling must be at least 0 and below 1, got {self.species_coupling}")
         if not (math.isfinite(self.hydrogen_weight) and 0.05 <= self.hydrogen_weight <= 5.0):
             fail(f"hydrogen_weight must be between 0.05 and 5, got {self.hydrogen_weight}")
+        if not (math.isfinite(self.hydrogen_center_weight) and 0.0 <= self.hydrogen_center_weight <= 5.0):
+            fail(f"hydrogen_center_weight must be between 0 and 5, got {self.hydrogen_center_weight}")
         if self.schedule not in SCHEDULES:
             fail(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.normalization not in NORMALIZATIONS:
@@ -166,7 +181,7 @@ class Hypers:
     def from_dict(cls, data: dict) -> "Hypers":
         """Build from a dict, refusing unknown names with the list of valid ones.
 
-        A dict written before the radial weight, the species coupling or the hydrogen weight existed (it has
+        A dict written before the radial weight, the species coupling or the hydrogen weights existed (it has
         ``density_width`` but not their names) describes kernels computed without them, so each missing one
         reads as switched off (:data:`_ABSENT_MEANS_OFF`), not as the new defaults.
         """

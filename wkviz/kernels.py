@@ -51,11 +51,13 @@ class KernelResult:
     Attributes
     ----------
     K : ndarray of shape (nu_max+1, n_A, n_B)
-        K[0] is the composition kernel (dot product of element counts); K[ν] = Σ over same-species centre pairs
+        K[0] is the composition kernel (dot product of element counts, hydrogens counted with their centre weight); K[ν] = Σ over same-species centre pairs
         of the invariant atom kernel k^ν_{λ=0, parity=+1}. With ``centers_B`` (M selected centres c_m of B) the
         columns are the centres instead of B's structures: shape (nu_max+1, n_A, M) and
-        K[ν, a, m] = Σ_{i ∈ a, Z_i = Z_{c_m}} k^ν(i, c_m), the sum kernel between structure a and the single
-        environment c_m (K[0, a, m] = number of atoms of a with c_m's element).
+        K[ν, a, m] = Σ_{i ∈ a, Z_i = Z_{c_m}} w_i k^ν(i, c_m), the sum kernel between structure a and the single
+        environment c_m (K[0, a, m] = the weighted number of atoms of a with c_m's element). The centre weights
+        w_i (``Hypers.hydrogen_center_weight`` on hydrogen, 1 otherwise) weigh every K[ν], ν = 0 included, as
+        w_i w_j without ``centers_B`` and as w_i (the structure side only) with it.
     K_atomic : ndarray of shape (nu_max+1, atoms_A, atoms_B) or None
         Atom-level invariant kernels (zero between different elements; K_atomic[0] = same-element indicator).
         With ``centers_B``: shape (nu_max+1, atoms_A, M), column m = centre ``centers_B[m]``.
@@ -168,10 +170,12 @@ def _as_centres(centers, frames) -> np.ndarray:
     return arr
 
 
-def _element_counts(env, species, n_structures):
-    """counts[s, k]: atoms of element species[s] in structure k (a centre of its own with selected centres)."""
+def _element_counts(env, species, n_structures, hydrogen_weight=1.0):
+    """counts[s, k]: atoms of element species[s] in structure k (a centre of its own with selected centres), each
+    hydrogen counting ``hydrogen_weight`` (the centre weight w_i of the structure sums)."""
     counts = np.zeros((len(species), n_structures))
-    np.add.at(counts, (np.searchsorted(species, env.numbers), env.structure), 1.0)
+    w = np.where(env.numbers == 1, float(hydrogen_weight), 1.0)
+    np.add.at(counts, (np.searchsorted(species, env.numbers), env.structure), w)
     return counts
 
 
@@ -214,10 +218,10 @@ def _centre_environments(frames, centres, hypers, env_all=None):
 
 
 @njit(cache=True)
-def _sum_invariants(out, rows, pi, pj, centre_i, centre_j, structure_a, structure_b, mirror, K):
-    # K[1 + v, A, B] += out[rows[v], p] for pair p = (centre_i[pi[p]], centre_j[pj[p]]) of structures (A, B).
-    # mirror (symmetric request): the pair also stands for its transpose, unless it pairs a centre with itself.
-    # Serial on purpose: the pairs of a tile add into the same few K entries.
+def _sum_invariants(out, rows, pi, pj, centre_i, centre_j, structure_a, structure_b, mirror, scale, K):
+    # K[1 + v, A, B] += scale · out[rows[v], p] for pair p = (centre_i[pi[p]], centre_j[pj[p]]) of structures
+    # (A, B). mirror (symmetric request): the pair also stands for its transpose, unless it pairs a centre with
+    # itself. Serial on purpose: the pairs of a tile add into the same few K entries.
     for p in range(pi.shape[0]):
         ci = centre_i[pi[p]]
         cj = centre_j[pj[p]]
@@ -225,7 +229,7 @@ def _sum_invariants(out, rows, pi, pj, centre_i, centre_j, structure_a, structur
         b = structure_b[cj]
         twin = mirror and ci != cj
         for v in range(rows.shape[0]):
-            val = out[rows[v], p]
+            val = scale * out[rows[v], p]
             K[1 + v, a, b] += val
             if twin:
                 K[1 + v, b, a] += val
@@ -398,8 +402,11 @@ class WignerKernel:
             n_b = atoms_b = env_b.n_centers
 
         species = np.unique(np.concatenate([env_a.numbers, env_b.numbers]))
-        counts_a = _element_counts(env_a, species, n_a)
-        counts_b = counts_a if symmetric else _element_counts(env_b, species, n_b)
+        # K[0] = Σ w_i w_j over same-element atom pairs, like every K[ν]; selected centres carry no weight of
+        # their own (see the tile loop)
+        w_c = h.hydrogen_center_weight
+        counts_a = _element_counts(env_a, species, n_a, w_c)
+        counts_b = counts_a if symmetric else _element_counts(env_b, species, n_b, 1.0 if centres is not None else w_c)
         nu1 = h.nu_max + 1
         K = np.zeros((nu1, n_a, n_b))
         K[0] = counts_a.T @ counts_b
@@ -492,8 +499,12 @@ class WignerKernel:
                 t2 = time.perf_counter()
             t_seed += t1 - t0
             t_iter += t2 - t1
+            # a tile holds centres of one element: structure sums weigh its pairs by w_i w_j = w_z²; a structure
+            # against single selected centres by the structure's w_i only (cov(Σ_i w_i ε_i, ε_m) of the GP)
+            w_z = h.hydrogen_center_weight if z == 1 else 1.0
+            scale = w_z if centres is not None else w_z * w_z
             self._accumulate(out, pi, pj, nI, nJ, diag, symmetric, ca_idx, cb_idx, env_a, env_b, inv_rows,
-                             lam_rows, K, K_atomic, K_lam)
+                             lam_rows, scale, K, K_atomic, K_lam)
             t_acc += time.perf_counter() - t2
             done += work
             if progress is not None:
@@ -533,11 +544,12 @@ class WignerKernel:
 
     @staticmethod
     def _accumulate(out, pi, pj, nI, nJ, diag, symmetric, ca_idx, cb_idx, env_a, env_b, inv_rows, lam_rows,
-                    K, K_atomic, K_lam):
-        # out[o, p]: output o of pair (pi[p], pj[p])
+                    scale, K, K_atomic, K_lam):
+        # out[o, p]: output o of pair (pi[p], pj[p]); ``scale`` weighs the structure sums (K, K_lam), not the
+        # atom-level kernels
         nu_n = len(inv_rows)
         _sum_invariants(out, np.asarray(inv_rows, dtype=np.int64), pi, pj, ca_idx, cb_idx, env_a.structure,
-                        env_b.structure, symmetric, K)
+                        env_b.structure, symmetric, float(scale), K)
         if K_atomic is not None:
             tile = np.zeros((nu_n, nI, nJ))
             tile[:, pi, pj] = out[inv_rows]
@@ -561,6 +573,8 @@ class WignerKernel:
                     t[:, low_i, low_j] = t[:, low_j, low_i].transpose(0, 1, 3, 2)
                 red = np.add.reduceat(np.add.reduceat(t, st_a, axis=1), st_b, axis=2)  # [ν, sA, sB, μ, μ']
                 # advanced indices separated by a slice go first: the target view is [sA, sB, ν, μ, μ']
+                if scale != 1.0:
+                    red *= scale
                 K_lam[lam][1:, ua[:, None], :, ub[None, :], :] += red.transpose(1, 2, 0, 3, 4)
                 if symmetric and not diag:
                     K_lam[lam][1:, ub[:, None], :, ua[None, :], :] += red.transpose(2, 1, 0, 4, 3)

@@ -627,6 +627,8 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
             self.dual_coef_ = np.zeros(m)
             self.gp_variance_ = float(r @ r) / n
         self.noise_std_ = math.sqrt(self.gp_variance_ * lam) if len(used) else math.sqrt(self.gp_variance_)
+        # the projected-process evidence is not computed: sparse weights are chosen by CV only
+        self.log_marginal_likelihood_ = float("nan")
         return self
 
     def _search(self, cv: _ProfileCV, param: _WeightParam):

@@ -169,10 +169,12 @@ WIDGET_DEFAULTS = {
     "kernels.radial_exponent": _H.radial_exponent,
     "kernels.species_coupling": _H.species_coupling,
     "kernels.hydrogen_weight": _H.hydrogen_weight,
+    "kernels.hydrogen_center_weight": _H.hydrogen_center_weight,
     "kernels.normalization": _H.normalization,
     "kernels.atomic": False,
     "kernels.show_nu": [],
     "models.weights": "free per ν (positive)",
+    "models.selection": "GP evidence",
     "models.folds": 5,
     "models.compare": True,
     "models.intensive": False,
@@ -515,6 +517,7 @@ def hypers_from_widgets() -> Hypers:
         radial_exponent=float(ss["kernels.radial_exponent"]),
         species_coupling=float(ss["kernels.species_coupling"]),
         hydrogen_weight=float(ss["kernels.hydrogen_weight"]),
+        hydrogen_center_weight=float(ss["kernels.hydrogen_center_weight"]),
         normalization=str(ss["kernels.normalization"]),
     )
 
@@ -645,6 +648,7 @@ def poll_job(job: cache.BackgroundJob, *, cancel_key: str, what: str) -> None:
 # --------------------------------------------------------------------------------------------------------------
 
 WEIGHT_MODES = {"free per ν (positive)": "free", "kernel exponential c_ν = C·α^ν/ν!": "exponential"}
+SELECTIONS = {"GP evidence": "evidence", "k-fold cross-validation": "cv"}
 
 
 def _self_kernels(kres, kind: str, test: np.ndarray, atoms_test: np.ndarray | None):
@@ -659,9 +663,10 @@ def _self_kernels(kres, kind: str, test: np.ndarray, atoms_test: np.ndarray | No
     return None
 
 
-def fit_models(kres, frames, target_key: str, train, test, *, names, weights: str, folds: int, intensive: bool,
-               progress=None, cancel=None) -> dict:
-    """Fit each named model on ``train`` (hyperparameters by CV on train only) and predict ``test``.
+def fit_models(kres, frames, target_key: str, train, test, *, names, weights: str, selection: str, folds: int,
+               intensive: bool, progress=None, cancel=None) -> dict:
+    """Fit each named model on ``train`` (hyperparameters chosen on train only, by the GP evidence or k-fold CV as
+    ``selection`` says) and predict ``test``.
 
     Runs in a worker thread (no streamlit calls). Returns a dict with the test truth and, per model, the
     predictions, predictive standard deviations (when the model gives them), metrics and weights.
@@ -686,7 +691,7 @@ def fit_models(kres, frames, target_key: str, train, test, *, names, weights: st
     for i, name in enumerate(names):
         models.check_cancel(cancel)
         t0 = time.perf_counter()
-        params = dict(weights=weights, n_folds=int(folds))
+        params = dict(weights=weights, selection=selection, n_folds=int(folds))
         std = None
         if kind == "scalar":
             est = models.make_regressor(kind, name, nu_max=nu_max, intensive=intensive, **params)
@@ -721,19 +726,19 @@ def fit_models(kres, frames, target_key: str, train, test, *, names, weights: st
     return out
 
 
-def start_fit_job(ds: Dataset, kres, kkey: str, target_key: str, train, test, *, names, weights: str, folds: int,
-                  intensive: bool) -> tuple[cache.BackgroundJob, str]:
+def start_fit_job(ds: Dataset, kres, kkey: str, target_key: str, train, test, *, names, weights: str,
+                  selection: str, folds: int, intensive: bool) -> tuple[cache.BackgroundJob, str]:
     key = "fit:" + cache.hash_key(kkey, ds.digest, target_key, np.asarray(train), np.asarray(test), list(names),
-                                  weights, int(folds), bool(intensive))
+                                  weights, selection, int(folds), bool(intensive))
     frames = ds.frames
 
     def work(progress, cancel):
-        return fit_models(kres, frames, target_key, train, test, names=names, weights=weights, folds=folds,
-                          intensive=intensive, progress=progress, cancel=cancel)
+        return fit_models(kres, frames, target_key, train, test, names=names, weights=weights, selection=selection,
+                          folds=folds, intensive=intensive, progress=progress, cancel=cancel)
 
     meta = {"key": key, "dataset": ds.digest, "kernel_key": kkey, "target": target_key,
             "train": np.asarray(train), "test": np.asarray(test), "names": list(names), "weights": weights,
-            "folds": int(folds), "intensive": bool(intensive)}
+            "selection": selection, "folds": int(folds), "intensive": bool(intensive)}
     job = cache.BackgroundJob(work, label=f"fitting {len(names)} model{'s' if len(names) > 1 else ''}", key=key,
                               use_engine_lock=False, meta=meta).start()
     st.session_state["wk.fit_job"] = job
@@ -1037,7 +1042,8 @@ def fit_sparse_model(frames, target_key: str, train, test, *, hypers: Hypers, n_
                      weights: str, folds: int, intensive: bool, K_diag=None, progress=None, cancel=None) -> dict:
     """Select M active structures or environments by FPS among the training structures, compute the kernels the
     sparse model needs (:func:`wkviz.sparse.sparse_kernels`), fit :class:`wkviz.sparse.SparseScalarRegressor`
-    (mixed body orders, CV on the training set) and predict the test structures.
+    (mixed body orders, CV on the training set: the sparse model has no evidence search) and predict the test
+    structures.
 
     Runs in a worker thread (no streamlit calls). Returns a dict shaped like :func:`fit_models`'s, with one
     model, so the page can show it next to the exact ones.
@@ -1329,7 +1335,8 @@ def sidebar() -> None:
         f"**Hypers** · ν_max {h.nu_max} · λ_max {h.lambda_max}  \n"
         f"cutoff {h.cutoff:g} Å (width {h.cutoff_width:g} Å)  \n"
         f"σ {h.density_width:g} Å · scaling {scaling} · radial weight {radial} · "
-        f"element coupling {h.species_coupling:g} · hydrogen weight {h.hydrogen_weight:g} · {h.normalization}"
+        f"element coupling {h.species_coupling:g} · hydrogen weight {h.hydrogen_weight:g} "
+        f"(centres {h.hydrogen_center_weight:g}) · {h.normalization}"
     )
     kres, _ = current_kernel()
     job = ss.get("wk.kernel_job")
