@@ -276,8 +276,9 @@ def test_cli_kernels_contract(tmp_path):
         assert list(d["species"]) == [1, 6, 7, 8]
         hypers = json.loads(str(d["hypers"]))
         assert hypers["nu_max"] == 3 and hypers["cutoff"] == 4.0
-        # composition kernel: H2O·CH3OH = 2·4 (H) + 1·1 (O)
-        assert d["K"][0, 0, 0] == 9.0
+        # composition kernel: H2O·CH3OH = 2·4 (H, each hydrogen counting its centre weight w_c) + 1·1 (O)
+        w_c = hypers["hydrogen_center_weight"]
+        assert w_c != 1.0 and d["K"][0, 0, 0] == pytest.approx(2 * 4 * w_c**2 + 1, rel=1e-14)
 
 
 def test_cli_errors_are_one_line(tmp_path):
