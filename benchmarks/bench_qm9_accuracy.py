@@ -6,16 +6,18 @@ Protocol (all molecules drawn from the full QM9 in ``qm9pack``, never from ``sam
    candidate density (constant widths, radially growing widths, with and without the radial weight
    u(r) = 1/(1+(r/r₀)^m)); the test set is not looked at. ``--only N`` evaluates the last N candidates.
 2. *Validation of changes* (``--part validate``) — one kernel of ``load_qm9(2000, 200)`` (not a test seed) per
-   entry of ``VALIDATE``; every entry scored on the same 8 random 500-train / 1,000-test partitions, reported as a
-   paired difference to the first entry (split noise cancels). Kernels are cached in ``--out``.
+   density of ``VALIDATE``; every entry (a density or a fit option) scored on the same 16 random 500-train /
+   1,000-test partitions, reported as a paired difference to the first entry (split noise cancels). Kernels are
+   cached in ``--out``.
 3. *Test MAE* — for seeds 0, 1, 2: 500 random training and 1,000 random test molecules (a random partition of a
    random draw, ``load_qm9_split``), default hypers (ν_max=4, λ_max=3, cutoff 5 Å, the chosen density), the
-   default mixed model with CV on the training set.
+   default mixed model with its hyperparameters chosen on the training set.
 4. *Learning curve* — one 3,000-molecule kernel, training sizes up to 2,000 on a log grid, 1,000 test molecules,
    mixed vs each single ν vs composition.
 
-Every fit uses the body-order weight law of ``python -m wkviz fit`` (free positive weights per ν; ``--weights
-exponential`` for the published kernel-exponential law).
+Every fit uses the model options of ``python -m wkviz fit``: free positive weights per ν (``--weights exponential``
+for the published kernel-exponential law), chosen by the GP evidence on the training set (``--selection cv`` for
+k-fold cross-validation).
 
 Usage::
 
@@ -41,7 +43,9 @@ from wkviz.kernels import WignerKernel
 from wkviz.models import KernelSet, TargetData, compare_models
 
 EV_TO_MEV = 1000.0
-WEIGHTS = {"law": "free"}  # the body-order weight law of every fit (set from --weights)
+# model parameters of every fit, as `python -m wkviz fit` (set from --weights / --selection)
+FIT = {"weights": "free", "selection": "evidence"}
+MODEL_KEYS = ("weights", "selection")  # VALIDATE entries with these keys change the fit, not the hypers
 
 CANDIDATES = [
     # constant widths (featomic's convention)
@@ -113,39 +117,38 @@ def select_density(base: Hypers, n_train=500, candidates=None):
         h = base.replace(**{"density_scaling": None, "radial_scale": None, "radial_exponent": 6.0,
                             "species_coupling": 0.0, "hydrogen_weight": 1.0, **cand})
         ks = KernelSet.from_result(kernels(h, train))
-        res = compare_models(ks, target, ks, target, models=["mixed"], weights=WEIGHTS["law"])[0]
+        res = compare_models(ks, target, ks, target, models=["mixed"], **FIT)[0]
         rows.append({**cand, "cv_mae_meV": res["cv_mae"] * EV_TO_MEV})
         log(f"{cand}: CV MAE {res['cv_mae'] * EV_TO_MEV:.1f} meV")
     return rows
 
 
-# Round 4: changes to the default hypers, compared on many random partitions of one 2,000-molecule draw. The
-# first entry is the reference of the paired differences.
+# Round 5: changes to the default hypers or to the fit, compared on many random partitions of one 2,000-molecule
+# draw. The first entry is the reference of the paired differences: the round-4 default (CV selection, every centre
+# weighing 1).
 VALIDATE = [
-    dict(hydrogen_weight=1.0),  # the round-3 default
-    dict(hydrogen_weight=0.6),
-    dict(hydrogen_weight=0.4),
-    dict(hydrogen_weight=0.25),
-    dict(hydrogen_weight=0.15),
-    dict(hydrogen_weight=0.4, species_coupling=0.95),
-    dict(hydrogen_weight=0.4, radial_scale=1.7),
-    dict(density_width=0.15),
-    dict(density_width=0.25),
-    dict(radial_scale=1.3),
+    dict(selection="cv", hydrogen_center_weight=1.0),  # the round-4 default
+    dict(hydrogen_center_weight=1.0),  # hyperparameters by the GP evidence
+    dict(selection="cv"),  # hydrogen centres weighing 0.3, CV
+    dict(),  # both: the round-5 default
+    dict(hydrogen_center_weight=0.5),
+    dict(hydrogen_center_weight=0.2),
 ]
 
 
-def validate(base: Hypers, candidates=None, n=2000, seed=200, n_train=500, n_test=1000, repeats=8, cache=None):
-    """Paired validation of hyperparameter changes: one kernel of ``load_qm9(n, seed)`` per candidate (not a
-    test seed), then ``repeats`` random ``n_train``/``n_test`` partitions of it, every candidate scored on the
-    same partitions, so split-to-split noise cancels in the differences to the first candidate."""
+def validate(base: Hypers, candidates=None, n=2000, seed=200, n_train=500, n_test=1000, repeats=16, cache=None):
+    """Paired validation of hyperparameter or fit changes: one kernel of ``load_qm9(n, seed)`` per candidate
+    density (not a test seed), then ``repeats`` random ``n_train``/``n_test`` partitions of it, every candidate
+    scored on the same partitions, so split-to-split noise cancels in the differences to the first candidate.
+    Keys of a candidate in ``MODEL_KEYS`` change the fit (:data:`FIT`), the others the hypers."""
     frames = load_qm9(n, seed)
     target = TargetData.from_frames(frames, "U0")
     cands = candidates or VALIDATE
     maes = np.zeros((len(cands), repeats))
     n_atoms = np.array([len(a) for a in frames])
     for c, cand in enumerate(cands):
-        h = base.replace(**cand)
+        h = base.replace(**{k: v for k, v in cand.items() if k not in MODEL_KEYS})
+        fit = {**FIT, **{k: v for k, v in cand.items() if k in MODEL_KEYS}}
         path = None if cache is None else Path(cache) / f"validate_{h.digest()}.npy"
         if path is not None and path.exists():
             K = np.load(path)
@@ -158,7 +161,7 @@ def validate(base: Hypers, candidates=None, n=2000, seed=200, n_train=500, n_tes
             perm = np.random.default_rng(1000 + r).permutation(n)
             tr, te = np.sort(perm[:n_train]), np.sort(perm[n_train:n_train + n_test])
             res = compare_models(ks.subset(tr, tr), target.subset(tr), ks.subset(te, tr), target.subset(te),
-                                 models=["mixed"], weights=WEIGHTS["law"])[0]
+                                 models=["mixed"], **fit)[0]
             maes[c, r] = res["mae"] * EV_TO_MEV
         d = maes[c] - maes[0]
         log(f"{cand}: {maes[c].mean():.1f} meV, paired difference {d.mean():+.1f} ± {d.std() / np.sqrt(repeats):.1f}")
@@ -174,7 +177,7 @@ def test_mae(hypers: Hypers, seeds=(0, 1, 2), n_train=500, n_test=1000):
         k_train = KernelSet.from_result(kernels(hypers, train))
         k_test = KernelSet.from_result(kernels(hypers, test, train))
         out = compare_models(k_train, TargetData.from_frames(train, "U0"), k_test,
-                             TargetData.from_frames(test, "U0"), weights=WEIGHTS["law"])
+                             TargetData.from_frames(test, "U0"), **FIT)
         for r in out:
             rows.append({"seed": seed, "model": r["model"], "mae_meV": r["mae"] * EV_TO_MEV,
                          "rmse_meV": r["rmse"] * EV_TO_MEV, "cv_mae_meV": r["cv_mae"] * EV_TO_MEV,
@@ -188,7 +191,7 @@ def curve(hypers: Hypers, n_max=2000, n_test=1000, repeats=1):
     ks = KernelSet.from_result(kernels(hypers, frames))
     target = TargetData.from_frames(frames, "U0")
     sizes = log_grid(60, n_max, 6)
-    lc = learning_curve(ks, target, sizes, repeats=repeats, test_size=n_test, seed=0, weights=WEIGHTS["law"])
+    lc = learning_curve(ks, target, sizes, repeats=repeats, test_size=n_test, seed=0, **FIT)
     return lc
 
 
@@ -199,9 +202,13 @@ def main(argv=None):
     p.add_argument("--density", help="JSON of density hypers to use instead of the library default")
     p.add_argument("--weights", choices=("free", "exponential"), default="free",
                    help="body-order weight law (default: free, as `python -m wkviz fit`)")
+    p.add_argument("--selection", choices=("evidence", "cv"), default="evidence",
+                   help="how each fit chooses its weights (default: the GP evidence, as `python -m wkviz fit`)")
+    p.add_argument("--seeds", default="0,1,2",
+                   help="test: comma-separated qm9pack draw seeds (default 0,1,2, the issue's three)")
     p.add_argument("--only", type=int, default=0, help="select: evaluate only the last N candidates")
     args = p.parse_args(argv)
-    WEIGHTS["law"] = args.weights
+    FIT.update(weights=args.weights, selection=args.selection)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     base = Hypers(nu_max=4, lambda_max=3, cutoff=5.0)
@@ -220,16 +227,16 @@ def main(argv=None):
     if args.part in ("validate", "all"):
         rows = validate(base, cache=out)
         (out / "validate.json").write_text(json.dumps(rows, indent=1))
-        print("| change to the default | mean MAE over 8 partitions (meV) | paired difference to the first (meV) |")
+        print("| change to the default | mean MAE over 16 partitions (meV) | paired difference to the first (meV) |")
         print("|---|---|---|")
         for r in rows:
             d = {k: v for k, v in r.items() if not k.endswith("_meV")}
             print(f"| {d} | {r['mean_meV']:.1f} | {r['paired_diff_meV']:+.1f} ± {r['paired_sem_meV']:.1f} |")
     if args.part in ("test", "all"):
-        rows = test_mae(base)
+        rows = test_mae(base, seeds=tuple(int(x) for x in args.seeds.split(",")))
         (out / "test.json").write_text(json.dumps(rows, indent=1))
         models = sorted({r["model"] for r in rows}, key=lambda m: (m != "composition", m))
-        print("| model | test MAE (meV), mean ± std over 3 seeds | per seed |\n|---|---|---|")
+        print(f"| model | test MAE (meV), mean ± std over seeds {args.seeds} | per seed |\n|---|---|---|")
         for m in models:
             v = np.array([r["mae_meV"] for r in rows if r["model"] == m])
             print(f"| {m} | {v.mean():.1f} ± {v.std():.1f} | {', '.join(f'{x:.1f}' for x in v)} |")

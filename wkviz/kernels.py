@@ -51,8 +51,8 @@ class KernelResult:
     Attributes
     ----------
     K : ndarray of shape (nu_max+1, n_A, n_B)
-        K[0] is the composition kernel (dot product of element counts, hydrogens counted with their centre weight); K[ν] = Σ over same-species centre pairs
-        of the invariant atom kernel k^ν_{λ=0, parity=+1}. With ``centers_B`` (M selected centres c_m of B) the
+        K[0] is the composition kernel (dot product of element counts, each hydrogen counting its centre weight);
+        K[ν] = Σ over same-species centre pairs of the invariant atom kernel k^ν_{λ=0, parity=+1}. With ``centers_B`` (M selected centres c_m of B) the
         columns are the centres instead of B's structures: shape (nu_max+1, n_A, M) and
         K[ν, a, m] = Σ_{i ∈ a, Z_i = Z_{c_m}} w_i k^ν(i, c_m), the sum kernel between structure a and the single
         environment c_m (K[0, a, m] = the weighted number of atoms of a with c_m's element). The centre weights
