@@ -90,7 +90,7 @@ def render() -> None:
         cmd = figures.cli_command("learning-curve", h, data=fname, target=meta["target"], sizes=meta["sizes"],
                                   repeats=meta["repeats"], test_size=meta["n_test"], seed=meta["seed"],
                                   intensive=meta["intensive"] or None, weights=meta["weights"],
-                                  selection=meta.get("selection", "cv"), folds=meta["folds"],
+                                  selection=meta["selection"], folds=meta["folds"],
                                   out="lc.csv")
         common.reproduce([cmd], {"data": {"file": fname, "digest": ds.digest}, "hypers": h,
                                  "learning_curve": {k: v for k, v in meta.items() if k not in ("key", "dataset",

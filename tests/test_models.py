@@ -233,6 +233,17 @@ def test_cv_never_sees_the_test_set(selection):
     assert np.all(np.isfinite(outs[0][0]))
 
 
+def assert_gradient_matches_finite_differences(obj, theta, grad, atol, label):
+    """Central differences of the objective ``obj`` (called with ``need_grad=False``) against ``grad`` at θ."""
+    h = 1e-6
+    for j in range(len(theta)):
+        tp, tm = theta.copy(), theta.copy()
+        tp[j] += h
+        tm[j] -= h
+        fd = (obj(tp, need_grad=False) - obj(tm, need_grad=False)) / (2 * h)
+        assert grad[j] == pytest.approx(fd, rel=1e-4, abs=atol), (label, j)
+
+
 def test_cv_loss_and_gradient_agree_with_finite_differences():
     from wkviz.models import _CVObjective, _make_folds, _WeightParam
 
@@ -244,18 +255,9 @@ def test_cv_loss_and_gradient_agree_with_finite_differences():
             obj = _CVObjective(K, np.arange(4), scales, y, _make_folds(np.arange(60), 4, 0), None, 1.0, loss, 1,
                                param, None)
             f0, g = obj(theta)
-            for j in range(len(theta)):
-                h = 1e-6
-                tp, tm = theta.copy(), theta.copy()
-                tp[j] += h
-                tm[j] -= h
-                fd = (obj(tp, need_grad=False) - obj(tm, need_grad=False)) / (2 * h)
-                assert g[j] == pytest.approx(fd, rel=1e-4, abs=1e-7), (kind, loss, j)
+            assert_gradient_matches_finite_differences(obj, theta, g, 1e-7, (kind, loss))
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# baselines, intensive targets, robustness
-# ----------------------------------------------------------------------------------------------------------------
 def test_evidence_and_gradient_agree_with_the_gaussian_density_and_finite_differences():
     from scipy.stats import multivariate_normal
 
@@ -274,13 +276,7 @@ def test_evidence_and_gradient_agree_with_the_gaussian_density_and_finite_differ
         s2 = r @ np.linalg.solve(A, r) / n
         logp = multivariate_normal(mean=np.zeros(n), cov=s2 * A).logpdf(r)
         assert f0 == pytest.approx(-logp / n - 0.5 * (1.0 + math.log(2 * math.pi) - math.log(n)), rel=1e-9)
-        for j in range(len(theta)):
-            h = 1e-6
-            tp, tm = theta.copy(), theta.copy()
-            tp[j] += h
-            tm[j] -= h
-            fd = (obj(tp, need_grad=False) - obj(tm, need_grad=False)) / (2 * h)
-            assert g[j] == pytest.approx(fd, rel=1e-4, abs=1e-9)
+        assert_gradient_matches_finite_differences(obj, theta, g, 1e-9, kind)
 
 
 def gp_sample_problem(n, nu=2, noise=0.05, seed=3):
@@ -339,6 +335,9 @@ def test_evidence_needs_no_folds():
         MixedKernelRidge(weights="free", selection="cv", baseline=False).fit(K, y, groups=groups)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# baselines, intensive targets, robustness
+# ----------------------------------------------------------------------------------------------------------------
 def test_per_element_baseline_and_unseen_element_warning():
     rng = np.random.default_rng(4)
     n = 60

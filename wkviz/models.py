@@ -422,7 +422,38 @@ class _WeightParam:
 # ----------------------------------------------------------------------------------------------------------------
 # cross-validation objective with an exact gradient
 # ----------------------------------------------------------------------------------------------------------------
-class _CVObjective:
+class _Objective:
+    """What the hyperparameter objectives share: the kernel stack and weight family, the buffers that mix
+    Σ_j c_j K[ν_j]/s_j, the count of evaluations and the best θ seen (lowest value), which :meth:`_optimise`
+    reads back."""
+
+    def __init__(self, K, nus, scales, lam, param, cancel):
+        self.K, self.nus, self.scales = K, nus, scales
+        self.lam, self.param, self.cancel = lam, param, cancel
+        self.n = n = K.shape[1]
+        self._mix = np.empty((n, n))
+        self._tmp = np.empty((n, n))
+        self.best_loss = np.inf
+        self.best_theta = None
+        self.n_evals = 0
+
+    def _weights(self, theta):
+        """Start an evaluation (honours ``cancel``): θ as an array and the weights c it stands for."""
+        check_cancel(self.cancel)
+        self.n_evals += 1
+        theta = np.asarray(theta, dtype=np.float64)
+        return theta, self.param.weights(theta)
+
+    def mixed(self, c) -> np.ndarray:
+        mix, tmp = self._mix, self._tmp
+        mix[...] = 0.0
+        for cj, nu in zip(c, self.nus):
+            np.multiply(self.K[nu], cj / self.scales[nu], out=tmp)
+            mix += tmp
+        return mix
+
+
+class _CVObjective(_Objective):
     """k-fold CV loss of kernel ridge regression on Σ_j c_j K[ν_j]/s_j, as a function of θ.
 
     For fold (t, v): ``a = (K_tt + λI)⁻¹ r_t``, ``pred_v = K_vt a + baseline_v``. With ``g = ∂loss/∂pred_v``
@@ -435,33 +466,16 @@ class _CVObjective:
     """
 
     def __init__(self, K, nus, scales, y, folds, features, lam, loss, block, param, cancel):
-        self.K, self.nus, self.scales = K, nus, scales
-        self.lam, self.loss, self.block, self.param, self.cancel = lam, loss, block, param, cancel
-        n = K.shape[1]
+        super().__init__(K, nus, scales, lam, param, cancel)
+        self.loss, self.block = loss, block
         self.folds = _fold_residuals(folds, features, y)
         self.n_rows = sum(len(v) for _, v in folds)
         self.n_blocks = self.n_rows // block
-        self._mix = np.empty((n, n))
-        self._tmp = np.empty((n, n))
-        self._a_full = np.zeros(n)
-        self.best_loss = np.inf
-        self.best_theta = None
+        self._a_full = np.zeros(self.n)
         self.best_metrics = None
-        self.n_evals = 0
-
-    def mixed(self, c) -> np.ndarray:
-        mix, tmp = self._mix, self._tmp
-        mix[...] = 0.0
-        for cj, nu in zip(c, self.nus):
-            np.multiply(self.K[nu], cj / self.scales[nu], out=tmp)
-            mix += tmp
-        return mix
 
     def __call__(self, theta, need_grad: bool = True):
-        check_cancel(self.cancel)
-        self.n_evals += 1
-        theta = np.asarray(theta, dtype=np.float64)
-        c = self.param.weights(theta)
+        theta, c = self._weights(theta)
         mix = self.mixed(c)
         grad_c = np.zeros(len(c))
         sum_abs = 0.0
@@ -511,7 +525,7 @@ class _CVObjective:
         return log_value, grad_theta
 
 
-class _EvidenceObjective:
+class _EvidenceObjective(_Objective):
     """Negative log marginal likelihood per training row of the GP with covariance σ² (Σ_j c_j K̃ʲ + λI) on the
     baseline residuals ``r``, with the signal scale σ² at its maximum-likelihood value rᵀA⁻¹r/n:
 
@@ -519,29 +533,16 @@ class _EvidenceObjective:
 
         ∂f/∂c_j = −½ aᵀK̃ʲa / rᵀa + tr(A⁻¹K̃ʲ) / 2n,     a = A⁻¹r.
 
-    Same interface as :class:`_CVObjective` (``__call__``, ``best_theta``, ``n_evals``), so the same search runs
-    on either. A matrix that is not numerically positive definite scores +∞ (no jitter: a jittered
+    An :class:`_Objective` like :class:`_CVObjective`, so the same search runs on either. A matrix that is not numerically positive definite scores +∞ (no jitter: a jittered
     determinant would not be the evidence of the θ asked for).
     """
 
     def __init__(self, K, nus, scales, r, lam, param, cancel):
-        self.K, self.nus, self.scales, self.r = K, nus, scales, r
-        self.lam, self.param, self.cancel = lam, param, cancel
-        n = K.shape[1]
-        self.n = n
-        self._mix = np.empty((n, n))
-        self._tmp = np.empty((n, n))
-        self.best_loss = np.inf
-        self.best_theta = None
-        self.n_evals = 0
-
-    mixed = _CVObjective.mixed
+        super().__init__(K, nus, scales, lam, param, cancel)
+        self.r = r
 
     def __call__(self, theta, need_grad: bool = True):
-        check_cancel(self.cancel)
-        self.n_evals += 1
-        theta = np.asarray(theta, dtype=np.float64)
-        c = self.param.weights(theta)
+        theta, c = self._weights(theta)
         A = self.mixed(c)
         A.flat[:: self.n + 1] += self.lam
         fail = (1e30, np.zeros_like(theta)) if need_grad else 1e30
