@@ -604,8 +604,8 @@ class MixedKernelRidge(RegressorMixin, BaseEstimator):
         minimises the k-fold CV loss ``cv_loss``. ``"evidence"`` maximises the GP log marginal likelihood of
         the baseline residuals (type-II maximum likelihood): it uses every training row for every
         hyperparameter and is smooth in them, where the CV loss of a few hundred rows is noisy. On QM9 U0 with
-        500 training molecules it was 1.0 ± 0.4 meV better than CV on 16 partitions of a validation draw and
-        level with it on three test draws (BENCHMARKS.md §6), at a quarter of the fitting time; it is what
+        500 training molecules it was 2.3 ± 0.6 meV better than CV on four fresh validation draws, better on
+        every one (BENCHMARKS.md §6, round 6), at a quarter of the fitting time; it is what
         ``python -m wkviz fit`` and the app use. It needs no folds, so it also works where there are too few
         structures to cross-validate.
     n_folds : int
