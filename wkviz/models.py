@@ -178,6 +178,22 @@ def _store_weights(est, param, theta, used, n_kernels, lam) -> np.ndarray:
     return c
 
 
+def _mix(K, nus, scales, c, out=None, tmp=None):
+    """Σ_j c_j K[ν_j] / s_{ν_j}: the mixed kernel of normalised slices (into ``out``, with the scratch ``tmp``,
+    when given: the hyperparameter searches mix hundreds of times into the same buffers)."""
+    if out is None:
+        out = np.zeros(K.shape[1:])
+    else:
+        out[...] = 0.0
+    for cj, nu in zip(c, nus):
+        if tmp is None:
+            out += (cj / scales[nu]) * K[nu]
+        else:
+            np.multiply(K[nu], cj / scales[nu], out=tmp)
+            out += tmp
+    return out
+
+
 def _fit_baseline(features, y):
     """Least-squares linear baseline on ``features`` (None: no baseline); returns (coefficients, residual)."""
     if features is None:
@@ -445,12 +461,7 @@ class _Objective:
         return theta, self.param.weights(theta)
 
     def mixed(self, c) -> np.ndarray:
-        mix, tmp = self._mix, self._tmp
-        mix[...] = 0.0
-        for cj, nu in zip(c, self.nus):
-            np.multiply(self.K[nu], cj / self.scales[nu], out=tmp)
-            mix += tmp
-        return mix
+        return _mix(self.K, self.nus, self.scales, c, out=self._mix, tmp=self._tmp)
 
 
 class _CVObjective(_Objective):
@@ -912,10 +923,7 @@ class MixedKernelRidge(RegressorMixin, BaseEstimator):
         return objective.best_theta
 
     def _mix(self, K: np.ndarray) -> np.ndarray:
-        out = np.zeros(K.shape[1:])
-        for nu in self.nus_:
-            out += (self.coef_weights_[nu] / self.kernel_scales_[nu]) * K[nu]
-        return out
+        return _mix(K, self.nus_, self.kernel_scales_, self.coef_weights_[self.nus_])
 
     # -- prediction ------------------------------------------------------------------------------------------
     def predict(self, K, *, features=None, K_diag=None, return_std=False):

@@ -64,6 +64,7 @@ from .models import (
     _fit_baseline,
     _fold_residuals,
     _make_folds,
+    _mix,
     _store_weights,
     _warn_unrepresented,
     _weight_family,
@@ -401,13 +402,6 @@ class _Nystrom:
         keep = s > rcond * max(float(s[-1]), 1e-300)
         self.P = U[:, keep] / np.sqrt(s[keep])  # M × r
         self.rank = int(keep.sum())
-
-
-def _mix(K, nus, scales, c):
-    out = np.zeros(K.shape[1:])
-    for cj, nu in zip(c, nus):
-        out += (cj / scales[nu]) * K[nu]
-    return out
 
 
 class _ProfileCV:
