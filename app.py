@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:  # `streamlit run /elsewhere/app.py` still finds w
 import streamlit as st  # noqa: E402
 
 from pages.support import common  # noqa: E402
-from wkviz import figures  # noqa: E402
+from wkviz.views import figures  # noqa: E402
 
 
 INTRO = """

@@ -3,11 +3,11 @@
 For ν = 1…ν_max on the bundled QM9 subset and gold clusters, this measures the wall time and peak memory of
 
 (a) wkviz's Wigner kernels (``WignerKernel``, reduced schedule, ``nu_max = ν``, atom-level kernels), and
-(b) the explicit route: the ν-fold CG products of the *same* density coefficients (``wkviz.features``), then
+(b) the explicit route: the ν-fold CG products of the *same* density coefficients (``wkviz.engine.features``), then
     their linear kernel,
 
 prints the number of invariant features per environment of (b), stops (b) before it would exceed the memory
-budget (the estimate is exact bookkeeping of the arrays, see ``wkviz.features.estimate_memory``), and checks
+budget (the estimate is exact bookkeeping of the arrays, see ``wkviz.engine.features.estimate_memory``), and checks
 where (b) runs that k^ν_Wigner = 8π² · (linear kernel of the features), printing the agreement. A second table
 varies the radial basis size (the optimal basis truncated to its first n functions per l, used by *both* routes)
 at fixed ν. Output: a markdown report, a CSV of every measurement and a log-scale figure in ``--out-dir``.
@@ -24,7 +24,7 @@ Notes
 * The radial basis is built once per hyperparameter set in a warm-up, together with the Numba compilation,
   and excluded from both routes' timings (it is shared by both).
 * To give the engine a truncated basis without an API for it, the benchmark temporarily replaces
-  ``wkviz.density.radial_basis`` by a function returning :class:`wkviz.features.TruncatedRadialBasis`; the
+  ``wkviz.engine.density.radial_basis`` by a function returning :class:`wkviz.engine.features.TruncatedRadialBasis`; the
   agreement column (or the ν=1 check when (b) is stopped) proves the engine really used it.
 """
 
@@ -47,12 +47,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from wkviz import features as F  # noqa: E402
+from wkviz.engine import features as F  # noqa: E402
 from wkviz.data import load_sample  # noqa: E402
 from wkviz.errors import MemoryBudgetError  # noqa: E402
 from wkviz.hypers import Hypers  # noqa: E402
-from wkviz.kernels import WignerKernel  # noqa: E402
-from wkviz.scaling import engine_radial_basis  # noqa: E402
+from wkviz.engine.kernels import WignerKernel  # noqa: E402
+from wkviz.evaluation.scaling import engine_radial_basis  # noqa: E402
 
 GIB = 2**30
 MIB = 2**20
@@ -467,7 +467,7 @@ def main(argv=None):
                     f"{h.cutoff} Å (width {h.cutoff_width} Å), density_width = {h.density_width} Å, reduced "
                     f"schedule, exact normalization, ν=1 from the optimal radial basis. (a) = "
                     f"`WignerKernel(hypers(nu_max=ν)).compute(frames, atomic=True)` (all orders ≤ ν, atom "
-                    f"kernels); (b) = `wkviz.features.feature_kernels` (density → CG products with parity, "
+                    f"kernels); (b) = `wkviz.engine.features.feature_kernels` (density → CG products with parity, "
                     f"intermediates λ ≤ L as in the engine → invariant features of every order ≤ ν → same-species "
                     f"linear kernels). Memory budget of (b): {fmt_bytes(bench.budget)}; a run is stopped "
                     f"*before* it starts when `estimate_memory` exceeds it. Peak memory: tracemalloc. "

@@ -61,8 +61,8 @@ def _worker_rss(client):
 def part_a(n, tiles, out_rows):
     from wkviz import Hypers
     from wkviz.data import load_sample
-    from wkviz.distributed import compute_tiles, local_cluster
-    from wkviz.kernels import WignerKernel
+    from wkviz.scale.distributed import compute_tiles, local_cluster
+    from wkviz.engine.kernels import WignerKernel
 
     h = Hypers()
     frames = load_sample("qm9")[:n]
@@ -83,7 +83,7 @@ def part_a(n, tiles, out_rows):
         with local_cluster(workers) as client:
             client.wait_for_workers(workers)
             # warm each worker (imports, Numba cache) so the timing is of the tiles, as in a long run
-            client.run(lambda: __import__("wkviz.kernels"))
+            client.run(lambda: __import__("wkviz.engine.kernels"))
             startup = time.perf_counter() - t
             for tile in tiles:
                 tmp = tempfile.mkdtemp(prefix="wkviz-bench-")
@@ -116,13 +116,13 @@ def part_a2(tile):
     """One full-size off-diagonal tile (tile × tile distinct QM9 molecules) on one worker: time and peak RSS."""
     from wkviz import Hypers
     from wkviz.data import load_sample
-    from wkviz.distributed import _light_frames, _tile_task, local_cluster
+    from wkviz.scale.distributed import _light_frames, _tile_task, local_cluster
 
     frames = _light_frames(load_sample("qm9")[: 2 * tile])
     h = Hypers()
     with local_cluster(1) as client:
         client.wait_for_workers(1)
-        client.run(lambda: __import__("wkviz.kernels"))
+        client.run(lambda: __import__("wkviz.engine.kernels"))
         before = max(client.run(_peak_rss).values())
         fut = client.submit(_tile_task, h.to_json(), frames[:tile], frames[tile:], (), 2 * 2**30, 1, pure=False)
         res = fut.result()

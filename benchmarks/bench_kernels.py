@@ -47,11 +47,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from wkviz import density  # noqa: E402
+from wkviz.engine import density  # noqa: E402
 from wkviz.data import read_structures  # noqa: E402
 from wkviz.hypers import Hypers  # noqa: E402
-from wkviz.kernels import WignerKernel  # noqa: E402
-from wkviz.neighbors import environments_for  # noqa: E402
+from wkviz.engine.kernels import WignerKernel  # noqa: E402
+from wkviz.engine.neighbors import environments_for  # noqa: E402
 
 QM9 = ROOT / "sample_data" / "qm9_subset.extxyz.gz"
 

@@ -39,7 +39,7 @@ import numpy as np
 from wkviz import Hypers
 from wkviz.data import load_qm9, load_qm9_split
 from wkviz.evaluation import learning_curve, log_grid
-from wkviz.kernels import WignerKernel
+from wkviz.engine.kernels import WignerKernel
 from wkviz.models import KernelSet, TargetData, compare_models
 
 EV_TO_MEV = 1000.0

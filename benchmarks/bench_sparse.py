@@ -7,7 +7,7 @@ kernel is a column block of it (K_NM = K[train, active], K_MM = K[active, active
 the sparse numbers below are exactly what a sparse run computing only those blocks would produce, and the kernel
 cost a sparse run *would* pay (N·M instead of N²/2 structure pairs) is reported from measured pair counts.
 
-Models: ``wkviz.models.ScalarRegressor`` (exact) and ``wkviz.sparse.SparseScalarRegressor`` (projected process)
+Models: ``wkviz.models.ScalarRegressor`` (exact) and ``wkviz.models.sparse.SparseScalarRegressor`` (projected process)
 on the same target, same per-element baseline, same exponential body-order mixing, same 5-fold CV on the training
 set only; active structures by FPS (ν=2 power-spectrum features per atom) and, as a control, at random.
 
@@ -70,9 +70,9 @@ def main(argv=None) -> int:
 
     from wkviz import Hypers
     from wkviz.data import composition_counts, get_target, load_qm9
-    from wkviz.distributed import compute_tiles
+    from wkviz.scale.distributed import compute_tiles
     from wkviz.models import ScalarRegressor
-    from wkviz.sparse import SparseScalarRegressor, select_active
+    from wkviz.models.sparse import SparseScalarRegressor, select_active
 
     hypers = Hypers()
     n = args.n_train + args.n_test
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
 
     train_frames = [frames[i] for i in tr]
     t = time.perf_counter()
-    from wkviz.sparse import fps, selection_features
+    from wkviz.models.sparse import fps, selection_features
 
     X = selection_features(train_frames, hypers)
     sel_s = time.perf_counter() - t
@@ -149,8 +149,8 @@ def main(argv=None) -> int:
     env_ms = [int(v) for v in args.env_active.split(",") if v.strip()]
     env_info = {}
     if env_ms:
-        from wkviz.kernels import WignerKernel
-        from wkviz.sparse import select_active_environments, sparse_kernels
+        from wkviz.engine.kernels import WignerKernel
+        from wkviz.models.sparse import select_active_environments, sparse_kernels
 
         numbers_tr = np.concatenate([a.numbers for a in train_frames])
         numbers_te = np.concatenate([frames[i].numbers for i in te])

@@ -12,7 +12,8 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from pages.support import common  # noqa: E402
-from wkviz import data, figures  # noqa: E402
+from wkviz import data  # noqa: E402
+from wkviz.views import figures  # noqa: E402
 
 
 def render() -> None:

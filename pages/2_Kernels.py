@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from pages.support import common  # noqa: E402
-from wkviz import figures  # noqa: E402
+from wkviz.views import figures  # noqa: E402
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -220,7 +220,7 @@ def render() -> None:
             st.info(f"The kernel is complete in the store `{job.result['path']}` but larger than the memory budget "
                     f"({common.format_bytes(common.MEMORY_BUDGET)}), so it is not loaded here. The sparse model on the "
                     "Models page needs only N×M kernels; Python reads blocks of the store with "
-                    "`wkviz.store.KernelStore`.", icon=":material/info:")
+                    "`wkviz.scale.store.KernelStore`.", icon=":material/info:")
 
     if kres is None:
         if not running:

@@ -14,7 +14,9 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from pages.support import common  # noqa: E402
-from wkviz import cache, figures, viewer  # noqa: E402
+from wkviz import cache  # noqa: E402
+from wkviz.views import figures  # noqa: E402
+from wkviz.views import viewer  # noqa: E402
 from wkviz.errors import WkvizError  # noqa: E402
 
 

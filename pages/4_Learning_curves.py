@@ -11,7 +11,8 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from pages.support import common  # noqa: E402
-from wkviz import cache, figures  # noqa: E402
+from wkviz import cache  # noqa: E402
+from wkviz.views import figures  # noqa: E402
 
 
 def render() -> None:

@@ -13,12 +13,13 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from pages.support import common  # noqa: E402
-from wkviz import cache, figures  # noqa: E402
+from wkviz import cache  # noqa: E402
+from wkviz.views import figures  # noqa: E402
 
 
 @st.cache_data(show_spinner="Kernel PCA…", max_entries=32)
 def _project(key: str, nu, weights_key: str, _K, _weights):
-    from wkviz import projection
+    from wkviz.evaluation import projection
 
     return projection.project(_K, nu, weights=_weights, n_components=2)
 
@@ -67,7 +68,7 @@ def render() -> None:
     def env_kernels(n_struct: int):
         """Atom-level kernels of the first ``n_struct`` structures: sliced from the main result when it has them,
         else computed (in a background job) and stored by content."""
-        from wkviz.kernels import WignerKernel
+        from wkviz.engine.kernels import WignerKernel
 
         frames = ds.frames[:n_struct]
         n_atoms = sum(len(a) for a in frames)
@@ -158,7 +159,7 @@ def render() -> None:
                           "map": {"level": level, "kernel": K_label, "colour": color_label,
                                   "explained_variance": [float(e) for e in explained]}},
                          key="map", files={"structures": (fname, payload, mime)})
-        st.caption("The map is the kernel PCA (wkviz.projection.project) of the kernel in K.npz; open the chemiscope "
+        st.caption("The map is the kernel PCA (wkviz.evaluation.projection.project) of the kernel in K.npz; open the chemiscope "
                    "file at chemiscope.org or with chemiscope.show for a linked map and 3D viewer.")
 
 

@@ -13,7 +13,10 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from pages.support import common  # noqa: E402
-from wkviz import Hypers, cache, figures, viewer  # noqa: E402
+from wkviz import Hypers  # noqa: E402
+from wkviz import cache  # noqa: E402
+from wkviz.views import figures  # noqa: E402
+from wkviz.views import viewer  # noqa: E402
 
 # Small, fixed settings: the teaching environments sit within 2.5 Å of their centre, and the demos must answer
 # a slider move in well under a second.
@@ -33,7 +36,7 @@ def teaching_set():
 
 @st.cache_data(show_spinner="Computing the kernels of the pair…", max_entries=16)
 def pair_kernels(pair: int, hypers_json: str):
-    from wkviz.kernels import WignerKernel
+    from wkviz.engine.kernels import WignerKernel
 
     frames = [a for a in teaching_set() if int(a.info["pair"]) == pair]
     frames = sorted(frames, key=lambda a: a.info["label"])
@@ -55,7 +58,7 @@ def pair_kernels(pair: int, hypers_json: str):
 def dipole_model(digest: str, key: str, hypers_json: str, _frames):
     """A mixed λ=1 model of a vector target on the last N_TRAIN molecules of the data set (trained once)."""
     from wkviz import data, models
-    from wkviz.kernels import WignerKernel
+    from wkviz.engine.kernels import WignerKernel
 
     idx = [i for i in range(len(_frames)) if not _frames[i].pbc.any()][-N_TRAIN:]
     train = [_frames[i] for i in idx]
@@ -69,7 +72,7 @@ def dipole_model(digest: str, key: str, hypers_json: str, _frames):
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def rotated_kernels(digest: str, i: int, angles: tuple, train_key: str, hypers_json: str, _atoms, _train):
-    from wkviz.kernels import WignerKernel
+    from wkviz.engine.kernels import WignerKernel
 
     R = viewer.rotation_matrix(*angles)
     rot = _atoms.copy()
@@ -246,7 +249,7 @@ def cost_key(frames_digest: str, hypers: Hypers, nu_max: int, n_radial, nu_basis
 
 def start_cost_job(frames, key: str, hypers: Hypers, nu_max: int, n_radial, nu_basis: int, budget: int):
     """Measure both routes in a worker thread (engine lock held: the comparison swaps the engine's radial basis)."""
-    from wkviz import scaling
+    from wkviz.evaluation import scaling
 
     def work(progress, cancel):
         return scaling.compare_body_order_cost(frames, hypers, nu_max=nu_max, n_radial=n_radial, nu_basis=nu_basis,
@@ -272,8 +275,8 @@ def _budget_text(b: int) -> str:
 
 
 def show_cost(res, request: dict) -> None:
-    """Metrics, charts, table, downloads and reproduction of one :class:`wkviz.scaling.CostComparison`."""
-    from wkviz import scaling
+    """Metrics, charts, table, downloads and reproduction of one :class:`wkviz.evaluation.scaling.CostComparison`."""
+    from wkviz.evaluation import scaling
 
     body = pd.DataFrame(res.body_order)
     basis = pd.DataFrame(res.basis)

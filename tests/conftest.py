@@ -60,7 +60,7 @@ def structures():
 
 
 def engine_available() -> bool:
-    return importlib.util.find_spec("wkviz.kernels") is not None
+    return importlib.util.find_spec("wkviz.engine.kernels") is not None
 
 
 @pytest.fixture
@@ -70,8 +70,8 @@ def engine():
     Skips only while ``wkviz/kernels.py`` does not exist yet; once it exists, import errors are failures.
     """
     if not engine_available():
-        pytest.skip("wkviz.kernels (the engine) is not there yet")
-    from wkviz.kernels import WignerKernel
+        pytest.skip("wkviz.engine.kernels (the engine) is not there yet")
+    from wkviz.engine.kernels import WignerKernel
 
     def compute(frames, hypers, frames_B=None, **kw):
         return WignerKernel(hypers=hypers).compute(frames, frames_B=frames_B, **kw)

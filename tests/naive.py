@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from wkviz.spherical import real_cg
+from wkviz.engine.spherical import real_cg
 
 EIGHT_PI2 = 8 * math.pi**2
 

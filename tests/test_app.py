@@ -178,7 +178,7 @@ def test_engine_lock_queues_a_second_caller_and_lets_it_cancel():
 
 def test_two_sessions_computing_kernels_at_once_do_not_interfere():
     """Two jobs (as two browser sessions would start them) on the real engine: both finish, same numbers."""
-    from wkviz.kernels import WignerKernel
+    from wkviz.engine.kernels import WignerKernel
 
     frames = [ase.build.molecule(n) for n in ("H2O", "NH3", "CH4", "CH3OH", "C2H6", "HCOOH")]
     engine = WignerKernel(Hypers(density_width=0.3, density_scaling=None, nu_max=3, lambda_max=2))
@@ -191,7 +191,7 @@ def test_two_sessions_computing_kernels_at_once_do_not_interfere():
 
 def test_cancelling_a_kernel_job_stops_the_engine():
     from wkviz import data
-    from wkviz.kernels import WignerKernel
+    from wkviz.engine.kernels import WignerKernel
 
     frames = data.load_sample("qm9")[:80]
     engine = WignerKernel(Hypers(density_width=0.3, density_scaling=None, nu_max=4), tile_size=32)  # small tiles: many cancellation points
@@ -450,7 +450,7 @@ def test_target_change_resets_the_mean_kernel_default():
 
 
 def test_missing_3dmol_copy_gives_a_notice_instead_of_a_broken_viewer(monkeypatch, tmp_path):
-    from wkviz import viewer
+    from wkviz.views import viewer
 
     monkeypatch.setattr(viewer, "STATIC_DIR", tmp_path)
     at = _app()
@@ -472,7 +472,8 @@ def test_pages_that_need_kernels_point_to_the_kernels_page():
 # ---- Teach: the cost of body order, measured ------------------------------------------------------------------
 
 def test_teach_measures_wigner_kernels_against_explicit_features():
-    from wkviz import features, scaling
+    from wkviz.engine import features
+    from wkviz.evaluation import scaling
 
     at = _app()
     at.run()

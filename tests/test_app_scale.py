@@ -20,7 +20,7 @@ pytest.importorskip("zarr")
 
 from wkviz import Hypers, cache  # noqa: E402
 from wkviz.errors import Cancelled  # noqa: E402
-from wkviz.kernels import WignerKernel  # noqa: E402
+from wkviz.engine.kernels import WignerKernel  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # pages.support, as the page files import it
@@ -109,7 +109,7 @@ def test_cluster_workers_do_not_rerun_the_page_script(monkeypatch):
     import multiprocessing.spawn
     import types
 
-    from wkviz.distributed import _main_not_rerun
+    from wkviz.scale.distributed import _main_not_rerun
 
     page = types.ModuleType("__main__")
     page.__file__ = str(ROOT / "pages" / "2_Kernels.py")
@@ -175,7 +175,8 @@ def test_store_option_tiles_on_a_local_cluster_then_a_new_session_reuses_every_t
 
 def test_without_a_cluster_tiles_run_in_this_process_resume_after_cancel_and_say_so(large, monkeypatch, tmp_path):
     from pages.support import common
-    from wkviz import data, distributed
+    from wkviz import data
+    from wkviz.scale import distributed
 
     def no_cluster(*args, **kwargs):
         raise OSError("cannot start worker processes here")
@@ -196,7 +197,7 @@ def test_without_a_cluster_tiles_run_in_this_process_resume_after_cancel_and_say
     assert "OSError: cannot start worker processes here" in info["fallback"]
     assert info["where"].startswith("in this process") and "could not be started" in info["where"]
     _assert_same_kernel(result.K, WignerKernel(h).compute(frames).K)
-    from wkviz.store import KernelStore
+    from wkviz.scale.store import KernelStore
 
     store = KernelStore.open(tmp_path / "s", frames, hypers=h)
     assert store.write_counts().max() == 1, "no tile computed twice"

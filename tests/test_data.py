@@ -35,7 +35,7 @@ from wkviz.data import (
     validate_structures,
 )
 from wkviz.errors import InputError
-from wkviz.spherical import random_rotation
+from wkviz.engine.spherical import random_rotation
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -169,7 +169,7 @@ def test_qm9_named_molecules_match_qm9pack(qm9_sample, qm9_table):
 def test_load_qm9_reproduces_bundled_subset(qm9_sample, qm9_table, monkeypatch):
     import wkviz.data as data
 
-    monkeypatch.setattr(data, "_qm9_table", lambda: qm9_table)  # reuse the module's table (one load per run)
+    monkeypatch.setattr(data.core, "_qm9_table", lambda: qm9_table)  # reuse the module's table (one load per run)
     frames = load_qm9(2000, 0)
     assert [a.info["qm9_index"] for a in frames] == [a.info["qm9_index"] for a in qm9_sample]
     for a, b in zip(frames[::97], qm9_sample[::97]):
@@ -191,7 +191,7 @@ def test_load_qm9_split_is_a_random_partition(qm9_table, monkeypatch):
     import wkviz.data as data
     from wkviz.data import load_qm9_split
 
-    monkeypatch.setattr(data, "_qm9_table", lambda: qm9_table)
+    monkeypatch.setattr(data.core, "_qm9_table", lambda: qm9_table)
     train, test = load_qm9_split(100, 200, 3)
     drawn = sorted(a.info["qm9_index"] for a in load_qm9(300, 3))
     i_train = [a.info["qm9_index"] for a in train]
@@ -325,10 +325,10 @@ def test_teaching_set_structure_and_independent_degeneracy_check(teaching_sample
         assert _multiset_tetrahedra(mirrored) == _multiset_tetrahedra(a)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("wkviz.kernels") is None, reason="wkviz.kernels (the engine) is not there yet")
+@pytest.mark.skipif(importlib.util.find_spec("wkviz.engine.kernels") is None, reason="wkviz.engine.kernels (the engine) is not there yet")
 def test_teaching_set_with_the_engine(teaching_sample):
     from wkviz.hypers import Hypers
-    from wkviz.kernels import WignerKernel
+    from wkviz.engine.kernels import WignerKernel
 
     frames = teaching_sample
     res = WignerKernel(Hypers(density_scaling=None, nu_max=3, lambda_max=3, cutoff=4.0, cutoff_width=0.5, density_width=0.3)).compute(

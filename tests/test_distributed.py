@@ -17,11 +17,11 @@ pytest.importorskip("distributed")
 pytest.importorskip("zarr")
 
 from wkviz import Hypers  # noqa: E402
-from wkviz.cli_distributed import add_distributed_flags, compute_distributed  # noqa: E402
-from wkviz.distributed import choose_tile_size, compute_tiles, local_cluster  # noqa: E402
+from wkviz.cli.distributed import add_distributed_flags, compute_distributed  # noqa: E402
+from wkviz.scale.distributed import choose_tile_size, compute_tiles, local_cluster  # noqa: E402
 from wkviz.errors import Cancelled, InputError, MemoryBudgetError, WkvizError  # noqa: E402
-from wkviz.kernels import KernelResult, WignerKernel  # noqa: E402
-from wkviz.store import KernelStore  # noqa: E402
+from wkviz.engine.kernels import KernelResult, WignerKernel  # noqa: E402
+from wkviz.scale.store import KernelStore  # noqa: E402
 
 H = Hypers(density_width=0.3, density_scaling=None, nu_max=2, lambda_max=2, cutoff=4.0)
 NAMES = ["H2O", "CH4", "NH3", "C2H6", "CH3OH", "HCN", "C2H4", "H2CO", "CO2", "CH3CN", "CH3NO2", "CH3CH2OH"]
@@ -201,7 +201,7 @@ def plus_one(x):
 
 
 if __name__ == "__main__":
-    from wkviz.distributed import local_cluster
+    from wkviz.scale.distributed import local_cluster
 
     main = sys.modules["__main__"]
     with local_cluster(1) as client:
@@ -229,7 +229,7 @@ def test_the_stand_in_main_hides_file_and_module_and_is_restored_safely(monkeypa
     import multiprocessing.spawn
     import types
 
-    from wkviz.distributed import _main_not_rerun
+    from wkviz.scale.distributed import _main_not_rerun
 
     def reruns():
         prep = multiprocessing.spawn.get_preparation_data("worker")

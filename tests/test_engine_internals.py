@@ -14,13 +14,13 @@ from scipy.special import ive, sph_harm_y
 
 from naive import wigner_invariants, wigner_tensor_blocks
 from wkviz import Hypers
-from wkviz.density import block_offsets, radial_kernel, scaled_spherical_in
+from wkviz.engine.density import block_offsets, radial_kernel, scaled_spherical_in
 from wkviz.errors import Cancelled, MemoryBudgetError, WkvizError
-from wkviz.kernels import KernelResult, WignerKernel
-from wkviz.neighbors import build_environments, cutoff_function
-from wkviz.spherical import (cartesian_to_lambda1, random_rotation, real_cg, real_spherical_harmonics,
+from wkviz.engine.kernels import KernelResult, WignerKernel
+from wkviz.engine.neighbors import build_environments, cutoff_function
+from wkviz.engine.spherical import (cartesian_to_lambda1, random_rotation, real_cg, real_spherical_harmonics,
                              wigner_d_real)
-from wkviz.wigner import build_plan, iterate
+from wkviz.engine.wigner import build_plan, iterate
 
 
 def test_real_spherical_harmonics_match_scipy_condon_shortley():

@@ -1,6 +1,6 @@
 """Explicit body-ordered features (wkviz/features.py) against the Wigner-kernel engine.
 
-The identity under test (derived in the wkviz.features module docstring):
+The identity under test (derived in the wkviz.engine.features module docstring):
 
     k^ν_{0,+}(i, i') = 8π² · Σ_p A^ν_{0,+}[p](i) A^ν_{0,+}[p](i')
 
@@ -29,11 +29,11 @@ import math
 import numpy as np
 import pytest
 
-from wkviz import features as F
+from wkviz.engine import features as F
 from wkviz.errors import InputError, MemoryBudgetError
 from wkviz.hypers import Hypers
-from wkviz.kernels import WignerKernel
-from wkviz.spherical import random_rotation, wigner_d_real
+from wkviz.engine.kernels import WignerKernel
+from wkviz.engine.spherical import random_rotation, wigner_d_real
 
 EIGHT_PI2 = 8.0 * math.pi**2
 

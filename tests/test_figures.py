@@ -1,4 +1,4 @@
-"""Figure builders and downloads (wkviz.figures): pure functions, checked on what they put in the figure."""
+"""Figure builders and downloads (wkviz.views.figures): pure functions, checked on what they put in the figure."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wkviz import Hypers, figures
+from wkviz import Hypers
+
+from wkviz.views import figures
 
 
 def _random_psd(n, rank, seed=0):
@@ -174,7 +176,7 @@ def test_teaching_figures():
 
 
 def _cost_rows():
-    """Body-order rows as wkviz.scaling returns them: the features stop at ν = 3."""
+    """Body-order rows as wkviz.evaluation.scaling returns them: the features stop at ν = 3."""
     rows = []
     for nu in (1, 2, 3, 4):
         rows.append(dict(nu=nu, route="Wigner kernel", status="measured", seconds=0.1 * nu, peak_bytes=2**20 * nu,

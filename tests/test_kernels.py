@@ -7,7 +7,7 @@ from conftest import make_molecules, make_periodic_cell
 
 from wkviz import Hypers
 from wkviz.errors import InputError, MemoryBudgetError
-from wkviz.kernels import KernelResult, WignerKernel
+from wkviz.engine.kernels import KernelResult, WignerKernel
 
 H = Hypers(density_width=0.3, density_scaling=None, nu_max=3, lambda_max=2, cutoff=4.0)
 ROUTES = ("basis", "exact")

@@ -190,7 +190,7 @@ def test_large_training_sets_use_a_subset_grid_then_refine_on_all(monkeypatch):
 
     K, y = learnable_problem(n=120)
     full = MixedKernelRidge(weights="free", baseline=False).fit(K, y)
-    monkeypatch.setattr(models, "_GRID_SUBSET", 50)
+    monkeypatch.setattr(models.core, "_GRID_SUBSET", 50)
     quick = MixedKernelRidge(weights="free", baseline=False).fit(K, y)
     # the refinement runs on all 120 samples: the CV error is that of the full objective, and close to the
     # full-grid search
@@ -245,7 +245,7 @@ def assert_gradient_matches_finite_differences(obj, theta, grad, atol, label):
 
 
 def test_cv_loss_and_gradient_agree_with_finite_differences():
-    from wkviz.models import _CVObjective, _make_folds, _WeightParam
+    from wkviz.models.core import _CVObjective, _make_folds, _WeightParam
 
     K, y = learnable_problem(n=60)
     scales = np.einsum("kii->k", K) / 60
@@ -261,7 +261,7 @@ def test_cv_loss_and_gradient_agree_with_finite_differences():
 def test_evidence_and_gradient_agree_with_the_gaussian_density_and_finite_differences():
     from scipy.stats import multivariate_normal
 
-    from wkviz.models import _EvidenceObjective, _WeightParam
+    from wkviz.models.core import _EvidenceObjective, _WeightParam
 
     n = 60
     K, y = learnable_problem(n=n)
@@ -640,7 +640,7 @@ def small_molecules():
 
 def test_real_vector_and_tensor_kernels_give_exactly_rotating_predictions(small_molecules):
     from wkviz.hypers import Hypers
-    from wkviz.kernels import WignerKernel
+    from wkviz.engine.kernels import WignerKernel
 
     engine = WignerKernel(Hypers(density_width=0.3, density_scaling=None, nu_max=2, lambda_max=2, cutoff=3.5))
     train, test = small_molecules[:14], small_molecules[14:]
@@ -682,7 +682,7 @@ def test_real_vector_and_tensor_kernels_give_exactly_rotating_predictions(small_
 def qm9_kernels():
     from wkviz.data import load_sample
     from wkviz.hypers import Hypers
-    from wkviz.kernels import WignerKernel
+    from wkviz.engine.kernels import WignerKernel
 
     frames = load_sample("qm9")[:200]
     res = WignerKernel(Hypers(density_width=0.3, density_scaling=None, radial_scale=None, nu_max=3,

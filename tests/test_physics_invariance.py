@@ -69,8 +69,8 @@ def baseline():
     from conftest import engine_available, make_molecules, make_periodic_cell
 
     if not engine_available():
-        pytest.skip("wkviz.kernels (the engine) is not there yet")
-    from wkviz.kernels import WignerKernel
+        pytest.skip("wkviz.engine.kernels (the engine) is not there yet")
+    from wkviz.engine.kernels import WignerKernel
 
     frames = make_molecules() + [make_periodic_cell()]
     res = WignerKernel(hypers=HYPERS).compute(frames, atomic=True, tensor_rank=(1, 2))
@@ -252,7 +252,7 @@ _THREAD_SCRIPT = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     from conftest import make_molecules, make_periodic_cell
     from wkviz.hypers import Hypers
-    from wkviz.kernels import WignerKernel
+    from wkviz.engine.kernels import WignerKernel
 
     jobs = [
         (make_molecules(), Hypers(density_scaling=None, radial_scale=None, nu_max=4, lambda_max=3, cutoff=4.0, cutoff_width=0.6, density_width=0.4)),

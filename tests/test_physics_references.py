@@ -452,7 +452,7 @@ def test_hydrogen_center_weight_weighs_structure_sums_not_atom_kernels():
     """K(A, B) = Σ_ij w_i w_j k(i, j) with w = w_c on hydrogen centres: the engine's weighted structure kernels
     (invariant and λ=1) equal the unweighted ones minus (1 − w_c²) × the hydrogen-centre part, computed
     independently by restricting B to its hydrogen centres (``centers_B``); atom-level kernels are unchanged."""
-    from wkviz.kernels import WignerKernel
+    from wkviz.engine.kernels import WignerKernel
 
     frames = make_molecules(["CH3OH", "NH3", "HCN", "H2O"])
     h = Hypers(nu_max=3, lambda_max=2, cutoff=3.5, hydrogen_center_weight=1.0)

@@ -7,7 +7,7 @@ import pytest
 from scipy.linalg import orthogonal_procrustes
 
 from wkviz.errors import InputError
-from wkviz.projection import KernelPCA, center_kernel, cosine_normalize, mix_kernels, project, project_all
+from wkviz.evaluation.projection import KernelPCA, center_kernel, cosine_normalize, mix_kernels, project, project_all
 
 
 def planted(n=120, seed=0):

@@ -1,4 +1,4 @@
-"""wkviz.scaling: the live Wigner-kernel vs explicit-feature cost comparison behind the Teach page."""
+"""wkviz.evaluation.scaling: the live Wigner-kernel vs explicit-feature cost comparison behind the Teach page."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import threading
 import pytest
 
 from conftest import make_molecules
-from wkviz import Hypers, features, scaling
+from wkviz import Hypers
+from wkviz.engine import features
+from wkviz.evaluation import scaling
 from wkviz.errors import Cancelled, InputError
 
 HYPERS = Hypers(density_scaling=None, lambda_max=2, cutoff=3.5, cutoff_width=0.5, density_width=0.4)
@@ -72,7 +74,7 @@ def test_features_stop_before_exceeding_the_budget_and_stay_stopped():
 
 
 def test_engine_basis_is_restored_after_a_run_and_after_a_cancel():
-    import wkviz.density as density
+    import wkviz.engine.density as density
 
     original = density.radial_basis
     flag = threading.Event()

@@ -9,9 +9,9 @@ from sklearn.base import clone
 from wkviz import Hypers
 from wkviz.data import composition_counts
 from wkviz.errors import InputError
-from wkviz.kernels import WignerKernel
+from wkviz.engine.kernels import WignerKernel
 from wkviz.models import ScalarRegressor
-from wkviz.sparse import (
+from wkviz.models.sparse import (
     SparseKernelRidge,
     SparseScalarRegressor,
     fps,

@@ -10,8 +10,8 @@ pytest.importorskip("zarr")
 
 from wkviz import Hypers  # noqa: E402
 from wkviz.errors import InputError, WkvizError  # noqa: E402
-from wkviz.kernels import WignerKernel  # noqa: E402
-from wkviz.store import KernelStore, store_key  # noqa: E402
+from wkviz.engine.kernels import WignerKernel  # noqa: E402
+from wkviz.scale.store import KernelStore, store_key  # noqa: E402
 
 H = Hypers(density_width=0.3, density_scaling=None, nu_max=2, lambda_max=2, cutoff=4.0)
 NAMES = ["H2O", "CH4", "NH3", "C2H6", "CH3OH", "HCN", "C2H4"]

@@ -1,4 +1,4 @@
-"""3D viewer HTML (wkviz.viewer): self-contained, offline, deterministic, and showing what it claims."""
+"""3D viewer HTML (wkviz.views.viewer): self-contained, offline, deterministic, and showing what it claims."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import ase.build
 import numpy as np
 import pytest
 
-from wkviz import viewer
+from wkviz.views import viewer
 
 needs_3dmol = pytest.mark.skipif(not viewer.viewer_available(),
                                  reason="local 3Dmol.js missing; run `python scripts/fetch_3dmol.py`")

@@ -94,13 +94,13 @@ def _read(path):
 
 
 def cmd_kernels(args) -> int:
-    from .kernels import WignerKernel
+    from .engine.kernels import WignerKernel
 
     hypers = hypers_from_args(args)
     frames_a = _read(args.structures)
     frames_b = _read(args.other) if args.other else None
     if getattr(args, "scheduler", None):
-        from .cli_distributed import compute_distributed
+        from .cli.distributed import compute_distributed
 
         return compute_distributed(args, frames_a, frames_b, hypers)
     ranks = tuple(sorted(set(args.tensor_rank or [0]) - {0}))
@@ -129,13 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--memory-budget", type=float, default=2.0, help="GiB (default %(default)s)")
     k.add_argument("--out", required=True, help="output .npz")
     add_hyper_flags(k)
-    from .cli_distributed import add_distributed_flags
+    from .cli.distributed import add_distributed_flags
 
     add_distributed_flags(k)
     k.set_defaults(func=cmd_kernels)
 
     try:
-        from . import cli_models
+        from .cli import fit as cli_models
     except ImportError:
         cli_models = None
     if cli_models is not None:
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
     try:
         func = getattr(args, "func", None)
         if func is None:
-            from . import cli_models
+            from .cli import fit as cli_models
 
             func = {"fit": cli_models.run_fit, "learning-curve": cli_models.run_learning_curve}[args.command]
         return int(func(args) or 0)

@@ -9,7 +9,7 @@ relies on another having run: each one ends with a single :func:`run_page` call 
 (wide layout, session state, sidebar) and turns bad input (:class:`wkviz.errors.WkvizError`) into a message.
 
 Pages stay thin: they read widgets (keys namespaced ``"<page>.<name>"``), call one of the cached functions here
-(which call wkviz), and render figures built by :mod:`wkviz.figures`. Nothing in :mod:`wkviz` imports streamlit.
+(which call wkviz), and render figures built by :mod:`wkviz.views.figures`. Nothing in :mod:`wkviz` imports streamlit.
 
 State lives in ``st.session_state`` under ``"wk.*"`` keys (never widgets), so results survive page switches;
 expensive results are keyed by content (:mod:`wkviz.cache`) so navigating never recomputes and sessions
@@ -31,7 +31,13 @@ import streamlit as st
 import streamlit.components.v1 as components
 from streamlit.errors import StreamlitAPIException
 
-from wkviz import Hypers, cache, figures, viewer
+from wkviz import Hypers
+
+from wkviz import cache
+
+from wkviz.views import figures
+
+from wkviz.views import viewer
 from wkviz.errors import Cancelled, InputError, WkvizError
 
 # kaleido (PNG export) needs a Chrome; use the system Chromium when there is one, never download one.
@@ -75,7 +81,7 @@ NAVIGATION = {
 }
 
 # Type size for projectors is set in .streamlit/config.toml (theme.baseFontSize); plotly figures set their own
-# (wkviz.figures.FONT_SIZE). Keep wide pages from stretching past what a projector shows well.
+# (wkviz.views.figures.FONT_SIZE). Keep wide pages from stretching past what a projector shows well.
 _PAGE_CSS = "<style>.block-container { padding-top: 2.2rem; max-width: 1600px; }</style>"
 
 
@@ -566,7 +572,7 @@ def current_kernel():
 
 def start_kernel_job(ds: Dataset, hypers: Hypers, request: dict) -> cache.BackgroundJob:
     """Start computing kernels in a worker thread; the page polls the job stored in the session."""
-    from wkviz.kernels import WignerKernel
+    from wkviz.engine.kernels import WignerKernel
 
     key = kernel_key(ds, hypers, request)
     frames = ds.frames
@@ -589,7 +595,7 @@ def estimate(ds: Dataset, hypers: Hypers, request: dict) -> dict:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _estimate(digest: str, hypers_json: str, tensor_rank, atomic: bool, _frames):
-    from wkviz.kernels import WignerKernel
+    from wkviz.engine.kernels import WignerKernel
 
     return WignerKernel(Hypers.from_json(hypers_json), memory_budget=MEMORY_BUDGET).estimate(
         _frames, atomic=atomic, tensor_rank=tensor_rank)
@@ -800,7 +806,7 @@ def store_root() -> Path:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _store_key(digest: str, hypers_json: str, tensor_rank, _frames) -> str:
-    from wkviz.store import kernel_kinds, store_key
+    from wkviz.scale.store import kernel_kinds, store_key
 
     return store_key(_frames, None, Hypers.from_json(hypers_json), kernel_kinds(tensor_rank))["key"]
 
@@ -834,7 +840,7 @@ class StoreStatus:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _store_status(path: str, mtime_ns: int, digest: str, hypers_json: str, tensor_rank, _frames) -> StoreStatus:
-    from wkviz.store import KernelStore
+    from wkviz.scale.store import KernelStore
 
     store = KernelStore.open(path, _frames, hypers=Hypers.from_json(hypers_json), tensor_rank=tensor_rank)
     return StoreStatus(str(path), True, store.n_done, store.n_tiles, store.tile_size)
@@ -851,7 +857,7 @@ def store_status(path, ds: Dataset, hypers: Hypers, request: dict) -> StoreStatu
     """
     import math
 
-    from wkviz.distributed import choose_tile_size
+    from wkviz.scale.distributed import choose_tile_size
 
     path = Path(path)
     try:
@@ -872,7 +878,7 @@ def store_status(path, ds: Dataset, hypers: Hypers, request: dict) -> StoreStatu
 def _tiles_in_process(store, frames, hypers: Hypers, tensor_rank, progress, cancel) -> int:
     """The missing tiles of ``store`` one after another in this process, with the local engine (what the
     cluster's workers would run), recorded in the store's manifest like a cluster run. Returns tiles computed."""
-    from wkviz.kernels import WignerKernel
+    from wkviz.engine.kernels import WignerKernel
     from wkviz.models import check_cancel
 
     engine = WignerKernel(hypers, memory_budget=MEMORY_BUDGET)
@@ -910,7 +916,7 @@ def compute_store_tiles(frames, hypers: Hypers, request: dict, path, *, n_worker
     """The Kernels page's tiled computation (runs in a worker thread; no streamlit calls).
 
     Opens (or creates) the store at ``path`` for the symmetric request; if tiles are missing, starts a
-    ``LocalCluster`` of ``n_workers`` single-threaded workers and runs :func:`wkviz.distributed.compute_tiles`
+    ``LocalCluster`` of ``n_workers`` single-threaded workers and runs :func:`wkviz.scale.distributed.compute_tiles`
     on it, shutting the cluster down when the job ends (finished, cancelled or failed). If the cluster cannot be
     started, the missing tiles are computed in this process instead, into the same store, and the returned
     information says why. A complete store is read back without starting anything.
@@ -924,9 +930,9 @@ def compute_store_tiles(frames, hypers: Hypers, request: dict, path, *, n_worker
         ``fallback`` (why no cluster, or None), ``worker_pids`` (of the cluster, all shut down on return),
         ``seconds``, ``in_memory``.
     """
-    from wkviz import distributed
-    from wkviz.kernels import WignerKernel
-    from wkviz.store import KernelStore
+    from wkviz.scale import distributed
+    from wkviz.engine.kernels import WignerKernel
+    from wkviz.scale.store import KernelStore
 
     start = time.perf_counter()
     if request["atomic"]:
@@ -1010,7 +1016,7 @@ def sparse_model_name(n_active: int, active_kind: str) -> str:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _sparse_estimate(digest: str, hypers_json: str, train, test, n_active: int, active_kind: str, _frames) -> dict:
-    from wkviz.kernels import WignerKernel
+    from wkviz.engine.kernels import WignerKernel
 
     engine = WignerKernel(Hypers.from_json(hypers_json), memory_budget=MEMORY_BUDGET)
     tr = [_frames[i] for i in train]
@@ -1041,15 +1047,17 @@ def sparse_estimate(ds: Dataset, hypers: Hypers, train, test, n_active: int, act
 def fit_sparse_model(frames, target_key: str, train, test, *, hypers: Hypers, n_active: int, active_kind: str,
                      weights: str, folds: int, intensive: bool, K_diag=None, progress=None, cancel=None) -> dict:
     """Select M active structures or environments by FPS among the training structures, compute the kernels the
-    sparse model needs (:func:`wkviz.sparse.sparse_kernels`), fit :class:`wkviz.sparse.SparseScalarRegressor`
+    sparse model needs (:func:`wkviz.models.sparse.sparse_kernels`), fit :class:`wkviz.models.sparse.SparseScalarRegressor`
     (mixed body orders, CV on the training set: the sparse model has no evidence search) and predict the test
     structures.
 
     Runs in a worker thread (no streamlit calls). Returns a dict shaped like :func:`fit_models`'s, with one
     model, so the page can show it next to the exact ones.
     """
-    from wkviz import evaluation, models, sparse
-    from wkviz.kernels import WignerKernel
+    from wkviz import evaluation
+    from wkviz import models
+    from wkviz.models import sparse
+    from wkviz.engine.kernels import WignerKernel
 
     train = np.asarray(train)
     test = np.asarray(test)
@@ -1245,7 +1253,7 @@ def show_html_viewer(make_html, height: int) -> bool:
     except viewer.ViewerUnavailable as exc:
         st.warning(str(exc), icon=":material/view_in_ar:")
         return False
-    # The document is built by wkviz.viewer from structures only (text parts escaped), never from raw user HTML.
+    # The document is built by wkviz.views.viewer from structures only (text parts escaped), never from raw user HTML.
     if hasattr(st, "iframe"):
         st.iframe(html, height=height + 34)
     else:  # Streamlit < 1.5x

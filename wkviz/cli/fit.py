@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["add_fit_parser", "add_learning_curve_parser", "run_fit", "run_learning_curve"]
 
@@ -61,7 +61,7 @@ def _model_flags(parser) -> None:
 
 def add_fit_parser(subparsers):
     """Register ``fit`` on an ``argparse`` sub-parser collection; returns the parser."""
-    from .__main__ import add_hyper_flags  # the shared hyperparameter flags live with main()
+    from ..__main__ import add_hyper_flags  # the shared hyperparameter flags live with main()
 
     p = subparsers.add_parser(
         "fit",
@@ -84,7 +84,7 @@ def add_fit_parser(subparsers):
 
 def add_learning_curve_parser(subparsers):
     """Register ``learning-curve``; returns the parser."""
-    from .__main__ import add_hyper_flags
+    from ..__main__ import add_hyper_flags
 
     p = subparsers.add_parser(
         "learning-curve",
@@ -109,7 +109,7 @@ def add_learning_curve_parser(subparsers):
 
 # ----------------------------------------------------------------------------------------------------------------
 def _read(path, what):
-    from .data import read_structures
+    from ..data import read_structures
 
     frames = read_structures(path)
     if not frames:
@@ -123,7 +123,7 @@ def _kernel_options(kind):
 
 def _check_model_args(args, models, nu_max):
     """Refuse bad model options before any kernel is computed."""
-    from .models import model_nus
+    from ..models import model_nus
 
     for name in models:
         model_nus(name, nu_max)
@@ -157,10 +157,10 @@ def _write_predictions(path, test, pred):
 
 def run_fit(args) -> int:
     """Run ``fit`` from parsed arguments; returns the exit code (0)."""
-    from .__main__ import hypers_from_args
-    from .evaluation import metrics
-    from .kernels import WignerKernel
-    from .models import KernelSet, TargetData, fit_predict
+    from ..__main__ import hypers_from_args
+    from ..evaluation import metrics
+    from ..engine.kernels import WignerKernel
+    from ..models import KernelSet, TargetData, fit_predict
 
     hypers = hypers_from_args(args)
     _check_model_args(args, [args.model], hypers.nu_max)
@@ -221,10 +221,10 @@ def _parse_sizes(text):
 
 def run_learning_curve(args) -> int:
     """Run ``learning-curve`` from parsed arguments; returns the exit code (0)."""
-    from .__main__ import hypers_from_args
-    from .evaluation import format_summary, learning_curve, learning_curve_splits
-    from .kernels import WignerKernel
-    from .models import KernelSet, TargetData, standard_models
+    from ..__main__ import hypers_from_args
+    from ..evaluation import format_summary, learning_curve, learning_curve_splits
+    from ..engine.kernels import WignerKernel
+    from ..models import KernelSet, TargetData, standard_models
 
     hypers = hypers_from_args(args)
     sizes = _parse_sizes(args.sizes)

@@ -5,12 +5,12 @@ structures and the same density expansion,
 
 (a) the Wigner route: ``WignerKernel(hypers(nu_max=ν)).compute(frames, atomic=True)`` — products of Wigner-D
     coefficient blocks, the kernel trick over rotations;
-(b) the feature route: :func:`wkviz.features.feature_kernels` — every ν-fold Clebsch–Gordan product of the density
+(b) the feature route: :func:`wkviz.engine.features.feature_kernels` — every ν-fold Clebsch–Gordan product of the density
     coefficients (the explicit invariant features), then their linear kernel;
 
 both giving every order up to ν and the atom-level kernels. For each ν it records wall time, peak memory and
 the invariant features per environment of (b), stops (b) *before* it would exceed a memory budget (the estimate
-is exact bookkeeping of the arrays, :func:`wkviz.features.estimate_memory`), and checks where (b) ran that the
+is exact bookkeeping of the arrays, :func:`wkviz.engine.features.estimate_memory`), and checks where (b) ran that the
 two kernels agree, k^ν_Wigner = 8π² · (linear kernel of the features). A second experiment varies the radial
 basis size (the optimal basis truncated to its first n functions per l, used by *both* routes) at a fixed ν,
 plus the engine's basis-free ν=1 route.
@@ -23,7 +23,7 @@ Notes
 * Each hyperparameter set's radial basis and the engine's compiled kernels are prepared in a warm-up and not
   timed: both routes share the basis, and compilation is a one-off.
 * The engine has no argument for a truncated basis, so while a truncated size is measured the engine's
-  ``wkviz.density.radial_basis`` is replaced by one returning :class:`wkviz.features.TruncatedRadialBasis`
+  ``wkviz.engine.density.radial_basis`` is replaced by one returning :class:`wkviz.engine.features.TruncatedRadialBasis`
   (the agreement column proves the engine used it). Any other engine call in the process during that time
   would see the truncated basis too: run this with :data:`wkviz.cache.ENGINE_LOCK` held, as
   :class:`wkviz.cache.BackgroundJob` does, or with nothing else running.
@@ -39,9 +39,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import features as F
-from .errors import Cancelled, InputError, MemoryBudgetError
-from .hypers import Hypers
+from ..engine import features as F
+from ..errors import Cancelled, InputError, MemoryBudgetError
+from ..hypers import Hypers
 
 WIGNER = "Wigner kernel"
 FEATURES = "explicit features"
@@ -129,7 +129,7 @@ def engine_radial_basis(n):
     if n is None:
         yield
         return
-    import wkviz.density as density
+    import wkviz.engine.density as density
 
     original = density.radial_basis
     density.radial_basis = lambda hypers: F.TruncatedRadialBasis(original(hypers), n)
@@ -213,7 +213,7 @@ def compare_body_order_cost(frames, hypers: Hypers, *, nu_max: int = 5, n_radial
     -------
     CostComparison
     """
-    from .kernels import WignerKernel
+    from ..engine.kernels import WignerKernel
 
     start = time.perf_counter()
     frames = list(frames)

@@ -1,4 +1,4 @@
-"""Kernel tiles as tasks on Dask (``dask.distributed``), streamed into a :class:`~wkviz.store.KernelStore`.
+"""Kernel tiles as tasks on Dask (``dask.distributed``), streamed into a :class:`~wkviz.scale.store.KernelStore`.
 
 A request A × B (or A × A) is cut into tiles of ``tile_size`` structures × ``tile_size`` structures; a
 symmetric request keeps only tiles on and above the diagonal. Every tile is one task that calls the very engine
@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import Cancelled, InputError, MemoryBudgetError, WkvizError
-from .hypers import Hypers
+from ..errors import Cancelled, InputError, MemoryBudgetError, WkvizError
+from ..hypers import Hypers
 from .store import KernelStore, kernel_kinds, store_key
 
 __all__ = ["compute_tiles", "TileRun", "local_cluster", "choose_tile_size", "tile_pair_counts", "WORKER_ENV"]
@@ -72,7 +72,7 @@ def _tile_task(hypers_json: str, frames_i, frames_j, tensor_rank, memory_budget:
     """One tile on a worker: the local engine, unchanged. Returns the arrays and what it cost."""
     import numba
 
-    from .kernels import WignerKernel
+    from ..engine.kernels import WignerKernel
 
     previous = numba.get_num_threads()
     start = time.perf_counter()
@@ -288,7 +288,7 @@ def compute_tiles(frames_A, frames_B=None, *, hypers: Hypers | None = None, stor
     worker_memory_budget : int, optional
         Engine memory budget inside each task (default ``memory_budget``).
     assemble : bool
-        Read the finished kernel back into a :class:`~wkviz.kernels.KernelResult`.
+        Read the finished kernel back into a :class:`~wkviz.engine.kernels.KernelResult`.
     progress : callable, optional
         ``progress(fraction_done, eta_seconds)`` after every finished tile (reused tiles count as done).
     cancel : threading.Event-like or callable, optional

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .hypers import radial_weight
+from ..hypers import radial_weight
 
 
 def cutoff_function(r, cutoff: float, width: float) -> np.ndarray:

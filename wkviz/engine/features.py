@@ -9,12 +9,12 @@ the Teach page).
 
 Construction
 ------------
-ν = 1: the density coefficients c^a_{nlm}(i) of the optimal radial basis (``wkviz.density``), one feature
+ν = 1: the density coefficients c^a_{nlm}(i) of the optimal radial basis (``wkviz.engine.density``), one feature
 channel q = (a, n) per neighbour species a and radial function n, block (l, parity +1), l ≤ L:
 
     A^1_{l,+}[q, m](i) = c^a_{nlm}(i).
 
-ν → ν+1 (real CG, ``wkviz.spherical.real_cg``), for every block (l1, σ1) of order ν and l2 ≤ L:
+ν → ν+1 (real CG, ``wkviz.engine.spherical.real_cg``), for every block (l1, σ1) of order ν and l2 ≤ L:
 
     A^{ν+1}_{λσ}[(path, p, q), μ] = Σ_{m1 m2} C^{l1 l2 λ}[m1, m2, μ] A^ν_{l1σ1}[p, m1] A^1_{l2}[q, m2],
     σ = σ1 (−1)^{l1+l2+λ},   |l1 − l2| ≤ λ ≤ min(l1 + l2, L_int),
@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import Cancelled, InputError, MemoryBudgetError
+from ..errors import Cancelled, InputError, MemoryBudgetError
 
 EIGHT_PI2 = 8.0 * math.pi**2
 #: The constant of the kernel identity k^ν_{0,+} = FEATURE_KERNEL_CONSTANT · (linear kernel of the features).
@@ -235,7 +235,7 @@ def estimate_memory(n_environments, nu_max, n_radial, n_species, lambda_max, *, 
                        for nu in range(1, nu_max + 1))
     # the nu_max+1 kernels plus one being formed in the species-sorted order
     kern = 8 * (nu_max + 2) * n_environments**2 if kernels else 0
-    # the density coefficients (padded, as wkviz.density returns them) are held while the features are built
+    # the density coefficients (padded, as wkviz.engine.density returns them) are held while the features are built
     seed = 8 * n_environments * (lambda_max + 1) * max(channels) * (2 * lambda_max + 1)
     return {"invariants": inv_bytes, "working": working, "kernels": kern, "seed": seed,
             "total": inv_bytes + working + kern + seed, "chunk_size": int(chunk_size), "n_invariant": n_inv}
@@ -272,16 +272,16 @@ def choose_chunk_size(sched, channels, n_env, budget) -> int:
 
 
 class TruncatedRadialBasis:
-    """The optimal radial basis of ``wkviz.density`` restricted to its first ``n`` functions per l.
+    """The optimal radial basis of ``wkviz.engine.density`` restricted to its first ``n`` functions per l.
 
     The optimal functions are Nyström eigenfunctions of the radial kernel k_l ordered by decreasing eigenvalue,
     so the first n of them give the best rank-n approximation k_l ≈ Σ_{n'<n} φ_ln'(r) φ_ln'(r'): a
-    size-controllable, still orthonormal, basis. Same interface as :class:`wkviz.density.RadialBasis`
+    size-controllable, still orthonormal, basis. Same interface as :class:`wkviz.engine.density.RadialBasis`
     (``l_max``, ``cutoff``, ``n_radial``, ``n_max``, ``evaluate``), so it can stand in for it.
 
     Parameters
     ----------
-    basis : wkviz.density.RadialBasis
+    basis : wkviz.engine.density.RadialBasis
     n : int
         Functions kept per l (at most what the full basis has for that l).
     """
@@ -344,7 +344,7 @@ def density_from_coefficients(coef, n_radial_full, n_channels, *, n_radial=None)
     Parameters
     ----------
     coef : ndarray of shape (n_env, L+1, n_channels·n_max, 2L+1)
-        f = channel·n_max + n, m padded to 2L+1 (the layout of ``wkviz.density``).
+        f = channel·n_max + n, m padded to 2L+1 (the layout of ``wkviz.engine.density``).
     n_radial_full : sequence of int
         Radial functions per l in ``coef`` (entries past them are padding zeros).
     n_channels : int
@@ -371,7 +371,7 @@ def density_from_coefficients(coef, n_radial_full, n_channels, *, n_radial=None)
 def density_features(frames, hypers, *, n_radial=None, species=None) -> Density:
     """ν = 1 features: density coefficients of every atom of ``frames`` on the optimal radial basis.
 
-    Uses ``wkviz.density.DensityExpansion`` (the engine's own coefficients and basis), so that the engine's
+    Uses ``wkviz.engine.density.DensityExpansion`` (the engine's own coefficients and basis), so that the engine's
     ν = 1 kernel H^l = Σ_q c c' is built from exactly these numbers when ``hypers.nu1_route == "basis"``.
 
     Parameters
@@ -621,7 +621,7 @@ def _rows(x, idx):
 
 @dataclass
 class FeatureKernelResult:
-    """Kernels of the explicit-feature route, laid out like :class:`wkviz.kernels.KernelResult`.
+    """Kernels of the explicit-feature route, laid out like :class:`wkviz.engine.kernels.KernelResult`.
 
     Attributes
     ----------

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import InputError
-from .models import KernelSet, TargetData, check_cancel, fit_predict, standard_models
+from ..errors import InputError
+from ..models import KernelSet, TargetData, check_cancel, fit_predict, standard_models
 
 __all__ = [
     "Metrics",

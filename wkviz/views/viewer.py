@@ -37,7 +37,7 @@ __all__ = [
     "rotation_matrix",
 ]
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
+STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 _JS_NAME = "3Dmol-min.js"
 
 #: CPK-like colours for highlighted atoms and arrows; 3Dmol's own element colours are used for the rest.

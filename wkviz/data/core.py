@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -59,7 +59,7 @@ HARTREE_EV = 27.211386245988
 #: Two atoms closer than this (Å) are almost certainly a duplicated atom or a unit mistake (nm, bohr).
 MIN_DISTANCE = 0.1
 
-SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample_data"
+SAMPLE_DIR = Path(__file__).resolve().parents[2] / "sample_data"
 
 SAMPLE_SETS = {
     "qm9": {

@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import hash_key, hash_structures
-from .errors import InputError, MemoryBudgetError, WkvizError
-from .hypers import Hypers
+from ..cache import hash_key, hash_structures
+from ..errors import InputError, MemoryBudgetError, WkvizError
+from ..hypers import Hypers
 
 __all__ = ["KernelStore", "store_key", "STORE_FORMAT", "kernel_kinds"]
 
@@ -451,8 +451,8 @@ class KernelStore:
         return out
 
     def to_result(self, *, memory_budget: int | None = None):
-        """The whole kernel as a :class:`wkviz.kernels.KernelResult` (every tile must be finished)."""
-        from .kernels import KernelResult
+        """The whole kernel as a :class:`wkviz.engine.kernels.KernelResult` (every tile must be finished)."""
+        from ..engine.kernels import KernelResult
 
         missing = self.missing_tiles()
         if missing:

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit, prange
 
-from .hypers import species_kernel
+from ..hypers import species_kernel
 from .spherical import _sph_norms, sph_harm_into
 
 FOUR_PI = 4.0 * math.pi
@@ -369,7 +369,7 @@ def radial_basis(hypers) -> RadialBasis:
 
 @functools.lru_cache(maxsize=16)
 def _radial_basis_cached(lambda_max, cutoff, density_width, density_scaling) -> RadialBasis:
-    from .hypers import Hypers
+    from ..hypers import Hypers
 
     return RadialBasis(Hypers(nu_max=1, lambda_max=lambda_max, cutoff=cutoff, cutoff_width=min(0.5, cutoff),
                               density_width=density_width, density_scaling=density_scaling))

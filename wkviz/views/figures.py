@@ -25,7 +25,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .projection import cosine_normalize
+from ..evaluation.projection import cosine_normalize
 
 __all__ = [
     "BODY_ORDER_COLORS",
@@ -258,7 +258,7 @@ def kernel_heatmaps(
     Parameters
     ----------
     K : ndarray of shape (nu_max+1, nA, nB)
-        Per-ν kernels as returned by :class:`wkviz.kernels.WignerKernel`.
+        Per-ν kernels as returned by :class:`wkviz.engine.kernels.WignerKernel`.
     nus : sequence of int, optional
         Which ν to show; all by default.
     normalize : bool
@@ -833,7 +833,7 @@ def cost_vs_nu(table: pd.DataFrame, *, y: str = "seconds", title: str | None = N
     return _style(fig, title=title or f"{label.capitalize()} against body order")
 
 
-# Routes of the body-order cost comparison (wkviz.scaling): the Wigner kernel as on the Home page's schematic
+# Routes of the body-order cost comparison (wkviz.evaluation.scaling): the Wigner kernel as on the Home page's schematic
 # (black, solid, markers in the body-order colours), explicit features grey and dashed.
 _ROUTE_STYLE = {
     "wigner": dict(line=dict(color=MIXED_COLOR, width=3.5), marker_symbol="circle"),
@@ -908,7 +908,7 @@ def route_cost_by_nu(table: pd.DataFrame, quantity: str = "seconds", *, budget: 
     Parameters
     ----------
     table : pandas.DataFrame
-        One row per (ν, route), as :attr:`wkviz.scaling.CostComparison.body_order`: columns ``nu``, ``route``,
+        One row per (ν, route), as :attr:`wkviz.evaluation.scaling.CostComparison.body_order`: columns ``nu``, ``route``,
         ``status`` ("measured"/"stopped"), ``seconds``, ``peak_bytes``, ``estimate_bytes``, ``note``.
     quantity : {"seconds", "peak_bytes"}
         Wall time, or peak memory (shown in MB; stopped feature runs appear as their estimate, hollow).
@@ -970,7 +970,7 @@ def route_cost_by_basis(table: pd.DataFrame, *, title: str | None = None) -> go.
     Parameters
     ----------
     table : pandas.DataFrame
-        As :attr:`wkviz.scaling.CostComparison.basis`: columns ``n_radial`` (largest functions per l; missing for
+        As :attr:`wkviz.evaluation.scaling.CostComparison.basis`: columns ``n_radial`` (largest functions per l; missing for
         the basis-free route), ``n_radial_per_l``, ``route``, ``status``, ``seconds``, ``note``, ``nu``.
     title : str, optional
 
@@ -1020,7 +1020,7 @@ def feature_count_plot(table: pd.DataFrame, *, title: str | None = None) -> go.F
     ----------
     table : pandas.DataFrame
         Columns ``nu``, ``basis`` (a label) and ``features`` (counts, as
-        :attr:`wkviz.scaling.CostComparison.feature_counts`).
+        :attr:`wkviz.evaluation.scaling.CostComparison.feature_counts`).
     title : str, optional
 
     Returns

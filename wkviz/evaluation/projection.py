@@ -16,7 +16,7 @@ import scipy.linalg
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["cosine_normalize", "center_kernel", "KernelPCA", "Projection", "mix_kernels", "project",
            "project_all"]

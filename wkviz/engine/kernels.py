@@ -25,8 +25,8 @@ import numpy as np
 from numba import njit
 
 from .density import DensityExpansion, basis_nu1_blocks, block_offsets, exact_nu1_pairs
-from .errors import Cancelled, InputError, MemoryBudgetError, WkvizError
-from .hypers import Hypers
+from ..errors import Cancelled, InputError, MemoryBudgetError, WkvizError
+from ..hypers import Hypers
 from .neighbors import Environments, environments_for
 from .spherical import cartesian_to_lambda1
 from .wigner import build_plan, matrix_gather, packed_gather, run_plan

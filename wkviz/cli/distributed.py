@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["add_distributed_flags", "compute_distributed"]
 
@@ -47,7 +47,7 @@ def compute_distributed(args, frames_a, frames_b, hypers) -> int:
     int
         Exit status (0). Errors are raised as :class:`~wkviz.errors.WkvizError` for ``main`` to print.
     """
-    from .distributed import compute_tiles
+    from ..scale.distributed import compute_tiles
 
     if getattr(args, "atomic", False):
         raise InputError("atomic kernels are not tiled across workers; drop --atomic or compute without "
@@ -59,7 +59,7 @@ def compute_distributed(args, frames_a, frames_b, hypers) -> int:
     ranks = tuple(sorted(set(getattr(args, "tensor_rank", None) or [0]) - {0}))
     budget = int(float(getattr(args, "memory_budget", 2.0)) * 2**30)
 
-    from .__main__ import ProgressLine
+    from ..__main__ import ProgressLine
 
     n_b = len(frames_b) if frames_b is not None else len(frames_a)
     where = "a local cluster" if str(args.scheduler).lower() == "local" else f"scheduler {args.scheduler}"
@@ -72,7 +72,7 @@ def compute_distributed(args, frames_a, frames_b, hypers) -> int:
           f"on {run.workers} worker thread(s) in {run.seconds:.1f} s", file=sys.stderr)
     if run.result is None:
         print(f"the kernel ({run.store.output_bytes() / 2**30:.2f} GiB) exceeds --memory-budget, so {args.out} "
-              f"was not written; it is complete in the store {args.store} (wkviz.store.KernelStore)",
+              f"was not written; it is complete in the store {args.store} (wkviz.scale.store.KernelStore)",
               file=sys.stderr)
         return 0
     run.result.to_npz(args.out)

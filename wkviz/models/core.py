@@ -48,7 +48,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from .errors import Cancelled, InputError
+from ..errors import Cancelled, InputError
 
 __all__ = [
     "MixedKernelRidge",
@@ -1461,7 +1461,7 @@ def _atom_rows(n_atoms, idx) -> np.ndarray:
 class KernelSet:
     """Every kernel block between structures A (rows) and B (columns) that a model may need.
 
-    Attributes mirror :class:`wkviz.kernels.KernelResult`: ``K`` ``[nu+1, nA, nB]``, ``K_atomic``
+    Attributes mirror :class:`wkviz.engine.kernels.KernelResult`: ``K`` ``[nu+1, nA, nB]``, ``K_atomic``
     ``[nu+1, atomsA, atomsB]``, ``K_vector`` ``[nu+1, nA, 3, nB, 3]``, ``K_tensor`` ``[nu+1, nA, 5, nB, 5]``
     (any may be None) and the atom counts per structure.
     """
@@ -1475,7 +1475,7 @@ class KernelSet:
 
     @classmethod
     def from_result(cls, result) -> "KernelSet":
-        """From a :class:`wkviz.kernels.KernelResult` (or anything with the same attributes)."""
+        """From a :class:`wkviz.engine.kernels.KernelResult` (or anything with the same attributes)."""
         return cls(
             K=getattr(result, "K", None),
             K_atomic=getattr(result, "K_atomic", None),
@@ -1556,7 +1556,7 @@ class TargetData:
 
         ``species`` fixes the composition columns (use the union of training and test species).
         """
-        from . import data  # lazy: models sit downstream of data and most users pass arrays
+        from .. import data  # lazy: models sit downstream of data and most users pass arrays
 
         infos = {info.key: info for info in data.describe_targets(frames)}
         if key not in infos:

@@ -52,8 +52,8 @@ import scipy.optimize
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .errors import InputError
-from .models import (
+from ..errors import InputError
+from .core import (
     CV_LOSSES,
     WEIGHT_MODES,
     ScalarRegressor,
@@ -160,7 +160,7 @@ def selection_features(frames, hypers, *, n_radial: int = 4, per_atom: bool = Tr
     """Explicit structure features for choosing active structures: ν = 2 power spectra of every centre,
     summed per structure and centre element (``per_atom``: divided by the number of atoms).
 
-    Their dot product is the ν = 2 (SOAP-equivalent) sum kernel of :mod:`wkviz.kernels` up to the constant 8π²
+    Their dot product is the ν = 2 (SOAP-equivalent) sum kernel of :mod:`wkviz.engine.kernels` up to the constant 8π²
     and the radial truncation (``n_radial`` optimal functions per l), which is all a selection needs; the cost
     is linear in the number of structures.
 
@@ -181,7 +181,7 @@ def selection_features(frames, hypers, *, n_radial: int = 4, per_atom: bool = Tr
     -------
     ndarray of shape (n_structures, n_features)
     """
-    from .features import body_ordered_features, density_features
+    from ..engine.features import body_ordered_features, density_features
 
     frames = list(frames)
     if species is None:
@@ -228,7 +228,7 @@ def environment_features(frames, hypers, *, n_radial: int = 4, batch: int = 1000
     X : ndarray of shape (n_atoms_total, n_features)
     numbers : ndarray of int, shape (n_atoms_total,)
     """
-    from .features import body_ordered_features, density_features
+    from ..engine.features import body_ordered_features, density_features
 
     frames = list(frames)
     species = np.unique(np.concatenate([np.asarray(a.numbers) for a in frames]))
@@ -325,7 +325,7 @@ def sparse_kernels(frames, active, hypers, *, kind: str = "structures", frames_t
     cost is (training + test atoms) × M centre pairs of the same element. ``K_MM`` is the rows of the active
     atoms in the training calls' atom kernels, so it costs nothing extra; the test rows need no atom kernels.
     """
-    from .kernels import WignerKernel
+    from ..engine.kernels import WignerKernel
 
     engine = engine or WignerKernel(hypers)
     active = np.asarray(active, dtype=np.int64)

@@ -1,0 +1,1 @@
+"""The command line, ``python -m wkviz <sub-command>`` (contract in DESIGN.md §3)."""

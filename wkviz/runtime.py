@@ -1,0 +1,128 @@
+"""Process-wide run-time facilities, each in one place: the engine lock, the cancel check and BLAS thread limits.
+
+- :data:`ENGINE_LOCK` serialises Numba's parallel regions across threads. Numba's default threading layer
+  (workqueue) aborts the whole process when two Python threads launch parallel kernels at once, and the app serves
+  several browser sessions from one process. It is re-entrant: a background job holds it for its whole run
+  (:class:`engine_lock`) and the engine takes it again around each parallel region of the same thread.
+- :func:`check_cancel` is the one cancellation check of every long loop (kernels, features, models, cost
+  comparisons, tiles): a ``threading.Event``-like object or a callable, ``None`` for "never".
+- :func:`blas_threads` and :func:`single_threaded_blas` limit BLAS threads for a block of linear algebra.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from typing import Callable
+
+from .errors import Cancelled
+
+#: Held while Numba's parallel kernels run; see the module docstring for why.
+ENGINE_LOCK = threading.RLock()
+
+
+def is_set(flag) -> bool:
+    """True when a cancel flag (``threading.Event``-like or callable; ``None`` never) is set."""
+    if flag is None:
+        return False
+    return bool(flag.is_set() if hasattr(flag, "is_set") else flag())
+
+
+def check_cancel(cancel, what: str = "computation") -> None:
+    """Raise :class:`wkviz.errors.Cancelled` if ``cancel`` is set.
+
+    Parameters
+    ----------
+    cancel : threading.Event-like, callable or None
+        The caller's cancel flag.
+    what : str
+        What is being cancelled, for the message (``"<what> cancelled"``).
+    """
+    if is_set(cancel):
+        raise Cancelled(f"{what} cancelled")
+
+
+class engine_lock:
+    """Context manager taking :data:`ENGINE_LOCK`, calling ``on_wait()`` once if another caller holds it.
+
+    Parameters
+    ----------
+    on_wait : callable, optional
+        Called (without arguments) before blocking, so a job can report "waiting for another session".
+    cancel : threading.Event-like, optional
+        While waiting, a set cancel flag raises :class:`wkviz.errors.Cancelled` instead of waiting on.
+    """
+
+    def __init__(self, on_wait: Callable[[], None] | None = None, cancel=None):
+        self.on_wait = on_wait
+        self.cancel = cancel
+
+    def __enter__(self):
+        if ENGINE_LOCK.acquire(blocking=False):
+            return self
+        if self.on_wait is not None:
+            self.on_wait()
+        while not ENGINE_LOCK.acquire(timeout=0.2):
+            if is_set(self.cancel):
+                raise Cancelled("cancelled while waiting for another computation to finish")
+        return self
+
+    def __exit__(self, *exc):
+        ENGINE_LOCK.release()
+        return False
+
+
+# OpenBLAS threads spin while they wait: on a busy machine (other sessions, Numba kernels, the app) a
+# 160×160 Cholesky ran 100× and a 1600×1600 one 10× slower with 2 threads than with 1 (measured on the 2-core
+# reference machine). A search that does hundreds of such solves therefore uses at most half the cores.
+SMALL_SOLVE = 1200
+
+_BLAS_LIMIT_LOCK = threading.RLock()
+_BLAS: dict = {}
+
+
+def _blas_controller():
+    # created once, after NumPy has loaded its BLAS (threadpoolctl comes with scikit-learn; None without it)
+    if "ctl" not in _BLAS:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS["ctl"] = ThreadpoolController()
+        except ImportError:
+            _BLAS["ctl"] = None
+    return _BLAS["ctl"]
+
+
+@contextlib.contextmanager
+def blas_limit(threads: int, *, exclusive: bool = False):
+    """Run the BLAS/LAPACK calls of this block on at most ``threads`` threads.
+
+    ``exclusive`` holds a lock for the block, so that concurrent short blocks do not restore the thread count out
+    of order; long blocks (a model fit) leave it off so that they do not stall other sessions' work.
+    """
+    ctl = _blas_controller()
+    if ctl is None:
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        if exclusive:
+            stack.enter_context(_BLAS_LIMIT_LOCK)
+        stack.enter_context(ctl.limit(limits=int(threads), user_api="blas"))
+        yield
+
+
+def blas_threads(n: int):
+    """BLAS thread limit for the many solves of an n × n hyperparameter search: 1 below :data:`SMALL_SOLVE`
+    rows, half the cores above."""
+    return blas_limit(1 if n < SMALL_SOLVE else max(1, (os.cpu_count() or 2) // 2))
+
+
+def single_threaded_blas():
+    """One BLAS thread for this block.
+
+    Multi-threaded OpenBLAS synchronises its threads by busy-waiting: for small calls (a 200×200 eigh) that is
+    slower than one thread even on an idle machine, and when other jobs share the cores a waiting thread burns the
+    time the other one needs.
+    """
+    return blas_limit(1, exclusive=True)
