@@ -7,7 +7,6 @@ message so the two can be read together). qm9pack's full table is loaded once pe
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import io
 import itertools
 
@@ -34,6 +33,7 @@ from wkviz.data import (
     summarize,
     validate_structures,
 )
+from conftest import require
 from wkviz.errors import InputError
 from wkviz.engine.spherical import random_rotation
 
@@ -59,7 +59,7 @@ def teaching_sample():
 
 @pytest.fixture(scope="module")
 def qm9_table():
-    qm9pack = pytest.importorskip("qm9pack")
+    qm9pack = require("qm9pack")
     import warnings
 
     with warnings.catch_warnings():
@@ -166,34 +166,30 @@ def test_qm9_named_molecules_match_qm9pack(qm9_sample, qm9_table):
     assert by_smiles["N#CC#N"].info["U0"] == pytest.approx(-185.648533 * 27.211386245988, abs=1e-6)
 
 
-def test_load_qm9_reproduces_bundled_subset(qm9_sample, qm9_table, monkeypatch):
-    import wkviz.data as data
-
-    monkeypatch.setattr(data.core, "_qm9_table", lambda: qm9_table)  # reuse the module's table (one load per run)
-    frames = load_qm9(2000, 0)
+def test_load_qm9_reproduces_bundled_subset(qm9_sample, qm9_table):
+    frames = load_qm9(2000, 0, table=qm9_table)  # the module's table: one load per run
     assert [a.info["qm9_index"] for a in frames] == [a.info["qm9_index"] for a in qm9_sample]
     for a, b in zip(frames[::97], qm9_sample[::97]):
         np.testing.assert_allclose(a.positions, b.positions, atol=1e-8)
         for key in ("U0", "gap", "dipole_norm"):
             assert a.info[key] == pytest.approx(b.info[key], abs=1e-9)
         np.testing.assert_allclose(a.info["mulliken_dipole"], b.info["mulliken_dipole"], atol=1e-7)
-    other = load_qm9(5, 123)
-    assert len(other) == 5 and [a.info["qm9_index"] for a in other] == [a.info["qm9_index"] for a in load_qm9(5, 123)]
+    other = load_qm9(5, 123, table=qm9_table)
+    assert len(other) == 5
+    assert [a.info["qm9_index"] for a in other] == [a.info["qm9_index"] for a in load_qm9(5, 123, table=qm9_table)]
     with pytest.raises(InputError, match="positive integer"):
-        load_qm9(0, 0)
+        load_qm9(0, 0, table=qm9_table)
     with pytest.raises(InputError, match="QM9 has 130831 molecules"):
-        load_qm9(10**6, 0)
+        load_qm9(10**6, 0, table=qm9_table)
 
 
-def test_load_qm9_split_is_a_random_partition(qm9_table, monkeypatch):
+def test_load_qm9_split_is_a_random_partition(qm9_table):
     """Train and test are both random: the old benchmark sliced load_qm9's draw, which is in QM9 order, so its
     training set held the lowest indices (small molecules first) and its test set none of them."""
-    import wkviz.data as data
     from wkviz.data import load_qm9_split
 
-    monkeypatch.setattr(data.core, "_qm9_table", lambda: qm9_table)
-    train, test = load_qm9_split(100, 200, 3)
-    drawn = sorted(a.info["qm9_index"] for a in load_qm9(300, 3))
+    train, test = load_qm9_split(100, 200, 3, table=qm9_table)
+    drawn = sorted(a.info["qm9_index"] for a in load_qm9(300, 3, table=qm9_table))
     i_train = [a.info["qm9_index"] for a in train]
     i_test = [a.info["qm9_index"] for a in test]
     assert len(train) == 100 and len(test) == 200
@@ -203,9 +199,9 @@ def test_load_qm9_split_is_a_random_partition(qm9_table, monkeypatch):
     # about a third of them there (binomial, 100 × 1/3 ± 4.7)
     low = np.mean(np.asarray(i_train) < drawn[100])
     assert 0.15 < low < 0.55
-    assert [a.info["qm9_index"] for a in load_qm9_split(100, 200, 3)[0]] == i_train  # reproducible
+    assert [a.info["qm9_index"] for a in load_qm9_split(100, 200, 3, table=qm9_table)[0]] == i_train  # reproducible
     with pytest.raises(InputError, match="n_test must be a positive integer"):
-        load_qm9_split(10, 0, 0)
+        load_qm9_split(10, 0, 0, table=qm9_table)
 
 
 def test_load_qm9_without_qm9pack_says_how_to_install(monkeypatch):
@@ -325,7 +321,6 @@ def test_teaching_set_structure_and_independent_degeneracy_check(teaching_sample
         assert _multiset_tetrahedra(mirrored) == _multiset_tetrahedra(a)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("wkviz.engine.kernels") is None, reason="wkviz.engine.kernels (the engine) is not there yet")
 def test_teaching_set_with_the_engine(teaching_sample):
     from wkviz.hypers import Hypers
     from wkviz.engine.kernels import WignerKernel
@@ -695,3 +690,52 @@ def test_summarize_gold(gold_sample):
     assert s["atoms_per_structure"]["min"] == 4 and s["atoms_per_structure"]["max"] == 40
     assert s["targets"]["energy"]["unit"] == "eV" and s["targets"]["stress"]["n_valid"] == 200
     assert sum(s["atoms_per_structure"]["histogram"].values()) == 500
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The one neighbour list (wkviz.geometry.neighbor_pairs)
+# ----------------------------------------------------------------------------------------------------------------
+
+def _pair_set(i, j, D):
+    return sorted((int(a), int(b), tuple(np.round(d, 6))) for a, b, d in zip(i, j, D))
+
+
+def test_neighbor_pairs_below_the_engine_cutoffs_are_ases_pairs(gold_sample, qm9_sample):
+    """Short cutoffs (the closest-pair check) take a KD-tree over lattice images instead of ase's neighbor_list;
+    the pairs, their vectors and the grouping by centre must be the same, also for skewed and partly periodic
+    cells where more than one image per direction can hold a neighbour."""
+    from ase.build import bulk
+    from ase.neighborlist import neighbor_list
+
+    from wkviz.geometry import neighbor_pairs
+
+    rng = np.random.default_rng(0)
+    skew = Atoms("H3", positions=rng.random((3, 3)) * 2, cell=[[2, 0, 0], [1.9, 0.3, 0], [0.5, 0.2, 1.5]], pbc=True)
+    wire = Atoms("H2", positions=[[0, 0, 0], [0.3, 0.2, 0.7]], cell=[0.2, 0, 0], pbc=[True, False, False])
+    slab = bulk("Au", "fcc", a=4.08, cubic=True)
+    slab.pbc = [True, True, False]
+    dup = Atoms("H400", positions=np.concatenate([rng.random((399, 3)) * 8, [[1.0, 1.0, 1.0]]]))
+    dup.positions[7] = [1.0, 1.0, 1.03]
+    cases = gold_sample[::50] + qm9_sample[:5] + [skew, wire, slab, dup]
+    for atoms in cases:
+        for cutoff in (0.1, 0.45):
+            i, j, D = neighbor_pairs(atoms, cutoff)
+            assert np.all(np.diff(i) >= 0)
+            assert _pair_set(i, j, D) == _pair_set(*neighbor_list("ijD", atoms, cutoff, self_interaction=False))
+    assert len(neighbor_pairs(wire, 0.45)[0]) > 0 and len(neighbor_pairs(dup, 0.1)[0]) == 2
+
+
+def test_neighbor_pairs_is_ases_list_for_the_engine(gold_sample):
+    """From the smallest cutoff a Hypers accepts, the pairs are ase's, in its order: the kernels depend on it."""
+    from ase.neighborlist import neighbor_list
+
+    from wkviz.geometry import neighbor_pairs
+    from wkviz.hypers import Hypers
+
+    for atoms in gold_sample[::100]:
+        for cutoff in (Hypers.spec("cutoff").bounds[0], 5.0):
+            got, ref = neighbor_pairs(atoms, cutoff), neighbor_list("ijD", atoms, cutoff, self_interaction=False)
+            for a, b in zip(got, ref):
+                assert np.array_equal(a, b)
+    lone = Atoms("Ar", positions=[[0, 0, 0]])
+    assert all(len(x) == 0 for x in neighbor_pairs(lone, 5.0))

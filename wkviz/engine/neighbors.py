@@ -1,8 +1,9 @@
 """Neighbour lists with periodic boundary conditions, grouped by centre species.
 
-ase's ``neighbor_list`` (linked-cell, O(N)) handles periodic cells of any shape and isolated molecules,
-so wkviz does not maintain its own. The centre atom is never part of its own density: self pairs
-(i = j with a zero shift) are excluded, while periodic images of the centre are genuine neighbours.
+The pairs come from :func:`wkviz.geometry.neighbor_pairs` (ase's linked-cell ``neighbor_list`` for every
+cutoff a :class:`~wkviz.hypers.Hypers` accepts), which handles periodic cells of any shape and isolated
+molecules. The centre atom is never part of its own density: self pairs (i = j with a zero shift) are
+excluded, while periodic images of the centre are genuine neighbours.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..geometry import neighbor_pairs
 from ..hypers import radial_weight
 
 
@@ -82,8 +84,6 @@ def build_environments(frames, cutoff: float, cutoff_width: float, *, radial_sca
     -------
     Environments
     """
-    from ase.neighborlist import neighbor_list
-
     numbers, structure, counts, vecs, nnum, n_atoms = [], [], [], [], [], []
     for s, atoms in enumerate(frames):
         z = np.asarray(atoms.numbers, dtype=np.int64)
@@ -94,12 +94,7 @@ def build_environments(frames, cutoff: float, cutoff_width: float, *, radial_sca
         if n == 0:
             counts.append(np.zeros(0, dtype=np.int64))
             continue
-        if n == 1 and not np.any(atoms.pbc):
-            i = np.zeros(0, dtype=np.int64)
-            j = np.zeros(0, dtype=np.int64)
-            d = np.zeros((0, 3))
-        else:
-            i, j, d = neighbor_list("ijD", atoms, float(cutoff), self_interaction=False)
+        i, j, d = neighbor_pairs(atoms, cutoff)
         order = np.argsort(i, kind="stable")
         i, j, d = i[order], j[order], d[order]
         counts.append(np.bincount(i, minlength=n).astype(np.int64))

@@ -313,14 +313,14 @@ def environment_html(
     -------
     str
     """
-    from ase.neighborlist import neighbor_list
+    from ..geometry import neighbor_pairs
 
     center = int(center)
     if not 0 <= center < len(atoms):
         raise IndexError(f"atom {center} does not exist in a structure of {len(atoms)} atoms")
     reach = float(cutoff) * float(context)
     if atoms.pbc.any():
-        i, j, D = neighbor_list("ijD", atoms, reach, self_interaction=False)
+        i, j, D = neighbor_pairs(atoms, reach)
         sel = i == center
         rel = D[sel]
         js = j[sel]
