@@ -23,9 +23,9 @@ Notes
   small per-chunk array per thread).
 * The radial basis is built once per hyperparameter set in a warm-up, together with the Numba compilation,
   and excluded from both routes' timings (it is shared by both).
-* To give the engine a truncated basis without an API for it, the benchmark temporarily replaces
-  ``wkviz.engine.density.radial_basis`` by a function returning :class:`wkviz.engine.features.TruncatedRadialBasis`; the
-  agreement column (or the ν=1 check when (b) is stopped) proves the engine really used it.
+* The engine gets a truncated basis as ``WignerKernel(hypers, radial_basis=...)``
+  (:func:`wkviz.evaluation.scaling.truncated_radial_basis`); the agreement column (or the ν=1 check when (b) is
+  stopped) proves the engine really used it.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from wkviz.data import load_sample  # noqa: E402
 from wkviz.errors import MemoryBudgetError  # noqa: E402
 from wkviz.hypers import Hypers  # noqa: E402
 from wkviz.engine.kernels import WignerKernel  # noqa: E402
-from wkviz.evaluation.scaling import engine_radial_basis  # noqa: E402
+from wkviz.evaluation.scaling import truncated_radial_basis  # noqa: E402
 
 GIB = 2**30
 MIB = 2**20
@@ -168,8 +168,7 @@ class Bench:
         for nu in range(1, self.args.nu_max + 1):
             h = self.hypers(nu)
             WignerKernel(h).compute(tiny, atomic=True)
-            with engine_radial_basis(1):
-                WignerKernel(h).compute(tiny, atomic=True)
+            WignerKernel(h, radial_basis=truncated_radial_basis(h, 1)).compute(tiny, atomic=True)
             F.feature_kernels(tiny, h, n_radial=1)
         WignerKernel(self.hypers(self.args.nu_basis).replace(nu1_route="exact")).compute(tiny, atomic=True)
         for frames in frames_by_set.values():
@@ -178,8 +177,9 @@ class Bench:
 
     def run_wigner(self, frames, nu, n_radial, route="basis"):
         h = self.hypers(nu).replace(nu1_route=route)
-        with engine_radial_basis(n_radial if route == "basis" else None):
-            return measure(lambda: WignerKernel(h, memory_budget=self.budget).compute(frames, atomic=True))
+        basis = truncated_radial_basis(h, n_radial if route == "basis" else None)
+        return measure(lambda: WignerKernel(h, memory_budget=self.budget, radial_basis=basis).compute(frames,
+                                                                                                    atomic=True))
 
     def run_features(self, frames, nu, n_radial, dens):
         """(result or None, wall seconds, CPU seconds, peak, estimate, stop message)."""

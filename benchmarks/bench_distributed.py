@@ -133,7 +133,7 @@ def part_a2(tile):
 
 
 def part_b(rows, n_workers_list, big=None):
-    from wkviz.data import _parse_symbols, _qm9_table
+    from wkviz.data.samples import _parse_symbols, _qm9_table
 
     df = _qm9_table()
     totals = {}

@@ -13,8 +13,13 @@ import numpy as np
 import pytest
 from ase.build import molecule
 
-pytest.importorskip("distributed")
-pytest.importorskip("zarr")
+from conftest import require
+
+require("distributed")
+require("zarr")
+
+# the client fixture starts a 2-worker Dask cluster for the module (its few quick checks ride along)
+pytestmark = pytest.mark.slow
 
 from wkviz import Hypers  # noqa: E402
 from wkviz.cli.distributed import add_distributed_flags, compute_distributed  # noqa: E402

@@ -15,7 +15,7 @@ from scipy.special import ive, sph_harm_y
 from naive import wigner_invariants, wigner_tensor_blocks
 from wkviz import Hypers
 from wkviz.engine.density import block_offsets, radial_kernel, scaled_spherical_in
-from wkviz.errors import Cancelled, MemoryBudgetError, WkvizError
+from wkviz.errors import Cancelled, InputError, MemoryBudgetError, WkvizError
 from wkviz.engine.kernels import KernelResult, WignerKernel
 from wkviz.engine.neighbors import build_environments, cutoff_function
 from wkviz.engine.spherical import (cartesian_to_lambda1, random_rotation, real_cg, real_spherical_harmonics,
@@ -184,7 +184,7 @@ def test_radial_weight_hypers_validation_round_trip_and_old_files():
 def test_radial_weight_cli_flags():
     import argparse
 
-    from wkviz.__main__ import add_hyper_flags, hypers_from_args
+    from wkviz.cli.common import add_hyper_flags, hypers_from_args
 
     ap = argparse.ArgumentParser()
     add_hyper_flags(ap)
@@ -227,6 +227,44 @@ def test_progress_reports_and_cancel_stops():
     stop.set()
     with pytest.raises(Cancelled):
         WignerKernel(Hypers(density_width=0.3, density_scaling=None, nu_max=2)).compute(frames, cancel=stop)
+
+
+def test_one_engine_lock_reentrant_for_a_job_and_waited_for_by_other_threads():
+    from wkviz import cache, runtime
+
+    assert cache.ENGINE_LOCK is runtime.ENGINE_LOCK and cache.engine_lock is runtime.engine_lock
+    h = Hypers(density_width=0.3, density_scaling=None, nu_max=2)
+    frames = [molecule("H2O"), molecule("NH3")]
+    ref = WignerKernel(h).compute(frames)
+    finished = threading.Event()
+    other = threading.Thread(target=lambda: (WignerKernel(h).compute(frames), finished.set()))
+    with runtime.engine_lock():  # what a BackgroundJob holds for its whole run
+        res = WignerKernel(h).compute(frames)  # the engine takes the lock again in the same thread
+        other.start()
+        assert not finished.wait(1.0), "another thread's engine call must wait for the holder"
+    other.join(60)
+    assert finished.is_set()
+    np.testing.assert_array_equal(res.K, ref.K)
+
+
+def test_seed_strategies_share_one_interface_and_give_the_same_kernel():
+    from wkviz.engine.nu1 import BasisSeed, ExactSeed, seed_for
+
+    h = Hypers(density_width=0.3, density_scaling=None, nu_max=2)
+    assert isinstance(seed_for(h), BasisSeed) and isinstance(seed_for(h.replace(nu1_route="exact")), ExactSeed)
+    frames = [molecule(n) for n in ("CH4", "H2O", "NH3")]
+    basis = WignerKernel(h).compute(frames, frames[1:], atomic=True)
+    exact = WignerKernel(h.replace(nu1_route="exact")).compute(frames, frames[1:], atomic=True)
+    assert "radial_basis" in basis.timings and "radial_basis" not in exact.timings
+    np.testing.assert_allclose(basis.K, exact.K, rtol=1e-8, atol=1e-9 * np.abs(exact.K).max())
+
+
+def test_a_radial_basis_for_other_hypers_is_refused():
+    from wkviz.engine.density import radial_basis
+
+    h = Hypers(density_width=0.3, density_scaling=None, nu_max=2, lambda_max=3)
+    with pytest.raises(InputError, match="lambda_max"):
+        WignerKernel(h, radial_basis=radial_basis(h.replace(lambda_max=2)))
 
 
 def test_tiles_and_symmetric_request_agree_with_plain_request():

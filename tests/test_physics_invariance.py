@@ -66,10 +66,7 @@ def rotations_for(kind, n, seed):
 @pytest.fixture(scope="module")
 def baseline():
     """Symmetric request on the molecules + periodic cell, computed once for the module."""
-    from conftest import engine_available, make_molecules, make_periodic_cell
-
-    if not engine_available():
-        pytest.skip("wkviz.engine.kernels (the engine) is not there yet")
+    from conftest import make_molecules, make_periodic_cell
     from wkviz.engine.kernels import WignerKernel
 
     frames = make_molecules() + [make_periodic_cell()]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import reference as ref
-from conftest import make_molecules, make_periodic_cell
+from conftest import make_molecules, make_periodic_cell, require
 from wkviz.hypers import Hypers
 
 E = ref.EIGHT_PI2
@@ -147,7 +147,7 @@ def test_reference_scaled_width_overlap_quadrature_is_converged():
 @pytest.fixture(scope="module")
 def featomic_setup():
     """Molecules + periodic cell, featomic coefficients and power spectra at the MATH.md §10 settings."""
-    pytest.importorskip("featomic")
+    require("featomic")
     frames = make_molecules() + [make_periodic_cell()]
     rc, w, sigma, L = 4.0, 0.5, 0.5, 3
     hyp = ref.featomic_hypers(rc, w, sigma, L)
@@ -250,6 +250,7 @@ def wide_setup():
                 refs={1: ref1, 2: ref2, 3: ref3})
 
 
+@pytest.mark.slow
 def test_exact_nu1_route_and_iteration_vs_so3_quadrature(engine, wide_setup):
     """ν=1: ∫h dR by brute force; ν=2: ∫h_L²; ν=3: ½∫(h_L(R)³ + h_L(-R)³) (O(3)-averaged, MATH.md §5-§6)."""
     res = engine(wide_setup["frames"], wide_setup["hypers"], atomic=True)
@@ -257,6 +258,7 @@ def test_exact_nu1_route_and_iteration_vs_so3_quadrature(engine, wide_setup):
         assert_rel_close(res.K_atomic[nu], want, 1e-8, f"K_atomic[{nu}] (exact route, L=8) vs quadrature")
 
 
+@pytest.mark.slow
 def test_basis_route_agrees_with_exact_route(engine, wide_setup, molecules):
     for frames, h in [(wide_setup["frames"], wide_setup["hypers"]),
                       (molecules, Hypers(hydrogen_weight=1.0, hydrogen_center_weight=1.0, density_width=0.3, density_scaling=None, radial_scale=None, species_coupling=0.0, nu_max=4, nu1_route="exact")),  # the defaults otherwise
@@ -293,6 +295,7 @@ def test_wigner_iteration_vs_function_space_oracle(engine, normalization, L, nu_
             assert_rel_close(getattr(reduced, name)[nu], want[name][nu], 1e-9, f"{name}[{nu}] reduced, {h}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("normalization", ["exact", "reference"])
 def test_full_schedule_equals_reduced_schedule(engine, normalization):
     frames = make_molecules(["H2O", "CH4", "CH3OH"]) + [make_periodic_cell()]
@@ -368,7 +371,7 @@ RADIAL = (1.5, 6)
 def test_radial_weight_nu2_is_8pi2_times_featomic_soap_with_willatt_scaling(engine):
     """With the radial weight, ν=2 is still 8π² × featomic's SOAP, computed with featomic's own Willatt2018
     radial scaling (rate 1): the weight enters the density exactly as featomic's does."""
-    pytest.importorskip("featomic")
+    require("featomic")
     frames = make_molecules() + [make_periodic_cell()]
     rc, w, sigma, L = 4.0, 0.5, 0.5, 3
     ps = ref.featomic_power_spectrum(frames, ref.featomic_hypers(rc, w, sigma, L, radial=RADIAL))

@@ -24,6 +24,7 @@ def comparison():
     return frames, res, seen
 
 
+@pytest.mark.slow
 def test_both_routes_compute_the_same_kernels_and_the_counts_are_exact(comparison):
     frames, res, seen = comparison
     n_env = sum(len(a) for a in frames)
@@ -44,6 +45,7 @@ def test_both_routes_compute_the_same_kernels_and_the_counts_are_exact(compariso
     assert [r["features"] for r in rows] == [r["features"] for r in feats]
 
 
+@pytest.mark.slow
 def test_basis_experiment_covers_sizes_and_the_basis_free_route(comparison):
     _, res, _ = comparison
     routes = [(r["route"], r["n_radial"]) for r in res.basis]
@@ -73,8 +75,9 @@ def test_features_stop_before_exceeding_the_budget_and_stay_stopped():
     assert all(r["status"] == "measured" for r in res.body_order if r["route"] == scaling.WIGNER)
 
 
-def test_engine_basis_is_restored_after_a_run_and_after_a_cancel():
+def test_a_truncated_basis_is_passed_to_the_engine_not_swapped_in():
     import wkviz.engine.density as density
+    from wkviz.engine.kernels import WignerKernel
 
     original = density.radial_basis
     flag = threading.Event()
@@ -87,6 +90,15 @@ def test_engine_basis_is_restored_after_a_run_and_after_a_cancel():
         scaling.compare_body_order_cost(make_molecules(("H2O",)), HYPERS, nu_max=2, n_radial=1, nu_basis=2,
                                         basis_sizes=(1,), progress=cancel_after_first, cancel=flag)
     assert density.radial_basis is original
+    # the truncated engine matches the truncated features; an engine built without it keeps the whole basis
+    frames = make_molecules(("H2O", "NH3"))
+    h = HYPERS.replace(nu_max=2, normalization="exact")
+    small = WignerKernel(h, radial_basis=scaling.truncated_radial_basis(h, 1)).compute(frames, atomic=True)
+    whole = WignerKernel(h).compute(frames, atomic=True)
+    feats = features.feature_kernels(frames, h, nu_max=2, n_radial=1)
+    assert scaling._deviation(small.K_atomic[2], feats.K_atomic[2]) < 1e-8
+    assert scaling._deviation(whole.K_atomic[2], small.K_atomic[2]) > 1e-6
+    assert scaling.truncated_radial_basis(h, None) is None
 
 
 def test_bad_requests_name_the_fix():

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from ase.build import molecule
 
-pytest.importorskip("zarr")
+from conftest import require
+
+require("zarr")
 
 from wkviz import Hypers  # noqa: E402
 from wkviz.errors import InputError, WkvizError  # noqa: E402
@@ -144,3 +146,64 @@ def test_one_writer_at_a_time_and_stale_locks_are_taken_over(tmp_path, frames):
     third.begin_run()
     third.end_run()
     assert not (path / "writer.lock").exists()
+
+
+# ---- tiles in this process (no Dask): wkviz.scale.distributed with scheduler="in-process" -----------------------
+
+def test_tiles_in_process_fill_a_store_equal_to_the_engine_and_resume_after_a_cancel(tmp_path, frames, local):
+    from wkviz.errors import Cancelled
+    from wkviz.scale.distributed import IN_PROCESS, compute_tiles
+
+    seen = []
+
+    def progress(fraction, eta):
+        seen.append((fraction, eta))
+
+    with pytest.raises(Cancelled):  # cancelled once the first tile is in
+        compute_tiles(frames, hypers=H, store=tmp_path / "s", scheduler=IN_PROCESS, tile_size=3, tensor_rank=1,
+                      progress=progress, cancel=lambda: bool(seen))
+    store = KernelStore.open(tmp_path / "s", frames, hypers=H, tensor_rank=1)
+    assert store.n_done == 1 and [r["status"] for r in store.runs] == ["cancelled"]
+    assert seen[0][1] is not None  # progress with an ETA after the tile
+
+    run = compute_tiles(frames, hypers=H, store=tmp_path / "s", scheduler=IN_PROCESS, tensor_rank=1)
+    assert (run.tiles_total, run.tiles_reused, run.tiles_computed) == (6, 1, 5)
+    assert run.result is not None and run.workers == 1
+    np.testing.assert_allclose(run.result.K, local.K, rtol=0, atol=1e-13 * np.abs(local.K).max())
+    np.testing.assert_array_equal(run.result.K[0], local.K[0])
+    np.testing.assert_allclose(run.result.K_vector, local.K_vector, rtol=0,
+                               atol=1e-13 * np.abs(local.K_vector).max())
+    store = KernelStore.open(tmp_path / "s", frames, hypers=H, tensor_rank=1)
+    assert store.write_counts().max() == 1, "no tile computed twice"
+    assert [r["status"] for r in store.runs] == ["cancelled", "finished"]
+    assert store.runs[-1]["scheduler"] == "in-process (no cluster)"
+
+
+def test_tiles_in_process_of_a_rectangular_request_equal_the_engine(frames):
+    from wkviz.scale.distributed import IN_PROCESS, compute_tiles
+
+    a, b = frames[:5], frames[2:]
+    run = compute_tiles(a, b, hypers=H, scheduler=IN_PROCESS, tile_size=2)
+    ref = WignerKernel(H).compute(a, b)
+    assert run.store is None and run.tiles_computed == 3 * 3
+    np.testing.assert_allclose(run.result.K, ref.K, rtol=0, atol=1e-13 * np.abs(ref.K).max())
+
+
+def test_compute_store_falls_back_to_this_process_and_reads_a_complete_store_back(tmp_path, frames, local,
+                                                                                monkeypatch):
+    from wkviz.scale import distributed
+
+    def no_cluster(*args, **kwargs):
+        raise OSError("cannot start worker processes here")
+
+    monkeypatch.setattr(distributed, "local_cluster", no_cluster)
+    result, info = distributed.compute_store(frames, H, tmp_path / "s", n_workers=2)
+    assert "OSError: cannot start worker processes here" in info["fallback"]
+    assert info["where"].startswith("in this process") and info["tiles_computed"] == info["tiles_total"]
+    np.testing.assert_allclose(result.K, local.K, rtol=0, atol=1e-13 * np.abs(local.K).max())
+    assert result.n_pairs == WignerKernel(H).estimate(frames)["n_pairs"] and info["in_memory"]
+    again, info = distributed.compute_store(frames, H, tmp_path / "s", n_workers=2)
+    assert info["tiles_computed"] == 0 and info["where"].startswith("with nothing to compute")
+    np.testing.assert_array_equal(again.K, result.K)
+    small, info = distributed.compute_store(frames, H, tmp_path / "s", memory_budget=100)
+    assert small is None and not info["in_memory"]

@@ -8,9 +8,8 @@ here are plain Python (no streamlit) so they can be tested directly and reused b
   that pages pass to ``st.cache_data`` functions whose heavy arguments are ``_``-prefixed (not hashed).
 - :class:`ResultStore` is a process-wide, thread-safe LRU for results that are computed in worker threads
   (Wigner kernels), so every session and every page switch reuses them.
-- :data:`ENGINE_LOCK` serialises engine calls across browser sessions. Numba's default threading layer
-  (workqueue) aborts the whole process when two threads launch parallel kernels at once; one lock is
-  cheaper to reason about than a threading layer that may not be installed.
+- :data:`ENGINE_LOCK` and :class:`engine_lock` are re-exports of :mod:`wkviz.runtime`'s (their one home), kept
+  here for one release; new code imports them from :mod:`wkviz.runtime`.
 - :class:`BackgroundJob` runs ``fn(progress=..., cancel=...)`` in a thread and exposes its progress, ETA and
   outcome to a page that polls it.
 """
@@ -29,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import Cancelled, WkvizError
+from .runtime import ENGINE_LOCK, engine_lock  # noqa: F401  (re-exported for one release)
 
 __all__ = [
     "hash_bytes",
@@ -222,44 +222,6 @@ class ResultStore:
 #: Results shared by every session of one app process (kernels, mostly).
 RESULTS = ResultStore()
 
-#: Held while the Numba engine runs; see the module docstring for why.
-ENGINE_LOCK = threading.Lock()
-
-
-class engine_lock:
-    """Context manager taking :data:`ENGINE_LOCK`, calling ``on_wait()`` once if another caller holds it.
-
-    Parameters
-    ----------
-    on_wait : callable, optional
-        Called (without arguments) before blocking, so a job can report "waiting for another session".
-    cancel : threading.Event-like, optional
-        While waiting, a set cancel flag raises :class:`wkviz.Cancelled` instead of waiting on.
-    """
-
-    def __init__(self, on_wait: Callable[[], None] | None = None, cancel=None):
-        self.on_wait = on_wait
-        self.cancel = cancel
-
-    def __enter__(self):
-        if ENGINE_LOCK.acquire(blocking=False):
-            return self
-        if self.on_wait is not None:
-            self.on_wait()
-        while not ENGINE_LOCK.acquire(timeout=0.2):
-            if self.cancel is not None and _is_set(self.cancel):
-                raise Cancelled("cancelled while waiting for another computation to finish")
-        return self
-
-    def __exit__(self, *exc):
-        ENGINE_LOCK.release()
-        return False
-
-
-def _is_set(flag) -> bool:
-    return bool(flag.is_set() if hasattr(flag, "is_set") else flag())
-
-
 @dataclass
 class JobState:
     """A snapshot of a :class:`BackgroundJob`, safe to read from the page's thread."""
@@ -272,7 +234,7 @@ class JobState:
 
 
 class BackgroundJob:
-    """Run ``fn(progress=..., cancel=...)`` in a daemon thread, holding :data:`ENGINE_LOCK`.
+    """Run ``fn(progress=..., cancel=...)`` in a daemon thread, holding :data:`wkviz.runtime.ENGINE_LOCK`.
 
     ``fn`` receives ``progress(fraction, eta_seconds)`` and a ``threading.Event`` it should poll (the engine's
     ``compute`` accepts both directly). The page keeps the job in its session state, polls :meth:`state` to

@@ -17,59 +17,28 @@ This is the optimal radial basis for this kernel: the fewest functions for a giv
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import njit, prange
 
 from ..hypers import species_kernel
+from ..runtime import single_threaded_blas
 from .spherical import _sph_norms, sph_harm_into
 
 FOUR_PI = 4.0 * math.pi
 
-_BLAS_LIMIT_LOCK = threading.Lock()
-_BLAS = {}
-
-
-def _blas_controller():
-    # created once, after NumPy has loaded its BLAS (threadpoolctl comes with scikit-learn; None without it)
-    if "ctl" not in _BLAS:
-        try:
-            from threadpoolctl import ThreadpoolController
-
-            _BLAS["ctl"] = ThreadpoolController()
-        except ImportError:
-            _BLAS["ctl"] = None
-    return _BLAS["ctl"]
-
-
-@contextlib.contextmanager
-def _single_threaded_blas():
-    """Run BLAS/LAPACK calls of this block on one thread each.
-
-    Multi-threaded OpenBLAS synchronises its threads by busy-waiting: for small calls (a 200×200 eigh) that is
-    slower than one thread even on an idle machine, and when other jobs share the cores a waiting thread burns
-    the time the other one needs. The lock keeps concurrent callers from restoring the thread count out of
-    order.
-    """
-    ctl = _blas_controller()
-    if ctl is None:
-        yield
-        return
-    with _BLAS_LIMIT_LOCK, ctl.limit(limits=1, user_api="blas"):
-        yield
+_GEMM: dict = {}
 
 
 def _gemm_pool():
     # worker threads for concurrent single-threaded matrix products (NumPy releases the GIL inside them)
-    if "pool" not in _BLAS:
-        _BLAS["pool"] = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="wkviz-gemm")
-    return _BLAS["pool"]
+    if "pool" not in _GEMM:
+        _GEMM["pool"] = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="wkviz-gemm")
+    return _GEMM["pool"]
 
 
 @njit(cache=True)
@@ -306,7 +275,7 @@ class RadialBasis:
         grid = np.linspace(0.0, hypers.cutoff, n_table)
         kgrid = radial_kernel(self.l_max, grid[:, None], r[None, :], hypers.density_width, hypers.density_scaling)
         eig = []
-        with _single_threaded_blas():
+        with single_threaded_blas():
             for l in range(self.l_max + 1):
                 m = sw[:, None] * kernel[:, :, l] * sw[None, :]
                 vals, vecs = np.linalg.eigh(0.5 * (m + m.T))
@@ -367,6 +336,10 @@ def radial_basis(hypers) -> RadialBasis:
     return _radial_basis_cached(hypers.lambda_max, hypers.cutoff, hypers.density_width, hypers.density_scaling)
 
 
+# DensityExpansion's parameter shadows the function's name
+_basis_for = radial_basis
+
+
 @functools.lru_cache(maxsize=16)
 def _radial_basis_cached(lambda_max, cutoff, density_width, density_scaling) -> RadialBasis:
     from ..hypers import Hypers
@@ -415,12 +388,16 @@ class DensityExpansion:
     channels : sequence of int
         Neighbour species (atomic numbers) that get a channel; others are ignored (they cannot pair with
         anything in the other set).
+    radial_basis : RadialBasis-like, optional
+        The radial functions to expand on (``l_max``, ``n_radial``, ``n_max``, ``evaluate``; e.g. a
+        :class:`wkviz.engine.features.TruncatedRadialBasis`); by default the optimal basis of ``hypers``
+        (:func:`radial_basis`).
     """
 
-    def __init__(self, env, hypers, channels):
+    def __init__(self, env, hypers, channels, radial_basis=None):
         self.env = env
         self.hypers = hypers
-        self.basis = radial_basis(hypers)
+        self.basis = _basis_for(hypers) if radial_basis is None else radial_basis
         L = hypers.lambda_max
         self.channels = np.asarray(channels, dtype=np.int64)
         # κ = U Uᵀ over the channels: mixing every centre's coefficients with U makes their dot products
@@ -540,7 +517,7 @@ def basis_nu1_blocks(coef_a, coef_b, l_max, out=None, features=None, upper=False
     if threads is not None and threads > 1:
         # largest first, so the queue ends with small tasks and the threads finish together
         tasks.sort(key=lambda t: -t[2].size * t[0].shape[1])
-        with _single_threaded_blas():
+        with single_threaded_blas():
             list(_gemm_pool().map(product, tasks))
     else:
         for task in tasks:

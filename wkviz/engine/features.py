@@ -56,7 +56,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import Cancelled, InputError, MemoryBudgetError
+from ..errors import InputError, MemoryBudgetError
+from ..runtime import check_cancel
 
 EIGHT_PI2 = 8.0 * math.pi**2
 #: The constant of the kernel identity k^ν_{0,+} = FEATURE_KERNEL_CONSTANT · (linear kernel of the features).
@@ -368,7 +369,7 @@ def density_from_coefficients(coef, n_radial_full, n_channels, *, n_radial=None)
     return out
 
 
-def density_features(frames, hypers, *, n_radial=None, species=None) -> Density:
+def density_features(frames, hypers, *, n_radial=None, species=None, radial_basis=None) -> Density:
     """ν = 1 features: density coefficients of every atom of ``frames`` on the optimal radial basis.
 
     Uses ``wkviz.engine.density.DensityExpansion`` (the engine's own coefficients and basis), so that the engine's
@@ -384,6 +385,8 @@ def density_features(frames, hypers, *, n_radial=None, species=None) -> Density:
     species : sequence of int, optional
         Neighbour species channels; by default every neighbour species present (the engine's choice for a
         symmetric request).
+    radial_basis : RadialBasis-like, optional
+        Expand on this basis instead of the optimal one of ``hypers`` (as ``WignerKernel(radial_basis=...)``).
 
     Returns
     -------
@@ -398,7 +401,7 @@ def density_features(frames, hypers, *, n_radial=None, species=None) -> Density:
     species = np.asarray(species, dtype=np.int64)
     if len(species) == 0:
         raise InputError("no atom has a neighbour within the cutoff; raise the cutoff or load larger structures.")
-    dens = DensityExpansion(env, hypers, species)
+    dens = DensityExpansion(env, hypers, species, radial_basis=radial_basis)
     coef = dens.coefficients(np.arange(env.n_centers))
     n_full = np.asarray(dens.basis.n_radial, dtype=np.int64)
     blocks = density_from_coefficients(coef, n_full, len(species), n_radial=n_radial)
@@ -552,7 +555,7 @@ def body_ordered_features(density: Density, nu_max: int, *, truncation="engine",
         equivariants = {nu: {key: np.empty((n_env, size, 2 * key[0] + 1)) for key, (size, _) in sched[nu].items()}
                         for nu in range(1, nu_max + 1)}
     for s in range(0, max(n_env, 1), chunk_size):
-        _check_cancel(cancel)
+        check_cancel(cancel, "feature computation")
         sl = slice(s, min(s + chunk_size, n_env))
         seed = [b[sl] for b in density.blocks]
         blocks = {(l, 1): seed[l] for l in range(L + 1) if (l, 1) in sched[1]}
@@ -572,13 +575,6 @@ def body_ordered_features(density: Density, nu_max: int, *, truncation="engine",
     return FeatureResult(invariants=invariants, numbers=density.numbers, structure=density.structure,
                          counts=counts, equivariants=equivariants, seconds=time.perf_counter() - start,
                          estimate=est)
-
-
-def _check_cancel(cancel):
-    if cancel is None:
-        return
-    if cancel.is_set() if hasattr(cancel, "is_set") else cancel():
-        raise Cancelled("feature computation cancelled")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -648,7 +644,8 @@ class FeatureKernelResult:
 
 
 def feature_kernels(frames, hypers, *, nu_max=None, n_radial=None, truncation="engine",
-                    memory_budget=DEFAULT_MEMORY_BUDGET, progress=None, cancel=None) -> FeatureKernelResult:
+                    memory_budget=DEFAULT_MEMORY_BUDGET, progress=None, cancel=None,
+                    radial_basis=None) -> FeatureKernelResult:
     """Invariant kernels of every order from explicit features: density → CG products → linear kernel.
 
     Parameters
@@ -664,6 +661,8 @@ def feature_kernels(frames, hypers, *, nu_max=None, n_radial=None, truncation="e
         Bytes for features *and* kernels; refused with :class:`~wkviz.errors.MemoryBudgetError` beforehand.
     progress, cancel
         As in :func:`body_ordered_features`.
+    radial_basis : RadialBasis-like, optional
+        As in :func:`density_features`.
 
     Returns
     -------
@@ -671,7 +670,7 @@ def feature_kernels(frames, hypers, *, nu_max=None, n_radial=None, truncation="e
     """
     t0 = time.perf_counter()
     nu_max = hypers.nu_max if nu_max is None else int(nu_max)
-    dens = density_features(frames, hypers, n_radial=n_radial)
+    dens = density_features(frames, hypers, n_radial=n_radial, radial_basis=radial_basis)
     # centres sorted by element: each species' feature rows are then one contiguous view for the kernel GEMMs
     # (fancy indexing would copy up to the whole, possibly GiB-sized, feature matrix)
     order = np.argsort(dens.numbers, kind="stable")

@@ -1,7 +1,8 @@
 """Public API of the engine: ``WignerKernel(hypers).compute(A, B)`` → per-ν structure, atom and tensor kernels.
 
 Work is organised in tiles of (centres of A) × (centres of B) of the same species. For each tile the ν=1
-blocks come from the radial-basis route (two matrix products per l) or the exact pair sum, the Wigner
+blocks come from the radial-basis route (two matrix products per l) or the exact pair sum (the two seed
+strategies of ``wkviz.engine.nu1``, chosen once per request from ``Hypers.nu1_route``), the Wigner
 iteration runs in Numba over the tile's pairs, and the per-pair results are summed into structure kernels.
 A symmetric request (B is A) visits only tiles on or above the diagonal and, inside diagonal tiles, each
 unordered pair once; the other half follows from k^ν_λ(i', i) = k^ν_λ(i, i')ᵀ.
@@ -16,26 +17,22 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-import numba
 import numpy as np
 from numba import njit
 
-from .density import DensityExpansion, basis_nu1_blocks, block_offsets, exact_nu1_pairs
-from ..errors import Cancelled, InputError, MemoryBudgetError, WkvizError
+from ..errors import InputError, MemoryBudgetError, WkvizError
 from ..hypers import Hypers
+from ..runtime import ENGINE_LOCK, check_cancel
 from .neighbors import Environments, environments_for
+from .nu1 import seed_for
 from .spherical import cartesian_to_lambda1
 from .wigner import build_plan, matrix_gather, packed_gather, run_plan
 
 DEFAULT_MEMORY_BUDGET = 2 * 2**30
-
-# Numba's default (workqueue) threading layer aborts when two Python threads enter parallel regions at once;
-# the app serves several sessions from one process, so parallel kernels are entered one caller at a time.
-_ENGINE_LOCK = threading.Lock()
 
 # Measured throughput of the CG terms (executed terms × pairs per second) and of the ν=1 seed on the 2-core
 # reference machine (benchmarks/bench_kernels.py, L=3, QM9), rounded down for machines shared with other jobs;
@@ -143,14 +140,6 @@ def _tensor_lams(tensor_rank) -> tuple:
     return tuple(sorted(set(out)))
 
 
-def _check_cancel(cancel):
-    if cancel is None:
-        return
-    flag = cancel.is_set() if hasattr(cancel, "is_set") else cancel()
-    if flag:
-        raise Cancelled("kernel computation cancelled")
-
-
 def _as_centres(centers, frames) -> np.ndarray:
     """Validated global atom indices into the atoms of ``frames`` (structure 0's atoms first)."""
     n_total = sum(len(a) for a in frames)
@@ -235,6 +224,66 @@ def _sum_invariants(out, rows, pi, pj, centre_i, centre_j, structure_a, structur
                 K[1 + v, b, a] += val
 
 
+class _Request(NamedTuple):
+    """A validated request (see :meth:`WignerKernel.compute`)."""
+
+    frames_A: list
+    frames_B: list
+    b_is_a: bool
+    symmetric: bool  # B is A and every centre of B is used: the mirror half of the pairs is not computed
+    atomic: bool
+    tensor_lams: tuple
+    centres: np.ndarray | None  # centers_B as given
+    distinct: np.ndarray | None  # its distinct values, in order of first appearance
+    expand: np.ndarray | None  # column of ``distinct`` for every given centre; None when already distinct
+
+
+class _Outputs(NamedTuple):
+    K: np.ndarray
+    K_atomic: np.ndarray | None
+    K_lam: dict  # λ → (ν_max+1, n_A, 2λ+1, n_B, 2λ+1), real-harmonic components
+
+
+class _Tile(NamedTuple):
+    """One unit of work: centres ``rows`` of A × centres ``cols`` of B, all of element ``species``."""
+
+    species: int
+    row: int  # index of the row chunk within the species (consecutive tiles share it)
+    rows: np.ndarray
+    cols: np.ndarray
+    diag: bool  # a diagonal tile of a symmetric request: only pairs with col ≥ row are computed
+    work: int  # pairs computed, for progress
+
+
+def _work_list(numbers_a, numbers_b, species, side, symmetric) -> list:
+    """Tiles of at most ``side`` × ``side`` same-species centres; a symmetric request keeps those on or above
+    the diagonal."""
+    tiles = []
+    for z in species:
+        ia = np.flatnonzero(numbers_a == z)
+        ib = np.flatnonzero(numbers_b == z)
+        if len(ia) == 0 or len(ib) == 0:
+            continue
+        rows = [ia[s:s + side] for s in range(0, len(ia), side)]
+        cols = [ib[s:s + side] for s in range(0, len(ib), side)]
+        for r, ra in enumerate(rows):
+            for c, cb in enumerate(cols):
+                if symmetric and c < r:
+                    continue
+                diag = symmetric and c == r
+                work = len(ra) * (len(ra) + 1) // 2 if diag else len(ra) * len(cb)
+                tiles.append(_Tile(int(z), r, ra, cb, diag, work))
+    return tiles
+
+
+def _gather_tables(plan, layout):
+    """How the iteration reads a seed strategy's layout: a function of a tile's sides returning the gather table."""
+    if layout == "packed":
+        table = packed_gather(plan)
+        return lambda n_i, n_j: table
+    return lambda n_i, n_j: matrix_gather(plan, n_i, n_j)[0]
+
+
 def _segments(sorted_ids):
     """Start offsets of runs of equal values in a non-decreasing array, and the values."""
     starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
@@ -253,6 +302,10 @@ class WignerKernel:
         would not fit is refused before any work starts.
     tile_size : int, optional
         Centres per tile side; chosen from the budget when omitted.
+    radial_basis : RadialBasis-like, optional
+        Radial functions of the basis ν=1 route (``nu1_route="basis"``; the exact route has none), e.g.
+        :class:`wkviz.engine.features.TruncatedRadialBasis` of a smaller basis; by default the optimal basis of
+        ``hypers`` (:func:`wkviz.engine.density.radial_basis`). Its ``l_max`` must be ``hypers.lambda_max``.
 
     Examples
     --------
@@ -263,12 +316,16 @@ class WignerKernel:
     """
 
     def __init__(self, hypers: Hypers | None = None, *, memory_budget: int = DEFAULT_MEMORY_BUDGET,
-                 tile_size: int | None = None):
+                 tile_size: int | None = None, radial_basis=None):
         self.hypers = Hypers() if hypers is None else hypers
         if not isinstance(self.hypers, Hypers):
             raise TypeError("hypers must be a wkviz.Hypers instance")
+        if radial_basis is not None and int(radial_basis.l_max) != self.hypers.lambda_max:
+            raise InputError(f"the radial basis has l_max={radial_basis.l_max} but hypers.lambda_max is "
+                             f"{self.hypers.lambda_max}; build the basis from the same hyperparameters")
         self.memory_budget = int(memory_budget)
         self.tile_size = tile_size
+        self.radial_basis = radial_basis
 
     # ----------------------------------------------------------------------------------------------------
     def _plan(self, tensor_lams):
@@ -358,168 +415,148 @@ class WignerKernel:
         KernelResult
         """
         start = time.perf_counter()
+        req = self._validate(frames_A, frames_B, atomic, tensor_rank, centers_B)
+        timings = {}
+        t0 = time.perf_counter()
+        env_a, env_b = self._environments(req)
+        timings["neighbours"] = time.perf_counter() - t0
+        species = np.unique(np.concatenate([env_a.numbers, env_b.numbers]))
+        out = self._allocate(req, env_a, env_b, species)
+        plan = self._plan(req.tensor_lams)
+
+        seed = seed_for(self.hypers, self.radial_basis)
+        timings.update(seed.prepare(env_a, env_b, self._channels(env_a, env_b), req.symmetric))
+        side = self.tile_size or self._auto_tile(plan.n_seed, len(plan.outputs), plan.n_rows)
+        tiles = _work_list(env_a.numbers, env_b.numbers, species, side, req.symmetric)
+        n_pairs = sum(len(t.rows) * len(t.cols) * (2 if req.symmetric and not t.diag else 1) for t in tiles)
+
+        timings.update(self._run_tiles(req, tiles, seed, plan, env_a, env_b, out, start, progress, cancel))
+        return self._result(req, out, env_a, env_b, species, n_pairs, timings, start)
+
+    def _validate(self, frames_A, frames_B, atomic, tensor_rank, centers_B) -> "_Request":
+        """The checked request: frames, symmetry, tensor ranks, selected centres, and the output fits the budget."""
         h = self.hypers
         frames_A = _as_frames(frames_A, "frames_A")
         b_is_a = frames_B is None
         frames_B = frames_A if b_is_a else _as_frames(frames_B, "frames_B")
-        # with selected centres B is never A (rows are atoms' structures, columns centres): no mirror symmetry
-        symmetric = b_is_a and centers_B is None
         tensor_lams = _tensor_lams(tensor_rank)
         if tensor_lams and max(tensor_lams) > h.lambda_max:
             raise WkvizError(f"a rank-{max(tensor_lams)} tensor kernel needs lambda_max ≥ {max(tensor_lams)}; "
                              f"raise lambda_max (now {h.lambda_max})")
-        centres = expand = None
+        centres = distinct = expand = None
         if centers_B is not None:
             centres = _as_centres(centers_B, frames_B)
             distinct, expand = _unique_in_order(centres)
             if len(distinct) == len(centres):
                 expand = None  # already distinct: the columns come out in the given order
 
-        n_a = len(frames_A)
         n_b = len(frames_B) if centres is None else len(centres)
         atoms_a = sum(len(a) for a in frames_A)
         atoms_b = sum(len(b) for b in frames_B) if centres is None else len(centres)
-        out_bytes = self._output_bytes(n_a, n_b, atoms_a, atoms_b, atomic, tensor_lams)
+        out_bytes = self._output_bytes(len(frames_A), n_b, atoms_a, atoms_b, atomic, tensor_lams)
         if out_bytes > self.memory_budget:
             raise MemoryBudgetError(
                 f"the requested kernels need {out_bytes / 2**30:.2f} GiB but the memory budget is "
                 f"{self.memory_budget / 2**30:.2f} GiB; use fewer structures"
                 f"{', drop the atomic kernels' if atomic else ''}{', drop the tensor kernels' if tensor_lams else ''}"
                 f"{', select fewer centres of B' if centres is not None else ''} or raise the budget")
+        # with selected centres B is never A (rows are atoms' structures, columns centres): no mirror symmetry
+        return _Request(frames_A=frames_A, frames_B=frames_B, b_is_a=b_is_a,
+                        symmetric=b_is_a and centers_B is None, atomic=atomic, tensor_lams=tensor_lams,
+                        centres=centres, distinct=distinct, expand=expand)
 
-        timings = {}
-        t0 = time.perf_counter()
-        env_a = environments_for(frames_A, h)
-        if symmetric:
-            env_b = env_a
-        elif centres is None:
-            env_b = environments_for(frames_B, h)
-        else:
-            env_b = _centre_environments(frames_B, distinct, h,
-                                         env_all=env_a if b_is_a else None)
-        timings["neighbours"] = time.perf_counter() - t0
-        if centres is not None:  # distinct centres while computing; repeats are copied at the end
-            n_b = atoms_b = env_b.n_centers
+    def _environments(self, req):
+        """Environments of A's atoms and of B's side: its atoms, or only its distinct selected centres."""
+        h = self.hypers
+        env_a = environments_for(req.frames_A, h)
+        if req.symmetric:
+            return env_a, env_a
+        if req.centres is None:
+            return env_a, environments_for(req.frames_B, h)
+        return env_a, _centre_environments(req.frames_B, req.distinct, h, env_all=env_a if req.b_is_a else None)
 
-        species = np.unique(np.concatenate([env_a.numbers, env_b.numbers]))
+    def _allocate(self, req, env_a, env_b, species) -> "_Outputs":
+        """Zeroed outputs, with ν = 0 (composition and same-element indicator) filled in."""
+        h = self.hypers
+        # distinct centres while computing; repeats are copied at the end
+        n_a = len(req.frames_A)
+        n_b = len(req.frames_B) if req.centres is None else env_b.n_centers
         # K[0] = Σ w_i w_j over same-element atom pairs, like every K[ν]; selected centres carry no weight of
-        # their own (see the tile loop)
+        # their own (see _run_tiles)
         w_c = h.hydrogen_center_weight
         counts_a = _element_counts(env_a, species, n_a, w_c)
-        counts_b = counts_a if symmetric else _element_counts(env_b, species, n_b, 1.0 if centres is not None else w_c)
+        counts_b = counts_a if req.symmetric else _element_counts(env_b, species, n_b,
+                                                                   1.0 if req.centres is not None else w_c)
         nu1 = h.nu_max + 1
         K = np.zeros((nu1, n_a, n_b))
         K[0] = counts_a.T @ counts_b
-        K_atomic = np.zeros((nu1, atoms_a, atoms_b)) if atomic else None
-        if atomic:
+        K_atomic = None
+        if req.atomic:
+            K_atomic = np.zeros((nu1, env_a.n_centers, env_b.n_centers))
             K_atomic[0] = env_a.numbers[:, None] == env_b.numbers[None, :]
-        K_lam = {lam: np.zeros((nu1, n_a, 2 * lam + 1, n_b, 2 * lam + 1)) for lam in tensor_lams}
+        K_lam = {lam: np.zeros((nu1, n_a, 2 * lam + 1, n_b, 2 * lam + 1)) for lam in req.tensor_lams}
+        return _Outputs(K=K, K_atomic=K_atomic, K_lam=K_lam)
 
-        plan = self._plan(tensor_lams)
+    def _channels(self, env_a, env_b):
+        """Neighbour species that get a density channel."""
+        if self.hypers.species_coupling:  # a neighbour element of one side also overlaps the other side's elements
+            return np.union1d(np.unique(env_a.neighbor_numbers), np.unique(env_b.neighbor_numbers))
+        return np.intersect1d(np.unique(env_a.neighbor_numbers), np.unique(env_b.neighbor_numbers))
+
+    def _run_tiles(self, req, tiles, seed, plan, env_a, env_b, out, start, progress, cancel) -> dict:
+        """ν=1 blocks, Wigner iteration and structure sums of every tile; returns the phase timings."""
+        h = self.hypers
+        nu1 = h.nu_max + 1
         inv_rows = [plan.output_index("inv", nu) for nu in range(1, nu1)]
         lam_rows = {lam: np.array([[plan.output_index("tensor", nu, lam, mu, mu2)
                                     for mu in range(2 * lam + 1) for mu2 in range(2 * lam + 1)]
-                                   for nu in range(1, nu1)]) for lam in tensor_lams}
-
-        if h.species_coupling:  # a neighbour element of one side also overlaps the other side's elements
-            channels = np.union1d(np.unique(env_a.neighbor_numbers), np.unique(env_b.neighbor_numbers))
-        else:
-            channels = np.intersect1d(np.unique(env_a.neighbor_numbers), np.unique(env_b.neighbor_numbers))
-        use_basis = h.nu1_route == "basis"
-        if use_basis:
-            t0 = time.perf_counter()
-            with _ENGINE_LOCK:
-                dens_a = DensityExpansion(env_a, h, channels)
-                dens_b = dens_a if symmetric else DensityExpansion(env_b, h, channels)
-            # neighbour species of each centre: a tile sums only over the channels both of its sides occupy
-            # (most QM9 tiles have no centre next to F, say, so that channel would only multiply zeros)
-            masks_a = dens_a.channel_masks()
-            masks_b = masks_a if symmetric else dens_b.channel_masks()
-            timings["radial_basis"] = time.perf_counter() - t0
-        L = h.lambda_max
-        boff = block_offsets(L)
-        n_seed = int(boff[-1])
-        tile = self.tile_size or self._auto_tile(n_seed, len(plan.outputs), plan.n_rows)
-
-        # the work list: (species, row chunk, column chunk)
-        tiles = []
-        for z in species:
-            ia = np.flatnonzero(env_a.numbers == z)
-            ib = np.flatnonzero(env_b.numbers == z)
-            if len(ia) == 0 or len(ib) == 0:
-                continue
-            rows = [ia[s:s + tile] for s in range(0, len(ia), tile)]
-            cols = [ib[s:s + tile] for s in range(0, len(ib), tile)]
-            for r, ra in enumerate(rows):
-                for c, cb in enumerate(cols):
-                    if symmetric and c < r:
-                        continue
-                    diag = symmetric and c == r
-                    work = len(ra) * (len(ra) + 1) // 2 if diag else len(ra) * len(cb)
-                    tiles.append((int(z), r, ra, cb, diag, work))
-        total_work = max(1, sum(t[-1] for t in tiles))
-        n_pairs = sum(len(t[2]) * len(t[3]) * (2 if symmetric and not t[4] else 1) for t in tiles)
-
+                                   for nu in range(1, nu1)]) for lam in req.tensor_lams}
+        gather_for = _gather_tables(plan, seed.layout)
+        total_work = max(1, sum(t.work for t in tiles))
         if progress is not None:
             progress(0.0, None)
         done = 0
         t_seed = t_iter = t_acc = 0.0
-        coef_cache = (None, None)
-        hbuf = np.empty(0)
-        for z, r, ca_idx, cb_idx, diag, work in tiles:
-            _check_cancel(cancel)
-            nI, nJ = len(ca_idx), len(cb_idx)
-            if diag:
+        for t in tiles:
+            check_cancel(cancel, "kernel computation")
+            nI, nJ = len(t.rows), len(t.cols)
+            if t.diag:
                 pi, pj = np.triu_indices(nI)
             else:
                 pi, pj = np.divmod(np.arange(nI * nJ), nJ)
             t0 = time.perf_counter()
-            with _ENGINE_LOCK:
-                if use_basis:
-                    # H^l of every (i, j) of the tile as one matrix product per l, written straight into the
-                    # layout the iteration kernel gathers from: no per-pair seed array, no transposed copies
-                    if coef_cache[0] != (z, r):
-                        coef_cache = ((z, r), dens_a.coefficients(ca_idx))
-                    coef_i = coef_cache[1]
-                    coef_j = coef_i if diag else dens_b.coefficients(cb_idx)
-                    gather, size = matrix_gather(plan, nI, nJ)
-                    if hbuf.size < size:
-                        hbuf = np.empty(size)
-                    shared = np.bitwise_or.reduce(masks_a[ca_idx]) & np.bitwise_or.reduce(masks_b[cb_idx])
-                    basis_nu1_blocks(coef_i, coef_j, L, out=hbuf, features=dens_a.features(shared), upper=diag,
-                                     threads=numba.get_num_threads())
-                    src, gi, gj = hbuf, pi, pj
-                else:
-                    # packed per pair: component k of pair p at src[p, k]
-                    src = exact_nu1_pairs(env_a, ca_idx, env_b, cb_idx, pi, pj, h)
-                    gather = packed_gather(plan)
-                    gi, gj = np.arange(len(pi)), np.zeros(len(pi), dtype=np.int64)
+            with ENGINE_LOCK:
+                src, gi, gj = seed.blocks(t, pi, pj)
                 t1 = time.perf_counter()
-                out = run_plan(plan, src, gather, gi, gj)
+                pair_out = run_plan(plan, src, gather_for(nI, nJ), gi, gj)
                 t2 = time.perf_counter()
             t_seed += t1 - t0
             t_iter += t2 - t1
             # a tile holds centres of one element: structure sums weigh its pairs by w_i w_j = w_z²; a structure
             # against single selected centres by the structure's w_i only (cov(Σ_i w_i ε_i, ε_m) of the GP)
-            w_z = h.hydrogen_center_weight if z == 1 else 1.0
-            scale = w_z if centres is not None else w_z * w_z
-            self._accumulate(out, pi, pj, nI, nJ, diag, symmetric, ca_idx, cb_idx, env_a, env_b, inv_rows,
-                             lam_rows, scale, K, K_atomic, K_lam)
+            w_z = h.hydrogen_center_weight if t.species == 1 else 1.0
+            scale = w_z if req.centres is not None else w_z * w_z
+            self._accumulate(pair_out, pi, pj, nI, nJ, t.diag, req.symmetric, t.rows, t.cols, env_a, env_b,
+                             inv_rows, lam_rows, scale, out.K, out.K_atomic, out.K_lam)
             t_acc += time.perf_counter() - t2
-            done += work
+            done += t.work
             if progress is not None:
                 elapsed = time.perf_counter() - start
                 frac = done / total_work
                 progress(frac, elapsed * (1.0 - frac) / frac if frac > 0 else None)
-        timings.update(seed=t_seed, iteration=t_iter, accumulate=t_acc)
+        return {"seed": t_seed, "iteration": t_iter, "accumulate": t_acc}
 
+    def _result(self, req, out, env_a, env_b, species, n_pairs, timings, start) -> KernelResult:
+        """The outputs in the caller's layout: Cartesian vectors, and a column for every repeated centre."""
+        K, K_atomic = out.K, out.K_atomic
         K_vector = K_tensor = None
-        if 1 in K_lam:
+        if 1 in out.K_lam:
             p = cartesian_to_lambda1()
-            K_vector = np.einsum("ma,vimjn,nb->viajb", p, K_lam[1], p, optimize=True)
-        if 2 in K_lam:
-            K_tensor = K_lam[2]
+            K_vector = np.einsum("ma,vimjn,nb->viajb", p, out.K_lam[1], p, optimize=True)
+        if 2 in out.K_lam:
+            K_tensor = out.K_lam[2]
         n_atoms_B = env_b.n_atoms.copy()
+        expand = req.expand
         if expand is not None:
             # repeated centres were computed once; every occurrence gets its column
             K = K[:, :, expand]
@@ -528,7 +565,8 @@ class WignerKernel:
             K_tensor = None if K_tensor is None else K_tensor[:, :, :, expand]
             n_atoms_B = n_atoms_B[expand]
             n_pairs, _ = self._count_pairs(env_a.numbers, env_b.numbers[expand], False)
-        return KernelResult(K=K, species=species, hypers=h, n_atoms_A=env_a.n_atoms.copy(),
+        centres = req.centres
+        return KernelResult(K=K, species=species, hypers=self.hypers, n_atoms_A=env_a.n_atoms.copy(),
                             n_atoms_B=n_atoms_B, K_atomic=K_atomic, K_vector=K_vector,
                             K_tensor=K_tensor, seconds=time.perf_counter() - start, n_pairs=n_pairs,
                             timings=timings, centers_B=None if centres is None else centres.copy())

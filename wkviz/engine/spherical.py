@@ -17,6 +17,8 @@ import math
 import numpy as np
 from numba import njit
 
+from ..errors import InputError
+
 
 @njit(cache=True)
 def _sph_norms(l_max):
@@ -165,3 +167,67 @@ def random_rotation(rng, improper: bool = False) -> np.ndarray:
     if np.linalg.det(q) < 0:
         q[:, 0] = -q[:, 0]
     return -q if improper else q
+
+
+# λ=2 algebra of symmetric 3×3 tensors (the targets of wkviz.models.TensorRegressor), in the real-harmonic
+# m-order of this module
+_S2 = math.sqrt(2.0)
+_S6 = math.sqrt(6.0)
+
+
+def tensor_to_lambda2(T) -> np.ndarray:
+    """Symmetric traceless part of 3×3 tensors as 5 real-spherical λ=2 components, m = −2 … 2.
+
+    With the real-SH convention of MATH.md §2 (Y_1 ∝ (y, z, x)), for T = r rᵀ − r²/3 I the components are
+    √2 × the real solid harmonics with one common factor: (xy, yz, (3z² − r²)/(2√3), xz, (x² − y²)/2), i.e.
+
+        t = (√2 T_xy, √2 T_yz, (2T_zz − T_xx − T_yy)/√6, √2 T_xz, (T_xx − T_yy)/√2),
+
+    so the map is an isometry (‖t‖ = ‖T − tr(T)/3 I‖_F) and t(Q T Qᵀ) = D²(Q) t(T) for Q ∈ O(3).
+
+    Parameters
+    ----------
+    T : array_like of shape (..., 3, 3)
+        Only the symmetric part is used.
+
+    Returns
+    -------
+    ndarray of shape (..., 5)
+    """
+    T = np.asarray(T, dtype=np.float64)
+    if T.shape[-2:] != (3, 3):
+        raise InputError(f"tensors must have shape (..., 3, 3), got {T.shape}")
+    S = 0.5 * (T + np.swapaxes(T, -1, -2))
+    xx, yy, zz = S[..., 0, 0], S[..., 1, 1], S[..., 2, 2]
+    return np.stack(
+        [_S2 * S[..., 0, 1], _S2 * S[..., 1, 2], (2 * zz - xx - yy) / _S6, _S2 * S[..., 0, 2], (xx - yy) / _S2],
+        axis=-1,
+    )
+
+
+def lambda2_to_tensor(t) -> np.ndarray:
+    """Inverse of :func:`tensor_to_lambda2`: 5 λ=2 components → symmetric traceless 3×3 tensors."""
+    t = np.asarray(t, dtype=np.float64)
+    if t.shape[-1] != 5:
+        raise InputError(f"λ=2 components must have a last axis of length 5, got {t.shape}")
+    a, b, c, d, e = (t[..., k] for k in range(5))
+    T = np.zeros(t.shape[:-1] + (3, 3))
+    T[..., 0, 1] = T[..., 1, 0] = a / _S2
+    T[..., 1, 2] = T[..., 2, 1] = b / _S2
+    T[..., 0, 2] = T[..., 2, 0] = d / _S2
+    T[..., 0, 0] = -c / _S6 + e / _S2
+    T[..., 1, 1] = -c / _S6 - e / _S2
+    T[..., 2, 2] = 2 * c / _S6
+    return T
+
+
+def split_symmetric_tensor(T):
+    """3×3 tensors → (isotropic part tr(T)/3, shape (n,); λ=2 components, shape (n, 5))."""
+    T = np.asarray(T, dtype=np.float64)
+    return np.trace(T, axis1=-2, axis2=-1) / 3.0, tensor_to_lambda2(T)
+
+
+def join_symmetric_tensor(iso, t2) -> np.ndarray:
+    """Inverse of :func:`split_symmetric_tensor`: iso · I + the traceless tensor of ``t2``."""
+    iso = np.asarray(iso, dtype=np.float64)
+    return iso[..., None, None] * np.eye(3) + lambda2_to_tensor(t2)

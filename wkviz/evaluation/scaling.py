@@ -22,16 +22,13 @@ Notes
   thread).
 * Each hyperparameter set's radial basis and the engine's compiled kernels are prepared in a warm-up and not
   timed: both routes share the basis, and compilation is a one-off.
-* The engine has no argument for a truncated basis, so while a truncated size is measured the engine's
-  ``wkviz.engine.density.radial_basis`` is replaced by one returning :class:`wkviz.engine.features.TruncatedRadialBasis`
-  (the agreement column proves the engine used it). Any other engine call in the process during that time
-  would see the truncated basis too: run this with :data:`wkviz.cache.ENGINE_LOCK` held, as
-  :class:`wkviz.cache.BackgroundJob` does, or with nothing else running.
+* A truncated basis size is given to the engine as ``WignerKernel(hypers, radial_basis=...)``
+  (:func:`truncated_radial_basis`), so other engine calls in the process are not affected; the agreement
+  column proves the engine used it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import time
 import tracemalloc
@@ -40,8 +37,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..engine import features as F
-from ..errors import Cancelled, InputError, MemoryBudgetError
+from ..engine.density import radial_basis
+from ..errors import InputError, MemoryBudgetError
 from ..hypers import Hypers
+from ..runtime import check_cancel
 
 WIGNER = "Wigner kernel"
 FEATURES = "explicit features"
@@ -123,20 +122,20 @@ class CostComparison:
         return rows
 
 
-@contextlib.contextmanager
-def engine_radial_basis(n):
-    """Make the engine expand densities on the first ``n`` optimal radial functions per l (None: all)."""
-    if n is None:
-        yield
-        return
-    import wkviz.engine.density as density
+def truncated_radial_basis(hypers: Hypers, n: int | None):
+    """The optimal radial basis of ``hypers`` cut to its first ``n`` functions per l, for
+    ``WignerKernel(hypers, radial_basis=...)``; None (the engine's own whole basis) when ``n`` is None.
 
-    original = density.radial_basis
-    density.radial_basis = lambda hypers: F.TruncatedRadialBasis(original(hypers), n)
-    try:
-        yield
-    finally:
-        density.radial_basis = original
+    Parameters
+    ----------
+    hypers : Hypers
+    n : int or None
+
+    Returns
+    -------
+    wkviz.engine.features.TruncatedRadialBasis or None
+    """
+    return None if n is None else F.TruncatedRadialBasis(radial_basis(hypers), n)
 
 
 def _measure(fn, *, repeat_below: float = 0.1, repeats: int = 2):
@@ -165,11 +164,6 @@ def _measure(fn, *, repeat_below: float = 0.1, repeats: int = 2):
 def _deviation(k_a: np.ndarray, k_b: np.ndarray) -> float:
     scale = float(np.abs(k_a).max()) or 1.0
     return float(np.abs(k_a - k_b).max() / scale)
-
-
-def _check_cancel(cancel):
-    if cancel is not None and (cancel.is_set() if hasattr(cancel, "is_set") else cancel()):
-        raise Cancelled("cost measurement cancelled")
 
 
 def _gib(b: float) -> str:
@@ -266,7 +260,7 @@ def compare_body_order_cost(frames, hypers: Hypers, *, nu_max: int = 5, n_radial
     # warm-up: the radial basis of every hypers, the engine's plans and compiled kernels, off the clock
     first = frames[:1]
     for nu in sorted({*range(1, nu_max + 1), nu_basis}):
-        _check_cancel(cancel)
+        check_cancel(cancel, "cost measurement")
         WignerKernel(base.replace(nu_max=nu)).compute(first, atomic=True)
     WignerKernel(base.replace(nu_max=nu_basis, nu1_route="exact")).compute(first, atomic=True)
     F.feature_kernels(first, base, nu_max=1, n_radial=1)
@@ -275,9 +269,8 @@ def compare_body_order_cost(frames, hypers: Hypers, *, nu_max: int = 5, n_radial
 
     def wigner(nu, n, route="basis"):
         h = base.replace(nu_max=nu, nu1_route=route)
-        engine = WignerKernel(h)
-        with engine_radial_basis(n if route == "basis" else None):
-            return _measure(lambda: engine.compute(frames, atomic=True, cancel=cancel))
+        engine = WignerKernel(h, radial_basis=truncated_radial_basis(h, n if route == "basis" else None))
+        return _measure(lambda: engine.compute(frames, atomic=True, cancel=cancel))
 
     def explicit(nu, n):
         nr = per_l(n)
@@ -296,7 +289,7 @@ def compare_body_order_cost(frames, hypers: Hypers, *, nu_max: int = 5, n_radial
 
     body, stopped_at = [], None
     for nu in range(1, nu_max + 1):
-        _check_cancel(cancel)
+        check_cancel(cancel, "cost measurement")
         w, tw, mw = wigner(nu, n_body)
         step()
         body.append(dict(nu=nu, route=WIGNER, status="measured", seconds=tw, peak_bytes=mw, estimate_bytes=None,
@@ -318,7 +311,7 @@ def compare_body_order_cost(frames, hypers: Hypers, *, nu_max: int = 5, n_radial
 
     basis = []
     for n in sizes:
-        _check_cancel(cancel)
+        check_cancel(cancel, "cost measurement")
         nr = per_l(n)
         label = "/".join(map(str, nr))
         w, tw, mw = wigner(nu_basis, n)
@@ -331,7 +324,7 @@ def compare_body_order_cost(frames, hypers: Hypers, *, nu_max: int = 5, n_radial
                           features=None, deviation=dev, note=""))
         basis.append(dict(common, route=FEATURES, status="measured" if res is not None else "stopped", seconds=tf,
                           peak_bytes=mf, estimate_bytes=est, features=n_feat, deviation=dev, note=note))
-    _check_cancel(cancel)
+    check_cancel(cancel, "cost measurement")
     w, tw, mw = wigner(nu_basis, None, route="exact")
     step()
     basis.append(dict(n_radial=None, n_radial_per_l="∞ (no basis)", nu=nu_basis, route=EXACT, status="measured",

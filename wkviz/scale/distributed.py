@@ -13,6 +13,11 @@ to the client, which writes them into the store (one writer, so the store needs 
 locking) and records them in the store's manifest. Tasks are submitted in a bounded window, so a request of
 10⁵ tiles never floods the scheduler, and cancelling stops within one poll interval.
 
+Without a cluster. ``scheduler="in-process"`` runs the missing tiles one after another in the calling process,
+with the same engine call, store bookkeeping (run records, resume, cancel) and progress; it needs neither
+``distributed`` nor worker processes. :func:`compute_store` is the app's whole tiled computation: open a store,
+try a local cluster, fall back to this process, read the kernel back when it fits.
+
 Failure. A worker that dies takes its running tile with it; the scheduler re-runs that task elsewhere (dask's
 own retry), and only the returned result is written, so no tile is lost or written twice. An interrupted run
 (cancel flag, exception, killed client) leaves every flushed tile in the store; running the same request on
@@ -35,9 +40,14 @@ import numpy as np
 
 from ..errors import Cancelled, InputError, MemoryBudgetError, WkvizError
 from ..hypers import Hypers
+from ..runtime import check_cancel, is_set
 from .store import KernelStore, kernel_kinds, store_key
 
-__all__ = ["compute_tiles", "TileRun", "local_cluster", "choose_tile_size", "tile_pair_counts", "WORKER_ENV"]
+__all__ = ["compute_tiles", "compute_store", "TileRun", "local_cluster", "choose_tile_size", "tile_pair_counts",
+           "WORKER_ENV", "IN_PROCESS"]
+
+#: ``scheduler`` value of :func:`compute_tiles` that runs the tiles in the calling process, without Dask.
+IN_PROCESS = "in-process"
 
 # Environment of LocalCluster workers: one thread for every threaded runtime, since parallelism comes from
 # the worker processes (Numba's parallel loops inside N processes on N cores would oversubscribe them).
@@ -83,12 +93,7 @@ def _tile_task(hypers_json: str, frames_i, frames_j, tensor_rank, memory_budget:
         res = engine.compute(frames_i, frames_j, tensor_rank=tensor_rank)
     finally:
         numba.set_num_threads(previous)
-    out = {"K": res.K}
-    if res.K_vector is not None:
-        out["K_vector"] = res.K_vector
-    if res.K_tensor is not None:
-        out["K_tensor"] = res.K_tensor
-    return {"arrays": out, "n_pairs": int(res.n_pairs), "seconds": time.perf_counter() - start,
+    return {"arrays": _tile_arrays(res), "n_pairs": int(res.n_pairs), "seconds": time.perf_counter() - start,
             "pid": os.getpid()}
 
 
@@ -243,12 +248,6 @@ def _client_for(client, scheduler, n_workers):
             c.close()
 
 
-def _is_set(cancel) -> bool:
-    if cancel is None:
-        return False
-    return bool(cancel.is_set() if hasattr(cancel, "is_set") else cancel())
-
-
 def _worker_threads(client) -> int:
     try:
         info = client.scheduler_info()
@@ -262,7 +261,8 @@ def compute_tiles(frames_A, frames_B=None, *, hypers: Hypers | None = None, stor
                   memory_budget: int = 2 * 2**30, worker_memory_budget: int | None = None, assemble: bool = True,
                   progress=None, cancel=None, max_in_flight: int | None = None,
                   numba_threads: int = 1) -> TileRun:
-    """Compute a kernel request tile by tile on a Dask cluster, streaming tiles into a kernel store.
+    """Compute a kernel request tile by tile on a Dask cluster (or in this process), streaming tiles into a
+    kernel store.
 
     Parameters
     ----------
@@ -275,8 +275,10 @@ def compute_tiles(frames_A, frames_B=None, *, hypers: Hypers | None = None, stor
         temporary store, deleted after assembly.
     client : distributed.Client, optional
         Use this client; otherwise one is made from ``scheduler``.
-    scheduler : "local" or str
-        ``"local"``: a LocalCluster of ``n_workers`` processes for this call; otherwise a scheduler address.
+    scheduler : "local", "in-process" or str
+        ``"local"``: a LocalCluster of ``n_workers`` processes for this call; ``"in-process"``
+        (:data:`IN_PROCESS`): the missing tiles one after another in this process, with all its Numba threads and
+        without ``distributed``; otherwise a scheduler address.
     n_workers : int
         Workers of the local cluster (ignored with ``client`` or an address).
     tile_size : int, optional
@@ -305,7 +307,9 @@ def compute_tiles(frames_A, frames_B=None, *, hypers: Hypers | None = None, stor
     TileRun
     """
     start = time.perf_counter()
-    _require_distributed()
+    here = client is None and str(scheduler).lower() == IN_PROCESS
+    if not here:
+        _require_distributed()
     hypers = Hypers() if hypers is None else hypers
     if not isinstance(hypers, Hypers):
         raise InputError("hypers must be a wkviz.Hypers instance")
@@ -340,15 +344,19 @@ def compute_tiles(frames_A, frames_B=None, *, hypers: Hypers | None = None, stor
     try:
         # A mismatched store or a too-big request is refused before a cluster is started, whenever the
         # number of workers (for the default tile size) is known without connecting.
-        local = client is None and (scheduler is None or str(scheduler).lower() == "local")
+        local = client is None and (scheduler is None or str(scheduler).lower() in ("local", IN_PROCESS))
         if client is not None or local:
             store = open_store(_worker_threads(client) if client is not None else int(n_workers))
-        with _client_for(client, scheduler, n_workers) as cl:
-            workers = _worker_threads(cl)
-            store = open_store(workers)
-            run = _run_tiles(cl, store, frames_A, frames_B, hypers, ranks, worker_memory_budget, progress, cancel,
-                             max_in_flight or max(2, 2 * workers), numba_threads, workers,
-                             scheduler if client is None else "client")
+        if here:
+            workers = 1
+            run = _run_tiles_here(store, frames_A, frames_B, hypers, ranks, worker_memory_budget, progress, cancel)
+        else:
+            with _client_for(client, scheduler, n_workers) as cl:
+                workers = _worker_threads(cl)
+                store = open_store(workers)
+                run = _run_tiles(cl, store, frames_A, frames_B, hypers, ranks, worker_memory_budget, progress,
+                                 cancel, max_in_flight or max(2, 2 * workers), numba_threads, workers,
+                                 scheduler if client is None else "client")
         result = None
         if assemble and store.output_bytes() <= memory_budget:
             result = store.to_result()
@@ -363,18 +371,92 @@ def compute_tiles(frames_A, frames_B=None, *, hypers: Hypers | None = None, stor
             tmpdir.cleanup()
 
 
+class _Tally:
+    """What a run computed, written into the store tile by tile, with progress and ETA after every tile."""
+
+    def __init__(self, store: KernelStore, todo: list, progress):
+        self.store, self.todo, self.progress = store, todo, progress
+        self.out = {"computed": 0, "reused": store.n_tiles - len(todo), "n_pairs": 0, "task_seconds": 0.0,
+                    "first_tile": None}
+        self.t0 = time.perf_counter()
+
+    def add(self, bi: int, bj: int, res: dict) -> None:
+        """Write the result of :func:`_tile_task` for tile (bi, bj) and report progress."""
+        out, store = self.out, self.store
+        store.write_tile(bi, bj, res["arrays"])
+        out["computed"] += 1
+        # an off-diagonal tile of a symmetric request stands for its mirror tile too
+        out["n_pairs"] += res["n_pairs"] * (2 if store.symmetric and bi != bj else 1)
+        out["task_seconds"] += res["seconds"]
+        if out["first_tile"] is None:
+            out["first_tile"] = time.perf_counter() - self.t0
+        if self.progress is not None:
+            frac = (out["reused"] + out["computed"]) / store.n_tiles
+            elapsed = time.perf_counter() - self.t0
+            self.progress(frac, elapsed * (len(self.todo) - out["computed"]) / out["computed"])
+
+
+@contextlib.contextmanager
+def _run_record(store: KernelStore, **info):
+    """A run record in the store's manifest (and its writer lock), closed with how the run ended."""
+    run_id = store.begin_run(**info)
+    status = "failed"
+    try:
+        yield run_id
+        status = "finished"
+    except Cancelled:
+        status = "cancelled"
+        raise
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        store.end_run(status)
+
+
+def _tile_arrays(res) -> dict:
+    out = {"K": res.K}
+    if res.K_vector is not None:
+        out["K_vector"] = res.K_vector
+    if res.K_tensor is not None:
+        out["K_tensor"] = res.K_tensor
+    return out
+
+
+def _run_tiles_here(store: KernelStore, frames_A, frames_B, hypers, ranks, memory_budget, progress,
+                    cancel) -> dict:
+    """The missing tiles one after another in this process, with the engine call a worker makes."""
+    from ..engine.kernels import WignerKernel
+
+    todo = store.missing_tiles()
+    tally = _Tally(store, todo, progress)
+    if not todo:
+        return tally.out
+    engine = WignerKernel(hypers, memory_budget=memory_budget)
+    frames_B = frames_A if frames_B is None else frames_B
+    with _run_record(store, workers=1, scheduler="in-process (no cluster)", tiles_missing=len(todo)):
+        for bi, bj in todo:
+            check_cancel(cancel, "tiled kernel computation")
+            t0 = time.perf_counter()
+            rows = frames_A[store.tile_rows(bi)]
+            # a diagonal tile of a symmetric store is itself a symmetric request, as on the workers
+            cols = None if store.symmetric and bi == bj else frames_B[store.tile_cols(bj)]
+            res = engine.compute(rows, cols, tensor_rank=ranks, cancel=cancel)
+            tally.add(bi, bj, {"arrays": _tile_arrays(res), "n_pairs": int(res.n_pairs),
+                               "seconds": time.perf_counter() - t0})
+    return tally.out
+
+
 def _run_tiles(client, store: KernelStore, frames_A, frames_B, hypers, ranks, memory_budget, progress, cancel,
                window, numba_threads, workers, scheduler_label) -> dict:
     from distributed import wait
 
     todo = store.missing_tiles()
-    total = store.n_tiles
-    reused = total - len(todo)
-    out = {"computed": 0, "reused": reused, "n_pairs": 0, "task_seconds": 0.0, "first_tile": None}
+    tally = _Tally(store, todo, progress)
     if progress is not None:
-        progress(reused / total, None)
+        progress(tally.out["reused"] / store.n_tiles, None)
     if not todo:
-        return out
+        return tally.out
 
     # Blocks of structures travel inside the task specification rather than as scattered data: the scheduler
     # then holds everything a task needs, so a task whose worker died can be re-run anywhere (scattered data
@@ -386,12 +468,11 @@ def _run_tiles(client, store: KernelStore, frames_A, frames_B, hypers, ranks, me
     col_blocks = {bj: light_B[bj * t:(bj + 1) * t] for bj in sorted({bj for _, bj in todo})}
 
     hjson = hypers.to_json()
-    run_id = store.begin_run(workers=workers, scheduler=str(scheduler_label), tiles_missing=len(todo))
-    status = "failed"
     pending = {}
     queue = list(todo)
-    t0 = time.perf_counter()
-    try:
+    tally.t0 = time.perf_counter()  # the ETA counts from the first submission
+    with _run_record(store, workers=workers, scheduler=str(scheduler_label), tiles_missing=len(todo)) as run_id, \
+            _cancel_on_exit(pending):
         while queue or pending:
             while queue and len(pending) < window:
                 bi, bj = queue.pop(0)
@@ -400,7 +481,7 @@ def _run_tiles(client, store: KernelStore, frames_A, frames_B, hypers, ranks, me
                                     memory_budget, numba_threads, key=f"wkviz-tile-{run_id}-{bi}-{bj}",
                                     pure=False, retries=2)
                 pending[fut] = (bi, bj)
-            if _is_set(cancel):
+            if is_set(cancel):
                 raise Cancelled("tiled kernel computation cancelled")
             try:
                 done, _ = wait(list(pending), timeout=_POLL_SECONDS, return_when="FIRST_COMPLETED")
@@ -408,30 +489,105 @@ def _run_tiles(client, store: KernelStore, frames_A, frames_B, hypers, ranks, me
                 continue
             for fut in done:
                 bi, bj = pending.pop(fut)
-                res = fut.result()  # re-raises the task's exception (bad input) on the client
-                store.write_tile(bi, bj, res["arrays"])
-                out["computed"] += 1
-                # an off-diagonal tile of a symmetric request stands for its mirror tile too
-                out["n_pairs"] += res["n_pairs"] * (2 if store.symmetric and bi != bj else 1)
-                out["task_seconds"] += res["seconds"]
-                if out["first_tile"] is None:
-                    out["first_tile"] = time.perf_counter() - t0
-                if progress is not None:
-                    frac = (reused + out["computed"]) / total
-                    elapsed = time.perf_counter() - t0
-                    eta = elapsed * (len(todo) - out["computed"]) / out["computed"]
-                    progress(frac, eta)
-                if _is_set(cancel) and (queue or pending):
+                tally.add(bi, bj, fut.result())  # result() re-raises the task's exception (bad input) here
+                if is_set(cancel) and (queue or pending):
                     raise Cancelled("tiled kernel computation cancelled")
-        status = "finished"
-    except Cancelled:
-        status = "cancelled"
-        raise
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
+    return tally.out
+
+
+@contextlib.contextmanager
+def _cancel_on_exit(pending: dict):
+    # queued tasks die with the run, however it ends (before its record is closed)
+    try:
+        yield
     finally:
         for fut in pending:
             fut.cancel()
-        store.end_run(status)
-    return out
+
+
+def compute_store(frames, hypers: Hypers, path, *, tensor_rank=0, n_workers: int = 2,
+                  memory_budget: int = 2 * 2**30, progress=None, cancel=None):
+    """The symmetric kernel of ``frames`` as tiles in the store at ``path``: on a local cluster if one starts,
+    in this process otherwise.
+
+    Opens (or creates) the store; if tiles are missing, starts a :func:`local_cluster` of ``n_workers``
+    single-threaded workers and runs :func:`compute_tiles` on it, shutting the cluster down when the call ends
+    (finished, cancelled or failed). If the cluster cannot be started, the missing tiles are computed in this
+    process instead (``scheduler="in-process"``), into the same store, and the returned information says why. A
+    complete store is read back without starting anything. The tile size of a new store follows ``n_workers``
+    whichever way the tiles run, so a store has one layout.
+
+    Parameters
+    ----------
+    frames : sequence of ase.Atoms
+    hypers : Hypers
+    path : str or Path
+        The store's directory (new, empty, or holding this very request).
+    tensor_rank : int or tuple
+        As in :func:`compute_tiles` (atomic kernels are not tiled).
+    n_workers : int
+        Workers of the local cluster.
+    memory_budget : int
+        Bytes: the engine's budget in every tile, and the largest kernel read back into memory.
+    progress, cancel
+        As in :func:`compute_tiles`; a cancelled run keeps its finished tiles and the next call resumes.
+
+    Returns
+    -------
+    result : KernelResult or None
+        The whole kernel, or None when it exceeds ``memory_budget`` (it is complete in the store then).
+    info : dict
+        ``path``, ``tiles_total``, ``tiles_reused``, ``tiles_computed``, ``tile_size``, ``where`` (a sentence),
+        ``fallback`` (why no cluster, or None), ``worker_pids`` (of the cluster, all shut down on return),
+        ``timings``, ``seconds``, ``in_memory``.
+    """
+    from ..engine.kernels import WignerKernel
+
+    start = time.perf_counter()
+    frames = list(frames)
+    try:
+        store = KernelStore.open(path, frames, hypers=hypers, tensor_rank=tensor_rank,
+                                 tile_size=choose_tile_size(len(frames), None, n_workers))
+    except OSError as exc:
+        raise InputError(f"cannot create the kernel store at {path} ({exc.strerror or exc}); choose a directory "
+                         "you can write to") from None
+    info = {"path": str(path), "tiles_total": store.n_tiles, "tiles_reused": store.n_done, "tiles_computed": 0,
+            "tile_size": store.tile_size, "fallback": None, "worker_pids": [], "timings": {}}
+    if store.complete:
+        info["where"] = "with nothing to compute: every tile was already in the store"
+    else:
+        with contextlib.ExitStack() as stack:  # closes the cluster however the call ends
+            client = None
+            t0 = time.perf_counter()
+            try:
+                # local_cluster keeps its workers from re-running the caller's __main__ (a Streamlit page)
+                client = stack.enter_context(local_cluster(n_workers))
+            except Exception as exc:  # noqa: BLE001 - any failure to start a cluster falls back to this process
+                info["fallback"] = f"{type(exc).__name__}: {exc}".strip()
+            if client is not None:
+                with contextlib.suppress(Exception):  # only reported, so the caller can say they were shut down
+                    info["worker_pids"] = sorted(int(p) for p in client.run(os.getpid).values())
+                info["timings"]["cluster start-up"] = time.perf_counter() - t0
+                run = compute_tiles(frames, hypers=hypers, store=store, client=client, tensor_rank=tensor_rank,
+                                    memory_budget=memory_budget, assemble=False, progress=progress, cancel=cancel)
+                info["where"] = (f"on a local Dask cluster of {run.workers} single-threaded worker processes, "
+                                 "shut down when the job ended")
+            else:
+                run = compute_tiles(frames, hypers=hypers, store=store, scheduler=IN_PROCESS,
+                                    tensor_rank=tensor_rank, memory_budget=memory_budget, assemble=False,
+                                    progress=progress, cancel=cancel)
+                info["where"] = ("in this process, one tile after another, because a local Dask cluster could not "
+                                 f"be started ({info['fallback']})")
+            info["tiles_computed"] = run.tiles_computed
+            info["timings"]["tiles"] = time.perf_counter() - t0
+    result = None
+    if store.output_bytes() <= memory_budget:
+        t0 = time.perf_counter()
+        result = store.to_result()
+        info["timings"]["read from the store"] = time.perf_counter() - t0
+        result.seconds = time.perf_counter() - start
+        result.n_pairs = WignerKernel(hypers).estimate(frames)["n_pairs"]  # pairs the kernel represents
+        result.timings = dict(info["timings"])
+    info["seconds"] = time.perf_counter() - start
+    info["in_memory"] = result is not None
+    return result, info
