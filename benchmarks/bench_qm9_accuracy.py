@@ -38,9 +38,9 @@ import numpy as np
 
 from wkviz import Hypers
 from wkviz.data import load_qm9, load_qm9_split
-from wkviz.evaluation import learning_curve, log_grid
+from wkviz.evaluation import compare_models, learning_curve, log_grid
 from wkviz.engine.kernels import WignerKernel
-from wkviz.models import KernelSet, TargetData, compare_models
+from wkviz.models import KernelSet, TargetData
 
 EV_TO_MEV = 1000.0
 # model parameters of every fit, as `python -m wkviz fit` (set from --weights / --selection)

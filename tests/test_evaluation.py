@@ -77,6 +77,7 @@ def synthetic_task(n=150, seed=0):
     return K, y
 
 
+@pytest.mark.slow
 def test_learning_curve_decreases_on_a_learnable_target(tmp_path):
     K, y = synthetic_task()
     curve = learning_curve(K, y, [15, 30, 60, 110], repeats=2, test_size=40, seed=1)

@@ -14,9 +14,11 @@ from wkviz.models import ScalarRegressor
 from wkviz.models.sparse import (
     SparseKernelRidge,
     SparseScalarRegressor,
+    fit_sparse,
     fps,
     select_active,
     select_active_environments,
+    sparse_estimate,
     sparse_kernels,
 )
 
@@ -159,6 +161,11 @@ def test_estimator_conventions_and_input_errors(data):
     assert model.predict(_block(K, data["te"], act)).shape == (30,)
     with pytest.raises(InputError, match="do not match"):
         SparseKernelRidge().fit(_block(K, tr, act), _block(K, tr, tr), y[tr])
+    # the exact model's parameter check: the same messages
+    with pytest.raises(InputError, match="regularization must be a positive number"):
+        SparseKernelRidge(regularization=0.0).fit(_block(K, tr, act), _block(K, act, act), y[tr])
+    with pytest.raises(InputError, match="larger nu_max"):
+        SparseKernelRidge(nus=(9,)).fit(_block(K, tr, act), _block(K, act, act), y[tr])
     with pytest.raises(InputError, match="active"):
         model.predict(_block(K, data["te"], tr))
     with pytest.raises(InputError, match="K_diag"):
@@ -258,3 +265,32 @@ def test_environment_kernels_are_the_atom_kernel_columns_for_any_batching():
         sparse_kernels(frames, [n], H, kind="environments")
     with pytest.raises(InputError, match="batch"):
         sparse_kernels(frames, act, H, kind="environments", batch=0)
+
+
+def test_fit_sparse_is_the_selection_kernels_and_fit_by_hand(data):
+    frames = [a.copy() for a in data["frames"][:40]]
+    for a, y in zip(frames, data["y"]):
+        a.info["E_pair"] = y
+    train, test = np.arange(30), np.arange(30, 40)
+    K = data["K"][:, :40][:, :, :40]
+    K_diag = np.einsum("vii->vi", K[:, test][:, :, test])
+    fit = fit_sparse(frames, "E_pair", train, test, hypers=H, n_active=12, K_diag=K_diag)
+    tr, te = [frames[i] for i in train], [frames[i] for i in test]
+    active = select_active(tr, 12, H, seed=0)
+    k = sparse_kernels(tr, active, H, frames_test=te)
+    counts, species = composition_counts(frames)
+    model = SparseScalarRegressor().fit(k["K_NM"], k["K_MM"], data["y"][train], counts=counts[train], species=species)
+    pred, std = model.predict(k["K_TM"], counts=counts[test], species=species, K_diag=K_diag, return_std=True)
+    np.testing.assert_array_equal(fit.active, active)
+    np.testing.assert_allclose(fit.pred, pred, rtol=1e-12)
+    np.testing.assert_allclose(fit.std, std, rtol=1e-12)
+    np.testing.assert_allclose(fit.test.values, data["y"][test])
+    assert fit.kernel_seconds <= fit.seconds
+    with pytest.raises(InputError, match="active points"):
+        fit_sparse(frames, "E_pair", train, test, hypers=H, n_active=12, active_kind="atoms")
+    cost = sparse_estimate(tr, te, 12, "structures", H)
+    assert cost["n_active"] == 12 and cost["n_train"] == 30 and cost["n_test"] == 10
+    assert 0 < cost["pairs_sparse"] < cost["pairs_exact"]
+    env = sparse_estimate(tr, te, 12, "environments", H)
+    assert 0 < env["pairs_sparse"] < cost["pairs_sparse"]
+

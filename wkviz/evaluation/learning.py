@@ -1,4 +1,4 @@
-"""Metrics, grouped errors and learning curves for models on Wigner kernels.
+"""Metrics, grouped errors, model comparisons and learning curves for models on Wigner kernels.
 
 Learning curves are computed from ONE kernel matrix over all structures: every training and test set is a
 sub-block of it (:meth:`wkviz.models.KernelSet.subset`), so no kernel is recomputed. For every repeat a random
@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError
-from ..models import KernelSet, TargetData, check_cancel, fit_predict, standard_models
+from ..models import KernelSet, TargetData, fit_predict, standard_models
+from ..runtime import check_cancel
 
 __all__ = [
     "Metrics",
@@ -32,6 +33,7 @@ __all__ = [
     "loglog_slope",
     "LC_COLUMNS",
     "format_summary",
+    "compare_models",
 ]
 
 LC_COLUMNS = ("model", "n_train", "repeat", "mae", "rmse")
@@ -419,3 +421,32 @@ def format_summary(curve: LearningCurve) -> str:
     lines.append("log–log slopes of the MAE: " + ", ".join(
         f"{m} {s:+.2f}" if math.isfinite(s) else f"{m} n/a" for m, s in slopes.items()))
     return "\n".join(lines)
+
+
+def compare_models(train_kernels: KernelSet, train: TargetData, test_kernels: KernelSet, test: TargetData, *,
+                   models=None, intensive: bool = False, cancel=None, **params) -> list[dict]:
+    """Fit every baseline and the mixed model on ``train``, score them on ``test``.
+
+    ``models`` defaults to :func:`wkviz.models.standard_models` (composition, each single ν — ν=2 being the
+    SOAP-equivalent kernel with the exact normalisation — and mixed). Returns one row per model: ``model``,
+    ``mae``, ``rmse``, ``max_error``, ``r2`` (test, components pooled, :func:`metrics`), ``cv_mae``, ``cv_rmse``
+    (training CV), ``weights`` ({ν: relative weight}), ``seconds``.
+    """
+    if test.values is None:
+        raise InputError("comparing models needs the test target values")
+    names = standard_models(train_kernels.nu_max, train.kind) if models is None else list(models)
+    rows = []
+    for name in names:
+        check_cancel(cancel)
+        start = time.perf_counter()
+        pred, est = fit_predict(train_kernels, train, test_kernels, test, model=name, intensive=intensive,
+                                cancel=cancel, **params)
+        core = est.model_
+        m = metrics(test.values, pred)
+        rows.append({
+            "model": name, "mae": m.mae, "rmse": m.rmse, "max_error": m.max_error, "r2": m.r2,
+            "cv_mae": float(core.cv_mae_), "cv_rmse": float(core.cv_rmse_),
+            "weights": {int(nu): float(core.weights_[nu]) for nu in core.nus_},
+            "seconds": time.perf_counter() - start,
+        })
+    return rows

@@ -20,24 +20,18 @@ model of :class:`wkviz.models.MixedKernelRidge`. Predictive variance (projected 
 
 σ_f² the maximum-likelihood signal scale rᵀ(Q + λI)⁻¹r / N with Q = Φ Φᵀ.
 
-Hyperparameters are those of the exact model — the same weight families (``"exponential"``, ``"free"`` or
-fixed), the same per-element baseline, the same grouped k folds (same seed → same folds), the same CV loss —
-and are searched the same way in spirit: a coarse grid of weight *shapes*, then a local refinement. Because
-only one eigendecomposition per fold is needed for all overall scales of a given shape, the overall
-signal-to-noise ratio is optimised exactly for every shape (a profile), and the shape is refined by
+Hyperparameters are those of the exact model — the same parameter check, weight families (``"exponential"``,
+``"free"`` or fixed), per-element baseline, grouped k folds (same seed → same folds) and CV loss, all from
+:mod:`wkviz.models.ridge` — and are searched the same way in spirit: a coarse grid of weight *shapes*, then a
+local refinement. Because only one eigendecomposition per fold is needed for all overall scales of a given shape,
+the overall signal-to-noise ratio is optimised exactly for every shape (a profile), and the shape is refined by
 Nelder–Mead on that profile.
 
-Active points are structures (K_NM = structure kernel to M structures) or atomic environments (K_NM[A, m] =
-Σ_{i∈A} k(i, m), the sum kernel between a structure and one environment, K_MM the atom kernel among the active
-environments; :func:`sparse_kernels`). The estimator does not care which: both are the projected process of the
-same sum-kernel GP, and with *every* training environment active the environment model is again the exact model
-(P K_AA K_AA⁺ K_AA Pᵀ = P K_AA Pᵀ = K_NN for the atom-to-structure sum P).
-
-Active structures are chosen by farthest-point sampling (:func:`fps`) in the metric of explicit ν = 2
-(power-spectrum, SOAP-equivalent) features per atom (:func:`selection_features`), which costs O(N) and no
-kernel. skmatter's FPS works on explicit feature matrices too, but skmatter 0.4 pins scikit-learn < 1.9 (it
-would downgrade this project's scikit-learn) and gives nothing the 20 lines of :func:`fps` do not; the kernel
-metric variant (``K=``) covers precomputed kernels, which skmatter does not take.
+With *every* training environment active the environment model is again the exact model
+(P K_AA K_AA⁺ K_AA Pᵀ = P K_AA Pᵀ = K_NN for the atom-to-structure sum P). The active points, their kernels and
+their cost (:func:`fps`, :func:`select_active`, :func:`select_active_environments`, :func:`sparse_kernels`,
+:func:`sparse_estimate`) are in :mod:`wkviz.models.active` and re-exported here; :func:`fit_sparse` runs the
+whole task (select, compute the kernels, fit, predict) for the CLI-less callers (the app).
 """
 
 from __future__ import annotations
@@ -45,6 +39,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
@@ -53,26 +48,34 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ..errors import InputError
-from .core import (
-    CV_LOSSES,
-    WEIGHT_MODES,
-    ScalarRegressor,
-    _align_columns,
-    _as_kernel_stack,
-    _as_target,
-    _blas_threads,
-    _fit_baseline,
-    _fold_residuals,
-    _make_folds,
-    _mix,
-    _store_weights,
-    _warn_unrepresented,
-    _weight_family,
-    _WeightParam,
-    check_cancel,
+from ..runtime import blas_threads, check_cancel
+from .active import (
+    ACTIVE_KINDS,
+    environment_features,
+    fps,
+    select_active,
+    select_active_environments,
+    selection_features,
+    sparse_estimate,
+    sparse_kernels,
 )
+from .ridge import (
+    WeightParam,
+    as_kernel_stack,
+    as_target,
+    check_params,
+    fit_baseline,
+    fold_residuals,
+    make_folds,
+    mix_kernels,
+    store_weights,
+    weight_family,
+)
+from .targets import ScalarRegressor, align_columns, warn_unrepresented
+from .tasks import TargetData, model_nus
 
 __all__ = [
+    "ACTIVE_KINDS",
     "fps",
     "selection_features",
     "environment_features",
@@ -81,6 +84,9 @@ __all__ = [
     "SparseKernelRidge",
     "SparseScalarRegressor",
     "sparse_kernels",
+    "sparse_estimate",
+    "SparseFit",
+    "fit_sparse",
 ]
 
 # Relative eigenvalue floor of K_MM: directions below it carry no information the data could constrain.
@@ -89,315 +95,13 @@ _RCOND = 1e-10
 _PROFILE_GRID = np.log(10.0) * np.arange(-4.0, 9.5, 1.0)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# farthest-point sampling
-# ----------------------------------------------------------------------------------------------------------------
-def fps(X=None, n_select: int = 10, *, K=None, seed: int = 0, first: int | None = None):
-    """Farthest-point sampling: each new point is the one farthest from those already chosen.
-
-    Parameters
-    ----------
-    X : ndarray of shape (n, d), optional
-        Explicit features (Euclidean distance).
-    n_select : int
-        Points to select (1..n).
-    K : ndarray of shape (n, n), optional
-        Kernel instead of features: d²(i, j) = K_ii + K_jj − 2 K_ij.
-    seed : int
-        Chooses the first point when ``first`` is not given.
-    first : int, optional
-        Index of the first point.
-
-    Returns
-    -------
-    idx : ndarray of int, shape (n_select,)
-        Selected indices in selection order (every prefix is an FPS subset).
-    radius : ndarray of shape (n_select,)
-        Distance of each selected point to the earlier ones when it was chosen (non-increasing after the first,
-        which gets ``inf``): the covering radius of the prefix.
-    """
-    if (X is None) == (K is None):
-        raise InputError("fps needs exactly one of X (features) or K (kernel)")
-    if X is not None:
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2:
-            raise InputError(f"fps features must be a 2-D array (n, d), got shape {X.shape}")
-        n = X.shape[0]
-        sq = np.einsum("ij,ij->i", X, X)
-
-        def dist2(j):
-            return sq + sq[j] - 2.0 * (X @ X[j])
-    else:
-        K = np.asarray(K, dtype=np.float64)
-        if K.ndim != 2 or K.shape[0] != K.shape[1]:
-            raise InputError(f"fps needs a square kernel (n, n), got shape {K.shape}")
-        n = K.shape[0]
-        diag = np.diag(K).copy()
-
-        def dist2(j):
-            return diag + diag[j] - 2.0 * K[j]
-    n_select = int(n_select)
-    if not 1 <= n_select <= n:
-        raise InputError(f"cannot select {n_select} points out of {n}; choose between 1 and {n}")
-    if not np.all(np.isfinite(X if X is not None else K)):
-        raise InputError("fps input contains NaN or infinite values")
-    j = int(np.random.default_rng(seed).integers(n)) if first is None else int(first)
-    idx = np.empty(n_select, dtype=np.int64)
-    radius = np.empty(n_select)
-    idx[0], radius[0] = j, np.inf
-    mind = np.maximum(dist2(j), 0.0)
-    mind[j] = -1.0
-    for k in range(1, n_select):
-        j = int(np.argmax(mind))
-        idx[k], radius[k] = j, math.sqrt(max(mind[j], 0.0))
-        mind = np.minimum(mind, np.maximum(dist2(j), 0.0))
-        mind[idx[: k + 1]] = -1.0
-    return idx, radius
-
-
-def selection_features(frames, hypers, *, n_radial: int = 4, per_atom: bool = True, batch: int = 1000,
-                       species=None) -> np.ndarray:
-    """Explicit structure features for choosing active structures: ν = 2 power spectra of every centre,
-    summed per structure and centre element (``per_atom``: divided by the number of atoms).
-
-    Their dot product is the ν = 2 (SOAP-equivalent) sum kernel of :mod:`wkviz.engine.kernels` up to the constant 8π²
-    and the radial truncation (``n_radial`` optimal functions per l), which is all a selection needs; the cost
-    is linear in the number of structures.
-
-    Parameters
-    ----------
-    frames : sequence of ase.Atoms
-    hypers : Hypers
-    n_radial : int
-        Optimal radial functions kept per l.
-    per_atom : bool
-        Mean instead of sum over atoms, so that the selection spreads over chemistry rather than size.
-    batch : int
-        Structures per batch (bounds the memory of the per-atom features).
-    species : sequence of int, optional
-        Elements to use as channels and centre blocks (default: all present).
-
-    Returns
-    -------
-    ndarray of shape (n_structures, n_features)
-    """
-    from ..engine.features import body_ordered_features, density_features
-
-    frames = list(frames)
-    if species is None:
-        species = np.unique(np.concatenate([np.asarray(a.numbers) for a in frames]))
-    species = np.asarray(species, dtype=np.int64)
-    blocks = []
-    for s in range(0, len(frames), batch):
-        part = frames[s:s + batch]
-        dens = density_features(part, hypers, n_radial=n_radial, species=species)
-        inv = body_ordered_features(dens, 2).invariants[2]
-        X = np.zeros((len(part), len(species), inv.shape[1]))
-        zpos = np.searchsorted(species, dens.numbers)
-        np.add.at(X, (dens.structure, zpos), inv)
-        X = X.reshape(len(part), -1)
-        if per_atom:
-            X /= np.array([len(a) for a in part], dtype=np.float64)[:, None]
-        blocks.append(X)
-    return np.concatenate(blocks, axis=0)
-
-
-def select_active(frames, n_active: int, hypers, *, seed: int = 0, method: str = "fps", n_radial: int = 4):
-    """Indices of ``n_active`` active structures among ``frames``.
-
-    ``method="fps"``: farthest-point sampling on :func:`selection_features`; ``"random"``: a seeded random
-    draw (the baseline FPS is compared with in ``benchmarks/bench_sparse.py``).
-    """
-    n = len(frames)
-    n_active = int(n_active)
-    if not 1 <= n_active <= n:
-        raise InputError(f"n_active must be between 1 and the {n} training structures, got {n_active}")
-    if method == "random":
-        return np.sort(np.random.default_rng(seed).choice(n, size=n_active, replace=False))
-    if method != "fps":
-        raise InputError(f"active-set method must be 'fps' or 'random', got {method!r}")
-    idx, _ = fps(selection_features(frames, hypers, n_radial=n_radial), n_active, seed=seed)
-    return idx
-
-
-def environment_features(frames, hypers, *, n_radial: int = 4, batch: int = 1000):
-    """ν = 2 power spectrum of every atomic environment (atoms of all structures in order) and its element.
-
-    Returns
-    -------
-    X : ndarray of shape (n_atoms_total, n_features)
-    numbers : ndarray of int, shape (n_atoms_total,)
-    """
-    from ..engine.features import body_ordered_features, density_features
-
-    frames = list(frames)
-    species = np.unique(np.concatenate([np.asarray(a.numbers) for a in frames]))
-    X, Z = [], []
-    for s in range(0, len(frames), batch):
-        dens = density_features(frames[s:s + batch], hypers, n_radial=n_radial, species=species)
-        X.append(body_ordered_features(dens, 2).invariants[2])
-        Z.append(dens.numbers)
-    return np.concatenate(X, axis=0), np.concatenate(Z)
-
-
-def _allocate(n_active, sizes):
-    """Split n_active over groups proportionally to their sizes (largest remainder), ≥ 1 per group, ≤ size."""
-    sizes = np.asarray(sizes, dtype=np.int64)
-    if n_active < len(sizes):
-        raise InputError(f"{n_active} active environments cannot cover the {len(sizes)} elements present; "
-                         f"use at least {len(sizes)}")
-    share = n_active * sizes / sizes.sum()
-    alloc = np.maximum(1, np.floor(share).astype(np.int64))
-    alloc = np.minimum(alloc, sizes)
-    while alloc.sum() < n_active:
-        room = alloc < sizes
-        k = int(np.argmax(np.where(room, share - alloc, -np.inf)))
-        alloc[k] += 1
-    while alloc.sum() > n_active:
-        k = int(np.argmax(np.where(alloc > 1, alloc - share, -np.inf)))
-        alloc[k] -= 1
-    return alloc
-
-
-def select_active_environments(frames, n_active: int, hypers, *, seed: int = 0, method: str = "fps",
-                               n_radial: int = 4):
-    """Global atom indices (atoms of all ``frames`` in order) of ``n_active`` active environments.
-
-    Environments of different elements never share a kernel, so the active set is split over the elements in
-    proportion to their number of atoms (at least one each) and each element's share is chosen by FPS on the
-    ν = 2 power spectra (:func:`environment_features`) or at random (``method="random"``).
-    """
-    n_total = sum(len(a) for a in frames)
-    n_active = int(n_active)
-    if not 1 <= n_active <= n_total:
-        raise InputError(f"n_active must be between 1 and the {n_total} training environments, got {n_active}")
-    if method not in ("fps", "random"):
-        raise InputError(f"active-set method must be 'fps' or 'random', got {method!r}")
-    numbers = np.concatenate([np.asarray(a.numbers) for a in frames])
-    X = environment_features(frames, hypers, n_radial=n_radial)[0] if method == "fps" else None
-    elements, sizes = np.unique(numbers, return_counts=True)
-    rng = np.random.default_rng(seed)
-    out = []
-    for z, m in zip(elements, _allocate(n_active, sizes)):
-        idx = np.flatnonzero(numbers == z)
-        if method == "random":
-            out.append(np.sort(rng.choice(idx, size=int(m), replace=False)))
-        else:
-            out.append(idx[fps(X[idx], int(m), seed=seed)[0]])
-    return np.concatenate(out)
-
-
-def sparse_kernels(frames, active, hypers, *, kind: str = "structures", frames_test=None, engine=None,
-                   batch: int | None = None, progress=None, cancel=None):
-    """The kernels a sparse model needs: training-vs-active, active-vs-active and test-vs-active.
-
-    Parameters
-    ----------
-    frames : sequence of ase.Atoms
-        Training structures (N).
-    active : array of int
-        ``kind="structures"``: indices of active structures in ``frames``; ``"environments"``: global atom
-        indices (atoms of ``frames`` in order, :func:`select_active_environments`).
-    hypers : Hypers
-    kind : {"structures", "environments"}
-    frames_test : sequence of ase.Atoms, optional
-        Also the test-vs-active kernel.
-    engine : WignerKernel, optional
-        Engine to use (memory budget); a default one otherwise.
-    batch : int, optional
-        Environments only: training structures per engine call. By default the calls are as large as the
-        engine's memory budget allows for their atom kernels (atoms × M, half the budget).
-    progress : callable, optional
-        ``progress(fraction_done, None)``.
-    cancel : threading.Event or callable, optional
-
-    Returns
-    -------
-    dict
-        ``K_NM`` ``[nu+1, N, M]``, ``K_MM`` ``[nu+1, M, M]`` and, with ``frames_test``, ``K_TM``; ``seconds``.
-        For environments ``K_NM[ν, A, m] = Σ_{i ∈ A} k^ν(i, m)`` (sum kernel between a structure and an
-        environment) and ``K_MM`` is the atom kernel among the active environments.
-
-    Notes
-    -----
-    For environments the engine computes only the columns of the active centres
-    (``WignerKernel.compute(..., centers_B=active)``, each active centre with its full neighbourhood), so the
-    cost is (training + test atoms) × M centre pairs of the same element. ``K_MM`` is the rows of the active
-    atoms in the training calls' atom kernels, so it costs nothing extra; the test rows need no atom kernels.
-    """
-    from ..engine.kernels import WignerKernel
-
-    engine = engine or WignerKernel(hypers)
-    active = np.asarray(active, dtype=np.int64)
-    frames = list(frames)
-    t0 = time.perf_counter()
-    if kind == "structures":
-        B = [frames[i] for i in active]
-        K_NM = engine.compute(frames, B, progress=progress, cancel=cancel).K
-        out = {"K_NM": K_NM, "K_MM": K_NM[:, active, :]}
-        if frames_test is not None:
-            out["K_TM"] = engine.compute(list(frames_test), B, cancel=cancel).K
-        out["seconds"] = time.perf_counter() - t0
-        return out
-    if kind != "environments":
-        raise InputError(f"kind must be 'structures' or 'environments', got {kind!r}")
-    sizes = np.array([len(a) for a in frames], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(sizes)])
-    if active.ndim != 1 or active.size == 0 or active.min() < 0 or active.max() >= offsets[-1]:
-        raise InputError(f"active environments must be atom indices in 0..{offsets[-1] - 1}")
-    m = len(active)
-    nu1 = engine.hypers.nu_max + 1
-    if batch is None:
-        # atoms per call whose atom kernels (atoms × M) take at most half the budget
-        cap = max(1, int(engine.memory_budget // 2 // (8 * nu1 * m)))
-        bounds = [0]
-        for k in range(1, len(frames)):
-            if offsets[k + 1] - offsets[bounds[-1]] > cap:
-                bounds.append(k)
-        bounds.append(len(frames))
-    else:
-        if int(batch) < 1:
-            raise InputError(f"batch must be a positive number of structures, got {batch!r}")
-        bounds = list(range(0, len(frames), int(batch))) + [len(frames)]
-    test = None if frames_test is None else list(frames_test)
-    total = float(offsets[-1] + (0 if test is None else sum(len(a) for a in test)))
-    done = [0.0]
-
-    def call_progress(n_atoms):
-        """Engine progress of a call over ``n_atoms`` rows, as a fraction of all rows."""
-        if progress is None:
-            return None
-        return lambda frac, eta: progress(min(1.0, (done[0] + frac * n_atoms) / total), None)
-
-    blocks = []
-    K_MM = np.empty((nu1, m, m))
-    for s, e in zip(bounds[:-1], bounds[1:]):
-        inside = np.flatnonzero((active >= offsets[s]) & (active < offsets[e]))
-        n_rows = float(offsets[e] - offsets[s])
-        res = engine.compute(frames[s:e], frames, centers_B=active, atomic=inside.size > 0,
-                             progress=call_progress(n_rows), cancel=cancel)
-        blocks.append(res.K)
-        if inside.size:
-            K_MM[:, inside, :] = res.K_atomic[:, active[inside] - offsets[s], :]
-        done[0] += n_rows
-    out = {"K_NM": np.concatenate(blocks, axis=1), "K_MM": K_MM}
-    if test is not None:
-        out["K_TM"] = engine.compute(test, frames, centers_B=active, cancel=cancel,
-                                     progress=call_progress(total - done[0])).K
-    if progress is not None:
-        progress(1.0, None)
-    out["seconds"] = time.perf_counter() - t0
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# the core estimator
+# the projected-process estimator
 # ----------------------------------------------------------------------------------------------------------------
 class _Nystrom:
     """Nyström map of one weight vector: K_MM(c) = U S Uᵀ, φ(x) = k_xM(c) U S^{-1/2}."""
 
     def __init__(self, K_MM, nus, scales, c, rcond):
-        Kmm = _mix(K_MM, nus, scales, c)
+        Kmm = mix_kernels(K_MM, nus, scales, c)
         s, U = scipy.linalg.eigh(Kmm, check_finite=False)
         keep = s > rcond * max(float(s[-1]), 1e-300)
         self.P = U[:, keep] / np.sqrt(s[keep])  # M × r
@@ -415,7 +119,7 @@ class _ProfileCV:
     def __init__(self, K_NM, K_MM, nus, scales, y, folds, features, lam, loss, rcond, cancel):
         self.K_NM, self.K_MM, self.nus, self.scales = K_NM, K_MM, nus, scales
         self.y, self.lam, self.loss, self.rcond, self.cancel = y, lam, loss, rcond, cancel
-        self.folds = _fold_residuals(folds, features, y)
+        self.folds = fold_residuals(folds, features, y)
         self.n_rows = sum(len(v) for _, v in folds)
         self.n_evals = 0
 
@@ -423,7 +127,7 @@ class _ProfileCV:
         """Per-fold spectral pieces for the weight vector c (one shape)."""
         check_cancel(self.cancel)
         ny = _Nystrom(self.K_MM, self.nus, self.scales, c, self.rcond)
-        Phi = _mix(self.K_NM, self.nus, self.scales, c) @ ny.P
+        Phi = mix_kernels(self.K_NM, self.nus, self.scales, c) @ ny.P
         parts = []
         for t, v, r_t, b_v, y_v in self.folds:
             # thin SVD Φ_t = W Σ Vᵀ: G_t = V Σ² Vᵀ without forming ΦᵀΦ, and Φ_tᵀ r_t lies in span(V), so
@@ -461,7 +165,7 @@ class _ProfileCV:
         return loss, best, mae, rmse
 
 
-def _split_theta(param: _WeightParam):
+def _split_theta(param: WeightParam):
     """(indices of θ that carry the overall scale, indices that set the shape)."""
     n = param.n_theta
     if param.kind == "exponential":
@@ -515,32 +219,7 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
         if K_NM.shape[0] != K_MM.shape[0] or K_MM.shape[1] != K_MM.shape[2] or K_NM.shape[2] != K_MM.shape[1]:
             raise InputError(f"K_NM {K_NM.shape} and K_MM {K_MM.shape} do not match: expected "
                              "(n_kernels, N, M) and (n_kernels, M, M)")
-        if self.cv_loss not in CV_LOSSES:
-            raise InputError(f"cv_loss must be one of {', '.join(CV_LOSSES)}, got {self.cv_loss!r}")
-        if not (isinstance(self.n_folds, (int, np.integer)) and self.n_folds >= 2):
-            raise InputError(f"n_folds must be an integer ≥ 2, got {self.n_folds!r}")
-        if not (isinstance(self.max_iter, (int, np.integer)) and self.max_iter >= 0):
-            raise InputError(f"max_iter must be a non-negative integer, got {self.max_iter!r}")
-        nk = K_NM.shape[0]
-        if self.nus is None:
-            nus = list(range(nk))
-        else:
-            nus = sorted({int(nu) for nu in np.atleast_1d(self.nus)})
-            bad = [nu for nu in nus if not 0 <= nu < nk]
-            if bad:
-                raise InputError(f"nus {bad} are not available: the kernel has body orders 0..{nk - 1}")
-        if isinstance(self.weights, str):
-            if self.weights not in WEIGHT_MODES:
-                raise InputError(f"weights must be one of {', '.join(WEIGHT_MODES)} or an array, got {self.weights!r}")
-            shape = None
-        else:
-            shape = np.asarray(self.weights, dtype=np.float64).ravel()
-            if shape.shape != (nk,) or np.any(shape < 0) or not np.all(np.isfinite(shape)):
-                raise InputError(f"explicit weights must be {nk} non-negative numbers, got {self.weights!r}")
-        if self.regularization is not None and not (np.isfinite(float(self.regularization))
-                                                    and float(self.regularization) > 0):
-            raise InputError(f"regularization must be a positive number or None, got {self.regularization!r}")
-        return nus, shape
+        return check_params(self, K_NM.shape[0])
 
     def fit(self, K_NM, K_MM, y, *, features=None, groups=None, cancel=None):
         """Choose the weights by k-fold CV (projected-process model on the training rows), then fit on all.
@@ -559,22 +238,22 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
         cancel : optional
             Checked at every shape evaluation.
         """
-        K_NM = _as_kernel_stack(K_NM, "K_NM")
-        K_MM = _as_kernel_stack(K_MM, "K_MM")
-        with _blas_threads(max(K_MM.shape[1], 1)):
+        K_NM = as_kernel_stack(K_NM, "K_NM")
+        K_MM = as_kernel_stack(K_MM, "K_MM")
+        with blas_threads(max(K_MM.shape[1], 1)):
             return self._fit(K_NM, K_MM, y, features, groups, cancel)
 
     def _fit(self, K_NM, K_MM, y, features, groups, cancel):
         nus, shape = self._check(K_NM, K_MM)
         n, m = K_NM.shape[1], K_MM.shape[1]
-        y = _as_target(y, n)
+        y = as_target(y, n)
         if y.ndim != 1:
             raise InputError(f"y must be one-dimensional, got shape {y.shape}")
         groups = np.arange(n) if groups is None else np.asarray(groups)
         if groups.shape != (n,):
             raise InputError(f"groups must have one label per training row ({n}), got shape {groups.shape}")
         if features is not None:
-            features = _as_target(features, n, "features")
+            features = as_target(features, n, "features")
             if features.ndim != 2:
                 raise InputError(f"features must be 2-D (n_samples, n_features), got shape {features.shape}")
         scales = np.einsum("kii->k", K_MM) / m
@@ -584,9 +263,9 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
         self.n_features_in_ = K_NM.shape[0]
         self.n_active_ = m
 
-        param, lam = _weight_family(self.weights, self.regularization, used, shape)
+        param, lam = weight_family(self.weights, self.regularization, used, shape)
         use_features = features if (self.baseline and features is not None) else None
-        folds = _make_folds(groups, self.n_folds, self.random_state) if len(used) and param.n_theta else []
+        folds = make_folds(groups, self.n_folds, self.random_state) if len(used) and param.n_theta else []
 
         if folds:
             cv = _ProfileCV(K_NM, K_MM, used, scales, y, folds, use_features, lam, self.cv_loss, self.rcond, cancel)
@@ -601,11 +280,11 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
             self.cv_mae_ = self.cv_rmse_ = float("nan")
             self.cv_n_evals_ = 0
 
-        c = _store_weights(self, param, theta, used, K_NM.shape[0], lam)
-        self.baseline_coef_, r = _fit_baseline(use_features, y)
+        c = store_weights(self, param, theta, used, K_NM.shape[0], lam)
+        self.baseline_coef_, r = fit_baseline(use_features, y)
         if len(used):
             ny = _Nystrom(K_MM, used, scales, c, self.rcond)
-            Phi = _mix(K_NM, used, scales, c) @ ny.P
+            Phi = mix_kernels(K_NM, used, scales, c) @ ny.P
             A = Phi.T @ Phi
             A.flat[:: A.shape[0] + 1] += lam
             self._chol = scipy.linalg.cho_factor(A, lower=True, check_finite=False)
@@ -625,7 +304,7 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
         self.log_marginal_likelihood_ = float("nan")
         return self
 
-    def _search(self, cv: _ProfileCV, param: _WeightParam):
+    def _search(self, cv: _ProfileCV, param: WeightParam):
         scale_idx, shape_idx = _split_theta(param)
         lo_b, hi_b = param.bounds[0]
 
@@ -673,7 +352,7 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
         return param.clip(theta_of(best_shape, delta)), (mae, rmse)
 
     def _mix_test(self, K):
-        return _mix(K, self.nus_, self.kernel_scales_, self.coef_weights_[self.nus_])
+        return mix_kernels(K, self.nus_, self.kernel_scales_, self.coef_weights_[self.nus_])
 
     def predict(self, K, *, features=None, K_diag=None, return_std=False):
         """Predict from test-vs-active kernels ``(n_kernels, n_test, n_active)``.
@@ -683,7 +362,7 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
         observation).
         """
         check_is_fitted(self, "dual_coef_")
-        K = _as_kernel_stack(K, "K")
+        K = as_kernel_stack(K, "K")
         if K.shape[0] != self.n_features_in_ or K.shape[2] != self.n_active_:
             raise InputError(f"test kernel has shape {K.shape}; expected ({self.n_features_in_}, n_test, "
                              f"{self.n_active_}) — kernels between the test and the active structures")
@@ -693,13 +372,13 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
         if self.baseline_coef_ is not None:
             if features is None:
                 raise InputError("this model was fitted with a baseline: pass the test features (element counts)")
-            pred = pred + _as_target(features, t, "features") @ self.baseline_coef_
+            pred = pred + as_target(features, t, "features") @ self.baseline_coef_
         if not return_std:
             return pred
         if K_diag is None:
             raise InputError("return_std needs K_diag, the self-kernels k(x, x) of every test sample, "
                              "shape (n_kernels, n_test)")
-        K_diag = _as_kernel_stack(K_diag, "K_diag", ndim=2)
+        K_diag = as_kernel_stack(K_diag, "K_diag", ndim=2)
         if K_diag.shape != (self.n_features_in_, t):
             raise InputError(f"K_diag must have shape ({self.n_features_in_}, {t}), got {K_diag.shape}")
         if self._P is None:
@@ -760,10 +439,10 @@ class SparseScalarRegressor(ScalarRegressor):
         n_atoms_active : ndarray of shape (M,), optional
             Atoms of the active structures; needed with ``intensive=True`` (all ones for active environments).
         """
-        K_NM = _as_kernel_stack(K_NM, "K_NM")
-        K_MM = _as_kernel_stack(K_MM, "K_MM")
+        K_NM = as_kernel_stack(K_NM, "K_NM")
+        K_MM = as_kernel_stack(K_MM, "K_MM")
         n = K_NM.shape[1]
-        y = _as_target(y, n)
+        y = as_target(y, n)
         if self.baseline and counts is None:
             raise InputError("the per-element baseline needs counts= (wkviz.data.composition_counts); "
                              "or use baseline=False")
@@ -779,7 +458,7 @@ class SparseScalarRegressor(ScalarRegressor):
             K_MM = K_MM / np.outer(n_act, n_act)[None]
         features = self._features(counts, self.n_atoms_train_, n) if self.baseline else None
         if features is not None:
-            _warn_unrepresented(np.asarray(counts), species)
+            warn_unrepresented(np.asarray(counts), species)
         self.species_ = None if species is None else np.asarray(species).ravel().copy()
         self.model_ = self._core().fit(K_NM, K_MM, y, features=features, cancel=cancel)
         self._expose(self.model_)
@@ -792,10 +471,10 @@ class SparseScalarRegressor(ScalarRegressor):
         """Predict from test-vs-active kernels ``[nu_max+1, n_test, M]`` (``K_diag`` ``[nu_max+1, n_test]``,
         sum kernels, for ``return_std``)."""
         check_is_fitted(self, "model_")
-        K = _as_kernel_stack(K, "K")
+        K = as_kernel_stack(K, "K")
         m = K.shape[1]
         if counts is not None:
-            counts = _align_columns(counts, species, self.species_ if species is not None else None)
+            counts = align_columns(counts, species, self.species_ if species is not None else None)
         if self.intensive:
             n_atoms = self._n_atoms(counts, n_atoms, m)
             K = K / np.outer(n_atoms, self.n_atoms_active_)[None]
@@ -809,3 +488,116 @@ class SparseScalarRegressor(ScalarRegressor):
                 raise InputError("this model has a per-element baseline: pass counts= of the test structures")
             features = self._features(counts, n_atoms, m)
         return self.model_.predict(K, features=features, K_diag=K_diag, return_std=return_std)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the whole task: active points, their kernels, fit, predict
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class SparseFit:
+    """What :func:`fit_sparse` returns.
+
+    Attributes
+    ----------
+    pred : ndarray of shape (n_test,)
+    std : ndarray of shape (n_test,) or None
+        GP predictive standard deviation (latent function), when ``K_diag`` was given.
+    estimator : SparseScalarRegressor
+    active : ndarray of int
+        Active structures (indices into the training structures) or environments (global atom indices of the
+        training structures).
+    test : TargetData
+        The test target (its ``values`` are the truth to score ``pred`` against).
+    kernel_seconds, seconds : float
+        Time of the kernels, and of the whole task.
+    """
+
+    pred: np.ndarray
+    std: np.ndarray | None
+    estimator: "SparseScalarRegressor"
+    active: np.ndarray
+    test: TargetData
+    kernel_seconds: float
+    seconds: float
+
+
+def fit_sparse(frames, target_key: str, train, test, *, hypers, n_active: int, active_kind: str = "structures",
+               model: str = "mixed", weights="exponential", n_folds: int = 5, intensive: bool = False,
+               K_diag=None, engine=None, seed: int = 0, progress=None, cancel=None) -> SparseFit:
+    """Select M active structures or environments by FPS among the training structures, compute the kernels the
+    sparse model needs (:func:`sparse_kernels`), fit a :class:`SparseScalarRegressor` (CV on the training set:
+    the sparse model has no evidence search) and predict the test structures.
+
+    Parameters
+    ----------
+    frames : sequence of ase.Atoms
+        All structures; ``train`` and ``test`` index them.
+    target_key : str
+        A scalar target of ``frames`` (:func:`wkviz.data.describe_targets`).
+    train, test : array of int
+    hypers : Hypers
+    n_active : int
+    active_kind : {"structures", "environments"}
+    model : str
+        Named model (:func:`wkviz.models.model_nus`).
+    weights, n_folds, intensive
+        As :class:`SparseScalarRegressor`.
+    K_diag : ndarray of shape (nu_max+1, n_test), optional
+        Self-kernels of the test structures (e.g. from the exact kernels); with them the predictions get GP
+        standard deviations.
+    engine : WignerKernel, optional
+        Engine for the kernels (its memory budget); a default one otherwise.
+    seed : int
+        Seed of the first FPS point.
+    progress : callable, optional
+        ``progress(fraction_done, eta_seconds)``.
+    cancel : threading.Event-like or callable, optional
+
+    Returns
+    -------
+    SparseFit
+    """
+    from ..engine.kernels import WignerKernel
+
+    train = np.asarray(train)
+    test = np.asarray(test)
+    target = TargetData.from_frames(frames, target_key)
+    if target.kind != "scalar":
+        raise InputError(f"the sparse model learns scalar targets only; `{target_key}` is a {target.kind} target: "
+                         "use the exact model on fewer structures")
+    if active_kind not in ACTIVE_KINDS:
+        raise InputError(f"active points must be one of {', '.join(ACTIVE_KINDS)}, got {active_kind!r}")
+    start = time.perf_counter()
+
+    def report(fraction):
+        if progress is not None:
+            elapsed = time.perf_counter() - start
+            progress(fraction, elapsed * (1 - fraction) / fraction if fraction > 0.02 else None)
+
+    tr_frames = [frames[i] for i in train]
+    te_frames = [frames[i] for i in test]
+    report(0.0)
+    if active_kind == "structures":
+        active = select_active(tr_frames, n_active, hypers, seed=seed)
+    else:
+        active = select_active_environments(tr_frames, n_active, hypers, seed=seed)
+    report(0.1)
+    check_cancel(cancel)
+    engine = engine or WignerKernel(hypers)
+    kern = sparse_kernels(tr_frames, active, hypers, kind=active_kind, frames_test=te_frames, engine=engine,
+                          progress=lambda f, eta: report(0.1 + 0.6 * f), cancel=cancel)
+    report(0.8)
+    tr_d, te_d = target.subset(train), target.subset(test)
+    n_atoms_active = tr_d.n_atoms[active] if active_kind == "structures" else np.ones(len(active))
+    nu_max = kern["K_NM"].shape[0] - 1
+    est = SparseScalarRegressor(intensive=intensive, nus=model_nus(model, nu_max), weights=weights,
+                                n_folds=int(n_folds))
+    est.fit(kern["K_NM"], kern["K_MM"], tr_d.values, counts=tr_d.counts, species=tr_d.species, n_atoms=tr_d.n_atoms,
+            n_atoms_active=n_atoms_active, cancel=cancel)
+    out = est.predict(kern["K_TM"], counts=te_d.counts, species=te_d.species, n_atoms=te_d.n_atoms, K_diag=K_diag,
+                      return_std=K_diag is not None)
+    pred, std = out if K_diag is not None else (out, None)
+    report(1.0)
+    return SparseFit(pred=np.asarray(pred), std=None if std is None else np.asarray(std), estimator=est,
+                     active=active, test=te_d, kernel_seconds=float(kern["seconds"]),
+                     seconds=time.perf_counter() - start)
