@@ -10,7 +10,8 @@ import dataclasses
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 SCHEDULES = ("reduced", "full")
 NORMALIZATIONS = ("exact", "reference")
@@ -20,6 +21,132 @@ NU1_ROUTES = ("basis", "exact")
 #: Fields added after kernel files were first written, with the value that reproduces those older kernels.
 _ABSENT_MEANS_OFF = {"radial_scale": None, "species_coupling": 0.0, "hydrogen_weight": 1.0,
                      "hydrogen_center_weight": 1.0}
+
+
+@dataclass(frozen=True)
+class HyperSpec:
+    """Everything about one hyperparameter except its value: the one place the CLI flags, the reproduce command,
+    the app's widgets and the validation in :class:`Hypers` read it from.
+
+    Built from the metadata of each field of :class:`Hypers` (see :data:`HYPER_SPECS`).
+
+    Attributes
+    ----------
+    name : str
+        The field name, e.g. ``"cutoff_width"``.
+    flag : str
+        The command-line flag, ``--`` plus the name with dashes (``"--cutoff-width"``).
+    type : {int, float, str}
+    default : int, float, str or None
+    unit : str
+        ``"Å"`` for lengths, ``""`` for dimensionless numbers.
+    bounds : (float, float) or None
+        Valid range of a number; ``open_low`` / ``open_high`` make an end exclusive.
+    open_low, open_high : bool
+    choices : tuple of str or None
+        Valid values of a string.
+    none_means : str or None
+        What ``None`` means (``"a constant width"``) when the field allows None; None when it does not.
+    at_most : str or None
+        Name of an earlier field whose value is also an upper bound (``cutoff_width`` ≤ ``cutoff``).
+    help : str
+        One line for ``--help`` and the app's tooltips.
+    widget : mapping
+        Hints for the app's form: ``label``, ``help`` (the tooltip, in plainer words than :attr:`help`), ``step``, ``min``/``max`` where the form offers less than the valid
+        range (bounds the app's cost, or stays short of an exclusive end), ``toggle`` (session key of the
+        checkbox that switches an optional value on) and ``value_when_off`` (what the number input shows while
+        it is off). Empty when the app has no widget for the field.
+    """
+
+    name: str
+    type: type
+    default: Any = None
+    unit: str = ""
+    bounds: tuple | None = None
+    open_low: bool = False
+    open_high: bool = False
+    choices: tuple | None = None
+    none_means: str | None = None
+    at_most: str | None = None
+    help: str = ""
+    # hints, not identity: left out of == and hash so a spec stays hashable
+    widget: Mapping = dataclasses.field(default_factory=dict, compare=False)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def allows_none(self) -> bool:
+        return self.none_means is not None
+
+    @property
+    def widget_bounds(self) -> tuple | None:
+        """``(min, max)`` of the app's input: the valid range, narrowed by the ``min``/``max`` widget hints."""
+        if self.bounds is None:
+            return None
+        return (self.widget.get("min", self.bounds[0]), self.widget.get("max", self.bounds[1]))
+
+    def range_text(self, others: Mapping | None = None) -> str:
+        """The valid range in words, ``"between 0.5 and 15 Å"``, ``"at least 0 and below 1"``; with the values of
+        the other fields (``others``), ``"above 0 and at most the cutoff (5 Å)"`` for an :attr:`at_most` field."""
+        lo, hi = self.bounds
+        unit = f" {self.unit}" if self.unit else ""
+        if self.at_most is not None and others is not None and self.at_most in others:
+            limit = others[self.at_most]
+            text = (f"{'above' if self.open_low else 'at least'} {lo:g} and at most the "
+                    f"{self.at_most.replace('_', ' ')} ({limit:g}{unit})")
+        elif not (self.open_low or self.open_high):
+            text = f"between {lo:g} and {hi:g}{unit}"
+        else:
+            text = (f"{'above' if self.open_low else 'at least'} {lo:g} and "
+                    f"{'below' if self.open_high else 'at most'} {hi:g}{unit}")
+        if self.allows_none:
+            text += f" (or None for {self.none_means})"
+        return text
+
+    def accepts(self, value) -> bool:
+        """Whether ``value`` (already of :attr:`type`) lies inside :attr:`bounds`."""
+        lo, hi = self.bounds
+        if not math.isfinite(value):
+            return False
+        return (lo < value if self.open_low else lo <= value) and (value < hi if self.open_high else value <= hi)
+
+    def check(self, value, others: Mapping | None = None):
+        """``value`` converted to :attr:`type` if it is valid for this field (and, for an :attr:`at_most` field,
+        not above that field's value in ``others``).
+
+        Raises
+        ------
+        ValueError
+            One sentence naming the field, what it must be and the value given.
+        """
+        if value is None and self.allows_none:
+            return None
+        if self.type is int:
+            if isinstance(value, bool) or not isinstance(value, int) and not (
+                isinstance(value, float) and value.is_integer()
+            ):
+                raise ValueError(f"{self.name} must be a whole number, got {value!r}")
+            value = int(value)
+        elif self.type is float:
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                unit = f" in {self.unit}" if self.unit else ""
+                raise ValueError(f"{self.name} must be a number{unit}{' or None' if self.allows_none else ''}, "
+                                 f"got {value!r}") from None
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{self.name} must be one of {', '.join(self.choices)}, got {value!r}")
+        limit = None if self.at_most is None or others is None else others.get(self.at_most)
+        if self.bounds is not None and (not self.accepts(value) or (limit is not None and value > limit)):
+            raise ValueError(f"{self.name} must be {self.range_text(others)}, got {value}")
+        return value
+
+
+def _spec(type_, **meta) -> dict:
+    """Field metadata of a :class:`Hypers` field (the keyword arguments of :class:`HyperSpec` but name/default)."""
+    return {"spec": dict(type=type_, **meta)}
 
 
 @dataclass(frozen=True)
@@ -87,85 +214,100 @@ class Hypers:
         basis-free pair sum. They agree to ≤ 1e-6 relative.
     """
 
-    nu_max: int = 4
-    lambda_max: int = 3
-    cutoff: float = 5.0
-    cutoff_width: float = 0.5
+    nu_max: int = field(default=4, metadata=_spec(
+        int, bounds=(1, 12), help="highest body order ν",
+        widget={"label": "ν_max · highest body order", "max": 8,
+                "help": ("A ν-kernel sees (ν+1)-body correlations; ν=2 is the 3-body (SOAP-like) kernel. Cost grows "
+                         "linearly with ν.")}))
+    lambda_max: int = field(default=3, metadata=_spec(
+        int, bounds=(0, 8), help="highest angular order",
+        widget={"label": "λ_max · highest angular order", "max": 6,
+                "help": ("Angular resolution kept in the iteration. Vector targets need λ_max ≥ 1, tensors ≥ 2. Cost "
+                         "grows roughly as λ_max⁴.")}))
+    cutoff: float = field(default=5.0, metadata=_spec(
+        float, unit="Å", bounds=(0.5, 15.0), help="cutoff radius",
+        widget={"label": "cutoff r_c (Å)", "step": 0.5,
+                "help": ("Neighbours farther than this from the central atom are ignored.")}))
+    # at most the cutoff; 15 Å, the largest cutoff, bounds it for the widget
+    cutoff_width: float = field(default=0.5, metadata=_spec(
+        float, unit="Å", bounds=(0.0, 15.0), open_low=True, at_most="cutoff", help="width of the smooth cutoff region",
+        widget={"label": "cutoff width (Å)", "min": 0.05, "step": 0.1,
+                "help": ("Width of the smooth switching region just inside the cutoff.")}))
     # chosen by 5-fold CV on 500 random QM9 training molecules (BENCHMARKS.md §6): a radial weight that
     # fades beyond the bonded shell beat every width law without it (76 against 92 meV CV MAE on U0)
-    density_width: float = 0.2
-    density_scaling: float | None = None
-    radial_scale: float | None = 1.5
-    radial_exponent: float = 6.0
+    density_width: float = field(default=0.2, metadata=_spec(
+        float, unit="Å", bounds=(0.01, 3.0), help="Gaussian width σ (σ₀ with --density-scaling)",
+        widget={"label": "density width σ (Å)", "step": 0.01,
+                "help": ("Gaussian width of each neighbour in the density: smaller is sharper and more detailed, "
+                         "larger is smoother.")}))
+    density_scaling: float | None = field(default=None, metadata=_spec(
+        float, unit="Å", bounds=(0.3, 1000.0), none_means="a constant width",
+        help="r_s of σ(r) = σ₀·exp(r/r_s)",
+        widget={"label": "density scaling r_s (Å)", "step": 0.1, "toggle": "kernels.scaling_on",
+                "value_when_off": 2.0,
+                "help": ("Length over which the width grows by a factor e (used only when the box above is ticked).")}))
+    radial_scale: float | None = field(default=1.5, metadata=_spec(
+        float, unit="Å", bounds=(0.2, 20.0), none_means="no radial weight",
+        help="r₀ of the radial weight 1/(1+(r/r₀)^m)",
+        widget={"label": "radial weight r₀ (Å)", "step": 0.1, "toggle": "kernels.radial_on",
+                "value_when_off": 1.5,
+                "help": ("Distance at which a neighbour counts half (used only when the box above is ticked).")}))
+    radial_exponent: float = field(default=6.0, metadata=_spec(
+        float, bounds=(1.0, 20.0), help="m of the radial weight",
+        widget={"label": "radial weight exponent m", "step": 1.0,
+                "help": ("How sharply the weight falls off beyond r₀.")}))
     # with 500 molecules, a C, N or O neighbour at the right place is worth more than knowing exactly which of them
     # it is: 62.5 meV CV at 0.9 against 76.4 uncoupled (0.99 worse); 0.95 together with hydrogen_weight 0.4 by
     # paired comparison on four fresh validation draws (BENCHMARKS.md §6, round 6: −0.9 ± 0.2 meV against 0.9/0.25)
-    species_coupling: float = 0.95
+    species_coupling: float = field(default=0.95, metadata=_spec(
+        float, bounds=(0.0, 1.0), open_high=True,
+        help="overlap (0 ≤ a < 1) between neighbours of different heavy elements; 0 keeps every element apart",
+        # a = 1 is refused (every heavy element the same), so the widget stops one step short of it
+        widget={"label": "element coupling a", "max": 0.99, "step": 0.05,
+                "help": ("How much the densities of neighbours of two different heavy elements (C and N, say) "
+                         "overlap, relative to the same element; hydrogen stays apart. 0 = every element separate, "
+                         "as in the paper.")}))
     # the baseline already carries most of the hydrogen count: 0.25–0.4 gave 59.4–59.7 meV against 64.5 at 1 on one
     # validation draw (round 4); 0.4 with the coupling above won on four fresh draws (round 6)
-    hydrogen_weight: float = 0.4
+    hydrogen_weight: float = field(default=0.4, metadata=_spec(
+        float, bounds=(0.05, 5.0), help="weight of hydrogen neighbours relative to heavy ones",
+        widget={"label": "hydrogen weight w_H", "step": 0.05,
+                "help": ("How much a hydrogen neighbour counts relative to a heavy one: below 1 the kernel looks "
+                         "more at the heavy-atom skeleton. 1 = all neighbours equal, as in the paper.")}))
     # 0.3 by paired comparison on 16 random 500/1,000 partitions of 2,000 QM9 molecules (BENCHMARKS.md §6); on four
     # fresh draws (round 6) 0.5 ties and 1 is 0.3 meV worse
-    hydrogen_center_weight: float = 0.3
-    schedule: str = "reduced"
-    normalization: str = "exact"
-    nu1_route: str = "basis"
+    hydrogen_center_weight: float = field(default=0.3, metadata=_spec(
+        float, bounds=(0.0, 5.0),
+        help="weight of hydrogen centres in the structure kernels, relative to heavy ones; 1 is the paper's "
+             "plain sum",
+        widget={"label": "hydrogen centre weight w_c", "step": 0.05,
+                "help": ("How much each hydrogen atom's environment counts in the structure kernels (pairs of "
+                         "hydrogen centres count w_c²); the heavy atoms' environments already see the hydrogens. 1 = "
+                         "every atom equal, as in the paper. Atom-level kernels are not weighted.")}))
+    schedule: str = field(default="reduced", metadata=_spec(
+        str, choices=SCHEDULES, help="equivariant recursion up to ⌈ν_max/2⌉ then invariants, or all the way"))
+    normalization: str = field(default="exact", metadata=_spec(
+        str, choices=NORMALIZATIONS, help="k^ν = ∫dR D^λ(R) h(R)^ν, or the published lab-cosmo code's convention",
+        widget={"label": "normalization",
+                "help": ("exact: k^ν = ∫ dR h(R)^ν (ν=2 ∝ SOAP linear kernel); reference: the published code's "
+                         "convention.")}))
+    nu1_route: str = field(default="basis", metadata=_spec(
+        str, choices=NU1_ROUTES, help="ν=1 kernels from the optimal radial basis (fast) or the exact pair sum"))
 
     def __post_init__(self):
-        def fail(msg):
-            raise ValueError(msg)
+        checked = {}  # fields in declaration order, so an at_most field sees its limit already checked
+        for spec in HYPER_SPECS:
+            checked[spec.name] = spec.check(getattr(self, spec.name), checked)
+            object.__setattr__(self, spec.name, checked[spec.name])
 
-        for name in ("nu_max", "lambda_max"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int,)) and not (
-                isinstance(value, float) and value.is_integer()
-            ):
-                fail(f"{name} must be a whole number, got {value!r}")
-            object.__setattr__(self, name, int(value))
-        for name, unit in (("cutoff", " in Å"), ("cutoff_width", " in Å"), ("density_width", " in Å"),
-                           ("radial_exponent", ""), ("species_coupling", ""), ("hydrogen_weight", ""),
-                           ("hydrogen_center_weight", ""),
-                           ("density_scaling", " in Å or None"), ("radial_scale", " in Å or None")):
-            value = getattr(self, name)
-            if value is None and unit.endswith("None"):
-                continue
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                fail(f"{name} must be a number{unit}, got {value!r}")
-            object.__setattr__(self, name, value)
-        if not 1 <= self.nu_max <= 12:
-            fail(f"nu_max must be between 1 and 12, got {self.nu_max}")
-        if not 0 <= self.lambda_max <= 8:
-            fail(f"lambda_max must be between 0 and 8, got {self.lambda_max}")
-        if not (math.isfinite(self.cutoff) and 0.5 <= self.cutoff <= 15.0):
-            fail(f"cutoff must be between 0.5 and 15 Å, got {self.cutoff}")
-        if not (math.isfinite(self.cutoff_width) and 0.0 < self.cutoff_width <= self.cutoff):
-            fail(f"cutoff_width must be > 0 and at most the cutoff ({self.cutoff} Å), got {self.cutoff_width}")
-        if not (math.isfinite(self.density_width) and 0.01 <= self.density_width <= 3.0):
-            fail(f"density_width must be between 0.01 and 3 Å, got {self.density_width}")
-        if self.density_scaling is not None and not (
-            math.isfinite(self.density_scaling) and 0.3 <= self.density_scaling <= 1000.0
-        ):
-            fail(f"density_scaling must be between 0.3 and 1000 Å (or None for a constant width), "
-                 f"got {self.density_scaling}")
-        if self.radial_scale is not None and not (math.isfinite(self.radial_scale)
-                                                  and 0.2 <= self.radial_scale <= 20.0):
-            fail(f"radial_scale must be between 0.2 and 20 Å (or None for no radial weight), got {self.radial_scale}")
-        if not (math.isfinite(self.radial_exponent) and 1.0 <= self.radial_exponent <= 20.0):
-            fail(f"radial_exponent must be between 1 and 20, got {self.radial_exponent}")
-        if not (math.isfinite(self.species_coupling) and 0.0 <= self.species_coupling < 1.0):
-            fail(f"species_coupling must be at least 0 and below 1, got {self.species_coupling}")
-        if not (math.isfinite(self.hydrogen_weight) and 0.05 <= self.hydrogen_weight <= 5.0):
-            fail(f"hydrogen_weight must be between 0.05 and 5, got {self.hydrogen_weight}")
-        if not (math.isfinite(self.hydrogen_center_weight) and 0.0 <= self.hydrogen_center_weight <= 5.0):
-            fail(f"hydrogen_center_weight must be between 0 and 5, got {self.hydrogen_center_weight}")
-        if self.schedule not in SCHEDULES:
-            fail(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if self.normalization not in NORMALIZATIONS:
-            fail(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r}")
-        if self.nu1_route not in NU1_ROUTES:
-            fail(f"nu1_route must be one of {', '.join(NU1_ROUTES)}, got {self.nu1_route!r}")
+    @classmethod
+    def spec(cls, name: str) -> "HyperSpec":
+        """The :class:`HyperSpec` (flag, unit, bounds, help, ...) of the hyperparameter ``name``."""
+        try:
+            return _SPECS_BY_NAME[name]
+        except KeyError:
+            raise ValueError(f"unknown hyperparameter {name!r}; valid names: "
+                             f"{', '.join(sorted(_SPECS_BY_NAME))}") from None
 
     def replace(self, **changes) -> "Hypers":
         """Return a copy with some fields changed (validated again)."""
@@ -216,6 +358,14 @@ class Hypers:
         import numpy as np
 
         return self.density_width * np.exp(np.asarray(r) / self.density_scaling)
+
+
+
+#: One :class:`HyperSpec` per field of :class:`Hypers`, in field order.
+HYPER_SPECS: tuple[HyperSpec, ...] = tuple(
+    HyperSpec(name=f.name, default=f.default, **f.metadata["spec"]) for f in dataclasses.fields(Hypers)
+)
+_SPECS_BY_NAME = {spec.name: spec for spec in HYPER_SPECS}
 
 
 def radial_weight(distances, scale, exponent):

@@ -1,1 +1,70 @@
-"""The command line, ``python -m wkviz <sub-command>`` (contract in DESIGN.md §3)."""
+"""Command-line interface: ``python -m wkviz kernels|fit|learning-curve`` (contract in DESIGN.md §3).
+
+Every sub-command takes the hyperparameter flags, prints progress on stderr and exits non-zero with a single
+``error: ...`` line on bad input. One module per sub-command (:mod:`~wkviz.cli.kernels`, :mod:`~wkviz.cli.fit`,
+:mod:`~wkviz.cli.learning_curve`), what they share in :mod:`~wkviz.cli.common`, the command line that reproduces
+a result in :mod:`~wkviz.cli.reproduce`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import Cancelled, WkvizError
+from .common import add_hyper_flags, hypers_from_args
+from .distributed import add_distributed_flags, compute_distributed
+from .fit import add_fit_parser, run_fit
+from .kernels import add_kernels_parser, run_kernels
+from .learning_curve import add_learning_curve_parser, run_learning_curve
+from .reproduce import cli_command
+
+# the sub-command functions are here too because the 0.1 modules wkviz.cli_models and wkviz.cli_distributed
+# resolve to this package (wkviz.MOVED_MODULES)
+__all__ = ["add_distributed_flags", "add_fit_parser", "add_hyper_flags", "add_kernels_parser",
+           "add_learning_curve_parser", "build_parser", "cli_command", "compute_distributed", "hypers_from_args",
+           "main", "run_fit", "run_kernels", "run_learning_curve"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m wkviz`` parser with its sub-commands; each sets ``func``, the function that runs it."""
+    parser = argparse.ArgumentParser(prog="python -m wkviz", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_kernels_parser(sub)
+    add_fit_parser(sub)
+    add_learning_curve_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Run ``python -m wkviz`` with ``argv`` (default ``sys.argv[1:]``).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+
+    Returns
+    -------
+    int
+        Exit status: 0 on success, 2 on bad input (one ``error: ...`` line on stderr), 130 when cancelled or
+        interrupted. argparse's own usage errors exit with 2 as well.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except WkvizError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Cancelled:
+        print("error: cancelled", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("\nerror: interrupted", file=sys.stderr)
+        return 130
+    except FileNotFoundError as exc:
+        print(f"error: file not found: {exc.filename}; check the path", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory; use fewer structures or a smaller --memory-budget", file=sys.stderr)
+        return 2

@@ -1,7 +1,7 @@
 """``python -m wkviz kernels … --scheduler ADDRESS|local --workers N --store PATH``: tiles on Dask.
 
-``wkviz/__main__.py`` adds the flags with :func:`add_distributed_flags` and hands the request to
-:func:`compute_distributed` when ``--scheduler`` is given; everything else (reading structures, the
+The ``kernels`` sub-command (:mod:`wkviz.cli.kernels`) adds the flags with :func:`add_distributed_flags` and hands
+the request to :func:`compute_distributed` when ``--scheduler`` is given; everything else (reading structures, the
 hyperparameter flags, ``--out``, error lines) stays with the ``kernels`` sub-command.
 """
 
@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from ..errors import InputError
+from .common import ProgressLine
 
 __all__ = ["add_distributed_flags", "compute_distributed"]
 
@@ -58,8 +59,6 @@ def compute_distributed(args, frames_a, frames_b, hypers) -> int:
         raise InputError(f"--tile-size must be a positive number of structures, got {args.tile_size}")
     ranks = tuple(sorted(set(getattr(args, "tensor_rank", None) or [0]) - {0}))
     budget = int(float(getattr(args, "memory_budget", 2.0)) * 2**30)
-
-    from ..__main__ import ProgressLine
 
     n_b = len(frames_b) if frames_b is not None else len(frames_a)
     where = "a local cluster" if str(args.scheduler).lower() == "local" else f"scheduler {args.scheduler}"

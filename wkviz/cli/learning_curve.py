@@ -1,0 +1,97 @@
+"""``python -m wkviz learning-curve`` (contract: DESIGN.md §3).
+
+``learning-curve`` computes one kernel over the structures its splits use and fits every model on sub-blocks of
+it, then writes the CSV ``model,n_train,repeat,mae,rmse``. Progress goes to stderr; user errors are raised as
+:class:`wkviz.errors.WkvizError` and printed by ``main()`` as one ``error: ...`` line.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+from .common import (KIND_HELP, FitProgress, add_hyper_flags, add_model_flags, check_intensive_hint,
+                     check_model_args, hypers_from_args, kernel_options, note, read_structures)
+
+__all__ = ["add_learning_curve_parser", "run_learning_curve"]
+
+
+def add_learning_curve_parser(subparsers):
+    """Register ``learning-curve``; returns the parser."""
+    p = subparsers.add_parser(
+        "learning-curve",
+        help="test error against training size for the mixed kernel, each single ν and composition",
+        description="Learning curves from one kernel matrix (sub-blocks, never recomputed); " + KIND_HELP + ".",
+    )
+    p.add_argument("--data", required=True, help="structures with the target (any file ase can read)")
+    p.add_argument("--target", required=True, metavar="KEY", help="atoms.info or atoms.arrays key to learn")
+    p.add_argument("--sizes", required=True, help="comma-separated training sizes, e.g. 50,100,200")
+    p.add_argument("--repeats", type=int, default=3, help="random splits per size (default 3)")
+    p.add_argument("--test-size", type=int, default=None,
+                   help="test structures per repeat (default: all structures beyond the largest size)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the splits and folds (default 0)")
+    p.add_argument("--models", default=None,
+                   help="comma-separated models (default: composition, nu=1..nu_max, mixed)")
+    p.add_argument("--out", required=True, metavar="CSV", help="output CSV: model,n_train,repeat,mae,rmse")
+    add_model_flags(p)
+    add_hyper_flags(p)
+    p.set_defaults(func=run_learning_curve)
+    return p
+
+
+def _parse_sizes(text):
+    try:
+        sizes = [int(s) for s in str(text).replace(" ", "").split(",") if s]
+    except ValueError:
+        raise InputError(f"--sizes must be comma-separated integers such as 50,100,200, got {text!r}") from None
+    if not sizes or min(sizes) < 2:
+        raise InputError(f"--sizes must be integers ≥ 2 such as 50,100,200, got {text!r}")
+    return sorted(set(sizes))
+
+
+def run_learning_curve(args) -> int:
+    """Run ``learning-curve`` from parsed arguments; returns the exit code (0)."""
+    from ..evaluation import format_summary, learning_curve, learning_curve_splits
+    from ..engine.kernels import WignerKernel
+    from ..models import KernelSet, TargetData, standard_models
+
+    hypers = hypers_from_args(args)
+    sizes = _parse_sizes(args.sizes)
+    if args.repeats < 1:
+        raise InputError(f"--repeats must be at least 1, got {args.repeats}")
+    frames = read_structures(args.data, "data")
+    target = TargetData.from_frames(frames, args.target)
+    check_intensive_hint(target, args.intensive)
+    if args.models:
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
+    else:
+        models = standard_models(hypers.nu_max, target.kind)
+    check_model_args(args, models, hypers.nu_max)
+
+    # Only the structures some split uses enter the kernel (the union over repeats).
+    splits = learning_curve_splits(len(target), sizes, args.repeats, args.test_size, args.seed)
+    used = np.unique(np.concatenate([np.concatenate([t, p]) for t, p in splits]))
+    remap = np.full(len(target), -1)
+    remap[used] = np.arange(len(used))
+    splits = [(remap[t], remap[p]) for t, p in splits]
+    frames_used = [frames[i] for i in used]
+    target = target.subset(used)
+
+    opts = kernel_options(target.kind)
+    engine = WignerKernel(hypers, memory_budget=int(args.memory_budget * 2**30))
+    est = engine.estimate(frames_used, **opts)
+    note(f"wkviz learning-curve: {target.kind} target '{args.target}', {len(used)} structures in the kernel "
+          f"(about {est['seconds']:.0f} s), sizes {sizes}, {args.repeats} repeat(s), models {', '.join(models)}")
+    res = engine.compute(frames_used, progress=FitProgress("kernels"), **opts)
+    curve = learning_curve(
+        KernelSet.from_result(res), target, sizes, models=models, repeats=args.repeats, seed=args.seed,
+        splits=splits, intensive=args.intensive, progress=FitProgress("fits"), weights=args.weights,
+        selection=args.selection, n_folds=args.folds, cv_loss=args.cv_loss,
+    )
+    try:
+        curve.to_csv(args.out)
+    except OSError as exc:
+        raise InputError(f"cannot write {args.out}: {exc.strerror}; check the directory exists") from None
+    print(format_summary(curve))
+    print(f"wrote {args.out}")
+    return 0
