@@ -1,4 +1,5 @@
-"""Figure builders and downloads (wkviz.views.figures): pure functions, checked on what they put in the figure."""
+"""Figure builders (wkviz.views.figures) and downloads (wkviz.views.export): pure functions, checked on what they
+put in the figure or the file."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import pytest
 
 from wkviz import Hypers
 
-from wkviz.views import figures
+from wkviz.cli import reproduce
+from conftest import require_that
+from wkviz.views import export, figures
 
 
 def _random_psd(n, rank, seed=0):
@@ -242,7 +245,7 @@ def test_route_cost_by_basis_and_feature_counts():
 
 def test_cli_command_writes_every_hyperparameter_and_quotes():
     h = Hypers(density_width=0.3, nu_max=3, density_scaling=2.5)
-    cmd = figures.cli_command("kernels", h, "my data.extxyz", atomic=True, tensor_rank=None, out="K.npz")
+    cmd = reproduce.cli_command("kernels", h, "my data.extxyz", atomic=True, tensor_rank=None, out="K.npz")
     parts = shlex.split(cmd)
     assert parts[:5] == ["python", "-m", "wkviz", "kernels", "my data.extxyz"]
     for flag, value in (("--nu-max", "3"), ("--lambda-max", "3"), ("--cutoff", "5"), ("--density-scaling", "2.5"),
@@ -252,39 +255,39 @@ def test_cli_command_writes_every_hyperparameter_and_quotes():
     # switched-off options are written as "none", and the flags parse back to the same Hypers
     import argparse
 
-    from wkviz.__main__ import add_hyper_flags, hypers_from_args
+    from wkviz.cli.common import add_hyper_flags, hypers_from_args
 
     off = h.replace(radial_scale=None, density_scaling=None)
-    parts = shlex.split(figures.cli_command("kernels", off, "a.xyz"))
+    parts = shlex.split(reproduce.cli_command("kernels", off, "a.xyz"))
     assert parts[parts.index("--radial-scale") + 1] == "none"
     ap = argparse.ArgumentParser()
     ap.add_argument("sub")
     ap.add_argument("path")
     add_hyper_flags(ap)
     assert hypers_from_args(ap.parse_args(parts[3:])) == off
-    cmd = figures.cli_command("learning-curve", None, sizes=[10, 20], repeats=2)
+    cmd = reproduce.cli_command("learning-curve", None, sizes=[10, 20], repeats=2)
     assert "--sizes 10,20" in cmd
-    config = json.loads(figures.config_json(hypers=h, idx=np.arange(3)))
+    config = json.loads(export.config_json(hypers=h, idx=np.arange(3)))
     assert config["hypers"]["nu_max"] == 3 and config["idx"] == [0, 1, 2]
 
 
 def test_predictions_extxyz_round_trip():
     frames = [ase.build.molecule("H2O"), ase.build.molecule("NH3")]
     pred = np.array([[0.1, 0.2, 0.3], [1.0, 2.0, 3.0]])
-    data = figures.predictions_extxyz(frames, "dipole", pred, sigma=pred * 0.1)
+    data = export.predictions_extxyz(frames, "dipole", pred, sigma=pred * 0.1)
     back = ase.io.read(io.StringIO(data.decode()), index=":", format="extxyz")
     assert np.allclose(back[1].info["dipole_predicted"], pred[1])
     assert np.allclose(back[0].info["dipole_std"], pred[0] * 0.1)
     assert "dipole_predicted" not in frames[0].info, "inputs are not modified"
     charges = np.arange(7, dtype=float)
-    data = figures.predictions_extxyz(frames, "q", charges, per_atom=True)
+    data = export.predictions_extxyz(frames, "q", charges, per_atom=True)
     back = ase.io.read(io.StringIO(data.decode()), index=":", format="extxyz")
     assert np.allclose(back[1].arrays["q_predicted"], charges[3:])
 
 
 def test_chemiscope_json_has_structures_properties_and_environments():
     frames = [ase.build.molecule("H2O"), ase.build.bulk("Au", cubic=True)]
-    data = json.loads(figures.chemiscope_json(
+    data = json.loads(export.chemiscope_json(
         frames, {"PC1": {"target": "atom", "values": np.arange(7.0)}, "element": {"target": "atom",
                  "values": np.array(["O", "H", "H", "Au", "Au", "Au", "Au"])}},
         environments=[(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (1, 3)], cutoff=3.5, x="PC1", color="element"))
@@ -298,16 +301,28 @@ def test_chemiscope_json_has_structures_properties_and_environments():
 
 def test_png_export_status_without_a_browser(monkeypatch):
     monkeypatch.setenv("BROWSER_PATH", "/nonexistent/chrome")
-    monkeypatch.setattr(figures, "_BROWSER_CANDIDATES", ())
-    monkeypatch.setattr(figures.shutil, "which", lambda name: None)
-    ok, why = figures.png_export_status()
+    monkeypatch.setattr(export, "_BROWSER_CANDIDATES", ())
+    monkeypatch.setattr(export.shutil, "which", lambda name: None)
+    ok, why = export.png_export_status()
     assert not ok and "Chromium" in why and "CSV" in why
     with pytest.raises(RuntimeError, match="Chromium"):
-        figures.figure_png(figures.histogram(np.arange(5.0), label="x", unit="Å"))
+        export.figure_png(figures.histogram(np.arange(5.0), label="x", unit="Å"))
 
 
-@pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="PNG export needs /usr/bin/chromium")
 def test_figure_png_renders_with_system_chromium():
+    require_that(os.path.exists("/usr/bin/chromium"), "PNG export needs /usr/bin/chromium (apt-get install chromium)")
     fig = figures.histogram(np.arange(10.0), label="size", unit="count")
-    png = figures.figure_png(fig, width=400, height=300, scale=1)
+    png = export.figure_png(fig, width=400, height=300, scale=1)
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
+
+
+def test_moved_names_keep_their_old_import_path_for_one_release():
+    for name in export.__all__:
+        assert getattr(figures, name) is getattr(export, name), name
+    assert not hasattr(figures, "cli_command")  # moved to wkviz.cli.reproduce (views may not import the CLI)
+
+
+def test_normalized_kernel_is_the_one_cosine_normalisation():
+    from wkviz.evaluation.projection import cosine_normalize
+
+    assert figures.normalized_kernel is cosine_normalize

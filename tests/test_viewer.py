@@ -8,10 +8,15 @@ import ase.build
 import numpy as np
 import pytest
 
+from conftest import require_that
 from wkviz.views import viewer
 
-needs_3dmol = pytest.mark.skipif(not viewer.viewer_available(),
-                                 reason="local 3Dmol.js missing; run `python scripts/fetch_3dmol.py`")
+@pytest.fixture
+def _3dmol():
+    require_that(viewer.viewer_available(), "local 3Dmol.js missing; run `python scripts/fetch_3dmol.py`")
+
+
+needs_3dmol = pytest.mark.usefixtures("_3dmol")
 
 
 def _commands(html: str) -> str:

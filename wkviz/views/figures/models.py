@@ -1,0 +1,224 @@
+"""Model figures: parity, fitted body-order weights, error by group, models compared on one split.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from .style import _axis_title, _model_sort_key, _style, body_order_color, body_order_label, model_color, model_label
+
+__all__ = [
+    "COMPONENT_NAMES",
+    "parity_plot",
+    "weights_bar",
+    "error_by_group",
+    "model_comparison",
+]
+
+
+COMPONENT_NAMES = {1: ["x", "y", "z"], 3: ["x", "y", "z"]}
+
+
+def parity_plot(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    *,
+    ids: Sequence[int],
+    formulas: Sequence[str] | None = None,
+    target: str = "target",
+    unit: str | None = None,
+    sigma: np.ndarray | None = None,
+    component_names: Sequence[str] | None = None,
+    selected: Iterable[int] = (),
+    title: str | None = None,
+) -> go.Figure:
+    """Predicted against true values, one trace per component, row ids in ``customdata``.
+
+    Plotly's point indices are per trace, so every point carries ``customdata = [id, formula, error, component]``
+    and a click/selection handler reads the structure id from there.
+
+    Parameters
+    ----------
+    y_true, y_pred : ndarray of shape (n,) or (n, n_components)
+    ids : sequence of int, length n
+        Structure (or atom) ids shown on hover and returned by selections.
+    formulas : sequence of str, optional
+    target, unit : str
+        Name and unit of the target, used in axis titles.
+    sigma : ndarray like ``y_pred``, optional
+        Predictive standard deviation, drawn as error bars.
+    component_names : sequence of str, optional
+        Names of the columns of a multi-component target (default x, y, z for 3 components).
+    selected : iterable of int
+        Ids to ring (the structure shown in 3D).
+    title : str, optional
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+    """
+    y_true = np.asarray(y_true, dtype=float)
+    y_pred = np.asarray(y_pred, dtype=float)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"true and predicted values differ in shape: {y_true.shape} vs {y_pred.shape}")
+    if y_true.ndim == 1:
+        y_true, y_pred = y_true[:, None], y_pred[:, None]
+        sigma = None if sigma is None else np.asarray(sigma, dtype=float)[:, None]
+    elif sigma is not None:
+        sigma = np.asarray(sigma, dtype=float).reshape(y_true.shape)
+    n, n_comp = y_true.shape
+    ids = np.asarray(ids)
+    if len(ids) != n:
+        raise ValueError(f"{len(ids)} ids for {n} predictions")
+    formulas = list(formulas) if formulas is not None else [""] * n
+    if component_names is None:
+        component_names = ["x", "y", "z"] if n_comp == 3 else [str(c) for c in range(n_comp)] if n_comp > 1 else [target]
+    comp_colors = ["#c92a2a", "#2e9e4f", "#4a90d9", "#7b4fc4", "#f08a24", "#8c564b", "#d6449b", "#1aa3b8", "#9a9a1f"]
+    selected = set(int(s) for s in selected)
+    u = f" {unit}" if unit else ""
+    fig = go.Figure()
+    lo = float(np.nanmin([y_true.min(), y_pred.min()]))
+    hi = float(np.nanmax([y_true.max(), y_pred.max()]))
+    pad = 0.04 * (hi - lo if hi > lo else 1.0)
+    fig.add_trace(go.Scatter(x=[lo - pad, hi + pad], y=[lo - pad, hi + pad], mode="lines",
+                             line=dict(color="#888", dash="dash", width=1.5), name="y = x", hoverinfo="skip"))
+    for c in range(n_comp):
+        err = y_pred[:, c] - y_true[:, c]
+        custom = np.empty((n, 4), dtype=object)
+        custom[:, 0] = ids
+        custom[:, 1] = formulas
+        custom[:, 2] = err
+        custom[:, 3] = c
+        fig.add_trace(
+            go.Scatter(
+                x=y_true[:, c],
+                y=y_pred[:, c],
+                mode="markers",
+                name=component_names[c] if n_comp > 1 else "test structures",
+                marker=dict(size=9, color=comp_colors[c % len(comp_colors)] if n_comp > 1 else "#2f5d9e",
+                            opacity=0.8, line=dict(width=0.5, color="white")),
+                error_y=None if sigma is None else dict(type="data", array=sigma[:, c], visible=True,
+                                                       thickness=1, width=0, color="rgba(60,60,60,0.35)"),
+                customdata=custom,
+                hovertemplate=(
+                    "structure %{customdata[0]} · %{customdata[1]}<br>"
+                    f"true %{{x:.4g}}{u}<br>predicted %{{y:.4g}}{u}<br>"
+                    f"error %{{customdata[2]:+.3g}}{u}<extra>{component_names[c] if n_comp > 1 else ''}</extra>"
+                ),
+            )
+        )
+    if selected:
+        mask = np.isin(ids.astype(int), list(selected))
+        if mask.any():
+            fig.add_trace(go.Scatter(
+                x=y_true[mask].ravel(), y=y_pred[mask].ravel(), mode="markers", name="shown in 3D",
+                marker=dict(size=18, color="rgba(0,0,0,0)", line=dict(width=3, color="#f08a24")),
+                hoverinfo="skip",
+            ))
+    mae = float(np.mean(np.abs(y_pred - y_true)))
+    rmse = float(np.sqrt(np.mean((y_pred - y_true) ** 2)))
+    fig.update_layout(height=560, legend=dict(x=0.02, xanchor="left", y=0.98, yanchor="top"))
+    fig.update_xaxes(title=_axis_title(f"true {target}", unit), range=[lo - pad, hi + pad])
+    fig.update_yaxes(title=_axis_title(f"predicted {target}", unit), range=[lo - pad, hi + pad], scaleanchor="x")
+    # No dragmode here: Streamlit turns click-to-select off when dragmode is "select"/"lasso"; box and lasso
+    # stay available from the mode bar.
+    fig.update_layout(clickmode="event+select")
+    return _style(fig, title=title or f"Parity: MAE {mae:.3g}{u}, RMSE {rmse:.3g}{u} (n = {n})")
+
+
+def weights_bar(weights: Mapping[int, float], *, title: str = "Body-order weights c_ν") -> go.Figure:
+    """Bar chart of the fitted body-order weights c_ν (log scale when they span decades)."""
+    nus = sorted(int(k) for k in weights)
+    values = [float(weights[nu]) for nu in nus]
+    fig = go.Figure(go.Bar(
+        x=[body_order_label(nu, short=True) for nu in nus], y=values,
+        marker_color=[body_order_color(nu) for nu in nus],
+        text=[f"{v:.2g}" for v in values], textposition="outside",
+        hovertemplate="%{x}<br>c = %{y:.4g}<extra></extra>",
+    ))
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) / min(positive) > 100:
+        fig.update_yaxes(type="log")
+    fig.update_xaxes(title="body order ν")
+    fig.update_yaxes(title="relative weight c_ν (dimensionless)")
+    return _style(fig, title=title, legend=False)
+
+
+def error_by_group(
+    table: pd.DataFrame,
+    *,
+    group: str,
+    group_label: str,
+    unit: str | None = None,
+    target: str = "target",
+    title: str | None = None,
+) -> go.Figure:
+    """Bar chart of the MAE per group (molecule size, element...) with the number of predictions on hover.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        One row per group with columns ``group``, ``mae`` and ``n`` (optionally ``rmse``), e.g. the rows of
+        :func:`wkviz.evaluation.errors_by_size` / :func:`wkviz.evaluation.errors_by_element`.
+    group : str
+        Column holding the group labels.
+    group_label : str
+        Axis title of the groups, with its unit (e.g. ``"atoms per structure (count)"``).
+    unit, target, title : str
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+    """
+    x = table[group].astype(str)
+    custom = np.stack([table["n"].to_numpy(), table["rmse"].to_numpy() if "rmse" in table else
+                       np.full(len(table), np.nan)], axis=1)
+    fig = go.Figure(go.Bar(
+        x=x, y=table["mae"], marker_color="#2f5d9e", customdata=custom,
+        text=[f"n={int(n)}" for n in table["n"]], textposition="outside", cliponaxis=False,
+        hovertemplate=(f"{group_label} %{{x}}<br>MAE %{{y:.4g}} {unit or ''}<br>RMSE %{{customdata[1]:.4g}}"
+                       f" {unit or ''}<br>%{{customdata[0]}} structures<extra></extra>"),
+    ))
+    fig.update_xaxes(title=group_label, type="category")
+    top = float(table["mae"].max()) if len(table) else 1.0
+    fig.update_yaxes(title=_axis_title(f"MAE of {target}", unit), range=[0, 1.2 * top if top > 0 else 1])
+    return _style(fig, title=title, legend=False)
+
+
+def model_comparison(table: pd.DataFrame, *, metric: str = "mae", unit: str | None = None, target: str = "target",
+                     title: str | None = None) -> go.Figure:
+    """Test error of every model (composition, each ν, mixed) as bars in the body-order colours.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Columns ``model`` and ``metric`` (model names as in :func:`wkviz.models.standard_models`).
+    metric : str
+    unit, target, title : str
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+    """
+    table = table.copy()
+    table["_order"] = [_model_sort_key(m) for m in table["model"]]
+    table = table.sort_values("_order")
+    labels = [model_label(m, short=True) for m in table["model"]]
+    values = table[metric].to_numpy(float)
+    fig = go.Figure(go.Bar(
+        x=labels, y=values, marker_color=[model_color(m) for m in table["model"]],
+        text=[f"{v:.3g}" for v in values], textposition="outside", cliponaxis=False,
+        hovertemplate="%{x}<br>" + metric.upper() + f" %{{y:.4g}} {unit or ''}<extra></extra>",
+    ))
+    positive = values[values > 0]
+    if len(positive) and positive.max() / positive.min() > 30:
+        fig.update_yaxes(type="log")
+    else:
+        fig.update_yaxes(range=[0, 1.2 * float(np.nanmax(values)) if len(values) else 1])
+    fig.update_xaxes(title="model (ν=0: composition only)")
+    fig.update_yaxes(title=_axis_title(f"test {metric.upper()} of {target}", unit))
+    return _style(fig, title=title or "Models compared on the same split", legend=False)
