@@ -1,36 +1,29 @@
 """Data: choose a bundled set, upload a file or draw from QM9; pick the target and the split; look at structures."""
 
-import sys
-from pathlib import Path
+import numpy as np
+import pandas as pd
+import streamlit as st
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `streamlit run` from any folder, or this file on its own
-    sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from pages.support import common  # noqa: E402
-from wkviz import data  # noqa: E402
-from wkviz.views import figures  # noqa: E402
+from pages.support import datasets, nav, state, widgets
+from wkviz import data
+from wkviz.views import figures
 
 
 def render() -> None:
     ss = st.session_state
-    common.page_header("Data", "Structures to learn from, what can be learned, and how they are split.")
+    widgets.page_header("Data", "Structures to learn from, what can be learned, and how they are split.")
 
     SOURCES = ["Bundled data set", "Upload a file", "Full QM9 (qm9pack)"]
     MAX_MB = data.DEFAULT_MAX_BYTES / 2**20
 
 
     def _on_sample_change():
-        ss["data.n"] = common.DEFAULT_N.get(ss["data.sample"], 200)
+        ss["data.n"] = state.DEFAULT_N.get(ss["data.sample"], 200)
 
 
     src_col, opt_col = st.columns([1, 2], gap="large")
     with src_col:
-        st.radio("Source", SOURCES, key="data.source", **common.KEEP,
+        st.radio("Source", SOURCES, key="data.source", **state.KEEP,
                  help="Bundled sets ship with wkviz; uploads accept any file ase can read (extxyz, xyz, cif, POSCAR, "
                       "PDB, … also .gz).")
 
@@ -39,17 +32,17 @@ def render() -> None:
         if source == SOURCES[0]:
             c1, c2 = st.columns([2, 1])
             with c1:
-                st.selectbox("Bundled set", list(data.SAMPLE_SETS), key="data.sample", **common.KEEP, on_change=_on_sample_change,
+                st.selectbox("Bundled set", list(data.SAMPLE_SETS), key="data.sample", **state.KEEP, on_change=_on_sample_change,
                              format_func=lambda k: data.SAMPLE_SETS[k]["title"])
-            with common.user_errors("Could not load the bundled set"):
-                full = common._sample(ss["data.sample"])
+            with widgets.user_errors("Could not load the bundled set"):
+                full = datasets._sample(ss["data.sample"])
                 with c2:
                     ss["data.n"] = int(min(max(int(ss["data.n"]), 2), len(full)))
                     st.number_input("Structures to use (count)", min_value=2, max_value=len(full), step=50,
-                                    key="data.n", **common.KEEP, help="The first N structures of the file (the QM9 subset is "
+                                    key="data.n", **state.KEEP, help="The first N structures of the file (the QM9 subset is "
                                                        "already a random draw). Kernel cost grows as N².")
                 st.caption(data.SAMPLE_SETS[ss["data.sample"]]["description"])
-                common.set_dataset(common.bundled_dataset(ss["data.sample"], ss["data.n"]))
+                state.set_dataset(datasets.bundled_dataset(ss["data.sample"], ss["data.n"]))
         elif source == SOURCES[1]:
             upload = st.file_uploader(
                 f"Structure file (at most {MAX_MB:.0f} MB, also after decompression)",
@@ -57,33 +50,33 @@ def render() -> None:
                 help="Energies, forces and stresses that ase reads into a calculator count as targets too.",
             )
             if upload is not None:
-                with common.user_errors(f"Could not use {upload.name}"):
-                    common.set_dataset(common.upload_dataset(upload.name, upload.getvalue()))
-                    st.success(f"Loaded {common.dataset().n} structures from {upload.name}.", icon=":material/check:")
+                with widgets.user_errors(f"Could not use {upload.name}"):
+                    state.set_dataset(datasets.upload_dataset(upload.name, upload.getvalue()))
+                    st.success(f"Loaded {state.dataset().n} structures from {upload.name}.", icon=":material/check:")
             else:
                 st.caption("Until you upload a file, the pages keep using the current data set.")
         else:
-            if not common.qm9pack_available():
+            if not datasets.qm9pack_available():
                 st.warning("Full QM9 needs the optional `qm9pack` package (about 230 MB): `pip install qm9pack`. "
                            "The bundled 2,000-molecule subset works without it.", icon=":material/extension:")
             else:
                 c1, c2, c3 = st.columns([1, 1, 1])
                 with c1:
-                    st.number_input("Molecules (count)", min_value=2, max_value=130_831, step=100, key="data.qm9_n", **common.KEEP)
+                    st.number_input("Molecules (count)", min_value=2, max_value=130_831, step=100, key="data.qm9_n", **state.KEEP)
                 with c2:
-                    st.number_input("Seed", min_value=0, step=1, key="data.qm9_seed", **common.KEEP)
+                    st.number_input("Seed", min_value=0, step=1, key="data.qm9_seed", **state.KEEP)
                 with c3:
                     st.write("")
                     go = st.button("Draw molecules", key="data.qm9.btn", type="primary", width="stretch")
                 if go:
-                    with common.user_errors("Could not draw from QM9"):
-                        common.set_dataset(common.qm9_dataset(ss["data.qm9_n"], ss["data.qm9_seed"]))
+                    with widgets.user_errors("Could not draw from QM9"):
+                        state.set_dataset(datasets.qm9_dataset(ss["data.qm9_n"], ss["data.qm9_seed"]))
 
-    ds = common.dataset()
+    ds = state.dataset()
     st.divider()
 
     # ---- summary -----------------------------------------------------------------------------------------------
-    summary = common.summary(ds)
+    summary = datasets.summary(ds)
     m = st.columns(5)
     m[0].metric("Structures", f"{summary['n_structures']:,}")
     m[1].metric("Atoms", f"{summary['n_atoms_total']:,}")
@@ -93,7 +86,7 @@ def render() -> None:
     m[4].metric("Periodic", f"{summary['n_periodic']} / {summary['n_structures']}")
 
     # ---- target and split --------------------------------------------------------------------------------------
-    targets = common.target_infos(ds)
+    targets = datasets.target_infos(ds)
     t_col, s_col = st.columns([1.3, 1], gap="large")
     with t_col:
         st.subheader("What can be learned")
@@ -101,10 +94,10 @@ def render() -> None:
             st.warning("No learnable target in this data set (no numeric per-structure or per-atom values). You can "
                        "still compute kernels and maps.", icon=":material/warning:")
         else:
-            info = common.target_info()
+            info = state.target_info()
             kinds = {"scalar": "scalar (λ=0)", "vector": "vector (λ=1)", "tensor": "3×3 tensor (λ=0 ⊕ λ=2)",
                      "atomic": "per-atom scalar"}
-            st.selectbox("Target", [t.key for t in targets], key="data.target", **common.KEEP,
+            st.selectbox("Target", [t.key for t in targets], key="data.target", **state.KEEP,
                          format_func=lambda k: next(f"{t.key} · {kinds[t.kind]}" + (f" · {t.unit}" if t.unit else "")
                                                     for t in targets if t.key == k))
             rows = []
@@ -120,21 +113,21 @@ def render() -> None:
                        "intensive ones with mean kernels.")
     with s_col:
         st.subheader("Split")
-        st.radio("Method", ["random", "fps"], key="data.split", **common.KEEP, horizontal=True,
+        st.radio("Method", ["random", "fps"], key="data.split", **state.KEEP, horizontal=True,
                  format_func=lambda s: "random" if s == "random" else "farthest-point sampling (on ν=2 kernel)",
                  help="FPS picks a training set spread over the data (needs kernels; random until they exist).")
-        st.slider("Test fraction", min_value=0.05, max_value=0.5, step=0.05, key="data.test_fraction", **common.KEEP,
+        st.slider("Test fraction", min_value=0.05, max_value=0.5, step=0.05, key="data.test_fraction", **state.KEEP,
                   help="Structures held out until the final test; model selection never sees them.")
-        st.number_input("Seed", min_value=0, step=1, key="data.seed", **common.KEEP)
-        with common.user_errors():
-            train, test = common.split()
+        st.number_input("Seed", min_value=0, step=1, key="data.seed", **state.KEEP)
+        with widgets.user_errors():
+            train, test = state.split()
             st.markdown(f"**{len(train)}** training structures, **{len(test)}** test structures.")
-            moved = common.moved_to_train()
+            moved = state.moved_to_train()
             if moved:
                 st.caption(f"Moved to training: structure{'s' if len(moved) > 1 else ''} {', '.join(map(str, moved))}, "
                            "which contain an element no training structure has (a model cannot predict an element it "
                            "never saw).")
-            if ss.get("data.split") == "fps" and common.current_kernel()[0] is None:
+            if ss.get("data.split") == "fps" and state.current_kernel()[0] is None:
                 st.caption("FPS needs kernels: using a random split until they are computed.")
 
     # ---- distributions -----------------------------------------------------------------------------------------
@@ -143,14 +136,14 @@ def render() -> None:
     sizes = np.array([len(a) for a in ds.frames])
     with h1:
         fig = figures.histogram(sizes, label="atoms per structure", unit="count", title="Structure sizes", integer=True)
-        common.chart(fig, "data.sizes.chart")
-        common.downloads(fig, name="structure_sizes", key="data.sizes",
+        widgets.chart(fig, "data.sizes.chart")
+        widgets.downloads(fig, name="structure_sizes", key="data.sizes",
                          table=pd.DataFrame({"structure": np.arange(ds.n), "n_atoms": sizes}))
     with h2:
-        info = common.target_info()
+        info = state.target_info()
         if info is not None:
-            with common.user_errors():
-                y = common.target_values(info.key)
+            with widgets.user_errors():
+                y = state.target_values(info.key)
                 if info.kind == "atomic":
                     values, lab = y, f"{info.key} per atom"
                 elif info.kind == "scalar":
@@ -158,25 +151,25 @@ def render() -> None:
                 else:
                     values, lab = np.linalg.norm(y.reshape(len(y), -1), axis=1), f"|{info.key}|"
                 fig = figures.histogram(values, label=lab, unit=info.unit or None, title=f"Target: {info.key}")
-                common.chart(fig, "data.target.chart")
-                common.downloads(fig, name=f"target_{info.key}", key="data.target",
+                widgets.chart(fig, "data.target.chart")
+                widgets.downloads(fig, name=f"target_{info.key}", key="data.target",
                                  table=pd.DataFrame({"value": np.asarray(values).ravel()}))
 
     # ---- a structure in 3D -------------------------------------------------------------------------------------
     st.divider()
     st.subheader("Look at a structure")
     v1, v2 = st.columns([1, 2.2], gap="large")
-    formulas = common.formulas(ds)
+    formulas = datasets.formulas(ds)
     with v1:
         ss["data.view_id"] = int(min(max(int(ss.get("data.view_id") or 0), 0), ds.n - 1))
-        st.number_input("Structure index", min_value=0, max_value=ds.n - 1, step=1, key="data.view_id", **common.KEEP)
+        st.number_input("Structure index", min_value=0, max_value=ds.n - 1, step=1, key="data.view_id", **state.KEEP)
         i = int(ss["data.view_id"])
         atoms = ds.frames[i]
         st.markdown(f"**{formulas[i]}** · {len(atoms)} atoms" + (" · periodic" if atoms.pbc.any() else ""))
         rows = []
         for t in targets:
-            with common.user_errors():
-                v = common.target_values(t.key)
+            with widgets.user_errors():
+                v = state.target_values(t.key)
                 if t.kind == "atomic":
                     continue
                 val = v[i]
@@ -185,11 +178,11 @@ def render() -> None:
         if rows:
             st.dataframe(pd.DataFrame(rows), hide_index=True)
     with v2:
-        common.show_structure(atoms, structure_id=i, height=440)
+        widgets.show_structure(atoms, structure_id=i, height=440)
 
-    name, payload, mime = common.dataset_file(ds)
+    name, payload, mime = widgets.dataset_file(ds)
     st.download_button(f"Download these {ds.n} structures ({name})", data=payload, file_name=name, mime=mime,
                        key="data.extxyz.dl", icon=":material/download:", on_click="ignore")
 
 
-common.run_page(render, "Data")
+nav.run_page(render, "Data")

@@ -1,21 +1,17 @@
 """Kernels: hyperparameters (in a form), cost estimate, computation with progress/ETA/cancel, per-ν heatmaps,
-body-order spectrum and timing. Large data sets (``common.is_large``) also get tiles on Dask into an on-disk
+body-order spectrum and timing. Large data sets (``jobs.is_large``) also get tiles on Dask into an on-disk
 kernel store, which a later session (or a store computed by the CLI) reuses."""
 
 import io
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `streamlit run` from any folder, or this file on its own
-    sys.path.insert(0, str(ROOT))
+import numpy as np
+import pandas as pd
+import streamlit as st
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from pages.support import common  # noqa: E402
-from wkviz.views import figures  # noqa: E402
+from pages.support import jobs, nav, state, widgets
+from wkviz.cli.reproduce import cli_command
+from wkviz import Hypers
+from wkviz.views import figures
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -31,13 +27,30 @@ def _heatmap_table(sub, idx, nus):
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
+def _hyper_input(name: str) -> None:
+    """The form input of hyperparameter ``name``: label, range, step and tooltip from its metadata
+    (:meth:`wkviz.Hypers.spec`), so the form offers only values :class:`~wkviz.Hypers` accepts."""
+    spec = Hypers.spec(name)
+    help = spec.widget.get("help", spec.help)
+    key = f"kernels.{name}"
+    if spec.choices is not None:
+        st.selectbox(spec.widget["label"], list(spec.choices), key=key, **state.KEEP, help=help)
+        return
+    lo, hi = (spec.type(v) for v in spec.widget_bounds)
+    if spec.type is int:
+        st.slider(spec.widget["label"], min_value=lo, max_value=hi, key=key, **state.KEEP, help=help)
+    else:
+        st.number_input(spec.widget["label"], min_value=lo, max_value=hi, step=spec.widget["step"], key=key,
+                        **state.KEEP, help=help)
+
+
 def _store_panel(ds, hypers, request, est, kres, running):
     """Tiles into an on-disk store (compute, resume or load) for a large request; returns a started job or None."""
     with st.container(border=True):
         st.subheader("Large data set: tiles into an on-disk kernel store")
         st.markdown(
-            f"This request is above the large-data limit ({common.large_rule()}). Its kernel can be computed as tiles "
-            f"of structures × structures on a local Dask cluster ({common.TILE_WORKERS} single-threaded worker "
+            f"This request is above the large-data limit ({jobs.large_rule()}). Its kernel can be computed as tiles "
+            f"of structures × structures on a local Dask cluster ({jobs.TILE_WORKERS} single-threaded worker "
             "processes) and streamed into a store on disk: a cancelled or interrupted run resumes with the finished "
             "tiles, and a later session reuses them. A store made by `python -m wkviz kernels … --store PATH` loads "
             "the same way if it holds exactly these structures and hyperparameters.")
@@ -45,15 +58,15 @@ def _store_panel(ds, hypers, request, est, kres, running):
             st.info("Atom-level kernels are not computed as tiles: untick 'atom-level kernels too' to use a store "
                     "(per-atom targets need the in-memory computation on fewer structures).", icon=":material/info:")
             return None
-        default = common.default_store_path(ds, hypers, request)
-        st.text_input("Store directory", key="kernels.store_path", **common.KEEP, placeholder=str(default),
+        default = jobs.default_store_path(ds, hypers, request)
+        st.text_input("Store directory", key="kernels.store_path", **state.KEEP, placeholder=str(default),
                       help="Empty: a directory in your cache folder named by the content hash of these structures "
                            "and hyperparameters. Type the path of an existing store to load or resume it; a store "
                            "of other structures or hyperparameters is refused.")
-        path = common.store_path(ds, hypers, request)
+        path = jobs.store_path(ds, hypers, request)
         status = None
-        with common.user_errors("This store cannot be used"):
-            status = common.store_status(path, ds, hypers, request)
+        with widgets.user_errors("This store cannot be used"):
+            status = jobs.store_status(path, ds, hypers, request)
         if status is None:
             return None
         if status.exists:
@@ -65,7 +78,7 @@ def _store_panel(ds, hypers, request, est, kres, running):
             st.markdown(f"New store `{status.path}`: **{status.tiles_total} tiles** of up to {status.tile_size} × "
                         f"{status.tile_size} structures (the upper triangle of the symmetric kernel).")
         if not est["fits"]:
-            st.caption(f"The whole kernel ({common.format_bytes(est['output_bytes'])}) exceeds the memory budget: it "
+            st.caption(f"The whole kernel ({widgets.format_bytes(est['output_bytes'])}) exceeds the memory budget: it "
                        "will stay in the store only. The sparse model on the Models page needs only N×M kernels.")
         if kres is not None:
             st.caption("The kernels of this request are already in memory.")
@@ -73,99 +86,71 @@ def _store_panel(ds, hypers, request, est, kres, running):
         label = ("Load the kernels from the store" if status.complete else
                  "Resume: compute the missing tiles" if status.tiles_done else "Compute as tiles into the store")
         if st.button(label, key="kernels.tiles.btn", icon=":material/grid_view:", disabled=running):
-            with common.user_errors("Could not start the tiled computation"):
-                return common.start_tile_job(ds, hypers, request, path)
+            with widgets.user_errors("Could not start the tiled computation"):
+                return jobs.start_tile_job(ds, hypers, request, path)
     return None
 
 
 def render() -> None:
     ss = st.session_state
-    common.page_header("Kernels", "Wigner kernels of every body order ν between all structures of the data set.")
+    widgets.page_header("Kernels", "Wigner kernels of every body order ν between all structures of the data set.")
 
-    ds = common.dataset()
-    info = common.target_info()
-    request = common.kernel_request(info)
+    ds = state.dataset()
+    info = state.target_info()
+    request = state.kernel_request(info)
 
     # ---- hyperparameters ---------------------------------------------------------------------------------------
     with st.form("kernels.form", border=True):
         c1, c2, c3 = st.columns(3, gap="large")
         with c1:
-            st.slider("ν_max · highest body order", min_value=1, max_value=8, key="kernels.nu_max", **common.KEEP,
-                      help="A ν-kernel sees (ν+1)-body correlations; ν=2 is the 3-body (SOAP-like) kernel. Cost grows "
-                           "linearly with ν.")
-            st.slider("λ_max · highest angular order", min_value=0, max_value=6, key="kernels.lambda_max", **common.KEEP,
-                      help="Angular resolution kept in the iteration. Vector targets need λ_max ≥ 1, tensors ≥ 2. "
-                           "Cost grows roughly as λ_max⁴.")
+            _hyper_input("nu_max")
+            _hyper_input("lambda_max")
         with c2:
-            st.number_input("cutoff r_c (Å)", min_value=0.5, max_value=15.0, step=0.5, key="kernels.cutoff", **common.KEEP,
-                            help="Neighbours farther than this from the central atom are ignored.")
-            st.number_input("cutoff width (Å)", min_value=0.05, max_value=15.0, step=0.1, key="kernels.cutoff_width", **common.KEEP,
-                            help="Width of the smooth switching region just inside the cutoff.")
-            st.number_input("density width σ (Å)", min_value=0.01, max_value=3.0, step=0.01, key="kernels.density_width", **common.KEEP,
-                            help="Gaussian width of each neighbour in the density: smaller is sharper and more "
-                                 "detailed, larger is smoother.")
-            st.checkbox("down-weight far neighbours", key="kernels.radial_on", **common.KEEP,
+            _hyper_input("cutoff")
+            _hyper_input("cutoff_width")
+            _hyper_input("density_width")
+            st.checkbox("down-weight far neighbours", key="kernels.radial_on", **state.KEEP,
                         help="Multiply every neighbour by u(r) = 1/(1 + (r/r₀)^m) (featomic's Willatt2018 radial "
                              "scaling): how much distant atoms count, independently of how wide they are. On by "
                              "default; it was the largest single accuracy gain on QM9.")
-            st.number_input("radial weight r₀ (Å)", min_value=0.2, max_value=20.0, step=0.1,
-                            key="kernels.radial_scale", **common.KEEP,
-                            help="Distance at which a neighbour counts half (used only when the box above is ticked).")
-            st.number_input("radial weight exponent m", min_value=1.0, max_value=20.0, step=1.0,
-                            key="kernels.radial_exponent", **common.KEEP,
-                            help="How sharply the weight falls off beyond r₀.")
+            _hyper_input("radial_scale")
+            _hyper_input("radial_exponent")
         with c3:
-            st.checkbox("width grows with distance", key="kernels.scaling_on", **common.KEEP,
+            st.checkbox("width grows with distance", key="kernels.scaling_on", **state.KEEP,
                         help="σ(r) = σ₀·exp(r/r_s) with unit-integral Gaussians, so far neighbours are wider and weigh "
                              "less. Off: constant σ (featomic's convention).")
-            st.number_input("density scaling r_s (Å)", min_value=0.3, max_value=1000.0, step=0.1,
-                            key="kernels.density_scaling", **common.KEEP, help="Length over which the width grows by a factor e "
-                                                                "(used only when the box above is ticked).")
-            st.number_input("element coupling a", min_value=0.0, max_value=0.99, step=0.05,
-                            key="kernels.species_coupling", **common.KEEP,
-                            help="How much the densities of neighbours of two different heavy elements (C and N, "
-                                 "say) overlap, relative to the same element; hydrogen stays apart. 0 = every "
-                                 "element separate, as in the paper.")
-            st.number_input("hydrogen weight w_H", min_value=0.05, max_value=5.0, step=0.05,
-                            key="kernels.hydrogen_weight", **common.KEEP,
-                            help="How much a hydrogen neighbour counts relative to a heavy one: below 1 the kernel "
-                                 "looks more at the heavy-atom skeleton. 1 = all neighbours equal, as in the paper.")
-            st.number_input("hydrogen centre weight w_c", min_value=0.0, max_value=5.0, step=0.05,
-                            key="kernels.hydrogen_center_weight", **common.KEEP,
-                            help="How much each hydrogen atom's environment counts in the structure kernels "
-                                 "(pairs of hydrogen centres count w_c²); the heavy atoms' environments already "
-                                 "see the hydrogens. 1 = every atom equal, as in the paper. Atom-level kernels are "
-                                 "not weighted.")
-            st.selectbox("normalization", ["exact", "reference"], key="kernels.normalization", **common.KEEP,
-                         help="exact: k^ν = ∫ dR h(R)^ν (ν=2 ∝ SOAP linear kernel); reference: the published code's "
-                              "convention.")
-            st.checkbox("atom-level kernels too", key="kernels.atomic", **common.KEEP,
+            _hyper_input("density_scaling")
+            _hyper_input("species_coupling")
+            _hyper_input("hydrogen_weight")
+            _hyper_input("hydrogen_center_weight")
+            _hyper_input("normalization")
+            st.checkbox("atom-level kernels too", key="kernels.atomic", **state.KEEP,
                         help="Kernels between every pair of atoms, for per-atom targets (always on for them) and environment "
                              "maps; memory grows as (total atoms)².")
         submitted = st.form_submit_button("Apply and estimate the cost", type="primary", key="kernels.apply.btn",
                                           icon=":material/calculate:")
     if submitted:
-        with common.user_errors("These hyperparameters cannot be used"):
-            ss["wk.hypers"] = common.hypers_from_widgets()
-            request = common.kernel_request(info)
+        with widgets.user_errors("These hyperparameters cannot be used"):
+            ss["wk.hypers"] = state.hypers_from_widgets()
+            request = state.kernel_request(info)
 
-    hypers = common.applied_hypers()
-    kres, key = common.find_kernel(ds, hypers, request)
+    hypers = state.applied_hypers()
+    kres, key = state.find_kernel(ds, hypers, request)
     job = ss.get("wk.kernel_job")
     running = job is not None and not job.done
 
     # ---- estimate and start ------------------------------------------------------------------------------------
     est = None
-    with common.user_errors("Cannot estimate this request"):
-        est = common.estimate(ds, hypers, request)
+    with widgets.user_errors("Cannot estimate this request"):
+        est = jobs.estimate(ds, hypers, request)
     if est is not None:
         m = st.columns([1, 1, 1, 1.3])
         m[0].metric("Structures", f"{ds.n:,}")
         m[1].metric("Atom pairs (same element)", f"{est['n_pairs']:,}",
                     help="Ordered pairs of same-element central atoms; symmetric requests compute each pair once.")
-        m[2].metric("Output memory", common.format_bytes(est["output_bytes"]),
-                    help=f"Memory budget {common.format_bytes(common.MEMORY_BUDGET)}.")
-        m[3].metric("Estimated time", common.format_seconds(est["seconds"]), help="From measured throughput on a "
+        m[2].metric("Output memory", widgets.format_bytes(est["output_bytes"]),
+                    help=f"Memory budget {widgets.format_bytes(state.MEMORY_BUDGET)}.")
+        m[3].metric("Estimated time", widgets.format_seconds(est["seconds"]), help="From measured throughput on a "
                     "2-core machine; the progress bar gives the real ETA.")
         extras = []
         if request["tensor_rank"]:
@@ -175,11 +160,11 @@ def render() -> None:
         if extras:
             st.caption("Also computing " + " and ".join(extras) + ".")
         if not est["fits"]:
-            st.error(f"These kernels need {common.format_bytes(est['output_bytes'])}, more than the memory budget of "
-                     f"{common.format_bytes(common.MEMORY_BUDGET)}: use fewer structures (Data page) or drop the "
+            st.error(f"These kernels need {widgets.format_bytes(est['output_bytes'])}, more than the memory budget of "
+                     f"{widgets.format_bytes(state.MEMORY_BUDGET)}: use fewer structures (Data page) or drop the "
                      "atom-level kernels.", icon=":material/memory:")
-        if not common.is_large(est):
-            st.caption(f"Requests with {common.large_rule()} also get tiles into an on-disk store here and a sparse "
+        if not jobs.is_large(est):
+            st.caption(f"Requests with {jobs.large_rule()} also get tiles into an on-disk store here and a sparse "
                        "model on the Models page.")
 
     start = False
@@ -190,11 +175,11 @@ def render() -> None:
                               disabled=est is None or not est["fits"], width="stretch")
         autostart = ss.pop("wk.autostart", False)
         if (start or autostart) and est is not None and est["fits"]:
-            with common.user_errors("Could not start the computation"):
-                job = common.start_kernel_job(ds, hypers, request)
+            with widgets.user_errors("Could not start the computation"):
+                job = jobs.start_kernel_job(ds, hypers, request)
                 running = True
 
-    if est is not None and common.is_large(est):
+    if est is not None and jobs.is_large(est):
         tile_job = _store_panel(ds, hypers, request, est, kres, running)
         if tile_job is not None:
             job, running = tile_job, True
@@ -203,22 +188,22 @@ def render() -> None:
         if ss.get("wk.kernel_job_key") != key:
             st.info("Another kernel computation of this session is running (different settings); it continues in "
                     "the background. You can cancel it here.", icon=":material/hourglass_top:")
-        common.poll_job(job, cancel_key="kernels.cancel.btn", what=job.label)
+        jobs.poll_job(job, cancel_key="kernels.cancel.btn", what=job.label)
 
     tiles = job is not None and job.meta.get("tiles") and job.meta.get("key") == key
     if job is not None and job.done and kres is None and ss.get("wk.kernel_job_key") == key:
-        state = job.state()
-        if state.status == "cancelled" and tiles:
+        job_state = job.state()
+        if job_state.status == "cancelled" and tiles:
             st.warning("The tiled computation was cancelled; the finished tiles stay in the store and are reused when "
                        "you start it again.", icon=":material/cancel:")
-        elif state.status == "cancelled":
+        elif job_state.status == "cancelled":
             st.warning("The computation was cancelled; nothing was stored. Start it again when you are ready.",
                        icon=":material/cancel:")
-        elif state.status == "failed":
-            common.show_job_failure(job)
-        elif state.status == "done" and tiles and not job.result["in_memory"]:
+        elif job_state.status == "failed":
+            widgets.show_job_failure(job)
+        elif job_state.status == "done" and tiles and not job.result["in_memory"]:
             st.info(f"The kernel is complete in the store `{job.result['path']}` but larger than the memory budget "
-                    f"({common.format_bytes(common.MEMORY_BUDGET)}), so it is not loaded here. The sparse model on the "
+                    f"({widgets.format_bytes(state.MEMORY_BUDGET)}), so it is not loaded here. The sparse model on the "
                     "Models page needs only N×M kernels; Python reads blocks of the store with "
                     "`wkviz.scale.store.KernelStore`.", icon=":material/info:")
 
@@ -231,14 +216,14 @@ def render() -> None:
     def show_results(kres, key):
         K = kres.K
         nu_max = K.shape[0] - 1
-        st.success(f"Kernels for {ds.n} structures, ν = 0…{nu_max}, computed in {common.format_seconds(kres.seconds)} "
+        st.success(f"Kernels for {ds.n} structures, ν = 0…{nu_max}, computed in {widgets.format_seconds(kres.seconds)} "
                    f"({kres.n_pairs:,} atom pairs).", icon=":material/check_circle:")
         if tiles and job.done and job.state().status == "done":
             t = job.result
             st.info(f"Tiles: **{t['tiles_computed']} computed**, {t['tiles_reused']} reused from the store, of "
                     f"{t['tiles_total']} ({t['tile_size']} × {t['tile_size']} structures each), {t['where']}. "
                     f"Store: `{t['path']}`.", icon=":material/grid_view:")
-        st.markdown(common.body_order_legend(range(nu_max + 1)), unsafe_allow_html=True)
+        st.markdown(widgets.body_order_legend(range(nu_max + 1)), unsafe_allow_html=True)
 
         tab_maps, tab_spec, tab_time = st.tabs(["Per-ν kernel heatmaps", "Body-order spectrum", "Timing"])
 
@@ -247,24 +232,24 @@ def render() -> None:
             with c1:
                 if not ss.get("kernels.show_nu") or max(ss["kernels.show_nu"]) > nu_max:
                     ss["kernels.show_nu"] = list(range(nu_max + 1))
-                st.multiselect("Body orders to show", list(range(nu_max + 1)), key="kernels.show_nu", **common.KEEP,
+                st.multiselect("Body orders to show", list(range(nu_max + 1)), key="kernels.show_nu", **state.KEEP,
                                format_func=figures.body_order_label)
             with c2:
                 order_by = st.selectbox("Order structures by", ["data order", "target value", "number of atoms"],
-                                        key="kernels.order", **common.KEEP)
+                                        key="kernels.order", **state.KEEP)
             nmax = 150
             idx = np.arange(ds.n)
             if order_by == "number of atoms":
                 idx = np.argsort(kres.n_atoms_A, kind="stable")
             elif order_by == "target value" and info is not None and info.kind != "atomic":
-                with common.user_errors():
-                    y = common.target_values(info.key)
+                with widgets.user_errors():
+                    y = state.target_values(info.key)
                     idx = np.argsort(y if y.ndim == 1 else np.linalg.norm(y.reshape(len(y), -1), axis=1), kind="stable")
             idx = idx[:nmax]
             sub = K[:, idx][:, :, idx]
             nus = sorted(ss["kernels.show_nu"]) or [nu_max]
             fig = figures.kernel_heatmaps(sub, nus, normalize=True)
-            common.chart(fig, "kernels.heatmaps.chart")
+            widgets.chart(fig, "kernels.heatmaps.chart")
             st.caption(f"Cosine-normalised kernels k(A,B)/√(k(A,A)k(B,B)) of the first {len(idx)} structures"
                        f"{' (ordered by ' + order_by + ')' if order_by != 'data order' else ''}. Higher ν sharpens "
                        "similarities: the off-diagonal fades as body order grows.")
@@ -275,7 +260,7 @@ def render() -> None:
                 kres.to_npz(buf)
                 return buf.getvalue()
 
-            common.downloads(fig, name="kernel_heatmaps", key="kernels.heatmaps", table=long,
+            widgets.downloads(fig, name="kernel_heatmaps", key="kernels.heatmaps", table=long,
                              extra={"K.npz": ("K.npz", _npz, "application/octet-stream")})
 
         with tab_spec:
@@ -287,50 +272,50 @@ def render() -> None:
             c1, c2 = st.columns(2, gap="large")
             with c1:
                 fig1 = figures.body_order_spectrum(table, "effective_rank", title="Directions resolved by each ν")
-                common.chart(fig1, key="kernels.spectrum.chart")
+                widgets.chart(fig1, key="kernels.spectrum.chart")
             with c2:
                 if weights is not None:
                     fig2 = figures.body_order_spectrum(table, "weight_share", title="Share of each ν in the fitted model")
                 else:
                     fig2 = figures.body_order_spectrum(table, "mean_similarity", title="How alike structures look at each ν")
-                common.chart(fig2, key="kernels.spectrum2.chart")
+                widgets.chart(fig2, key="kernels.spectrum2.chart")
             st.caption("Effective rank: participation ratio (Σλ)²/Σλ² of the eigenvalues of the normalised K^ν, the number "
                        "of independent directions the ν-kernel uses on these structures. Once a model is fitted, the right "
                        "panel shows how much each body order contributes to it.")
-            common.downloads(fig1, name="body_order_spectrum", key="kernels.spectrum", table=table)
+            widgets.downloads(fig1, name="body_order_spectrum", key="kernels.spectrum", table=table)
 
         with tab_time:
             t = kres.timings or {}
             m = st.columns(4)
-            m[0].metric("Wall time", common.format_seconds(kres.seconds))
+            m[0].metric("Wall time", widgets.format_seconds(kres.seconds))
             m[1].metric("Atom pairs", f"{kres.n_pairs:,}")
             m[2].metric("Throughput", f"{kres.n_pairs / max(kres.seconds, 1e-9):,.0f} pairs/s")
-            m[3].metric("Estimate was", common.format_seconds(est["seconds"]) if est else "–")
+            m[3].metric("Estimate was", widgets.format_seconds(est["seconds"]) if est else "–")
             if t:
                 st.dataframe(pd.DataFrame({"stage": list(t), "seconds": [float(v) for v in t.values()]}), hide_index=True,
                              column_config={"seconds": st.column_config.NumberColumn(format="%.3f s")})
             rows = []
             for nu in range(1, 9):
-                with common.user_errors():
-                    e = common.estimate(ds, hypers.replace(nu_max=nu), request)
+                with widgets.user_errors():
+                    e = jobs.estimate(ds, hypers.replace(nu_max=nu), request)
                     rows.append({"nu": nu, "method": "estimate for this data set", "seconds": e["seconds"]})
             rows.append({"nu": nu_max, "method": "measured", "seconds": kres.seconds})
             cost = pd.DataFrame(rows)
             fig = figures.cost_vs_nu(cost, title="Time against ν_max: linear in body order")
-            common.chart(fig, "kernels.cost.chart")
-            common.downloads(fig, name="cost_vs_nu", key="kernels.cost", table=cost)
+            widgets.chart(fig, "kernels.cost.chart")
+            widgets.downloads(fig, name="cost_vs_nu", key="kernels.cost", table=cost)
 
         # ---- reproduce ---------------------------------------------------------------------------------------------
-        fname, payload, mime = common.dataset_file(ds)
-        cmd = figures.cli_command("kernels", hypers, fname, atomic=bool(request["atomic"]) or None,
-                                  tensor_rank=request["tensor_rank"] or None, out="K.npz")
+        fname, payload, mime = widgets.dataset_file(ds)
+        cmd = cli_command("kernels", hypers, fname, atomic=bool(request["atomic"]) or None,
+                          tensor_rank=request["tensor_rank"] or None, out="K.npz")
         cmds = [cmd]
         if tiles and job.done and job.state().status == "done":
             cmds += ["# the same kernel as tiles on a local Dask cluster, into (or from) the store",
-                     figures.cli_command("kernels", hypers, fname, tensor_rank=request["tensor_rank"] or None,
-                                         scheduler="local", workers=common.TILE_WORKERS, store=job.result["path"],
-                                         out="K.npz")]
-        common.reproduce(cmds, {"data": {"file": fname, "structures": ds.n, "digest": ds.digest}, "hypers": hypers,
+                     cli_command("kernels", hypers, fname, tensor_rank=request["tensor_rank"] or None,
+                                 scheduler="local", workers=jobs.TILE_WORKERS, store=job.result["path"],
+                                 out="K.npz")]
+        widgets.reproduce(cmds, {"data": {"file": fname, "structures": ds.n, "digest": ds.digest}, "hypers": hypers,
                                  "atomic": request["atomic"], "tensor_rank": request["tensor_rank"]},
                          key="kernels", files={"structures": (fname, payload, mime)})
 
@@ -339,4 +324,4 @@ def render() -> None:
         show_results(kres, key)
 
 
-common.run_page(render, "Kernels")
+nav.run_page(render, "Kernels")

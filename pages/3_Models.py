@@ -1,34 +1,28 @@
 """Models: fit (GP evidence or cross-validation), body-order weights, test metrics, parity plot → 3D, errors by size/element,
-model comparison (mixed vs each ν vs composition). Large data sets (``common.is_large``) also get the sparse
+model comparison (mixed vs each ν vs composition). Large data sets (``jobs.is_large``) also get the sparse
 (projected-process) model, shown in the same table and parity plot as the exact ones."""
 
-import sys
-from pathlib import Path
+import numpy as np
+import pandas as pd
+import streamlit as st
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `streamlit run` from any folder, or this file on its own
-    sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from pages.support import common  # noqa: E402
-from wkviz import cache  # noqa: E402
-from wkviz.views import figures  # noqa: E402
-from wkviz.views import viewer  # noqa: E402
-from wkviz.errors import WkvizError  # noqa: E402
+from pages.support import datasets, jobs, nav, state, widgets
+from wkviz.cli.reproduce import cli_command
+from wkviz import cache
+from wkviz.views import export, figures
+from wkviz.views import viewer
+from wkviz.errors import WkvizError
 
 
 def render() -> None:
     ss = st.session_state
-    common.page_header("Models", "Kernel ridge / Gaussian-process regression on Σ_ν c_ν K^ν; weights chosen on the "
+    widgets.page_header("Models", "Kernel ridge / Gaussian-process regression on Σ_ν c_ν K^ν; weights chosen on the "
                                  "training set only (GP evidence or k-fold cross-validation).")
 
-    ds = common.dataset()
-    info = common.target_info()
-    common.sync_target_defaults(info)
-    kres, kkey = common.current_kernel()
+    ds = state.dataset()
+    info = state.target_info()
+    state.sync_target_defaults(info)
+    kres, kkey = state.current_kernel()
     fit_job = ss.get("wk.fit_job")
     fit_running = fit_job is not None and not fit_job.done
     sparse_job = ss.get("wk.sparse_job")
@@ -36,10 +30,10 @@ def render() -> None:
     est = None
     if info is not None:
         try:
-            est = common.estimate(ds, common.applied_hypers(), common.kernel_request(info))
+            est = jobs.estimate(ds, state.applied_hypers(), state.kernel_request(info))
         except (WkvizError, ValueError):  # a bad request is reported on the Kernels page
             est = None
-    large = common.is_large(est)
+    large = jobs.is_large(est)
     KIND_COMPONENTS = {"vector": ["x", "y", "z"], "tensor": ["xx", "xy", "xz", "yx", "yy", "yz", "zx", "zy", "zz"]}
 
 
@@ -48,7 +42,7 @@ def render() -> None:
         fit = ss.get("wk.fit")
         if fit is None:
             return None
-        train, test = common.split()
+        train, test = state.split()
         if (fit["dataset"] != ds.digest or fit["kernel_key"] != kkey or fit["target"] != (info.key if info else None)
                 or not np.array_equal(fit["test"], test) or not np.array_equal(fit["train"], train)):
             return None
@@ -62,10 +56,10 @@ def render() -> None:
         if meta is None or info is None:
             return None
         try:
-            train, test = common.split()
+            train, test = state.split()
         except (WkvizError, ValueError):
             return None
-        if (meta["dataset"] != ds.digest or meta["target"] != info.key or meta["hypers"] != common.applied_hypers()
+        if (meta["dataset"] != ds.digest or meta["target"] != info.key or meta["hypers"] != state.applied_hypers()
                 or not np.array_equal(meta["test"], test) or not np.array_equal(meta["train"], train)):
             return None
         result = cache.RESULTS.get(meta["key"])
@@ -78,32 +72,32 @@ def render() -> None:
         model always chooses by CV)."""
         c1, c2, c3 = st.columns([1.4, 1.1, 1], gap="large")
         with c1:
-            st.selectbox("Body-order weights", list(common.WEIGHT_MODES), key="models.weights", **common.KEEP,
+            st.selectbox("Body-order weights", list(jobs.WEIGHT_MODES), key="models.weights", **state.KEEP,
                          help="free: one positive weight per ν. Kernel exponential: the published law "
                               "c_ν = C·α^ν/ν! (two parameters) plus a free composition weight.")
         with c2:
             if not compare:
                 st.caption("Chosen by k-fold cross-validation (the sparse model has no evidence search).")
             else:
-                st.selectbox("Chosen by", list(common.SELECTIONS), key="models.selection", **common.KEEP,
+                st.selectbox("Chosen by", list(jobs.SELECTIONS), key="models.selection", **state.KEEP,
                              help="How the weights and the regularisation are chosen on the training set. GP "
                                   "evidence: the Gaussian-process marginal likelihood (uses every training structure "
                                   "at once; on QM9 2 meV more accurate than CV and about 4× faster). k-fold cross-validation: "
                                   "the CV error. The CV error is reported either way; the sparse model always uses "
                                   "CV.")
         with c3:
-            st.slider("CV folds", min_value=2, max_value=10, key="models.folds", **common.KEEP,
+            st.slider("CV folds", min_value=2, max_value=10, key="models.folds", **state.KEEP,
                       help="Folds of the cross-validation on the training set (the reported CV error, and the "
                            "selection when it is by CV).")
         c4, c5 = st.columns(2, gap="large")
         with c4:
-            st.checkbox("intensive target (mean kernel)", key="models.intensive", **common.KEEP,
+            st.checkbox("intensive target (mean kernel)", key="models.intensive", **state.KEEP,
                         disabled=info.kind == "atomic",
                         help="Intensive targets (gaps, …) use mean kernels K/(n_A·n_B); extensive ones (energies) "
                              "sum kernels.")
         if compare:
             with c5:
-                st.checkbox("also fit composition and each single ν", key="models.compare", **common.KEEP,
+                st.checkbox("also fit composition and each single ν", key="models.compare", **state.KEEP,
                             help="The comparison table: is mixing body orders better than the best single one?")
 
 
@@ -118,7 +112,7 @@ def render() -> None:
         with st.container(border=True):
             st.subheader("Sparse model for a large data set")
             st.markdown(
-                f"This data set is above the large-data limit ({common.large_rule()}). A projected-process "
+                f"This data set is above the large-data limit ({jobs.large_rule()}). A projected-process "
                 "(Nyström) model needs only the kernels between the N training structures and M *active* "
                 "structures or atomic environments, chosen by farthest-point sampling on ν=2 features, instead of "
                 "all N×N; the body orders are mixed and chosen by CV on the training set as in the exact model.")
@@ -128,14 +122,14 @@ def render() -> None:
                         icon=":material/info:")
                 return None
             try:
-                train, test = common.split()
+                train, test = state.split()
             except (WkvizError, ValueError) as exc:
                 st.error(f"Cannot split: {exc}", icon=":material/error:")
                 return None
             c1, c2 = st.columns(2, gap="large")
             with c1:
-                kind = st.radio("Active points", list(common.SPARSE_ACTIVE), key="models.sparse_kind", **common.KEEP,
-                                horizontal=True, format_func=lambda k: common.SPARSE_ACTIVE[k],
+                kind = st.radio("Active points", list(jobs.SPARSE_ACTIVE), key="models.sparse_kind", **state.KEEP,
+                                horizontal=True, format_func=lambda k: jobs.SPARSE_ACTIVE[k],
                                 help="Structures: K_NM between training and active structures. Atomic environments: "
                                      "the sum kernel between each training structure and each active environment "
                                      "(spread over the elements in proportion to their atoms).")
@@ -143,22 +137,22 @@ def render() -> None:
             if int(ss["models.sparse_m"]) > n_max:
                 ss["models.sparse_m"] = n_max
             with c2:
-                n_active = st.number_input(f"M · active {common.SPARSE_ACTIVE[kind]} (at most {n_max:,})",
-                                           min_value=1, max_value=n_max, step=10, key="models.sparse_m", **common.KEEP,
+                n_active = st.number_input(f"M · active {jobs.SPARSE_ACTIVE[kind]} (at most {n_max:,})",
+                                           min_value=1, max_value=n_max, step=10, key="models.sparse_m", **state.KEEP,
                                            help="More active points: closer to the exact model, cost grows as N×M.")
-            e = common.sparse_estimate(ds, common.applied_hypers(), train, test, int(n_active), kind)
+            e = jobs.sparse_estimate(ds, state.applied_hypers(), train, test, int(n_active), kind)
             m = st.columns(3)
             m[0].metric("Kernel pairs, sparse", f"{e['pairs_sparse']:,}",
                         help=f"Atom pairs of the training × M ({e['n_train']:,} × {e['n_active']:,}) and test × M "
                              f"({e['n_test']:,} × {e['n_active']:,}) kernels.")
             m[1].metric("Kernel pairs, exact N×N", f"{e['pairs_exact']:,}",
                         help=f"Atom pairs of the {e['n_train']:,} × {e['n_train']:,} training kernel.")
-            m[2].metric("Estimated kernel time", common.format_seconds(e["seconds_sparse"]),
-                        help=f"Exact N×N: {common.format_seconds(e['seconds_exact'])}.")
+            m[2].metric("Estimated kernel time", widgets.format_seconds(e["seconds_sparse"]),
+                        help=f"Exact N×N: {widgets.format_seconds(e['seconds_exact'])}.")
             ratio = e["pairs_exact"] / max(e["pairs_sparse"], 1)
             st.caption(f"N×M instead of N×N: {ratio:,.1f}× {'fewer' if ratio >= 1 else 'more'} atom pairs "
-                       f"(about {common.format_seconds(e['seconds_sparse'])} against "
-                       f"{common.format_seconds(e['seconds_exact'])}). The estimate stands the first M training "
+                       f"(about {widgets.format_seconds(e['seconds_sparse'])} against "
+                       f"{widgets.format_seconds(e['seconds_exact'])}). The estimate stands the first M training "
                        "structures in for the active ones (for environments an upper bound: M environments lie in at "
                        "most M structures, all of whose atoms are computed).")
             if own_options:
@@ -167,10 +161,10 @@ def render() -> None:
                 st.caption("Body-order weights, CV folds and the mean-kernel choice are those of the form above.")
             if st.button("Fit the sparse model", key="models.sparse.btn", icon=":material/scatter_plot:",
                          disabled=sparse_running):
-                with common.user_errors("Cannot fit the sparse model"):
-                    return common.start_sparse_job(
-                        ds, kres, info.key, train, test, hypers=common.applied_hypers(), n_active=int(n_active),
-                        active_kind=kind, weights=common.WEIGHT_MODES[ss["models.weights"]],
+                with widgets.user_errors("Cannot fit the sparse model"):
+                    return jobs.start_sparse_job(
+                        ds, kres, info.key, train, test, hypers=state.applied_hypers(), n_active=int(n_active),
+                        active_kind=kind, weights=jobs.WEIGHT_MODES[ss["models.weights"]],
                         folds=int(ss["models.folds"]),
                         intensive=bool(ss["models.intensive"]))
         return None
@@ -183,12 +177,12 @@ def render() -> None:
         names = result["order"]
         test = fit["test"]
         n_test = len(test)
-        formulas = common.formulas(ds)
+        formulas = datasets.formulas(ds)
         if ss["models.show"] not in names:
             ss["models.show"] = names[-1]
         top = st.columns([1.3, 1, 1, 1, 1])
         with top[0]:
-            st.selectbox("Model shown", names, key="models.show", **common.KEEP, format_func=figures.model_label)
+            st.selectbox("Model shown", names, key="models.show", **state.KEEP, format_func=figures.model_label)
         shown = result["models"][ss["models.show"]]
         m = shown["metrics"]
         u = f" {unit}" if unit else ""
@@ -223,7 +217,7 @@ def render() -> None:
             if kind == "scalar" and "composition" in result["models"] and ss["models.show"] != "composition":
                 if "models.relative" not in ss:
                     ss["models.relative"] = True
-                st.checkbox("relative to the composition baseline (ν=0 fit)", key="models.relative", **common.KEEP,
+                st.checkbox("relative to the composition baseline (ν=0 fit)", key="models.relative", **state.KEEP,
                             help="Plot target − composition-model prediction; errors are unchanged.")
                 if ss["models.relative"]:
                     base = np.asarray(result["models"]["composition"]["pred"]).reshape(len(ids), -1)
@@ -234,9 +228,9 @@ def render() -> None:
                                       component_names=KIND_COMPONENTS.get(kind), selected=[ss["wk.selected"]],
                                       title=f"{figures.model_label(ss['models.show'])}: MAE {m['mae']:.3g}{u} on "
                                             f"{n_test} test structures")
-            state = common.chart(fig, "models.parity.chart", on_select="rerun",
+            selection = widgets.chart(fig, "models.parity.chart", on_select="rerun",
                                     selection_mode=("points", "box", "lasso"))
-            picked = common.selected_ids(state)
+            picked = widgets.selected_ids(selection)
             if picked and picked[0] != ss.get("wk.selected"):
                 ss["wk.selected"] = picked[0]
                 st.rerun()
@@ -260,7 +254,7 @@ def render() -> None:
             else:
                 st.markdown(f"**structure {sid} · {formulas[sid]}** — largest component error "
                             f"{np.abs(yp[rows] - yt[rows]).max():.3g}{u}")
-            common.show_structure(atoms, structure_id=sid, height=430, arrows=arrows)
+            widgets.show_structure(atoms, structure_id=sid, height=430, arrows=arrows)
 
         # ---- weights and comparison ----------------------------------------------------------------------------
         st.divider()
@@ -268,9 +262,9 @@ def render() -> None:
         with w1:
             mixed = result["models"].get("mixed", shown)
             wfig = figures.weights_bar(mixed["weights"], title="Body-order weights (mixed model)")
-            common.chart(wfig, key="models.weights.chart")
+            widgets.chart(wfig, key="models.weights.chart")
             st.caption("Relative weight of each normalised K^ν in the mixed kernel (they sum to 1).")
-            common.downloads(wfig, name="body_order_weights", key="models.weights",
+            widgets.downloads(wfig, name="body_order_weights", key="models.weights",
                              table=pd.DataFrame({"nu": list(mixed["weights"]), "weight": list(mixed["weights"].values())}))
         with w2:
             comp = pd.DataFrame([{"model": n, **{k: v for k, v in result["models"][n]["metrics"].items() if k != "unit"},
@@ -278,8 +272,8 @@ def render() -> None:
                                  for n in names])
             if len(names) > 1:
                 cfig = figures.model_comparison(comp, unit=unit or None, target=target)
-                common.chart(cfig, key="models.compare.chart")
-                common.downloads(cfig, name="model_comparison", key="models.compare", table=comp)
+                widgets.chart(cfig, key="models.compare.chart")
+                widgets.downloads(cfig, name="model_comparison", key="models.compare", table=comp)
             else:
                 st.info("Tick 'also fit composition and each single ν' to compare body orders.", icon=":material/info:")
         shown_table = comp.assign(model=[figures.model_label(n) for n in comp["model"]])
@@ -304,13 +298,13 @@ def render() -> None:
             with e1:
                 f1 = figures.error_by_group(by_size, group="n_atoms", group_label="atoms per structure (count)",
                                             unit=unit or None, target=target, title="Error by structure size")
-                common.chart(f1, key="models.bysize.chart")
-                common.downloads(f1, name="error_by_size", key="models.bysize", table=by_size)
+                widgets.chart(f1, key="models.bysize.chart")
+                widgets.downloads(f1, name="error_by_size", key="models.bysize", table=by_size)
             with e2:
                 f2 = figures.error_by_group(by_el, group="element", group_label="structures containing element",
                                             unit=unit or None, target=target, title="Error by element present")
-                common.chart(f2, key="models.byelement.chart")
-                common.downloads(f2, name="error_by_element", key="models.byelement", table=by_el)
+                widgets.chart(f2, key="models.byelement.chart")
+                widgets.downloads(f2, name="error_by_element", key="models.byelement", table=by_el)
 
         # ---- downloads and reproduce ---------------------------------------------------------------------------
         st.divider()
@@ -324,25 +318,25 @@ def render() -> None:
         if y_std is not None:
             pred_table["std"] = np.asarray(y_std).ravel()
         pred_table.insert(1, "dataset_index", np.asarray(test)[s_idx])
-        ext = figures.predictions_extxyz([ds.frames[i] for i in test], target, np.asarray(y_pred),
+        ext = export.predictions_extxyz([ds.frames[i] for i in test], target, np.asarray(y_pred),
                                          sigma=None if y_std is None else np.asarray(y_std), per_atom=kind == "atomic")
-        common.downloads(None, name="predictions", key="models.predictions", table=pred_table,
+        widgets.downloads(None, name="predictions", key="models.predictions", table=pred_table,
                          extra={"extxyz": ("predictions.extxyz", ext, "chemical/x-extxyz")})
         st.caption("CSV columns as `python -m wkviz fit --out`: structure = index in the test file, atom = −1 for "
                    "structure targets, component 0/1/2 = x/y/z; dataset_index = row in the loaded data set.")
-        h = common.applied_hypers()
-        train_name, train_data, mime = common.dataset_file(ds, fit["train"], "_train")
-        test_name, test_data, _ = common.dataset_file(ds, fit["test"], "_test")
+        h = state.applied_hypers()
+        train_name, train_data, mime = widgets.dataset_file(ds, fit["train"], "_train")
+        test_name, test_data, _ = widgets.dataset_file(ds, fit["test"], "_test")
         files = {"train set": (train_name, train_data, mime), "test set": (test_name, test_data, mime)}
         data_config = {"digest": ds.digest, "train": train_name, "test": test_name, "n_train": len(fit["train"]),
                        "n_test": len(test)}
         if fit is not sparse_meta:
-            cmd = figures.cli_command("fit", h, train=train_name, test=test_name, target=target,
-                                      intensive=bool(fit["intensive"]) and kind != "atomic" or None,
-                                      weights=fit["weights"], selection=fit["selection"], folds=fit["folds"],
-                                      out="predictions.csv")
+            cmd = cli_command("fit", h, train=train_name, test=test_name, target=target,
+                              intensive=bool(fit["intensive"]) and kind != "atomic" or None,
+                              weights=fit["weights"], selection=fit["selection"], folds=fit["folds"],
+                              out="predictions.csv")
             exact_names = [n for n in names if sparse_meta is None or n != sparse_meta["name"]]
-            common.reproduce(
+            widgets.reproduce(
                 [cmd],
                 {"data": data_config, "target": target, "hypers": h,
                  "model": {"weights": fit["weights"], "selection": fit["selection"], "cv_folds": fit["folds"],
@@ -350,8 +344,8 @@ def render() -> None:
                            "models": exact_names}},
                 key="models", files=files)
         if sparse_meta is not None:
-            common.reproduce(
-                [common.sparse_python(sparse_meta, train_name, test_name)],
+            widgets.reproduce(
+                [jobs.sparse_python(sparse_meta, train_name, test_name)],
                 {"data": data_config, "target": target, "hypers": h,
                  "model": {"sparse": True, "active": sparse_meta["active_kind"], "n_active": sparse_meta["n_active"],
                            "weights": sparse_meta["weights"], "cv_folds": sparse_meta["folds"],
@@ -365,41 +359,41 @@ def render() -> None:
                    icon=":material/warning:")
         return
     if kres is None and large and info.kind == "scalar":
-        common.needs("The exact models need the full N×N kernels of this data set, which are not computed; the sparse "
+        nav.needs("The exact models need the full N×N kernels of this data set, which are not computed; the sparse "
                      "model below needs only the kernels between the structures and M active ones.",
-                     common.KERNELS, "Compute the kernels")
+                     nav.KERNELS, "Compute the kernels")
     elif kres is None:
-        common.needs(f"Fit needs the kernels of this data set for the target `{info.key}` "
+        nav.needs(f"Fit needs the kernels of this data set for the target `{info.key}` "
                      f"({'λ=1 vector kernels' if info.kind == 'vector' else 'λ=2 kernels' if info.kind == 'tensor' else 'atom-level kernels' if info.kind == 'atomic' else 'invariant kernels'}).",
-                     common.KERNELS, "Compute the kernels")
+                     nav.KERNELS, "Compute the kernels")
     else:
         submitted = fit_form()
         if submitted and not fit_running:
-            with common.user_errors("Cannot fit"):
-                train, test = common.split()
+            with widgets.user_errors("Cannot fit"):
+                train, test = state.split()
                 names = ["mixed"]
                 if ss["models.compare"]:
                     from wkviz import models as wk_models
 
                     names = wk_models.standard_models(kres.K.shape[0] - 1, info.kind)
                 intensive = bool(ss["models.intensive"]) and info.kind != "atomic"
-                fit_job, _ = common.start_fit_job(ds, kres, kkey, info.key, train, test, names=names,
-                                                  weights=common.WEIGHT_MODES[ss["models.weights"]],
-                                                  selection=common.SELECTIONS[ss["models.selection"]],
+                fit_job, _ = jobs.start_fit_job(ds, kres, kkey, info.key, train, test, names=names,
+                                                  weights=jobs.WEIGHT_MODES[ss["models.weights"]],
+                                                  selection=jobs.SELECTIONS[ss["models.selection"]],
                                                   folds=int(ss["models.folds"]), intensive=intensive)
                 fit_running = True
         if fit_running:
-            common.poll_job(fit_job, cancel_key="models.cancel.btn", what=fit_job.label)
+            jobs.poll_job(fit_job, cancel_key="models.cancel.btn", what=fit_job.label)
         if fit_job is not None and fit_job.done:
-            state = fit_job.state()
-            if state.status == "done" and ss.get("wk.fit", {}).get("key") != fit_job.meta["key"]:
+            job_state = fit_job.state()
+            if job_state.status == "done" and ss.get("wk.fit", {}).get("key") != fit_job.meta["key"]:
                 ss["wk.fit"] = dict(fit_job.meta)
                 r = fit_job.result["models"]
                 best = r.get("mixed") or next(iter(r.values()))
                 ss["wk.fit"].update(mae=best["metrics"]["mae"], unit=fit_job.result["unit"], weights_fitted=best["weights"])
-            elif state.status == "failed" and ss.get("wk.fit_job_key") == fit_job.meta["key"]:
-                common.show_job_failure(fit_job)
-            elif state.status == "cancelled":
+            elif job_state.status == "failed" and ss.get("wk.fit_job_key") == fit_job.meta["key"]:
+                widgets.show_job_failure(fit_job)
+            elif job_state.status == "cancelled":
                 st.warning("Fitting was cancelled.", icon=":material/cancel:")
 
     # ---- the sparse model (large data sets) --------------------------------------------------------------------
@@ -408,15 +402,15 @@ def render() -> None:
         if started is not None:
             sparse_job, sparse_running = started, True
     if sparse_running:
-        common.poll_job(sparse_job, cancel_key="models.sparse_cancel.btn", what=sparse_job.label)
+        jobs.poll_job(sparse_job, cancel_key="models.sparse_cancel.btn", what=sparse_job.label)
     if sparse_job is not None and sparse_job.done:
-        state = sparse_job.state()
-        if state.status == "done" and ss.get("wk.sparse_fit", {}).get("key") != sparse_job.meta["key"]:
+        job_state = sparse_job.state()
+        if job_state.status == "done" and ss.get("wk.sparse_fit", {}).get("key") != sparse_job.meta["key"]:
             ss["wk.sparse_fit"] = dict(sparse_job.meta)
             ss["models.show"] = sparse_job.meta["name"]  # show what was just fitted
-        elif state.status == "failed" and ss.get("wk.sparse_fit", {}).get("key") != sparse_job.meta["key"]:
-            common.show_job_failure(sparse_job)
-        elif state.status == "cancelled":
+        elif job_state.status == "failed" and ss.get("wk.sparse_fit", {}).get("key") != sparse_job.meta["key"]:
+            widgets.show_job_failure(sparse_job)
+        elif job_state.status == "cancelled":
             st.warning("Fitting the sparse model was cancelled.", icon=":material/cancel:")
 
     # ---- results: the exact models and the sparse one in one table and parity plot -----------------------------
@@ -436,4 +430,4 @@ def render() -> None:
                 icon=":material/info:")
 
 
-common.run_page(render, "Models")
+nav.run_page(render, "Models")

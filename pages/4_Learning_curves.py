@@ -1,29 +1,23 @@
 """Learning curves: test error against training size, log–log, for the mixed kernel, each ν and composition."""
 
-import sys
-from pathlib import Path
+import pandas as pd
+import streamlit as st
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `streamlit run` from any folder, or this file on its own
-    sys.path.insert(0, str(ROOT))
-
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from pages.support import common  # noqa: E402
-from wkviz import cache  # noqa: E402
-from wkviz.views import figures  # noqa: E402
+from pages.support import jobs, nav, state, widgets
+from wkviz.cli.reproduce import cli_command
+from wkviz import cache
+from wkviz.views import figures
 
 
 def render() -> None:
     ss = st.session_state
-    common.page_header("Learning curves", "Which body order learns fastest? Every curve comes from sub-blocks of one "
+    widgets.page_header("Learning curves", "Which body order learns fastest? Every curve comes from sub-blocks of one "
                                           "kernel matrix: nothing is recomputed.")
 
-    ds = common.dataset()
-    info = common.target_info()
-    common.sync_target_defaults(info)
-    kres, kkey = common.current_kernel()
+    ds = state.dataset()
+    info = state.target_info()
+    state.sync_target_defaults(info)
+    kres, kkey = state.current_kernel()
 
 
     def lc_options():
@@ -63,17 +57,17 @@ def render() -> None:
         unit = curve.unit or None
         c1, c2 = st.columns([1, 3])
         with c1:
-            st.radio("Error measure", ["mae", "rmse"], key="curves.metric", **common.KEEP, horizontal=True,
+            st.radio("Error measure", ["mae", "rmse"], key="curves.metric", **state.KEEP, horizontal=True,
                      format_func=str.upper)
         metric = ss["curves.metric"]
         fig = figures.learning_curve_plot(table, metric=metric, unit=unit, target=meta["target"],
                                           title=f"Learning curves of {meta['target']}: {meta['repeats']} "
                                                 f"repeat{'s' if meta['repeats'] > 1 else ''}, "
                                                 f"{meta['n_test']} test structures each")
-        common.chart(fig, "curves.plot.chart")
+        widgets.chart(fig, "curves.plot.chart")
         st.caption("Lines: mean over repeats; bands: ± one standard deviation; slope: least-squares slope of log(error) "
                    "against log(training size). Steeper (more negative) learns faster.")
-        common.downloads(fig, name="learning_curves", key="curves.plot", table=table)
+        widgets.downloads(fig, name="learning_curves", key="curves.plot", table=table)
 
         slopes = figures.learning_curve_slopes(table, metric)
         last = table[table["n_train"] == table["n_train"].max()].groupby("model")[metric].agg(["mean", "std"])
@@ -86,14 +80,14 @@ def render() -> None:
         st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
             c: st.column_config.NumberColumn(format="%.4g") for c in rows[0] if c != "model"})
 
-        h = common.applied_hypers()
-        fname, payload, mime = common.dataset_file(ds)
-        cmd = figures.cli_command("learning-curve", h, data=fname, target=meta["target"], sizes=meta["sizes"],
-                                  repeats=meta["repeats"], test_size=meta["n_test"], seed=meta["seed"],
-                                  intensive=meta["intensive"] or None, weights=meta["weights"],
-                                  selection=meta["selection"], folds=meta["folds"],
-                                  out="lc.csv")
-        common.reproduce([cmd], {"data": {"file": fname, "digest": ds.digest}, "hypers": h,
+        h = state.applied_hypers()
+        fname, payload, mime = widgets.dataset_file(ds)
+        cmd = cli_command("learning-curve", h, data=fname, target=meta["target"], sizes=meta["sizes"],
+                          repeats=meta["repeats"], test_size=meta["n_test"], seed=meta["seed"],
+                          intensive=meta["intensive"] or None, weights=meta["weights"],
+                          selection=meta["selection"], folds=meta["folds"],
+                          out="lc.csv")
+        widgets.reproduce([cmd], {"data": {"file": fname, "digest": ds.digest}, "hypers": h,
                                  "learning_curve": {k: v for k, v in meta.items() if k not in ("key", "dataset",
                                                                                               "kernel_key")}},
                          key="curves", files={"structures": (fname, payload, mime)})
@@ -103,17 +97,17 @@ def render() -> None:
         st.warning("This data set has no learnable target; pick another data set on the Data page.",
                    icon=":material/warning:")
     elif kres is None:
-        common.needs("Learning curves need the kernels of this data set.", common.KERNELS, "Compute the kernels")
+        nav.needs("Learning curves need the kernels of this data set.", nav.KERNELS, "Compute the kernels")
     else:
         n_test, n_min, n_max = lc_options()
         with st.form("curves.form"):
             c1, c2, c3 = st.columns(3, gap="large")
             with c1:
-                st.slider("Training sizes (points on a log grid)", min_value=2, max_value=8, key="curves.n_sizes", **common.KEEP)
+                st.slider("Training sizes (points on a log grid)", min_value=2, max_value=8, key="curves.n_sizes", **state.KEEP)
             with c2:
-                st.slider("Repeats (random splits)", min_value=1, max_value=5, key="curves.repeats", **common.KEEP)
+                st.slider("Repeats (random splits)", min_value=1, max_value=5, key="curves.repeats", **state.KEEP)
             with c3:
-                st.checkbox("intensive target (mean kernel)", key="curves.intensive", **common.KEEP, disabled=info.kind == "atomic")
+                st.checkbox("intensive target (mean kernel)", key="curves.intensive", **state.KEEP, disabled=info.kind == "atomic")
             st.caption(f"From {n_min} to {n_max} training structures, {n_test} test structures per repeat "
                        f"(the Data page's test fraction); every model's weights are chosen on its own training "
                        f"subset, as on the Models page ({ss['models.selection']}).")
@@ -124,22 +118,22 @@ def render() -> None:
         if go and not running:
             from wkviz import evaluation
 
-            with common.user_errors("Cannot compute learning curves"):
+            with widgets.user_errors("Cannot compute learning curves"):
                 sizes = evaluation.log_grid(n_min, n_max, int(ss["curves.n_sizes"]))
                 job = start_job(sizes, int(ss["curves.repeats"]), n_test,
                                 bool(ss["curves.intensive"]) and info.kind != "atomic",
-                                common.WEIGHT_MODES[ss["models.weights"]],
-                                common.SELECTIONS[ss["models.selection"]], int(ss["models.folds"]))
+                                jobs.WEIGHT_MODES[ss["models.weights"]],
+                                jobs.SELECTIONS[ss["models.selection"]], int(ss["models.folds"]))
                 running = True
         if running:
-            common.poll_job(job, cancel_key="curves.cancel.btn", what=job.label)
+            jobs.poll_job(job, cancel_key="curves.cancel.btn", what=job.label)
         if job is not None and job.done:
-            state = job.state()
-            if state.status == "done":
+            job_state = job.state()
+            if job_state.status == "done":
                 ss["wk.lc"] = dict(job.meta)
-            elif state.status == "failed":
-                common.show_job_failure(job)
-            elif state.status == "cancelled":
+            elif job_state.status == "failed":
+                widgets.show_job_failure(job)
+            elif job_state.status == "cancelled":
                 st.warning("The learning curves were cancelled.", icon=":material/cancel:")
             ss["wk.lc_job"] = None
         lc = ss.get("wk.lc")
@@ -152,4 +146,4 @@ def render() -> None:
                     f"({n_models} models) are fitted at every size and repeat.", icon=":material/info:")
 
 
-common.run_page(render, "Learning curves")
+nav.run_page(render, "Learning curves")

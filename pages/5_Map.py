@@ -1,20 +1,14 @@
 """Map: kernel PCA of structures or atomic environments, coloured by target / prediction / error / uncertainty /
 element, for any body order; selecting points shows them in 3D."""
 
-import sys
-from pathlib import Path
+import numpy as np
+import pandas as pd
+import streamlit as st
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `streamlit run` from any folder, or this file on its own
-    sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from pages.support import common  # noqa: E402
-from wkviz import cache  # noqa: E402
-from wkviz.views import figures  # noqa: E402
+from pages.support import datasets, jobs, nav, state, widgets
+from wkviz.cli.reproduce import cli_command
+from wkviz import cache
+from wkviz.views import export, figures
 
 
 @st.cache_data(show_spinner="Kernel PCA…", max_entries=32)
@@ -26,13 +20,13 @@ def _project(key: str, nu, weights_key: str, _K, _weights):
 
 def render() -> None:
     ss = st.session_state
-    common.page_header("Map", "Kernel PCA: structures (or atomic environments) that a kernel finds similar sit close "
+    widgets.page_header("Map", "Kernel PCA: structures (or atomic environments) that a kernel finds similar sit close "
                               "together. Switch ν to see what each body order separates.")
 
-    ds = common.dataset()
-    info = common.target_info()
-    kres, kkey = common.current_kernel()
-    hypers = common.applied_hypers()
+    ds = state.dataset()
+    info = state.target_info()
+    kres, kkey = state.current_kernel()
+    hypers = state.applied_hypers()
 
 
     def fitted_weights(nu_max: int):
@@ -84,9 +78,9 @@ def render() -> None:
             if not st.button(f"Compute atom-level kernels for {n_atoms} environments", key="map.envs.btn",
                              type="primary", icon=":material/play_arrow:"):
                 if job is not None and job.key == key and job.state().status == "failed":
-                    common.show_job_failure(job)
+                    widgets.show_job_failure(job)
                 return None, None
-            engine = WignerKernel(hypers, memory_budget=common.MEMORY_BUDGET)
+            engine = WignerKernel(hypers, memory_budget=state.MEMORY_BUDGET)
 
             def work(progress, cancel):
                 return engine.compute(frames, atomic=True, progress=progress, cancel=cancel)
@@ -105,9 +99,9 @@ def render() -> None:
                                selected=[sel] if sel is not None else ())
         left, right = st.columns([1.35, 1], gap="large")
         with left:
-            state = common.chart(fig, "map.scatter.chart", on_select="rerun",
+            selection = widgets.chart(fig, "map.scatter.chart", on_select="rerun",
                                     selection_mode=("points", "box", "lasso"))
-            picked = common.selected_ids(state)
+            picked = widgets.selected_ids(selection)
             if picked and picked[0] != sel:
                 ss[sel_key] = picked[0]
                 st.rerun()
@@ -119,9 +113,9 @@ def render() -> None:
             else:
                 s = frame_of(sel)
                 if level == "structures":
-                    common.show_structure(ds.frames[s], structure_id=s, height=430)
+                    widgets.show_structure(ds.frames[s], structure_id=s, height=430)
                 else:
-                    common.show_environment(ds.frames[s], atom_of(sel), hypers.cutoff, structure_id=s, height=430)
+                    widgets.show_environment(ds.frames[s], atom_of(sel), hypers.cutoff, structure_id=s, height=430)
                 if picked and len(picked) > 1:
                     st.caption(f"{len(picked)} points selected; showing the first. Selected ids: "
                                f"{', '.join(map(str, picked[:20]))}{' …' if len(picked) > 20 else ''}")
@@ -145,16 +139,16 @@ def render() -> None:
             n_struct = max(frame_of(int(i)) for i in ids) + 1
             frames = ds.frames[:n_struct]
             envs = [(frame_of(int(i)), atom_of(int(i))) for i in ids]
-        chemiscope = (lambda: figures.chemiscope_json(frames, props, name=f"wkviz map: {ds.title} ({K_label})",
+        chemiscope = (lambda: export.chemiscope_json(frames, props, name=f"wkviz map: {ds.title} ({K_label})",
                                                       description=f"Kernel PCA of Wigner kernels, hypers "
                                                                   f"{hypers.to_json()}",
                                                       environments=envs, cutoff=hypers.cutoff, x="PC1", y="PC2",
                                                       color=(color_label or "colour") if color is not None else None))
-        common.downloads(fig, name="kpca_map", key="map.scatter", table=table,
+        widgets.downloads(fig, name="kpca_map", key="map.scatter", table=table,
                          extra={"chemiscope": ("map.chemiscope.json", chemiscope, "application/json")})
-        fname, payload, mime = common.dataset_file(ds)
-        common.reproduce([figures.cli_command("kernels", hypers, fname, atomic=level != "structures" or None,
-                                              out="K.npz")],
+        fname, payload, mime = widgets.dataset_file(ds)
+        widgets.reproduce([cli_command("kernels", hypers, fname, atomic=level != "structures" or None,
+                                       out="K.npz")],
                          {"data": {"file": fname, "digest": ds.digest}, "hypers": hypers,
                           "map": {"level": level, "kernel": K_label, "colour": color_label,
                                   "explained_variance": [float(e) for e in explained]}},
@@ -164,17 +158,17 @@ def render() -> None:
 
 
     if kres is None:
-        common.needs("The map needs the kernels of this data set.", common.KERNELS, "Compute the kernels")
+        nav.needs("The map needs the kernels of this data set.", nav.KERNELS, "Compute the kernels")
     else:
         nu_max = kres.K.shape[0] - 1
         c1, c2, c3, c4 = st.columns([1.1, 1.6, 1.3, 1], gap="medium")
         with c1:
-            st.radio("Points", ["structures", "atomic environments"], key="map.level", **common.KEEP)
+            st.radio("Points", ["structures", "atomic environments"], key="map.level", **state.KEEP)
         with c2:
             options = ["mixed"] + list(range(nu_max + 1))
             if ss["map.nu"] not in options:
                 ss["map.nu"] = "mixed"
-            st.radio("Kernel", options, key="map.nu", **common.KEEP, horizontal=True,
+            st.radio("Kernel", options, key="map.nu", **state.KEEP, horizontal=True,
                      format_func=lambda v: "mixed" if v == "mixed" else figures.body_order_label(v, short=True))
         level = ss["map.level"]
         fitcols = fit_columns() if level == "structures" else None
@@ -187,26 +181,26 @@ def render() -> None:
         if ss["map.color"] not in colours:
             ss["map.color"] = colours[0]
         with c3:
-            st.selectbox("Colour by", colours, key="map.color", **common.KEEP)
+            st.selectbox("Colour by", colours, key="map.color", **state.KEEP)
         with c4:
             if level != "structures":
                 ss["map.n_envs"] = int(min(max(int(ss["map.n_envs"]), 1), ds.n))
-                st.number_input("Structures (count)", min_value=1, max_value=ds.n, step=10, key="map.n_envs", **common.KEEP,
+                st.number_input("Structures (count)", min_value=1, max_value=ds.n, step=10, key="map.n_envs", **state.KEEP,
                                 help="Environments of the first N structures (atom-level kernels grow as atoms²).")
         nu = ss["map.nu"]
         weights = fitted_weights(nu_max)
         label = ("mixed kernel" + (" (fitted weights)" if weights is not None else " (equal weights on ν ≥ 1)")
                  if nu == "mixed" else figures.body_order_label(nu))
         colour = ss["map.color"]
-        formulas = common.formulas(ds)
+        formulas = datasets.formulas(ds)
         if level == "structures":
-            with common.user_errors("Cannot build the map"):
+            with widgets.user_errors("Cannot build the map"):
                 proj = _project(kkey, nu, str(None if weights is None else weights.tolist()), kres.K, weights)
                 ids = np.arange(ds.n)
                 coords = proj.coords
                 color, clabel, cunit, categorical = None, colour, None, False
                 if colour == "target" and info is not None and info.kind != "atomic":
-                    y = common.target_values(info.key)
+                    y = state.target_values(info.key)
                     color = y if y.ndim == 1 else np.linalg.norm(y.reshape(len(y), -1), axis=1)
                     clabel, cunit = (info.key if y.ndim == 1 else f"|{info.key}|"), info.unit or None
                 elif colour in ("prediction", "error", "uncertainty"):
@@ -219,7 +213,7 @@ def render() -> None:
                 elif colour == "elements present":
                     color, categorical = [",".join(sorted(set(a.get_chemical_symbols()))) for a in ds.frames], True
                 elif colour == "train / test":
-                    train, test = common.split()
+                    train, test = state.split()
                     lab = np.array(["train"] * ds.n, dtype=object)
                     lab[test] = "test"
                     color, categorical = lab, True
@@ -232,13 +226,13 @@ def render() -> None:
             n_struct = int(ss["map.n_envs"])
             K_atomic, job = env_kernels(n_struct)
             if job is not None and not job.done:
-                common.poll_job(job, cancel_key="map.cancel.btn", what=job.label)
+                jobs.poll_job(job, cancel_key="map.cancel.btn", what=job.label)
             if K_atomic is not None:
                 frames = ds.frames[:n_struct]
                 struct_of = np.repeat(np.arange(n_struct), [len(a) for a in frames])
                 atom_of = np.concatenate([np.arange(len(a)) for a in frames])
                 symbols = np.concatenate([a.get_chemical_symbols() for a in frames])
-                with common.user_errors("Cannot build the map"):
+                with widgets.user_errors("Cannot build the map"):
                     akey = "envmap:" + cache.hash_key(cache.hash_structures(frames), hypers)
                     proj = _project(akey, nu, str(None if weights is None else weights.tolist()), K_atomic, weights)
                     ids = np.arange(len(struct_of))
@@ -246,7 +240,7 @@ def render() -> None:
                     if colour == "structure":
                         color, clabel, cunit, categorical = struct_of, "structure index", "#", False
                     elif colour == "target":
-                        color = common.target_values(info.key)[: len(struct_of)]
+                        color = state.target_values(info.key)[: len(struct_of)]
                         clabel, cunit, categorical = info.key, info.unit or None, False
                     hover = [f"{formulas[s]}, atom {a} ({el})" for s, a, el in zip(struct_of, atom_of, symbols)]
                     show_map(proj.coords, ids, proj.explained_variance_ratio, color, clabel, cunit, categorical, hover,
@@ -254,4 +248,4 @@ def render() -> None:
                              lambda i: int(struct_of[i]), lambda i: int(atom_of[i]), label)
 
 
-common.run_page(render, "Map")
+nav.run_page(render, "Map")

@@ -1,22 +1,15 @@
 """Teach: body order and completeness (pairs ν=2 cannot tell apart), equivariance (rotate a molecule), and the
 cost of body order measured live (Wigner kernels against explicit body-ordered features)."""
 
-import sys
-from pathlib import Path
+import numpy as np
+import pandas as pd
+import streamlit as st
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `streamlit run` from any folder, or this file on its own
-    sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from pages.support import common  # noqa: E402
-from wkviz import Hypers  # noqa: E402
-from wkviz import cache  # noqa: E402
-from wkviz.views import figures  # noqa: E402
-from wkviz.views import viewer  # noqa: E402
+from pages.support import datasets, jobs, nav, state, widgets
+from wkviz import Hypers
+from wkviz import cache, runtime
+from wkviz.views import figures
+from wkviz.views import viewer
 
 # Small, fixed settings: the teaching environments sit within 2.5 Å of their centre, and the demos must answer
 # a slider move in well under a second.
@@ -40,7 +33,7 @@ def pair_kernels(pair: int, hypers_json: str):
 
     frames = [a for a in teaching_set() if int(a.info["pair"]) == pair]
     frames = sorted(frames, key=lambda a: a.info["label"])
-    with cache.engine_lock():
+    with runtime.engine_lock():
         res = WignerKernel(Hypers.from_json(hypers_json)).compute(frames, atomic=True)
     off = np.concatenate([[0], np.cumsum([len(a) for a in frames])])
     i, j = off[0] + int(frames[0].info["center"]), off[1] + int(frames[1].info["center"])
@@ -63,7 +56,7 @@ def dipole_model(digest: str, key: str, hypers_json: str, _frames):
     idx = [i for i in range(len(_frames)) if not _frames[i].pbc.any()][-N_TRAIN:]
     train = [_frames[i] for i in idx]
     y = data.get_target(train, key)
-    with cache.engine_lock():
+    with runtime.engine_lock():
         res = WignerKernel(Hypers.from_json(hypers_json)).compute(train, tensor_rank=1)
     est = models.make_regressor("vector", "mixed", nu_max=res.K.shape[0] - 1, intensive=False)
     est.fit(res.K_vector, y, n_atoms=res.n_atoms_A)
@@ -78,7 +71,7 @@ def rotated_kernels(digest: str, i: int, angles: tuple, train_key: str, hypers_j
     rot = _atoms.copy()
     com = rot.get_center_of_mass()
     rot.positions = (rot.positions - com) @ R.T + com
-    with cache.engine_lock():
+    with runtime.engine_lock():
         res = WignerKernel(Hypers.from_json(hypers_json)).compute([rot], [_atoms] + list(_train), tensor_rank=1)
     return rot, res
 
@@ -94,7 +87,7 @@ def body_order_section() -> None:
     with c1:
         if ss["teach.pair"] not in pair_ids:
             ss["teach.pair"] = pair_ids[0]
-        st.selectbox("Pair of environments", pair_ids, key="teach.pair", **common.KEEP,
+        st.selectbox("Pair of environments", pair_ids, key="teach.pair", **state.KEEP,
                      format_func=lambda p: f"pair {p}: {descr[p][:60]}{'…' if len(descr[p]) > 60 else ''}")
         pid = ss["teach.pair"]
         st.markdown(
@@ -107,7 +100,7 @@ def body_order_section() -> None:
         v1, v2 = st.columns(2)
         for col, atoms in zip((v1, v2), frames):
             with col:
-                common.show_html_viewer(lambda a=atoms: viewer.environment_html(
+                widgets.show_html_viewer(lambda a=atoms: viewer.environment_html(
                     a, int(a.info["center"]), TEACH_HYPERS.cutoff, height=360,
                     title=f"environment {a.info['label']} · {a.get_chemical_formula()}"), 360)
     table = pair_kernels(pid, TEACH_HYPERS.to_json())
@@ -115,7 +108,7 @@ def body_order_section() -> None:
     d1, d2 = st.columns([1.1, 1], gap="large")
     with d1:
         fig = figures.distance_by_nu(dist, title="Kernel distance between A and B")
-        common.chart(fig, "teach.distance.chart")
+        widgets.chart(fig, "teach.distance.chart")
     with d2:
         st.write("")
         st.dataframe(table.rename(columns={"nu": "ν"}), hide_index=True, column_config={
@@ -123,7 +116,7 @@ def body_order_section() -> None:
         st.caption(f"Atom-level kernels of the two central atoms (orange), cutoff {TEACH_HYPERS.cutoff:g} Å (sphere), "
                    f"σ {TEACH_HYPERS.density_width:g} Å, λ_max {TEACH_HYPERS.lambda_max}. Distance √(2 − 2·cos): 0 means "
                    "this body order cannot tell the two environments apart.")
-    common.downloads(fig, name=f"teaching_pair_{pid}", key="teach.distance", table=table)
+    widgets.downloads(fig, name=f"teaching_pair_{pid}", key="teach.distance", table=table)
 
 
 
@@ -132,11 +125,11 @@ def equivariance_section() -> None:
     ss = st.session_state
     st.divider()
     st.header("2 · Equivariance: rotate a molecule")
-    ds = common.dataset()
-    vector_targets = [t for t in common.target_infos(ds) if t.kind == "vector"]
+    ds = state.dataset()
+    vector_targets = [t for t in datasets.target_infos(ds) if t.kind == "vector"]
     molecules = [i for i, a in enumerate(ds.frames) if not a.pbc.any()]
     # the applied density (every field, present and future), at a body order and λ small enough to be instant
-    eq_hypers = common.applied_hypers().replace(nu_max=3, lambda_max=2, cutoff_width=0.5)
+    eq_hypers = state.applied_hypers().replace(nu_max=3, lambda_max=2, cutoff_width=0.5)
     if not molecules:
         st.info("The equivariance demo needs a non-periodic molecule; load the QM9 subset on the Data page.",
                 icon=":material/info:")
@@ -155,24 +148,24 @@ def equivariance_section() -> None:
         c1, c2, c3 = st.columns([1, 1.25, 1.15], gap="medium")
         with c1:
             st.number_input("Molecule (index in the data set)", min_value=0, max_value=ds.n - 1, step=1,
-                            key="teach.mol", **common.KEEP)
+                            key="teach.mol", **state.KEEP)
             if ss["teach.mol"] not in molecules:
                 st.error("That structure is periodic; choose a molecule.", icon=":material/error:")
-            st.slider("α · rotation about z (degrees)", -180, 180, step=5, key="teach.alpha", **common.KEEP)
-            st.slider("β · rotation about y (degrees)", 0, 180, step=5, key="teach.beta", **common.KEEP)
-            st.slider("γ · rotation about z (degrees)", -180, 180, step=5, key="teach.gamma", **common.KEEP)
+            st.slider("α · rotation about z (degrees)", -180, 180, step=5, key="teach.alpha", **state.KEEP)
+            st.slider("β · rotation about y (degrees)", 0, 180, step=5, key="teach.beta", **state.KEEP)
+            st.slider("γ · rotation about z (degrees)", -180, 180, step=5, key="teach.gamma", **state.KEEP)
             nu_show = st.radio("Body order of the λ=1 block", [1, 2, 3], horizontal=True, key="teach.nu",
-                               **common.KEEP, format_func=lambda v: figures.body_order_label(v, short=True))
+                               **state.KEEP, format_func=lambda v: figures.body_order_label(v, short=True))
         i = int(ss["teach.mol"]) if ss["teach.mol"] in molecules else molecules[0]
         atoms = ds.frames[i]
         angles = (float(ss["teach.alpha"]), float(ss["teach.beta"]), float(ss["teach.gamma"]))
         R = viewer.rotation_matrix(*angles)
         model, train_idx = None, []
         if vkey is not None:
-            with common.user_errors("Cannot train the dipole model"):
+            with widgets.user_errors("Cannot train the dipole model"):
                 model, train_idx = dipole_model(ds.digest, vkey, eq_hypers.to_json(), ds.frames)
         train = [ds.frames[k] for k in train_idx]
-        with common.user_errors("Cannot compute the rotated kernels"):
+        with widgets.user_errors("Cannot compute the rotated kernels"):
             rot, res = rotated_kernels(ds.digest, i, angles, str(train_idx), eq_hypers.to_json(), atoms, tuple(train))
             ref_rot, ref = rotated_kernels(ds.digest, i, (0.0, 0.0, 0.0), str(train_idx), eq_hypers.to_json(), atoms,
                                            tuple(train))
@@ -191,7 +184,7 @@ def equivariance_section() -> None:
                 if true is not None:
                     arrows["true"] = (true, "#333333")
             with c2:
-                common.show_structure(rot, structure_id=i, height=380,
+                widgets.show_structure(rot, structure_id=i, height=380,
                                       arrows=viewer.dipole_arrows(rot, arrows) if arrows else ())
                 if model is not None:
                     fmt = lambda v: "[" + ", ".join(f"{x:+.3f}" for x in v) + "]"  # noqa: E731
@@ -204,13 +197,13 @@ def equivariance_section() -> None:
                 else:
                     st.caption("This data set has no vector target; load the QM9 subset for the dipole arrow.")
             with c3:
-                common.chart(figures.vector_kernel_block(block / scale, zmax=1.0,
+                widgets.chart(figures.vector_kernel_block(block / scale, zmax=1.0,
                                                          title=f"λ=1 block K(R·A, A), {figures.body_order_label(nu_show)}"),
                              key="teach.block.chart")
                 st.markdown(f"K(R·A, A) − R·K(A, A): **{dev:.1e}** (relative)")
             e1, e2 = st.columns([1.2, 1], gap="large")
             with e1:
-                common.chart(figures.kernel_values_by_nu(inv, title="Invariant kernel k(R·A, A) / k(A, A)"),
+                widgets.chart(figures.kernel_values_by_nu(inv, title="Invariant kernel k(R·A, A) / k(A, A)"),
                              key="teach.invariant.chart")
             with e2:
                 st.markdown(
@@ -248,7 +241,8 @@ def cost_key(frames_digest: str, hypers: Hypers, nu_max: int, n_radial, nu_basis
 
 
 def start_cost_job(frames, key: str, hypers: Hypers, nu_max: int, n_radial, nu_basis: int, budget: int):
-    """Measure both routes in a worker thread (engine lock held: the comparison swaps the engine's radial basis)."""
+    """Measure both routes in a worker thread (engine lock held: other sessions' computations would disturb the
+    timings)."""
     from wkviz.evaluation import scaling
 
     def work(progress, cancel):
@@ -294,7 +288,7 @@ def show_cost(res, request: dict) -> None:
                 help="Largest |K_Wigner − 8π²·X Xᵀ| / max|K_Wigner| over every order where both routes ran: the "
                      "two routes compute the same kernel.")
     last = body[(body["route"] == scaling.WIGNER)].sort_values("nu").iloc[-1]
-    m[3].metric(f"Wigner kernel up to ν={int(last['nu'])}", common.format_seconds(float(last["seconds"])),
+    m[3].metric(f"Wigner kernel up to ν={int(last['nu'])}", widgets.format_seconds(float(last["seconds"])),
                 help="Wall time of all orders up to ν, atom-level kernels included.")
     if res.stopped_at is not None:
         stop = body[(body["route"] == scaling.FEATURES) & (body["nu"] == res.stopped_at)].iloc[0]
@@ -313,11 +307,11 @@ def show_cost(res, request: dict) -> None:
     c1, c2 = st.columns(2, gap="large")
     with c1:
         f_time = figures.route_cost_by_nu(body, "seconds", title="Wall time against body order")
-        common.chart(f_time, "teach.cost_time.chart")
+        widgets.chart(f_time, "teach.cost_time.chart")
     with c2:
         f_mem = figures.route_cost_by_nu(body, "peak_bytes", budget=res.memory_budget,
                                          title="Peak memory against body order")
-        common.chart(f_mem, "teach.cost_memory.chart")
+        widgets.chart(f_mem, "teach.cost_memory.chart")
     st.caption(f"Same {res.n_structures} structures, same density (radial basis {n_per_l} per l, λ_max "
                f"{res.hypers.lambda_max}, cutoff {res.hypers.cutoff:g} Å), every order up to ν computed by both "
                "routes. On a few structures both take milliseconds while the features still fit; what explodes is "
@@ -327,12 +321,12 @@ def show_cost(res, request: dict) -> None:
     c3, c4 = st.columns(2, gap="large")
     with c3:
         f_count = figures.feature_count_plot(counts, title="Invariant features per environment (explicit route)")
-        common.chart(f_count, "teach.cost_counts.chart")
+        widgets.chart(f_count, "teach.cost_counts.chart")
         st.caption("Counted from the coupling rules, not computed: a Wigner kernel stores no features at all, only "
                    "(2λ+1)² numbers per order and environment pair.")
     with c4:
         f_basis = figures.route_cost_by_basis(basis, title=f"Time against radial basis size at ν = {res.nu_basis}")
-        common.chart(f_basis, "teach.cost_basis.chart")
+        widgets.chart(f_basis, "teach.cost_basis.chart")
         st.caption("Both routes use the optimal radial basis truncated to its first n functions per l. The Wigner "
                    "time does not follow n: the basis only enters its first, ν=1, block; the dotted line needs no "
                    "basis at all.")
@@ -341,10 +335,10 @@ def show_cost(res, request: dict) -> None:
     stopped = table["features_status"] == "stopped"
     shown = pd.DataFrame({
         "ν": table["nu"],
-        "Wigner time": [common.format_seconds(t) for t in table["wigner_seconds"]],
+        "Wigner time": [widgets.format_seconds(t) for t in table["wigner_seconds"]],
         "Wigner peak memory": [_mb_text(b) for b in table["wigner_peak_bytes"]],
         "features per environment": [f"{int(n):,}" for n in table["features"]],
-        "features time": ["not run" if s else common.format_seconds(t)
+        "features time": ["not run" if s else widgets.format_seconds(t)
                           for s, t in zip(stopped, table["features_seconds"])],
         "features memory": [f"≈{_mb_text(b)} (estimate)" if s else _mb_text(b)
                             for s, b in zip(stopped, table["features_bytes"])],
@@ -354,10 +348,10 @@ def show_cost(res, request: dict) -> None:
     st.dataframe(shown, hide_index=True)
     long = pd.concat([body.assign(experiment="body order"), basis.assign(experiment=f"basis size at ν={res.nu_basis}")],
                      ignore_index=True)
-    common.downloads(f_time, name="cost_time_vs_nu", key="teach.cost_time", table=long)
-    ds = common.dataset()
+    widgets.downloads(f_time, name="cost_time_vs_nu", key="teach.cost_time", table=long)
+    ds = state.dataset()
     ids = request["ids"]
-    fname, payload, mime = common.dataset_file(ds, ids, suffix="_cost")
+    fname, payload, mime = widgets.dataset_file(ds, ids, suffix="_cost")
     n_arg = "None" if request["n_radial"] is None else str(request["n_radial"])
     code = [
         "from ase.io import read",
@@ -370,7 +364,7 @@ def show_cost(res, request: dict) -> None:
         "print(res.summary_rows())",
         "# the larger, recorded version: python benchmarks/bench_body_order.py",
     ]
-    common.reproduce(code, {"data": {"file": fname, "structures": [int(i) for i in ids], "digest": ds.digest},
+    widgets.reproduce(code, {"data": {"file": fname, "structures": [int(i) for i in ids], "digest": ds.digest},
                             "hypers": res.hypers,
                             "comparison": {"nu_max": int(body["nu"].max()), "n_radial": n_arg,
                                            "nu_basis": res.nu_basis, "memory_budget_bytes": res.memory_budget}},
@@ -383,8 +377,8 @@ def cost_section() -> None:
     st.divider()
     st.header("3 · Why higher body orders stay cheap")
     st.markdown(WHY_CHEAP, unsafe_allow_html=True)
-    ds = common.dataset()
-    formulas = common.formulas(ds)
+    ds = state.dataset()
+    formulas = datasets.formulas(ds)
     ids = [int(i) for i in (ss.get("teach.cost_ids") or []) if 0 <= int(i) < ds.n][:COST_MAX_STRUCTURES]
     if not ids:
         ids = list(range(min(4, ds.n)))
@@ -392,24 +386,24 @@ def cost_section() -> None:
     with st.form("teach.cost.form", border=True):
         c1, c2, c3 = st.columns([1.6, 1, 1], gap="large")
         with c1:
-            st.multiselect("Structures to measure", list(range(ds.n)), key="teach.cost_ids", **common.KEEP,
+            st.multiselect("Structures to measure", list(range(ds.n)), key="teach.cost_ids", **state.KEEP,
                            max_selections=COST_MAX_STRUCTURES,
                            format_func=lambda i: f"{i} · {formulas[i]} ({len(ds.frames[i])} atoms)",
                            help="A few structures of the current data set: both routes compute the kernels between "
                                 "all their atoms, at every body order.")
             st.caption("Uses the Kernels page's cutoff, density width and λ_max.")
         with c2:
-            st.slider("Highest body order ν", min_value=2, max_value=6, key="teach.cost_nu_max", **common.KEEP)
+            st.slider("Highest body order ν", min_value=2, max_value=6, key="teach.cost_nu_max", **state.KEEP)
             st.select_slider("Radial functions per l (both routes)", COST_BASIS_CHOICES, key="teach.cost_n_radial",
-                             **common.KEEP, help="The optimal radial basis truncated to its first n functions per "
+                             **state.KEEP, help="The optimal radial basis truncated to its first n functions per "
                                                  "angular channel; 'all' keeps the whole basis.")
         with c3:
             st.selectbox("Memory budget of the explicit features", COST_BUDGETS_MB, key="teach.cost_budget_mb",
-                         **common.KEEP, format_func=lambda mb: f"{mb:,} MB" if mb < 1024 else f"{mb // 1024} GB",
+                         **state.KEEP, format_func=lambda mb: f"{mb:,} MB" if mb < 1024 else f"{mb // 1024} GB",
                          help="A feature run that would need more is not started (estimated beforehand from the "
                               "exact sizes of its arrays).")
             st.slider("Body order of the basis-size experiment", min_value=2, max_value=4, key="teach.cost_nu_basis",
-                      **common.KEEP)
+                      **state.KEEP)
         go = st.form_submit_button("Measure both routes", type="primary", key="teach.cost.btn",
                                    icon=":material/timer:")
     ids = [int(i) for i in ss["teach.cost_ids"]]
@@ -417,7 +411,7 @@ def cost_section() -> None:
         st.info("Pick at least one structure to measure.", icon=":material/info:")
         return
     frames = [ds.frames[i] for i in ids]
-    hypers = common.applied_hypers()
+    hypers = state.applied_hypers()
     n_radial = None if ss["teach.cost_n_radial"] == "all" else int(ss["teach.cost_n_radial"])
     budget = int(ss["teach.cost_budget_mb"]) * 2**20
     nu_max, nu_basis = int(ss["teach.cost_nu_max"]), int(ss["teach.cost_nu_basis"])
@@ -432,16 +426,16 @@ def cost_section() -> None:
             job = start_cost_job(frames, key, hypers, nu_max, n_radial, nu_basis, budget)
             running = True
     if running:
-        common.poll_job(job, cancel_key="teach.cost.cancel.btn", what=job.label)
+        jobs.poll_job(job, cancel_key="teach.cost.cancel.btn", what=job.label)
     request = ss.get("wk.cost_request")
     if request is not None and request["dataset"] != ds.digest:
         request = None  # measured on another data set: its structure indices mean nothing here
     if job is not None and job.done and request is not None and job.key == request["key"]:
-        state = job.state()
-        if state.status == "cancelled":
+        job_state = job.state()
+        if job_state.status == "cancelled":
             st.warning("The measurement was cancelled.", icon=":material/cancel:")
-        elif state.status == "failed":
-            common.show_job_failure(job)
+        elif job_state.status == "failed":
+            widgets.show_job_failure(job)
     res = cache.RESULTS.get(request["key"]) if request else None
     if res is None:
         if not running:
@@ -455,11 +449,11 @@ def cost_section() -> None:
 
 
 def render() -> None:
-    common.page_header("Teach", "Three experiments for a lecture: what a body order can see, what equivariance means, "
+    widgets.page_header("Teach", "Three experiments for a lecture: what a body order can see, what equivariance means, "
                                 "and why Wigner kernels stay cheap.")
     body_order_section()
     equivariance_section()
     cost_section()
 
 
-common.run_page(render, "Teach")
+nav.run_page(render, "Teach")

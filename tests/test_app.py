@@ -1,7 +1,7 @@
 """The Streamlit app, driven headlessly with streamlit.testing.v1.AppTest, and its caching layer (wkviz.cache).
 
 The app is a ``pages/`` multipage app: ``app.py`` is the Home page, ``pages/<n>_<Name>.py`` the others, and every
-page file sets itself up through ``pages.support.common.run_page``. The tests reach pages the ways a user can:
+page file sets itself up through ``pages.support.nav.run_page``. The tests reach pages the ways a user can:
 from Home with ``switch_page``, and by starting a fresh run directly on a page file.
 
 Widgets are found by their namespaced keys ("kernels.nu_max"), never by position. Sizes are small (60 QM9
@@ -163,15 +163,29 @@ def test_background_job_cancel_and_errors():
 
 
 def test_engine_lock_queues_a_second_caller_and_lets_it_cancel():
-    waited = []
-    with cache.engine_lock():
-        flag = threading.Event()
-        flag.set()
+    from wkviz import runtime
+
+    waited, taken, release = [], threading.Event(), threading.Event()
+
+    def other_session():  # another browser session's thread (the lock is re-entrant within one thread)
+        with runtime.engine_lock():
+            taken.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=other_session)
+    holder.start()
+    assert taken.wait(10)
+    flag = threading.Event()
+    flag.set()
+    try:
         with pytest.raises(Cancelled):
-            with cache.engine_lock(on_wait=lambda: waited.append(True), cancel=flag):
+            with runtime.engine_lock(on_wait=lambda: waited.append(True), cancel=flag):
                 pass
+    finally:
+        release.set()
+        holder.join(10)
     assert waited == [True]
-    with cache.engine_lock(on_wait=lambda: waited.append(False)):
+    with runtime.engine_lock(on_wait=lambda: waited.append(False)):
         pass
     assert waited == [True], "a free lock is taken without waiting"
 
@@ -218,15 +232,15 @@ def test_navigation_matches_the_page_files_and_streamlit_order():
     name (Home stands for app.py); the shared layer is not a page."""
     from streamlit.source_util import page_icon_and_name, page_sort_key
 
-    from pages.support import common
+    from pages.support import nav
 
-    items = [item for section in common.NAVIGATION.values() for item in section]
+    items = [item for section in nav.NAVIGATION.values() for item in section]
     assert items[0].path == "app.py" and items[0].label == "Home"
     files = sorted((p for p in (ROOT / "pages").glob("*.py") if p.name != "__init__.py"), key=page_sort_key)
     assert [f"pages/{p.name}" for p in files] == [item.path for item in items[1:]]
     assert [page_icon_and_name(p)[1].replace("_", " ") for p in files] == [item.label for item in items[1:]]
     assert sorted(PAGES.values()) == sorted(item.path for item in items)
-    assert (ROOT / "pages" / "support" / "common.py").is_file()
+    assert (ROOT / "pages" / "support" / "nav.py").is_file()
 
 
 @pytest.mark.parametrize("page", list(PAGES))
@@ -268,14 +282,14 @@ def _failing_page(root):
     sys.path.insert(0, root)
     import streamlit as st
 
-    from pages.support import common
+    from pages.support import nav
     from wkviz.errors import InputError
 
     def render():
         st.title("A page with bad input")
         raise InputError("structure 3 has two atoms 0.00 Å apart; fix or remove it")
 
-    common.run_page(render, "Broken")
+    nav.run_page(render, "Broken")
 
 
 def test_bad_input_escaping_a_page_becomes_a_message_and_the_sidebar_stays():
@@ -291,6 +305,7 @@ def test_bad_input_escaping_a_page_becomes_a_message_and_the_sidebar_stays():
 
 # ---- the main flow ---------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_main_flow_qm9_kernels_fit_learning_curve_map():
     cache.RESULTS.clear()
     at = _app()
@@ -392,7 +407,7 @@ def test_bad_hyperparameters_show_a_message_not_a_traceback():
     at.button(key="kernels.apply.btn").click().run()
     exc, err = _problems(at)
     assert not exc
-    assert any("cutoff_width must be > 0 and at most the cutoff" in e for e in err)
+    assert any("cutoff_width must be above 0 and at most the cutoff" in e for e in err)
     # the previous, valid hyperparameters stay in force
     assert at.session_state["wk.hypers"].cutoff == 5.0
 
@@ -471,6 +486,7 @@ def test_pages_that_need_kernels_point_to_the_kernels_page():
 
 # ---- Teach: the cost of body order, measured ------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_teach_measures_wigner_kernels_against_explicit_features():
     from wkviz.engine import features
     from wkviz.evaluation import scaling

@@ -1,6 +1,6 @@
 """The app's large-data options, driven with AppTest on a small bundled subset with the large-data limit lowered.
 
-``WKVIZ_LARGE_SECONDS=0`` makes every data set count as large (``pages.support.common.large_limits``), so 24
+``WKVIZ_LARGE_SECONDS=0`` makes every data set count as large (``pages.support.jobs.large_limits``), so 24
 QM9 molecules at ν_max = 2 reach the Kernels page's tiles into an on-disk store (on a real 2-worker Dask
 LocalCluster) and the Models page's sparse model. ``XDG_CACHE_HOME`` points the default store directory into a
 temporary folder.
@@ -15,8 +15,10 @@ import time
 import numpy as np
 import pytest
 
-pytest.importorskip("distributed")
-pytest.importorskip("zarr")
+from conftest import require
+
+require("distributed")
+require("zarr")
 
 from wkviz import Hypers, cache  # noqa: E402
 from wkviz.errors import Cancelled  # noqa: E402
@@ -88,20 +90,20 @@ def _assert_same_kernel(K, ref):
 
 
 def test_large_limits_come_from_one_place_and_the_environment(monkeypatch):
-    from pages.support import common
+    from pages.support import jobs, state
 
     monkeypatch.delenv("WKVIZ_LARGE_SECONDS", raising=False)
     monkeypatch.delenv("WKVIZ_LARGE_BYTES", raising=False)
-    assert common.large_limits() == (common.LARGE_SECONDS, common.MEMORY_BUDGET / 4)
+    assert jobs.large_limits() == (jobs.LARGE_SECONDS, state.MEMORY_BUDGET / 4)
     small = {"seconds": 5.0, "output_bytes": 10**6}
-    assert not common.is_large(small) and not common.is_large(None)
-    assert common.is_large({"seconds": 121.0, "output_bytes": 0})
-    assert common.is_large({"seconds": 1.0, "output_bytes": common.MEMORY_BUDGET // 4 + 1})
-    assert "2.0 min" in common.large_rule() and "512.0 MB" in common.large_rule()
+    assert not jobs.is_large(small) and not jobs.is_large(None)
+    assert jobs.is_large({"seconds": 121.0, "output_bytes": 0})
+    assert jobs.is_large({"seconds": 1.0, "output_bytes": state.MEMORY_BUDGET // 4 + 1})
+    assert "2.0 min" in jobs.large_rule() and "512.0 MB" in jobs.large_rule()
     monkeypatch.setenv("WKVIZ_LARGE_SECONDS", "1")
-    assert common.is_large(small)
+    assert jobs.is_large(small)
     monkeypatch.setenv("WKVIZ_LARGE_SECONDS", "soon")  # unreadable: the default stays in force
-    assert common.large_limits()[0] == common.LARGE_SECONDS
+    assert jobs.large_limits()[0] == jobs.LARGE_SECONDS
 
 
 def test_cluster_workers_do_not_rerun_the_page_script(monkeypatch):
@@ -121,6 +123,7 @@ def test_cluster_workers_do_not_rerun_the_page_script(monkeypatch):
     assert sys.modules["__main__"] is page
 
 
+@pytest.mark.slow
 def test_store_option_tiles_on_a_local_cluster_then_a_new_session_reuses_every_tile(large):
     at = _session()
     # the store option, with its default directory under the per-user cache, named by the content hash
@@ -173,8 +176,9 @@ def test_store_option_tiles_on_a_local_cluster_then_a_new_session_reuses_every_t
     assert "kernels.tiles.btn" not in [b.key for b in at.button]
 
 
+@pytest.mark.slow
 def test_without_a_cluster_tiles_run_in_this_process_resume_after_cancel_and_say_so(large, monkeypatch, tmp_path):
-    from pages.support import common
+    from pages.support import jobs
     from wkviz import data
     from wkviz.scale import distributed
 
@@ -191,8 +195,8 @@ def test_without_a_cluster_tiles_run_in_this_process_resume_after_cancel_and_say
         stop.append(fraction)
 
     with pytest.raises(Cancelled):  # cancelled once the first tile is in
-        common.compute_store_tiles(frames, h, request, tmp_path / "s", progress=progress, cancel=lambda: bool(stop))
-    result, info = common.compute_store_tiles(frames, h, request, tmp_path / "s")
+        jobs.compute_store_tiles(frames, h, request, tmp_path / "s", progress=progress, cancel=lambda: bool(stop))
+    result, info = jobs.compute_store_tiles(frames, h, request, tmp_path / "s")
     assert (info["tiles_total"], info["tiles_reused"], info["tiles_computed"]) == (3, 1, 2)
     assert "OSError: cannot start worker processes here" in info["fallback"]
     assert info["where"].startswith("in this process") and "could not be started" in info["where"]

@@ -24,7 +24,7 @@ import urllib.request
 
 import pytest
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -139,7 +139,7 @@ def sidebar_links(pg) -> list[str]:
 
 
 def go(pg, label: str) -> None:
-    # the sidebar's page links (pages/support/common.py: NAVIGATION); the icon's ligature text comes first
+    # the sidebar's page links (pages/support/nav.py: NAVIGATION); the icon's ligature text comes first
     pg.locator('[data-testid="stSidebar"] a').filter(has_text=label).first.click()
     wait_idle(pg)
 
