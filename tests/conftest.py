@@ -1,8 +1,9 @@
-"""Shared fixtures: tiny, deliberately asymmetric structures and a guarded handle on the engine."""
+"""Shared fixtures (tiny, deliberately asymmetric structures, a handle on the engine) and ``require``."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
+import os
 import pathlib
 import sys
 
@@ -14,6 +15,40 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 MOLECULE_NAMES = ("H2O", "NH3", "CH4", "CH3OH", "C2H6")
+
+
+def deps_required() -> bool:
+    """True where a missing test dependency must fail rather than skip: in CI (``CI=true``) or with
+    ``WKVIZ_REQUIRE_DEPS=1``."""
+    return os.environ.get("CI", "").lower() == "true" or os.environ.get("WKVIZ_REQUIRE_DEPS") == "1"
+
+
+def require(module_name: str):
+    """Import and return ``module_name``; if it cannot be imported, skip (locally) or fail (see ``deps_required``).
+
+    The one replacement for ``pytest.importorskip`` in this suite: a skip would let CI pass silently with a
+    dependency gone missing. Works at module level (it then skips or fails the whole module) and inside tests
+    and fixtures.
+    """
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        reason = f"{module_name} is not importable ({exc})"
+    # Outside the except block, so the report is the one sentence, not a chained traceback.
+    if deps_required():
+        pytest.fail(f"{reason}; CI=true or WKVIZ_REQUIRE_DEPS=1, so test dependencies must be installed",
+                    pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def require_that(condition: bool, reason: str) -> None:
+    """Skip (locally) or fail (see ``deps_required``) when a prerequisite that is not a module is missing, e.g. the
+    local copy of 3Dmol.js that ``make test`` fetches, or Debian's chromium that ``.ci/run`` installs."""
+    if condition:
+        return
+    if deps_required():
+        pytest.fail(f"{reason}; CI=true or WKVIZ_REQUIRE_DEPS=1, so it must be there", pytrace=False)
+    pytest.skip(reason)
 
 
 def _rattled_molecule(name: str, seed: int):
@@ -59,18 +94,9 @@ def structures():
     return make_molecules() + [make_periodic_cell()]
 
 
-def engine_available() -> bool:
-    return importlib.util.find_spec("wkviz.engine.kernels") is not None
-
-
 @pytest.fixture
 def engine():
-    """``compute(frames, hypers, frames_B=None, **kw)`` through the public API.
-
-    Skips only while ``wkviz/kernels.py`` does not exist yet; once it exists, import errors are failures.
-    """
-    if not engine_available():
-        pytest.skip("wkviz.engine.kernels (the engine) is not there yet")
+    """``compute(frames, hypers, frames_B=None, **kw)`` through the public API."""
     from wkviz.engine.kernels import WignerKernel
 
     def compute(frames, hypers, frames_B=None, **kw):
