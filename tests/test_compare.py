@@ -10,6 +10,8 @@ import math
 import numpy as np
 import pytest
 
+from conftest import require
+
 from wkviz.errors import InputError
 from wkviz.evaluation import composition_baseline, metrics, score_predictions
 from wkviz.evaluation.compare import (COMPARE_COLUMNS, Comparison, compare, compare_splits, cover_by_swaps,
@@ -248,3 +250,79 @@ def test_paired_difference_chart_and_residual_parity():
     pts = fig.data[1]
     assert np.allclose(pts.x, 1.0) and np.allclose(pts.y, 1.1)
     assert fig.layout.xaxis.title.text == "true U0 − composition baseline (eV)"
+
+
+# ---- the Models page ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_models_page_fit_job_adds_splits_to_the_users_split():
+    """What the Models page runs in its background job: split 0 is the page's split (parity plot), the others
+    random splits of the same sizes; every row of the comparison is scored like compare.csv."""
+    require("streamlit")
+    import pathlib
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from pages.support import jobs
+
+    from wkviz import Hypers
+    from wkviz.data import load_sample
+    from wkviz.engine.kernels import WignerKernel
+
+    frames = load_sample("qm9")[:24]
+    kres = WignerKernel(Hypers(nu_max=2, lambda_max=2)).compute(frames)
+    train, test = np.arange(6, 24), np.arange(6)
+    seen = []
+    out = jobs.fit_models(kres, frames, "U0", train, test, names=["composition", "nu=2"], weights="free",
+                          selection="evidence", folds=3, intensive=False, splits=3, seed=0,
+                          progress=lambda f, eta: seen.append(f))
+    comp = out["comparison"]
+    assert comp.splits == [0, 1, 2] and len(comp.rows) == 6
+    assert seen[-1] == pytest.approx(1.0) and all(b >= a - 1e-12 for a, b in zip(seen, seen[1:]))
+    row0 = next(r for r in comp.rows if r["model"] == "nu=2" and r["split"] == 0)
+    assert row0["mae"] == pytest.approx(out["models"]["nu=2"]["metrics"]["mae"])
+    assert row0["r2"] == pytest.approx(out["models"]["nu=2"]["metrics"]["r2_residual"])
+    assert all(r["n_train"] == 18 and r["n_test"] == 6 for r in comp.rows)
+    assert out["baseline"].shape == (6,)
+    assert jobs.default_splits(300) == 5 and jobs.default_splits(5000) == 1
+
+
+@pytest.mark.slow
+def test_models_page_with_splits_shows_mean_se_and_paired_chart():
+    require("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    import pathlib
+
+    from wkviz import cache
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    cache.RESULTS.clear()
+    at = AppTest.from_file(str(root / "app.py"), default_timeout=240)
+    at.run()
+    at.switch_page("pages/1_Data.py").run()
+    at.number_input(key="data.n").set_value(30).run()
+    at.switch_page("pages/2_Kernels.py").run()
+    at.slider(key="kernels.nu_max").set_value(2)
+    at.slider(key="kernels.lambda_max").set_value(2)
+    at.button(key="kernels.apply.btn").click().run()
+    at.button(key="kernels.compute.btn").click().run()
+    at.switch_page("pages/3_Models.py").run()
+    assert at.number_input(key="models.splits").value == 5  # small data set: 5 splits by default
+    at.number_input(key="models.splits").set_value(3)
+    at.button(key="models.fit.btn").click().run()
+    assert not at.exception and not at.error
+    fit = at.session_state["wk.fit"]
+    result = cache.RESULTS.get(fit["key"])
+    assert fit["splits"] == 3 and result["comparison"].splits == [0, 1, 2]
+    table = at.dataframe[0].value
+    assert any("±" in str(v) for v in table.iloc[:, 1])
+    assert any(c.startswith("R² of U0 − composition") for c in table.columns)
+    labels = {m.label for m in at.metric}
+    assert "MAE per atom" in labels and any(label.startswith("R² of U0 − composition") for label in labels)
+    import json
+
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert any("Paired difference" in (s["layout"].get("title") or {}).get("text", "") for s in specs)
+    assert any("composition baseline" in s["layout"]["xaxis"].get("title", {}).get("text", "") for s in specs)
