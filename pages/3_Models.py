@@ -301,6 +301,8 @@ def render() -> None:
             if n_splits > 1 and len(comparison.models) > 1:
                 best = comparison.best()
                 refs = [best] + (["nu=2"] if "nu=2" in comparison.models and best != "nu=2" else [])
+                if ss.get("models.paired_ref") not in refs:
+                    ss["models.paired_ref"] = refs[0]
                 ref = st.radio("Paired difference to", refs, horizontal=True, key="models.paired_ref",
                                format_func=lambda r: f"the best ({figures.model_label(r, short=True)})"
                                if r == best else "ν=2 (SOAP-equivalent)")
