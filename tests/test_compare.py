@@ -228,7 +228,7 @@ def test_compare_cli_refuses_bad_sizes(small_qm9, tmp_path, capsys):
                  "--out", str(tmp_path / "c.csv")])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error: ") and "40 structures" in err[-1]
+    assert err[-1].startswith("error: ") and "40 structures" in err[-1] and "--train-size" in err[-1]
     assert main(["compare", "--data", str(small_qm9), "--target", "U0", "--train-size", "20", "--splits", "0",
                  "--out", str(tmp_path / "c.csv")]) == 2
 

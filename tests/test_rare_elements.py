@@ -86,7 +86,7 @@ def test_atomic_regressor_cv_survives_a_rare_element():
 
 @pytest.fixture(scope="module")
 def qm9_one_fluorine():
-    """100 molecules of the bundled QM9 subset, of which only structure 294 holds fluorine, their ν ≤ 2 kernels
+    """100 molecules of the bundled QM9 subset, of which only structure 294 holds fluorine, their ν ≤ 2, λ ≤ 2 kernels
     (computed once) and a split with the fluorine molecule in training."""
     from wkviz import Hypers
     from wkviz.data import load_sample
@@ -99,7 +99,7 @@ def qm9_one_fluorine():
     idx = np.sort(np.r_[294, rng.choice(others, 99, replace=False)])
     sub = [frames[i] for i in idx]
     assert sum(9 in a.numbers for a in sub) == 1
-    kernels = KernelSet.from_result(WignerKernel(Hypers(nu_max=2)).compute(sub))
+    kernels = KernelSet.from_result(WignerKernel(Hypers(nu_max=2, lambda_max=2)).compute(sub))
     target = TargetData.from_frames(sub, "U0")
     f_pos = int(np.flatnonzero(idx == 294)[0])
     perm = np.random.default_rng(1).permutation(len(sub))

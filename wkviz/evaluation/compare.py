@@ -147,7 +147,9 @@ def compare_splits(target: TargetData, train_size: int, test_size: int | None = 
     n_test = n - train_size if test_size is None else int(test_size)
     if int(n_splits) < 1:
         raise InputError(f"--splits must be at least 1, got {n_splits}")
-    # the one size check (and message) of the learning curve's splits
+    if n_test < 1 or train_size + n_test > n:
+        raise InputError(f"{n} structures cannot hold a training part of {train_size} plus a test part of "
+                         f"{max(n_test, 1)}; use a smaller --train-size or --test-size (at most {n} in total)")
     base = learning_curve_splits(n, [train_size], int(n_splits), n_test, seed)
     counts = target.counts
     out = []
@@ -397,7 +399,7 @@ def format_comparison(comp: Comparison, reference: str = REFERENCE_MODEL) -> str
     for ref in refs:
         what = "the best model" if ref == refs[0] else "ν=2 (SOAP-equivalent)"
         lines.append(f"paired difference of the test MAE to {what}, {ref} (model − {ref}, per split; "
-                     f"wins: splits where each side is lower; within 2 se: tie):")
+                     f"wins: splits where the model – {ref} is lower; within 2 se: tie):")
         for p in comp.paired(ref):
             if p["model"] == ref:
                 continue
