@@ -34,6 +34,9 @@ def test_paired_difference_against_a_hand_computation():
     p = paired_difference([0.0, 1.0, -0.3, 0.2], [0.5, 0.0, 0.0, 0.0])
     assert p["verdict"] == "tie" and (p["wins"], p["losses"]) == (2, 2)
     assert paired_difference([1.0], [2.0])["verdict"] == "n/a"
+    # the same model up to round-off is a tie, however small the spread of the difference
+    same = paired_difference([0.1 + 2e-9, 0.2 + 2.1e-9, 0.15 + 1.9e-9], [0.1, 0.2, 0.15])
+    assert same["verdict"] == "tie" and same["wins"] == 0
     assert math.isnan(paired_difference([1.0], [2.0])["se"])
     with pytest.raises(InputError):
         paired_difference([1.0, 2.0], [1.0])

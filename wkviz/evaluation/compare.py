@@ -43,6 +43,7 @@ STRATIFY = ("none", "elements")
 REFERENCE_MODEL = "nu=2"
 
 _TIE_SE = 2.0  # a paired difference within this many standard errors of zero is a tie
+_SAME_RTOL = 1e-6  # below this relative difference two models are the same up to round-off
 
 
 def _presence(counts) -> np.ndarray:
@@ -188,12 +189,14 @@ def score_row(model: str, split: int, train: TargetData, test: TargetData, pred,
     }
 
 
-def paired_difference(a, b) -> dict:
+def paired_difference(a, b, *, rtol: float = _SAME_RTOL) -> dict:
     """Paired comparison of per-split errors ``a`` (a model) and ``b`` (the reference), same splits in order.
 
     Returns ``mean`` and ``se`` of d = a − b (standard error = sample std / √K; NaN for one split), ``n``, ``wins``
     (splits where a is lower), ``losses`` (where b is lower) and ``verdict``: ``"better"``/``"worse"`` when
-    |mean| > 2 se, else ``"tie"``; ``"n/a"`` with a single split (no spread to judge by) unless a = b.
+    |mean| > 2 se, else ``"tie"``; ``"n/a"`` with a single split (no spread to judge by). Differences below
+    ``rtol`` × mean(b) are a tie whatever their spread: two models that are the same up to round-off (a mixed
+    model whose weights went to one body order) differ by ~1e-8 relative with an even smaller spread.
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -203,7 +206,7 @@ def paired_difference(a, b) -> dict:
     k = d.size
     mean = float(d.mean())
     se = float(d.std(ddof=1) / math.sqrt(k)) if k > 1 else float("nan")
-    if np.all(d == 0):
+    if abs(mean) <= rtol * abs(float(b.mean())) or np.all(d == 0):
         verdict = "tie"
     elif not math.isfinite(se):
         verdict = "n/a"
