@@ -329,3 +329,16 @@ def test_models_page_with_splits_shows_mean_se_and_paired_chart():
     specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     assert any("Paired difference" in (s["layout"].get("title") or {}).get("text", "") for s in specs)
     assert any("composition baseline" in s["layout"]["xaxis"].get("title", {}).get("text", "") for s in specs)
+
+
+def test_paired_difference_chart_zooms_on_the_close_models():
+    from wkviz.views import figures
+
+    rows = [{"model": m, "reference": "nu=2", "mean": d, "se": 0.1 * abs(d) + 1e-4, "n": 5, "wins": 0, "losses": 5,
+             "verdict": "worse"} for m, d in (("composition", 0.82), ("nu=1", 0.15), ("nu=3", -0.0003),
+                                              ("nu=4", 0.0027), ("mixed", -0.0042))]
+    fig = figures.paired_difference_chart(rows, unit="eV", target="U0")
+    lo, hi = fig.layout.yaxis.range
+    assert hi < 0.02 and lo == -hi  # the meV differences are readable
+    texts = [a.text for a in fig.layout.annotations]
+    assert any("+0.82 eV (off scale)" in t for t in texts) and any("+0.15 eV" in t for t in texts)

@@ -258,7 +258,9 @@ def paired_difference_chart(paired, *, unit: str | None = None, target: str = "t
     -------
     plotly.graph_objects.Figure
         One bar per model (body-order colours), negative = better than the reference; hover: mean ± se, the
-        number of splits each side wins, and the verdict (a difference within 2 se is a tie).
+        number of splits each side wins, and the verdict (a difference within 2 se is a tie). When some models
+        are more than 10× further off than the median (composition, typically), the axis shows the close ones
+        and the bars cut off carry their value.
     """
     table = pd.DataFrame(list(paired) if not isinstance(paired, pd.DataFrame) else paired)
     reference = str(table["reference"].iloc[0]) if len(table) else ""
@@ -283,6 +285,19 @@ def paired_difference_chart(paired, *, unit: str | None = None, target: str = "t
                        + " wins %{customdata[1]}<br>%{customdata[3]}<extra></extra>"),
     ))
     fig.add_hline(y=0.0, line=dict(color="#888", width=1.5, dash="dash"))
+    # The composition model is typically 100× further off than the rest, which would flatten the differences
+    # that matter (a few meV between body orders): zoom on the close models and label the bars cut off.
+    means = table["mean"].to_numpy(float)
+    extent = np.abs(means) + np.nan_to_num(se)
+    med = float(np.median(extent)) if len(extent) else 0.0
+    far = extent > 10.0 * med if med > 0 else np.zeros(len(extent), bool)
+    if far.any() and (~far).sum() >= 1 and extent[~far].max() > 0:
+        lim = 1.35 * float(extent[~far].max())
+        fig.update_yaxes(range=[-lim, lim])
+        for label, mean in zip(np.array([model_label(m, short=True) for m in table["model"]])[far], means[far]):
+            fig.add_annotation(x=label, y=np.sign(mean) * 0.9 * lim, text=f"{mean:+.3g}{u} (off scale)",
+                               showarrow=False, font=dict(size=12, color="#333"), bgcolor="rgba(255,255,255,0.85)")
+    fig.update_traces(text=[f"{m:+.2g}" for m in means], textposition="outside", cliponaxis=True)
     fig.update_xaxes(title="model (ν=0: composition only)")
     fig.update_yaxes(title=_axis_title(f"test {metric} of {target} − {ref_label}'s (paired)", unit))
     n = int(table["n"].max()) if len(table) else 0
