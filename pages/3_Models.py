@@ -1,5 +1,7 @@
-"""Models: fit (GP evidence or cross-validation), body-order weights, test metrics, parity plot → 3D, errors by size/element,
-model comparison (mixed vs each ν vs composition). Large data sets (``jobs.is_large``) also get the sparse
+"""Models: fit (GP evidence or cross-validation), body-order weights, test metrics (R² of the target minus the
+composition baseline, per-atom MAE), parity plot → 3D, errors by size/element, model comparison (mixed vs each ν vs
+composition) on one or several random splits (mean ± standard error, paired differences:
+:mod:`wkviz.evaluation.compare`). Large data sets (``jobs.is_large``) also get the sparse
 (projected-process) model, shown in the same table and parity plot as the exact ones."""
 
 import numpy as np
@@ -99,6 +101,15 @@ def render() -> None:
             with c5:
                 st.checkbox("also fit composition and each single ν", key="models.compare", **state.KEEP,
                             help="The comparison table: is mixing body orders better than the best single one?")
+                if "models.splits" not in ss:
+                    ss["models.splits"] = jobs.default_splits(ds.n)
+                st.number_input("Splits", min_value=1, max_value=20, step=1, key="models.splits", **state.KEEP,
+                                help="Random train/test splits of the same sizes on which every model is fitted "
+                                     "(split 1 is the one of the Data page, shown in the parity plot). One split "
+                                     "decides nothing: with several, the table gives mean ± standard error and the "
+                                     "chart the paired difference of every model to the best (or to ν=2). Each "
+                                     "split costs one more fit per model; 5 by default on data sets of at most "
+                                     f"{jobs.SMALL_FOR_SPLITS:,} structures.")
 
 
     def fit_form():
@@ -180,16 +191,28 @@ def render() -> None:
         formulas = datasets.formulas(ds)
         if ss["models.show"] not in names:
             ss["models.show"] = names[-1]
-        top = st.columns([1.3, 1, 1, 1, 1])
+        top = st.columns([1.3, 1, 1, 1, 1, 1])
         with top[0]:
             st.selectbox("Model shown", names, key="models.show", **state.KEEP, format_func=figures.model_label)
         shown = result["models"][ss["models.show"]]
         m = shown["metrics"]
         u = f" {unit}" if unit else ""
+        nan = float("nan")
         top[1].metric("Test MAE", f"{m['mae']:.4g}{u}", help=f"over {m['n']} test values")
-        top[2].metric("Test RMSE", f"{m['rmse']:.4g}{u}")
-        top[3].metric("Max error", f"{m['max_error']:.4g}{u}")
-        top[4].metric("R²", f"{m['r2']:.4f}")
+        per_atom = m.get("mae_per_atom", nan)
+        top[2].metric("MAE per atom", f"{per_atom:.3g}{u}/atom" if np.isfinite(per_atom) else "—",
+                      help="Mean of |error| / atoms of the structure (extensive structure targets only).")
+        top[3].metric("Test RMSE", f"{m['rmse']:.4g}{u}")
+        top[4].metric("Max error", f"{m['max_error']:.4g}{u}")
+        r2_res = m.get("r2_residual", nan)
+        if np.isfinite(r2_res):
+            top[5].metric(f"R² of {target} − composition", f"{r2_res:.4f}",
+                          help=f"R² of the target minus the per-element composition baseline fitted on the training "
+                               f"set: the share of what composition does not explain that the model learned. R² of "
+                               f"{target} itself: {m['r2']:.5f} (for total energies ~1 for any model, composition "
+                               "only included: their spread is the molecule size).")
+        else:
+            top[5].metric(f"R² of {target}", f"{m['r2']:.4f}")
 
         y_true = np.asarray(result["y_true"])
         y_pred = shown["pred"]
@@ -211,19 +234,22 @@ def render() -> None:
 
         left, right = st.columns([1.25, 1], gap="large")
         with left:
-            # Total energies span thousands of eV while errors are fractions of one: against the composition fit
-            # (Σ_Z n_Z ε_Z) the scatter shows what the kernels actually learned.
-            px_t, px_p, shown_target = yt, yp, target
-            if kind == "scalar" and "composition" in result["models"] and ss["models.show"] != "composition":
+            # Total energies span thousands of eV while errors are fractions of one: against the composition
+            # baseline (Σ_Z n_Z ε_Z, fitted on the training set) the scatter shows what the kernels learned.
+            base = result.get("baseline")
+            if base is not None:
                 if "models.relative" not in ss:
                     ss["models.relative"] = True
-                st.checkbox("relative to the composition baseline (ν=0 fit)", key="models.relative", **state.KEEP,
-                            help="Plot target − composition-model prediction; errors are unchanged.")
+                st.checkbox("minus the composition baseline (fitted on the training set)", key="models.relative",
+                            **state.KEEP, help="Plot target − Σ_Z n_Z ε_Z, the per-element least-squares baseline "
+                                               "of the training set, on both axes; the errors are unchanged.")
                 if ss["models.relative"]:
-                    base = np.asarray(result["models"]["composition"]["pred"]).reshape(len(ids), -1)
-                    px_t, px_p, shown_target = yt - base, yp - base, f"{target} − composition fit"
-            fig = figures.parity_plot(px_t if yt.shape[1] > 1 else px_t[:, 0], px_p if yp.shape[1] > 1 else px_p[:, 0],
-                                      ids=ids, formulas=labels, target=shown_target, unit=unit or None,
+                    base = np.asarray(base).reshape(len(ids), -1)
+                else:
+                    base = None
+            fig = figures.parity_plot(yt if yt.shape[1] > 1 else yt[:, 0], yp if yp.shape[1] > 1 else yp[:, 0],
+                                      baseline=None if base is None else (base if base.shape[1] > 1 else base[:, 0]),
+                                      ids=ids, formulas=labels, target=target, unit=unit or None,
                                       sigma=None if ys is None else (ys if ys.shape[1] > 1 else ys[:, 0]),
                                       component_names=KIND_COMPONENTS.get(kind), selected=[ss["wk.selected"]],
                                       title=f"{figures.model_label(ss['models.show'])}: MAE {m['mae']:.3g}{u} on "
@@ -266,21 +292,67 @@ def render() -> None:
             st.caption("Relative weight of each normalised K^ν in the mixed kernel (they sum to 1).")
             widgets.downloads(wfig, name="body_order_weights", key="models.weights",
                              table=pd.DataFrame({"nu": list(mixed["weights"]), "weight": list(mixed["weights"].values())}))
+        comparison = result.get("comparison")
+        n_splits = len(comparison.splits) if comparison is not None else 1
         with w2:
             comp = pd.DataFrame([{"model": n, **{k: v for k, v in result["models"][n]["metrics"].items() if k != "unit"},
                                   "cv_mae": result["models"][n]["cv_mae"], "seconds": result["models"][n]["seconds"]}
                                  for n in names])
-            if len(names) > 1:
+            if n_splits > 1 and len(comparison.models) > 1:
+                best = comparison.best()
+                refs = [best] + (["nu=2"] if "nu=2" in comparison.models and best != "nu=2" else [])
+                if ss.get("models.paired_ref") not in refs:
+                    ss["models.paired_ref"] = refs[0]
+                ref = st.radio("Paired difference to", refs, horizontal=True, key="models.paired_ref",
+                               format_func=lambda r: f"the best ({figures.model_label(r, short=True)})"
+                               if r == best else "ν=2 (SOAP-equivalent)")
+                paired = pd.DataFrame(comparison.paired(ref))
+                pfig = figures.paired_difference_chart(paired, unit=unit or None, target=target)
+                widgets.chart(pfig, key="models.paired.chart")
+                st.caption(f"Per split, each model's test MAE minus {figures.model_label(ref, short=True)}'s on the "
+                           f"same test structures; bars: mean ± 1 standard error over {n_splits} splits. Within "
+                           "2 standard errors: a tie. Hover for the number of splits each side wins.")
+                widgets.downloads(pfig, name="paired_differences", key="models.paired", table=paired)
+            elif len(names) > 1:
                 cfig = figures.model_comparison(comp, unit=unit or None, target=target)
                 widgets.chart(cfig, key="models.compare.chart")
                 widgets.downloads(cfig, name="model_comparison", key="models.compare", table=comp)
             else:
                 st.info("Tick 'also fit composition and each single ν' to compare body orders.", icon=":material/info:")
-        shown_table = comp.assign(model=[figures.model_label(n) for n in comp["model"]])
-        st.dataframe(shown_table, hide_index=True, column_config={
-            c: st.column_config.NumberColumn(format="%.4g") for c in ("mae", "rmse", "max_error", "cv_mae")} | {
-            "r2": st.column_config.NumberColumn("R²", format="%.4f"),
-            "seconds": st.column_config.NumberColumn(format="%.2f s")})
+        if n_splits > 1:
+            def pm(mean, se, fmt):
+                if not np.isfinite(mean):
+                    return "—"
+                return f"{mean:{fmt}} ± {se:.2g}" if np.isfinite(se) else f"{mean:{fmt}}"
+
+            summary = comparison.summary()
+            uu = f" ({unit})" if unit else ""
+            st.dataframe(pd.DataFrame([{
+                "model": figures.model_label(r["model"]),
+                f"test MAE{uu}": pm(r["mae_mean"], r["mae_se"], ".4g"),
+                f"MAE per atom ({unit}/atom)" if unit else "MAE per atom": pm(r["mae_per_atom_mean"],
+                                                                               r["mae_per_atom_se"], ".3g"),
+                f"RMSE{uu}": pm(r["rmse_mean"], r["rmse_se"], ".4g"),
+                f"R² of {target} − composition": pm(r["r2_mean"], r["r2_se"], ".4f"),
+                f"CV MAE{uu}": pm(r["cv_mae_mean"], r["cv_mae_se"], ".4g"),
+                "splits": r["n_splits"]} for r in summary]), hide_index=True)
+            st.caption(f"Mean ± standard error over {n_splits} random splits of {len(fit['train'])}/{len(test)} "
+                       "structures (split 1 is the Data page's; every test element occurs in its training part). "
+                       "R² is that of the target minus the composition baseline fitted on each training set.")
+            widgets.downloads(None, name="model_comparison_splits", key="models.splits_table",
+                              table=pd.DataFrame([{k: v for k, v in r.items() if k != "weights"}
+                                                  for r in comparison.rows]))
+        else:
+            uu = f" ({unit})" if unit else ""
+            shown_table = comp.assign(model=[figures.model_label(n) for n in comp["model"]])
+            st.dataframe(shown_table, hide_index=True, column_config={
+                c: st.column_config.NumberColumn(f"{c}{uu}", format="%.4g")
+                for c in ("mae", "rmse", "max_error", "cv_mae")} | {
+                "r2": st.column_config.NumberColumn(f"R² of {target}", format="%.4f"),
+                "r2_residual": st.column_config.NumberColumn(f"R² of {target} − composition", format="%.4f"),
+                "mae_per_atom": st.column_config.NumberColumn(f"MAE per atom ({unit}/atom)" if unit else "MAE per atom",
+                                                              format="%.3g"),
+                "seconds": st.column_config.NumberColumn(format="%.2f s")})
 
         # ---- errors by size and element ------------------------------------------------------------------------
         if kind != "atomic":
@@ -336,8 +408,20 @@ def render() -> None:
                               weights=fit["weights"], selection=fit["selection"], folds=fit["folds"],
                               out="predictions.csv")
             exact_names = [n for n in names if sparse_meta is None or n != sparse_meta["name"]]
+            commands = [cmd]
+            if int(fit.get("splits", 1)) > 1:
+                all_name, all_data, _ = widgets.dataset_file(ds)
+                files["whole data set"] = (all_name, all_data, mime)
+                commands += [
+                    f"# the comparison on {fit['splits']} random splits (the command line draws every split at "
+                    "random; the page's first split is the Data page's)",
+                    cli_command("compare", h, data=all_name, target=target, train_size=len(fit["train"]),
+                                test_size=len(test), splits=int(fit["splits"]), seed=int(fit.get("seed", 0)),
+                                models=exact_names, intensive=bool(fit["intensive"]) and kind != "atomic" or None,
+                                weights=fit["weights"], selection=fit["selection"], folds=fit["folds"],
+                                out="compare.csv")]
             widgets.reproduce(
-                [cmd],
+                commands,
                 {"data": data_config, "target": target, "hypers": h,
                  "model": {"weights": fit["weights"], "selection": fit["selection"], "cv_folds": fit["folds"],
                            "intensive": fit["intensive"],
@@ -380,7 +464,9 @@ def render() -> None:
                 fit_job, _ = jobs.start_fit_job(ds, kres, kkey, info.key, train, test, names=names,
                                                   weights=jobs.WEIGHT_MODES[ss["models.weights"]],
                                                   selection=jobs.SELECTIONS[ss["models.selection"]],
-                                                  folds=int(ss["models.folds"]), intensive=intensive)
+                                                  folds=int(ss["models.folds"]), intensive=intensive,
+                                                  splits=int(ss.get("models.splits", 1)),
+                                                  seed=int(ss.get("data.seed", 0)))
                 fit_running = True
         if fit_running:
             jobs.poll_job(fit_job, cancel_key="models.cancel.btn", what=fit_job.label)

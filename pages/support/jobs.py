@@ -95,25 +95,43 @@ WEIGHT_MODES = {"free per ν (positive)": "free", "kernel exponential c_ν = C·
 SELECTIONS = {"GP evidence": "evidence", "k-fold cross-validation": "cv"}
 
 
+#: Splits of the model comparison by default: 5 when the data set has at most this many structures (the fits are
+#: then cheap), else 1 (one split, as before).
+SMALL_FOR_SPLITS = 2000
+
+
+def default_splits(n_structures: int) -> int:
+    """Splits the Models page proposes: 5 on a small data set (≤ :data:`SMALL_FOR_SPLITS` structures), else 1."""
+    return 5 if int(n_structures) <= SMALL_FOR_SPLITS else 1
+
+
 def fit_models(kres, frames, target_key: str, train, test, *, names, weights: str, selection: str, folds: int,
-               intensive: bool, progress=None, cancel=None) -> dict:
+               intensive: bool, splits: int = 1, seed: int = 0, progress=None, cancel=None) -> dict:
     """Fit each named model on ``train`` (hyperparameters chosen on train only, by the GP evidence or k-fold CV as
     ``selection`` says) and predict ``test`` with :func:`wkviz.models.fit_predict`, GP standard deviations
-    included.
+    included; with ``splits`` > 1 also fit them on ``splits − 1`` further random splits of the same sizes
+    (:func:`wkviz.evaluation.compare.compare_splits`, seed ``seed``) for the mean ± standard error and the paired
+    differences (:class:`wkviz.evaluation.compare.Comparison`; split 0 is ``train``/``test``).
 
-    Runs in a worker thread (no streamlit calls). Returns a dict with the test truth and, per model, the
-    predictions, predictive standard deviations (when the model gives them), metrics and weights.
+    Runs in a worker thread (no streamlit calls). Returns a dict with the test truth, the composition baseline of
+    the test entries (fitted on ``train``), the comparison, and per model the predictions, predictive standard
+    deviations (when the model gives them), metrics and weights.
     """
     from wkviz import evaluation, models
+    from wkviz.evaluation import compare as wk_compare
     from wkviz.runtime import check_cancel
 
     train = np.asarray(train)
     test = np.asarray(test)
+    splits = max(int(splits), 1)
     kernels = models.KernelSet.from_result(kres)
     target = models.TargetData.from_frames(frames, target_key)
     tr_k, te_k, self_k = kernels.subset(train, train), kernels.subset(test, train), kernels.subset(test, test)
     tr_d, te_d = target.subset(train), target.subset(test)
-    out = {"kind": target.kind, "unit": target.unit, "y_true": te_d.values, "models": {}, "order": list(names)}
+    baseline = evaluation.composition_baseline(tr_d, te_d, intensive=intensive)
+    out = {"kind": target.kind, "unit": target.unit, "y_true": te_d.values, "models": {}, "order": list(names),
+           "baseline": baseline, "n_atoms": te_d.n_atoms}
+    rows = []
     start = time.perf_counter()
     for i, name in enumerate(names):
         check_cancel(cancel)
@@ -122,34 +140,56 @@ def fit_models(kres, frames, target_key: str, train, test, *, names, weights: st
                                             return_std=True, test_self_kernels=self_k, weights=weights,
                                             selection=selection, n_folds=int(folds))
         core = est.model_
-        m = evaluation.metrics(te_d.values, pred, unit=target.unit)
+        m = evaluation.score_predictions(tr_d, te_d, pred, intensive=intensive)
+        seconds = time.perf_counter() - t0
+        rows.append(wk_compare.score_row(name, 0, tr_d, te_d, pred, est, intensive=intensive, seconds=seconds))
         out["models"][name] = {
             "pred": np.asarray(pred), "std": None if std is None else np.asarray(std), "metrics": m.as_dict(),
             "weights": {int(nu): float(core.weights_[nu]) for nu in core.nus_},
-            "cv_mae": float(core.cv_mae_), "cv_rmse": float(core.cv_rmse_), "seconds": time.perf_counter() - t0,
+            "cv_mae": float(core.cv_mae_), "cv_rmse": float(core.cv_rmse_), "seconds": seconds,
             "noise_std": float(getattr(core, "noise_std_", float("nan"))),
         }
         if progress is not None:
-            frac = (i + 1) / len(names)
+            frac = (i + 1) / (len(names) * splits)
             elapsed = time.perf_counter() - start
             progress(frac, elapsed * (1 - frac) / frac)
+    comparison = wk_compare.Comparison(rows=rows, models=list(names), unit=target.unit, key=target_key)
+    if splits > 1:
+        more = wk_compare.compare_splits(target, len(train), len(test), splits - 1, seed)
+        first = 1.0 / splits
+
+        def report(fraction, eta):
+            if progress is not None:
+                frac = first + (1 - first) * fraction
+                elapsed = time.perf_counter() - start
+                progress(frac, elapsed * (1 - frac) / frac)
+
+        extra = wk_compare.compare(kernels, target, more, models=names, intensive=intensive,
+                                   split_ids=range(1, splits), progress=report, cancel=cancel, weights=weights,
+                                   selection=selection, n_folds=int(folds))
+        comparison.rows.extend(extra.rows)
+    out["comparison"] = comparison
     return out
 
 
 def start_fit_job(ds: Dataset, kres, kkey: str, target_key: str, train, test, *, names, weights: str,
-                  selection: str, folds: int, intensive: bool) -> tuple[cache.BackgroundJob, str]:
+                  selection: str, folds: int, intensive: bool, splits: int = 1,
+                  seed: int = 0) -> tuple[cache.BackgroundJob, str]:
     key = "fit:" + cache.hash_key(kkey, ds.digest, target_key, np.asarray(train), np.asarray(test), list(names),
-                                  weights, selection, int(folds), bool(intensive))
+                                  weights, selection, int(folds), bool(intensive), int(splits), int(seed))
     frames = ds.frames
 
     def work(progress, cancel):
         return fit_models(kres, frames, target_key, train, test, names=names, weights=weights, selection=selection,
-                          folds=folds, intensive=intensive, progress=progress, cancel=cancel)
+                          folds=folds, intensive=intensive, splits=splits, seed=seed, progress=progress,
+                          cancel=cancel)
 
     meta = {"key": key, "dataset": ds.digest, "kernel_key": kkey, "target": target_key,
             "train": np.asarray(train), "test": np.asarray(test), "names": list(names), "weights": weights,
-            "selection": selection, "folds": int(folds), "intensive": bool(intensive)}
-    job = cache.BackgroundJob(work, label=f"fitting {len(names)} model{'s' if len(names) > 1 else ''}", key=key,
+            "selection": selection, "folds": int(folds), "intensive": bool(intensive), "splits": int(splits),
+            "seed": int(seed)}
+    job = cache.BackgroundJob(work, label=f"fitting {len(names)} model{'s' if len(names) > 1 else ''}"
+                                          + (f" on {int(splits)} splits" if int(splits) > 1 else ""), key=key,
                               use_engine_lock=False, meta=meta).start()
     st.session_state["wk.fit_job"] = job
     st.session_state["wk.fit_job_key"] = key

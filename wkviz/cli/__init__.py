@@ -1,9 +1,9 @@
-"""Command-line interface: ``python -m wkviz kernels|fit|learning-curve`` (contract in DESIGN.md §3).
+"""Command-line interface: ``python -m wkviz kernels|fit|learning-curve|compare`` (contract in DESIGN.md §3, §3b).
 
 Every sub-command takes the hyperparameter flags, prints progress on stderr and exits non-zero with a single
 ``error: ...`` line on bad input. One module per sub-command (:mod:`~wkviz.cli.kernels`, :mod:`~wkviz.cli.fit`,
-:mod:`~wkviz.cli.learning_curve`), what they share in :mod:`~wkviz.cli.common`, the command line that reproduces
-a result in :mod:`~wkviz.cli.reproduce`.
+:mod:`~wkviz.cli.learning_curve`, :mod:`~wkviz.cli.compare`), what they share in :mod:`~wkviz.cli.common`, the
+command line that reproduces a result in :mod:`~wkviz.cli.reproduce`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 
 from ..errors import Cancelled, WkvizError
 from .common import add_hyper_flags, hypers_from_args
+from .compare import add_compare_parser, run_compare
 from .distributed import add_distributed_flags, compute_distributed
 from .fit import add_fit_parser, run_fit
 from .kernels import add_kernels_parser, run_kernels
@@ -21,9 +22,9 @@ from .reproduce import cli_command
 
 # the sub-command functions are here too because the 0.1 modules wkviz.cli_models and wkviz.cli_distributed
 # resolve to this package (wkviz.MOVED_MODULES)
-__all__ = ["add_distributed_flags", "add_fit_parser", "add_hyper_flags", "add_kernels_parser",
+__all__ = ["add_compare_parser", "add_distributed_flags", "add_fit_parser", "add_hyper_flags", "add_kernels_parser",
            "add_learning_curve_parser", "build_parser", "cli_command", "compute_distributed", "hypers_from_args",
-           "main", "run_fit", "run_kernels", "run_learning_curve"]
+           "main", "run_compare", "run_fit", "run_kernels", "run_learning_curve"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_kernels_parser(sub)
     add_fit_parser(sub)
     add_learning_curve_parser(sub)
+    add_compare_parser(sub)
     return parser
 
 

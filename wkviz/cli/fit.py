@@ -57,7 +57,7 @@ def _write_predictions(path, test, pred):
 
 def run_fit(args) -> int:
     """Run ``fit`` from parsed arguments; returns the exit code (0)."""
-    from ..evaluation import metrics
+    from ..evaluation import score_predictions
     from ..engine.kernels import WignerKernel
     from ..models import KernelSet, TargetData, fit_predict
 
@@ -92,7 +92,8 @@ def run_fit(args) -> int:
         selection=args.selection, n_folds=args.folds, cv_loss=args.cv_loss,
     )
     note(f"model fitted in {time.perf_counter() - start:.1f} s")
-    m = metrics(test.values, pred, unit=train.unit)
+    # with R² of the target minus the training set's composition baseline and, if extensive, the per-atom MAE
+    m = score_predictions(train, test, pred, intensive=args.intensive)
     if args.out:
         _write_predictions(args.out, test, pred)
         note(f"wrote {args.out}")

@@ -22,6 +22,8 @@ from ..runtime import check_cancel
 __all__ = [
     "Metrics",
     "metrics",
+    "composition_baseline",
+    "score_predictions",
     "errors_by_group",
     "errors_by_size",
     "errors_by_element",
@@ -48,10 +50,17 @@ class Metrics:
     mae, rmse, max_error : float
         In ``unit``.
     r2 : float
-        Coefficient of determination (NaN when the true values are constant).
+        Coefficient of determination of the target itself (NaN when the true values are constant). For total
+        energies it is ~1 for any model, composition-only included: their spread is the molecule size.
     n : int
         Number of values compared.
     unit : str
+    r2_residual : float
+        R² of the target minus the composition baseline fitted on the training set
+        (:func:`composition_baseline`): the share of what the composition does not explain that the model
+        learned. The errors are the same; only the spread they are compared with changes. NaN without a baseline.
+    mae_per_atom : float
+        Mean of |error| / atoms per structure, in ``unit``/atom, for extensive structure scalars (NaN otherwise).
     """
 
     mae: float
@@ -60,15 +69,21 @@ class Metrics:
     r2: float
     n: int
     unit: str = ""
+    r2_residual: float = float("nan")
+    mae_per_atom: float = float("nan")
 
     def as_dict(self) -> dict:
         return {"mae": self.mae, "rmse": self.rmse, "max_error": self.max_error, "r2": self.r2, "n": self.n,
-                "unit": self.unit}
+                "unit": self.unit, "r2_residual": self.r2_residual, "mae_per_atom": self.mae_per_atom}
 
     def __str__(self) -> str:
         u = f" {self.unit}" if self.unit else ""
-        return (f"MAE {self.mae:.6g}{u}, RMSE {self.rmse:.6g}{u}, max error {self.max_error:.6g}{u}, "
-                f"R² {self.r2:.4f} (n = {self.n})")
+        per_atom = f" ({self.mae_per_atom:.6g}{u}/atom)" if math.isfinite(self.mae_per_atom) else ""
+        r2 = f"R² {self.r2:.4f}"
+        if math.isfinite(self.r2_residual):
+            r2 = f"R² of target − composition baseline {self.r2_residual:.4f} (of the target itself {self.r2:.4f})"
+        return (f"MAE {self.mae:.6g}{u}{per_atom}, RMSE {self.rmse:.6g}{u}, max error {self.max_error:.6g}{u}, "
+                f"{r2} (n = {self.n})")
 
 
 def _pair(y_true, y_pred):
@@ -81,20 +96,98 @@ def _pair(y_true, y_pred):
     return t, p
 
 
-def metrics(y_true, y_pred, unit: str = "") -> Metrics:
-    """MAE, RMSE, max |error| and R² of predictions (same shapes; components pooled)."""
+def _r2(true: np.ndarray, err: np.ndarray) -> float:
+    ss = float(((true - true.mean()) ** 2).sum())
+    return float(1.0 - (err**2).sum() / ss) if ss > 0 else float("nan")
+
+
+def metrics(y_true, y_pred, unit: str = "", *, baseline=None, n_atoms=None) -> Metrics:
+    """MAE, RMSE, max |error| and R² of predictions (same shapes; components pooled).
+
+    Parameters
+    ----------
+    y_true, y_pred : array_like
+    unit : str
+    baseline : array_like shaped like ``y_true``, optional
+        The composition baseline of the same entries (:func:`composition_baseline`, fitted on the training
+        set): gives ``r2_residual``, the R² of ``y_true − baseline``.
+    n_atoms : array_like of shape (n,), optional
+        Atoms per structure of an extensive structure scalar: gives ``mae_per_atom``.
+    """
     t, p = _pair(y_true, y_pred)
     e = (p - t).ravel()
     tt = t.ravel()
-    ss = float(((tt - tt.mean()) ** 2).sum())
+    r2_res = float("nan")
+    if baseline is not None:
+        b = np.asarray(baseline, dtype=np.float64)
+        if b.shape != t.shape:
+            raise InputError(f"the baseline has shape {b.shape} but the true values have shape {t.shape}")
+        r2_res = _r2(tt - b.ravel(), e)
+    per_atom = float("nan")
+    if n_atoms is not None:
+        n_atoms = np.asarray(n_atoms, dtype=np.float64).ravel()
+        if t.ndim != 1 or n_atoms.shape != t.shape or np.any(n_atoms <= 0):
+            raise InputError(f"per-atom errors need one positive atom count per structure scalar ({t.shape[0]})")
+        per_atom = float(np.mean(np.abs(e) / n_atoms))
     return Metrics(
         mae=float(np.abs(e).mean()),
         rmse=float(np.sqrt((e**2).mean())),
         max_error=float(np.abs(e).max()),
-        r2=float(1.0 - (e**2).sum() / ss) if ss > 0 else float("nan"),
+        r2=_r2(tt, e),
         n=int(e.size),
         unit=unit,
+        r2_residual=r2_res,
+        mae_per_atom=per_atom,
     )
+
+
+def composition_baseline(train: TargetData, test: TargetData, *, intensive: bool = False):
+    """The composition baseline of the ``test`` entries, fitted on ``train`` only: what the models subtract
+    before the kernel regression (:func:`wkviz.models.ridge.fit_baseline`, least squares with a tiny ridge).
+
+    Structure scalars: Σ_Z n_Z ε_Z (``intensive``: Σ_Z (n_Z/n) ε_Z); tensors: that of the isotropic part times
+    the identity; per-atom scalars: the per-element mean ε_Z. Returns an array shaped like ``test.values``
+    (entries of ``test`` may be predicted without their values), or None when the target has no baseline
+    (vectors) or the composition is unknown.
+    """
+    from ..models.ridge import fit_baseline
+
+    if train.values is None or train.kind == "vector":
+        return None
+    if train.kind == "atomic":
+        if train.numbers is None or test.numbers is None:
+            return None
+        species = np.unique(train.numbers)
+        coef, _ = fit_baseline((train.numbers[:, None] == species[None]).astype(np.float64), train.values)
+        lookup = dict(zip(species.tolist(), coef.tolist()))
+        return np.array([lookup.get(int(z), 0.0) for z in test.numbers])
+    if train.counts is None or test.counts is None:
+        return None
+    if train.species is not None and test.species is not None and not np.array_equal(train.species, test.species):
+        raise InputError("training and test compositions have different element columns; build both TargetData "
+                         "with the same species= (the union of their elements)")
+
+    def features(d: TargetData):
+        c = np.asarray(d.counts, dtype=np.float64)
+        return c / np.asarray(d.n_atoms, dtype=np.float64)[:, None] if intensive else c
+
+    y = np.asarray(train.values, dtype=np.float64)
+    if train.kind == "tensor":
+        y = np.trace(y, axis1=1, axis2=2) / 3.0
+    coef, _ = fit_baseline(features(train), y)
+    b = features(test) @ coef
+    if train.kind == "tensor":
+        return b[:, None, None] * np.eye(3)[None]
+    return b
+
+
+def score_predictions(train: TargetData, test: TargetData, pred, *, intensive: bool = False) -> Metrics:
+    """:func:`metrics` of predictions for ``test`` with everything a target allows: the unit, R² of the target
+    minus the composition baseline fitted on ``train`` (:func:`composition_baseline`) and, for extensive
+    structure scalars, the per-atom MAE."""
+    per_atom = test.n_atoms if (test.kind == "scalar" and not intensive) else None
+    return metrics(test.values, pred, unit=test.unit, n_atoms=per_atom,
+                   baseline=composition_baseline(train, test, intensive=intensive))
 
 
 def errors_by_group(y_true, y_pred, labels, *, name: str = "group") -> list[dict]:
@@ -429,7 +522,8 @@ def compare_models(train_kernels: KernelSet, train: TargetData, test_kernels: Ke
 
     ``models`` defaults to :func:`wkviz.models.standard_models` (composition, each single ν — ν=2 being the
     SOAP-equivalent kernel with the exact normalisation — and mixed). Returns one row per model: ``model``,
-    ``mae``, ``rmse``, ``max_error``, ``r2`` (test, components pooled, :func:`metrics`), ``cv_mae``, ``cv_rmse``
+    ``mae``, ``rmse``, ``max_error``, ``r2``, ``r2_residual`` (of the target minus the composition baseline),
+    ``mae_per_atom``, ``unit`` (test, components pooled, :func:`score_predictions`), ``cv_mae``, ``cv_rmse``
     (training CV), ``weights`` ({ν: relative weight}), ``seconds``.
     """
     if test.values is None:
@@ -442,9 +536,10 @@ def compare_models(train_kernels: KernelSet, train: TargetData, test_kernels: Ke
         pred, est = fit_predict(train_kernels, train, test_kernels, test, model=name, intensive=intensive,
                                 cancel=cancel, **params)
         core = est.model_
-        m = metrics(test.values, pred)
+        m = score_predictions(train, test, pred, intensive=intensive)
         rows.append({
             "model": name, "mae": m.mae, "rmse": m.rmse, "max_error": m.max_error, "r2": m.r2,
+            "r2_residual": m.r2_residual, "mae_per_atom": m.mae_per_atom, "unit": m.unit,
             "cv_mae": float(core.cv_mae_), "cv_rmse": float(core.cv_rmse_),
             "weights": {int(nu): float(core.weights_[nu]) for nu in core.nus_},
             "seconds": time.perf_counter() - start,

@@ -375,14 +375,15 @@ class MixedKernelRidge(RegressorMixin, BaseEstimator):
         self.baseline_coef_, r = fit_baseline(use_features, y)
         evidence = self.selection == "evidence"
         searching = bool(len(used) and param.n_theta)
-        folds = make_folds(groups, self.n_folds, self.random_state) if searching else []
+        folds = make_folds(groups, self.n_folds, self.random_state, features=use_features) if searching else []
 
         def cv_objective(rows=None):
             if rows is None:
                 return _CVObjective(K, used, scales, y, folds, use_features, lam, self.cv_loss, block_size, param,
                                     cancel)
             return _CVObjective(K[:, rows][:, :, rows], used, scales, y[rows],
-                                make_folds(groups[rows], self.n_folds, self.random_state),
+                                make_folds(groups[rows], self.n_folds, self.random_state,
+                                           features=None if use_features is None else use_features[rows]),
                                 None if use_features is None else use_features[rows], lam, self.cv_loss,
                                 block_size, param, cancel)
 

@@ -271,18 +271,47 @@ class PSDFactor:
         return (self.V.T @ b) * (scale if b.ndim == 1 else scale[:, None])
 
 
-def make_folds(groups: np.ndarray, n_folds: int, seed) -> list[tuple[np.ndarray, np.ndarray]]:
+def make_folds(groups: np.ndarray, n_folds: int, seed, features=None) -> list[tuple[np.ndarray, np.ndarray]]:
     """k folds over *groups* (structures), shuffled with ``seed``: the rows of one structure (its vector
-    components, its atoms) are always held out together."""
+    components, its atoms) are always held out together.
+
+    With ``features`` (the inputs of the composition baseline: element counts, fractions or one-hot elements,
+    one row per row of ``groups``) no fold's training part lacks an element that its held-out part has: a
+    baseline refitted on such a training part gives that element ε = 0, and the held-out structures holding it
+    then miss their whole energy (on the bundled QM9 subset one fluorine molecule made the CV MAE 11 eV against a
+    test MAE of 0.09 eV). A structure that is the only holder of an element is therefore never held out, and
+    when a fold's held-out part would take every holder of an element, one of them stays in training. Such
+    structures are still in every fold's training part; folds left with nothing to hold out are dropped.
+    """
     uniq, inverse = np.unique(groups, return_inverse=True)
     k = min(int(n_folds), len(uniq))
     if k < 2:
         return []
     rng = np.random.default_rng(seed)
+    order = rng.permutation(len(uniq))
     fold_of_group = np.empty(len(uniq), dtype=np.int64)
-    fold_of_group[rng.permutation(len(uniq))] = np.arange(len(uniq)) % k
+    fold_of_group[order] = np.arange(len(uniq)) % k
+    if features is not None:
+        present = np.zeros((len(uniq), np.shape(features)[1]), dtype=bool)
+        np.logical_or.at(present, inverse, np.asarray(features) != 0)
+        present = present[:, present.any(axis=0)]
+        # -1: in every fold's training part, never held out
+        fold_of_group[present[:, present.sum(axis=0) == 1].any(axis=1)] = -1
+        rank = np.argsort(order)  # position of every group in the shuffled order
+        for f in range(k):
+            held = fold_of_group == f
+            while True:
+                missing = present[held].any(axis=0) & ~present[~held].any(axis=0)
+                if not missing.any():
+                    break
+                # keep the first (in shuffled order) held-out holder of the first missing element in training
+                holders = np.flatnonzero(held & present[:, np.argmax(missing)])
+                g = holders[np.argmin(rank[holders])]
+                fold_of_group[g] = -1
+                held[g] = False
     fold_of_row = fold_of_group[inverse]
-    return [(np.flatnonzero(fold_of_row != f), np.flatnonzero(fold_of_row == f)) for f in range(k)]
+    folds = [(np.flatnonzero(fold_of_row != f), np.flatnonzero(fold_of_row == f)) for f in range(k)]
+    return [(t, v) for t, v in folds if len(v)]
 
 
 # ----------------------------------------------------------------------------------------------------------------

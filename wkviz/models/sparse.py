@@ -265,7 +265,8 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
 
         param, lam = weight_family(self.weights, self.regularization, used, shape)
         use_features = features if (self.baseline and features is not None) else None
-        folds = make_folds(groups, self.n_folds, self.random_state) if len(used) and param.n_theta else []
+        folds = (make_folds(groups, self.n_folds, self.random_state, features=use_features)
+                 if len(used) and param.n_theta else [])
 
         if folds:
             cv = _ProfileCV(K_NM, K_MM, used, scales, y, folds, use_features, lam, self.cv_loss, self.rcond, cancel)

@@ -41,7 +41,8 @@ from .kernels import (
     vector_kernel_block,
 )
 from .maps import histogram, kpca_map
-from .models import COMPONENT_NAMES, error_by_group, model_comparison, parity_plot, weights_bar
+from .models import (COMPONENT_NAMES, error_by_group, model_comparison, paired_difference_chart, parity_plot,
+                     weights_bar)
 from .style import (
     BODY_ORDER_COLORS,
     FONT_SIZE,
@@ -77,6 +78,7 @@ __all__ = [
     "kpca_map",
     "error_by_group",
     "model_comparison",
+    "paired_difference_chart",
     "cost_vs_nu",
     "route_cost_by_nu",
     "route_cost_by_basis",

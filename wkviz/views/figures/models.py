@@ -1,4 +1,5 @@
-"""Model figures: parity, fitted body-order weights, error by group, models compared on one split.
+"""Model figures: parity (of the target or of what the kernels learned beyond the composition baseline), fitted
+body-order weights, error by group, models compared on one split, and paired differences over repeated splits.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ __all__ = [
     "weights_bar",
     "error_by_group",
     "model_comparison",
+    "paired_difference_chart",
 ]
 
 
@@ -35,8 +37,14 @@ def parity_plot(
     component_names: Sequence[str] | None = None,
     selected: Iterable[int] = (),
     title: str | None = None,
+    baseline: np.ndarray | None = None,
 ) -> go.Figure:
     """Predicted against true values, one trace per component, row ids in ``customdata``.
+
+    With ``baseline`` (the composition baseline of the same entries, fitted on the training set:
+    :func:`wkviz.evaluation.composition_baseline`) both axes show the value minus it, and say so: total energies
+    span thousands of eV while the errors are fractions of one, so against the baseline the scatter shows what the
+    kernels learned. The errors are unchanged.
 
     Plotly's point indices are per trace, so every point carries ``customdata = [id, formula, error, component]``
     and a click/selection handler reads the structure id from there.
@@ -56,6 +64,8 @@ def parity_plot(
     selected : iterable of int
         Ids to ring (the structure shown in 3D).
     title : str, optional
+    baseline : ndarray like ``y_true``, optional
+        Subtracted from both true and predicted values (the axis titles say "− composition baseline").
 
     Returns
     -------
@@ -65,6 +75,12 @@ def parity_plot(
     y_pred = np.asarray(y_pred, dtype=float)
     if y_true.shape != y_pred.shape:
         raise ValueError(f"true and predicted values differ in shape: {y_true.shape} vs {y_pred.shape}")
+    if baseline is not None:
+        baseline = np.asarray(baseline, dtype=float)
+        if baseline.shape != y_true.shape:
+            raise ValueError(f"the baseline has shape {baseline.shape}, the values {y_true.shape}")
+        y_true, y_pred = y_true - baseline, y_pred - baseline
+        target = f"{target} − composition baseline"
     if y_true.ndim == 1:
         y_true, y_pred = y_true[:, None], y_pred[:, None]
         sigma = None if sigma is None else np.asarray(sigma, dtype=float)[:, None]
@@ -222,3 +238,68 @@ def model_comparison(table: pd.DataFrame, *, metric: str = "mae", unit: str | No
     fig.update_xaxes(title="model (ν=0: composition only)")
     fig.update_yaxes(title=_axis_title(f"test {metric.upper()} of {target}", unit))
     return _style(fig, title=title or "Models compared on the same split", legend=False)
+
+
+def paired_difference_chart(paired, *, unit: str | None = None, target: str = "target", metric: str = "MAE",
+                            title: str | None = None) -> go.Figure:
+    """Paired difference of every model's test error to a reference model, with ±1 standard error bars.
+
+    Parameters
+    ----------
+    paired : pandas.DataFrame or list of dict
+        Rows of :meth:`wkviz.evaluation.compare.Comparison.paired`: ``model``, ``reference``, ``mean``, ``se``,
+        ``n``, ``wins``, ``losses``, ``verdict``. The reference's own row (difference 0) is left out.
+    unit, target : str
+    metric : str
+        Name of the compared error, for the labels.
+    title : str, optional
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        One bar per model (body-order colours), negative = better than the reference; hover: mean ± se, the
+        number of splits each side wins, and the verdict (a difference within 2 se is a tie). When some models
+        are more than 10× further off than the median (composition, typically), the axis shows the close ones
+        and the bars cut off carry their value.
+    """
+    table = pd.DataFrame(list(paired) if not isinstance(paired, pd.DataFrame) else paired)
+    reference = str(table["reference"].iloc[0]) if len(table) else ""
+    table = table[table["model"] != reference].copy()
+    table["_order"] = [_model_sort_key(m) for m in table["model"]]
+    table = table.sort_values("_order")
+    ref_label = model_label(reference, short=True) if reference else "reference"
+    verdicts = {"better": "better than " + ref_label, "worse": ref_label + " better", "tie": "tie (within 2 se)",
+                "n/a": "one split: no standard error"}
+    se = table["se"].to_numpy(float)
+    custom = np.stack([table["wins"].to_numpy(), table["losses"].to_numpy(), table["n"].to_numpy(),
+                       [verdicts.get(v, v) for v in table["verdict"]], np.where(np.isfinite(se), se, np.nan)],
+                      axis=1) if len(table) else np.zeros((0, 5))
+    u = f" {unit}" if unit else ""
+    fig = go.Figure(go.Bar(
+        x=[model_label(m, short=True) for m in table["model"]], y=table["mean"].to_numpy(float),
+        marker_color=[model_color(m) for m in table["model"]],
+        error_y=dict(type="data", array=np.nan_to_num(se), visible=True, thickness=1.5, color="#333"),
+        customdata=custom,
+        hovertemplate=("%{x} − " + ref_label + "<br>" + metric + " difference %{y:+.3g} ± %{customdata[4]:.2g}" + u
+                       + "<br>wins %{customdata[0]} of %{customdata[2]} splits, " + ref_label
+                       + " wins %{customdata[1]}<br>%{customdata[3]}<extra></extra>"),
+    ))
+    fig.add_hline(y=0.0, line=dict(color="#888", width=1.5, dash="dash"))
+    # The composition model is typically 100× further off than the rest, which would flatten the differences
+    # that matter (a few meV between body orders): zoom on the close models and label the bars cut off.
+    means = table["mean"].to_numpy(float)
+    extent = np.abs(means) + np.nan_to_num(se)
+    med = float(np.median(extent)) if len(extent) else 0.0
+    far = extent > 10.0 * med if med > 0 else np.zeros(len(extent), bool)
+    if far.any() and (~far).sum() >= 1 and extent[~far].max() > 0:
+        lim = 1.35 * float(extent[~far].max())
+        fig.update_yaxes(range=[-lim, lim])
+        for label, mean in zip(np.array([model_label(m, short=True) for m in table["model"]])[far], means[far]):
+            fig.add_annotation(x=label, y=np.sign(mean) * 0.9 * lim, text=f"{mean:+.3g}{u} (off scale)",
+                               showarrow=False, font=dict(size=12, color="#333"), bgcolor="rgba(255,255,255,0.85)")
+    fig.update_traces(text=[f"{m:+.2g}" for m in means], textposition="outside", cliponaxis=True)
+    fig.update_xaxes(title="model (ν=0: composition only)")
+    fig.update_yaxes(title=_axis_title(f"test {metric} of {target} − {ref_label}'s (paired)", unit))
+    n = int(table["n"].max()) if len(table) else 0
+    return _style(fig, title=title or f"Paired difference to {ref_label} over {n} splits (±1 se; negative: better)",
+                  legend=False)

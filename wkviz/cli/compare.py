@@ -1,0 +1,99 @@
+"""``python -m wkviz compare`` (contract: DESIGN.md §3b).
+
+``compare`` computes ONE kernel over the structures its splits use, fits every model on the training part of K
+random splits (every element of a test part present in its training part) and scores it on the test part. It
+writes ``compare.csv`` (one row per model and split, :data:`wkviz.evaluation.compare.COMPARE_COLUMNS`) and prints
+per model the mean ± standard error over splits and the paired differences of the test MAE to the best model and
+to ν=2. The last stdout line is ``BEST=<model> MAE=<float> SE=<float> SPLITS=<int>``: the model with the lowest
+mean test MAE, that mean and its standard error over splits (``nan`` for one split), in the target's unit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+from .common import (KIND_HELP, FitProgress, add_hyper_flags, add_model_flags, check_intensive_hint,
+                     check_model_args, hypers_from_args, kernel_options, note, read_structures)
+
+__all__ = ["add_compare_parser", "run_compare"]
+
+
+def add_compare_parser(subparsers):
+    """Register ``compare``; returns the parser."""
+    p = subparsers.add_parser(
+        "compare",
+        help="compare models on K random splits: mean ± standard error and paired differences",
+        description="Fit every model (composition, each single ν, mixed) on K random splits of one data set, "
+                    "from one kernel, and compare them with standard errors and paired differences; " + KIND_HELP
+                    + ". The last stdout line is 'BEST=<model> MAE=<float> SE=<float> SPLITS=<int>'.",
+    )
+    p.add_argument("--data", required=True, help="structures with the target (any file ase can read)")
+    p.add_argument("--target", required=True, metavar="KEY", help="atoms.info or atoms.arrays key to learn")
+    p.add_argument("--train-size", type=int, required=True, metavar="N", help="training structures per split")
+    p.add_argument("--test-size", type=int, default=None, metavar="M",
+                   help="test structures per split (default: every structure not in training)")
+    p.add_argument("--splits", type=int, default=5, metavar="K", help="random splits (default 5)")
+    p.add_argument("--stratify", choices=("none", "elements"), default="none",
+                   help="'elements': draw both parts per element set (CHO, CHNO, …) in proportion to its size "
+                        "(default none: plain random). Either way every element of a test part is in its training "
+                        "part")
+    p.add_argument("--seed", type=int, default=0, help="seed of the splits (default 0)")
+    p.add_argument("--models", default=None,
+                   help="comma-separated models (default: composition, nu=1..nu_max, mixed)")
+    p.add_argument("--out", required=True, metavar="CSV",
+                   help="output CSV: model,split,n_train,n_test,mae,rmse,r2,cv_mae,mae_per_atom,r2_total,max_error,"
+                        "unit,seconds (r2 of the target minus the composition baseline)")
+    add_model_flags(p)
+    add_hyper_flags(p)
+    p.set_defaults(func=run_compare)
+    return p
+
+
+def run_compare(args) -> int:
+    """Run ``compare`` from parsed arguments; returns the exit code (0)."""
+    from ..engine.kernels import WignerKernel
+    from ..evaluation.compare import compare, compare_splits, format_comparison
+    from ..models import KernelSet, TargetData, standard_models
+
+    hypers = hypers_from_args(args)
+    if args.splits < 1:
+        raise InputError(f"--splits must be at least 1, got {args.splits}")
+    frames = read_structures(args.data, "data")
+    target = TargetData.from_frames(frames, args.target)
+    check_intensive_hint(target, args.intensive)
+    if args.models:
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
+    else:
+        models = standard_models(hypers.nu_max, target.kind)
+    check_model_args(args, models, hypers.nu_max)
+    splits = compare_splits(target, args.train_size, args.test_size, args.splits, args.seed, args.stratify)
+
+    # Only the structures some split uses enter the kernel (the union over splits), computed once.
+    used = np.unique(np.concatenate([np.concatenate(s) for s in splits]))
+    remap = np.full(len(target), -1)
+    remap[used] = np.arange(len(used))
+    splits = [(remap[tr], remap[te]) for tr, te in splits]
+    frames_used = [frames[i] for i in used]
+    target = target.subset(used)
+
+    opts = kernel_options(target.kind)
+    engine = WignerKernel(hypers, memory_budget=int(args.memory_budget * 2**30))
+    est = engine.estimate(frames_used, **opts)
+    note(f"wkviz compare: {target.kind} target '{args.target}', {len(used)} structures in the kernel (about "
+         f"{est['seconds']:.0f} s), {args.splits} split(s) of {len(splits[0][0])}/{len(splits[0][1])}, models "
+         f"{', '.join(models)}")
+    res = engine.compute(frames_used, progress=FitProgress("kernels"), **opts)
+    comp = compare(KernelSet.from_result(res), target, splits, models=models, intensive=args.intensive,
+                   progress=FitProgress("fits"), weights=args.weights, selection=args.selection,
+                   n_folds=args.folds, cv_loss=args.cv_loss)
+    try:
+        comp.to_csv(args.out)
+    except OSError as exc:
+        raise InputError(f"cannot write {args.out}: {exc.strerror}; check the directory exists") from None
+    print(format_comparison(comp))
+    print(f"wrote {args.out}")
+    best = comp.best()
+    row = next(r for r in comp.summary() if r["model"] == best)
+    print(f"BEST={best} MAE={row['mae_mean']:.8g} SE={row['mae_se']:.8g} SPLITS={row['n_splits']}")
+    return 0
