@@ -22,7 +22,8 @@ from pathlib import Path
 
 from .errors import InputError
 
-__all__ = ["atomic_write", "check_output_path", "describe_os_error", "write_atomic_bytes", "write_atomic_text"]
+__all__ = ["NAME_MAX", "atomic_write", "check_output_path", "describe_os_error", "display_name", "write_atomic_bytes",
+           "write_atomic_text"]
 
 #: Longest file name (one path component) most file systems accept, in bytes.
 NAME_MAX = 255
@@ -61,9 +62,29 @@ def describe_os_error(exc: OSError, path=None, action: str = "write") -> str:
     return f"cannot {action} {_short(where)}: {why}"
 
 
-def _short(name: str, limit: int = 120) -> str:
-    """A path as shown in a message: at most ``limit`` characters (a 300-byte name would bury the sentence)."""
-    return name if len(name) <= limit else f"{name[: limit // 2]}…{name[-limit // 3:]}"
+def display_name(name, limit: int = 80) -> str:
+    """A file name or path as a message shows it: control characters (a NUL byte, a newline) as ``?``, and a
+    name over ``limit`` characters shortened in the middle with its length in bytes (a 300-byte name would
+    bury the sentence around it).
+
+    Parameters
+    ----------
+    name : str, bytes or os.PathLike
+    limit : int
+
+    Returns
+    -------
+    str
+    """
+    text = os.fsdecode(os.fspath(name)) if not isinstance(name, str) else name
+    text = "".join("?" if ord(c) < 32 or ord(c) == 127 else c for c in text)
+    if len(text) <= limit:
+        return text
+    size = len(text.encode("utf-8", "surrogateescape"))
+    return f"{text[: limit // 2]}…{text[-(limit // 4):]} ({size} bytes)"
+
+
+_short = display_name
 
 
 def _resolved(path) -> Path:
@@ -72,7 +93,7 @@ def _resolved(path) -> Path:
     if isinstance(text, bytes):
         text = os.fsdecode(text)
     if "\x00" in text:
-        raise InputError(f"the output name {_short(repr(text))} contains a NUL byte; give a plain file name")
+        raise InputError(f"the output name {_short(text)} contains a NUL byte; give a plain file name")
     if not text.strip():
         raise InputError("the output path is empty; give a file name")
     return Path(os.path.realpath(text))

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..files import NAME_MAX, describe_os_error
+from ..files import display_name as _shown
 from .targets import _PER_ATOM_CALC, _voigt_to_full
 from .validate import _MAX_LISTED, _fmt_list, _problems_error, validate_structures
 
@@ -243,18 +244,13 @@ def _copy_calc_results(atoms) -> None:
             atoms.info[key] = float(arr) if arr.ndim == 0 else np.array(arr, dtype=float)
 
 
-def _shown(name: str, limit: int = 80) -> str:
-    """A file name as a message shows it: a 300-byte name would bury the sentence."""
-    return name if len(name) <= limit else f"{name[:40]}…{name[-20:]} ({len(name.encode('utf-8', 'replace'))} bytes)"
-
-
 def _checked_name(name, what: str) -> str:
     """``name`` as text, refusing what no file system accepts: a NUL byte, a single name over 255 bytes."""
     text = os.fsdecode(name) if isinstance(name, bytes) else os.fspath(name)
     if not isinstance(text, str):
         raise InputError(f"the {what} must be text, got {type(name).__name__}.")
     if "\x00" in text:
-        raise InputError(f"the {what} {_shown(text.replace(chr(0), '?'))} contains a NUL byte, which no file name "
+        raise InputError(f"the {what} {_shown(text)} contains a NUL byte, which no file name "
                          "may hold; rename the file.")
     for part in Path(text).parts:
         size = len(part.encode("utf-8", "surrogateescape"))
