@@ -165,7 +165,8 @@ def test_bad_numbers_and_names_give_one_line(work, command, words):
     ("missing.xyz", "does not exist"),
     ("y" * 300 + ".xyz", "at most 255 bytes"),
     ("/dev/zero", "not a regular file"),
-], ids=["directory", "empty", "bad-gzip", "missing", "long-name", "endless-device"])
+    ("small.extxyz/", "ends with a slash but is a file"),
+], ids=["directory", "empty", "bad-gzip", "missing", "long-name", "endless-device", "file-with-slash"])
 def test_unusable_structure_files_give_one_line(work, source, words):
     proc = run("kernels", source, "--out", "K.npz", *SMALL, cwd=work, timeout=60)
     assert words in one_error(proc)

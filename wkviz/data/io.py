@@ -305,6 +305,9 @@ def read_structures(source, *, filename=None, max_bytes=DEFAULT_MAX_BYTES, index
                 raise InputError(f"{_shown(str(path))} does not exist; check the path.")
             if path.is_dir():
                 raise InputError(f"{_shown(str(path))} is a directory; give a structure file.")
+            if os.fspath(source).endswith(("/", os.sep)):  # Path() drops the slash; the shell would not
+                raise InputError(f"{_shown(os.fspath(source))} ends with a slash but is a file, not a folder; "
+                                 "drop the slash.")
             if not path.is_file():
                 # a FIFO would block and /dev/zero never end: only regular files are read
                 raise InputError(f"{_shown(str(path))} is not a regular file (a device, pipe or socket); give a "
