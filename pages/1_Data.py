@@ -6,6 +6,7 @@ import streamlit as st
 
 from pages.support import datasets, nav, state, widgets
 from wkviz import data
+from wkviz.files import display_name
 from wkviz.views import figures
 
 
@@ -50,9 +51,10 @@ def render() -> None:
                 help="Energies, forces and stresses that ase reads into a calculator count as targets too.",
             )
             if upload is not None:
-                with widgets.user_errors(f"Could not use {upload.name}"):
+                shown = display_name(upload.name)
+                with widgets.user_errors(f"Could not use {shown}"):
                     state.set_dataset(datasets.upload_dataset(upload.name, upload.getvalue()))
-                    st.success(f"Loaded {state.dataset().n} structures from {upload.name}.", icon=":material/check:")
+                    st.success(f"Loaded {state.dataset().n} structures from {shown}.", icon=":material/check:")
             else:
                 st.caption("Until you upload a file, the pages keep using the current data set.")
         else:

@@ -333,7 +333,7 @@ class BackgroundJob:
         except WkvizError as exc:
             self.error = exc
             self._finish("failed", str(exc))
-        except BaseException as exc:  # a bug: keep the traceback for the page's "details" expander
+        except BaseException as exc:  # a bug: keep the traceback for the log
             self.error = exc
             self.error_traceback = traceback.format_exc()
             self._finish("failed", f"{type(exc).__name__}: {exc}")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 from wkviz import cache
+from wkviz.files import display_name
 
 
 @dataclass
@@ -61,7 +62,8 @@ def upload_dataset(filename: str, content: bytes) -> Dataset:
     digest = cache.hash_bytes(content)
     frames = _read_upload(digest, filename, content)
     stem = filename.split("/")[-1].split(".")[0] or "upload"
-    return Dataset("upload", f"{filename} ({len(frames)} structures)", frames, cache.hash_structures(frames), stem)
+    return Dataset("upload", f"{display_name(filename)} ({len(frames)} structures)", frames,
+                   cache.hash_structures(frames), stem)
 
 
 @st.cache_resource(show_spinner="Drawing molecules from QM9 (qm9pack)…", max_entries=4)

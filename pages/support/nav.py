@@ -11,6 +11,7 @@ relies on another having run: each one ends with a single :func:`run_page` call 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable
 
@@ -66,18 +67,35 @@ NAVIGATION = {
 }
 
 
+#: Where unexpected errors of the pages go, with their traceback (the page itself shows one sentence).
+LOG = logging.getLogger("wkviz.app")
+
+
+def show_unexpected(exc: BaseException, doing: str) -> None:
+    """An error that is not bad input (a bug, a full disk): one sentence in the page, the traceback in the log.
+
+    ``client.showErrorDetails = "none"`` (.streamlit/config.toml) covers what escapes even this (a widget
+    callback): Streamlit then shows a generic notice without message, type or trace.
+    """
+    LOG.error("unexpected error while %s", doing, exc_info=(type(exc), exc, exc.__traceback__))
+    st.error(f"Something went wrong while {doing}; the details are in the log.", icon=":material/bug_report:")
+
+
 # Type size for projectors is set in .streamlit/config.toml (theme.baseFontSize); plotly figures set their own
 # (wkviz.views.figures.FONT_SIZE). Keep wide pages from stretching past what a projector shows well.
 _PAGE_CSS = "<style>.block-container { padding-top: 2.2rem; max-width: 1600px; }</style>"
 
 
 def run_page(render: Callable[[], None], title: str) -> None:
-    """Set a page up, draw it with ``render()``, and show bad input as a message instead of a traceback.
+    """Set a page up, draw it with ``render()``, and show errors as one sentence, never a traceback.
 
     Every page file (``app.py`` included) makes this one call, so a page looks and behaves the same however it
     was reached: wide layout, session defaults, the sidebar with navigation and the current data set / target /
     hyperparameters. A :class:`~wkviz.errors.WkvizError` escaping ``render`` (bad input the page did not
-    handle where it happened) becomes an ``st.error`` with its message; the sidebar is still drawn.
+    handle where it happened) becomes an ``st.error`` with its message; any other exception (a bug) becomes
+    "Something went wrong while drawing the <title> page; the details are in the log." with the traceback in
+    the log (:func:`show_unexpected`). The sidebar is still drawn. Streamlit's own control flow
+    (``st.rerun``, ``st.stop``, ``st.switch_page``) derives from ``BaseException`` and passes through.
 
     Parameters
     ----------
@@ -89,20 +107,27 @@ def run_page(render: Callable[[], None], title: str) -> None:
     st.set_page_config(page_title=f"{title} · wkviz", page_icon="⚛️", layout="wide",
                        initial_sidebar_state="expanded")
     st.markdown(_PAGE_CSS, unsafe_allow_html=True)
-    init_state()
+    ready = _guarded(init_state, "setting up the session")
     with st.sidebar:
         navigation()
         session_box = st.container()
-    try:
-        render()
-    except WkvizError as exc:
-        st.error(str(exc), icon=":material/error:")
+    if ready:
+        _guarded(render, f"drawing the {title} page")
     # Drawn after the page so it shows what the page has just computed (kernels, a fit).
     with session_box:
-        try:
-            sidebar()
-        except WkvizError as exc:
-            st.error(str(exc), icon=":material/error:")
+        _guarded(sidebar, "drawing the sidebar")
+
+
+def _guarded(draw: Callable[[], object], doing: str) -> bool:
+    """``draw()``, with its errors shown as one sentence; False when it failed."""
+    try:
+        draw()
+        return True
+    except WkvizError as exc:
+        st.error(str(exc), icon=":material/error:")
+    except Exception as exc:  # noqa: BLE001 - a bug must not reach the page as a traceback
+        show_unexpected(exc, doing)
+    return False
 
 
 def page_link(page: str, label: str, icon: str | None = None) -> bool:

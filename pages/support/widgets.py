@@ -7,6 +7,7 @@ Figures themselves are built by :mod:`wkviz.views.figures`; these only place the
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 
 import numpy as np
@@ -43,15 +44,14 @@ def user_errors(what: str | None = None):
 
 
 def show_job_failure(job: cache.BackgroundJob) -> None:
-    """A failed background job: the message for bad input; message plus details for a bug."""
+    """A failed background job: the message for bad input; one sentence for a bug, its traceback in the log."""
     if isinstance(job.error, WkvizError):
         st.error(str(job.error), icon=":material/error:")
     else:
-        st.error(f"The computation failed unexpectedly: {job.state().message}. Please report this with the "
-                 "details below.", icon=":material/bug_report:")
-        if job.error_traceback:
-            with st.expander("details"):
-                st.code(job.error_traceback, language="text")
+        what = f"the job “{job.label}”" if job.label else "a background job"
+        logging.getLogger("wkviz.app").error("%s failed unexpectedly:\n%s", what,
+                                             job.error_traceback or job.state().message)
+        st.error(f"Something went wrong in {what}; the details are in the log.", icon=":material/bug_report:")
 
 
 # --------------------------------------------------------------------------------------------------------------

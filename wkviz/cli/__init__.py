@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from ..errors import Cancelled, WkvizError
+from ..files import describe_os_error
 from .common import add_hyper_flags, hypers_from_args
 from .compare import add_compare_parser, run_compare
 from .distributed import add_distributed_flags, compute_distributed
@@ -66,6 +67,9 @@ def main(argv=None) -> int:
         return 130
     except FileNotFoundError as exc:
         print(f"error: file not found: {exc.filename}; check the path", file=sys.stderr)
+        return 2
+    except OSError as exc:  # permission denied, a full disk, a folder where a file was expected, ...
+        print(f"error: {describe_os_error(exc, action='access')}", file=sys.stderr)
         return 2
     except MemoryError:
         print("error: out of memory; use fewer structures or a smaller --memory-budget", file=sys.stderr)

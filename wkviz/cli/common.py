@@ -8,6 +8,8 @@ one place it is declared.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import time
 
@@ -15,7 +17,8 @@ from ..errors import InputError, WkvizError
 from ..hypers import HYPER_SPECS, Hypers
 
 __all__ = ["KIND_HELP", "FitProgress", "ProgressLine", "add_hyper_flags", "add_model_flags", "check_intensive_hint",
-           "check_model_args", "hypers_from_args", "kernel_options", "note", "optional_float", "read_structures"]
+           "check_model_args", "check_out", "check_tensor_rank", "hypers_from_args", "kernel_options",
+           "memory_budget_bytes", "note", "optional_float", "read_structures"]
 
 
 def optional_float(text):
@@ -72,6 +75,53 @@ def hypers_from_args(args) -> Hypers:
         return Hypers(**{spec.name: getattr(args, spec.name) for spec in HYPER_SPECS})
     except ValueError as exc:
         raise WkvizError(str(exc)) from None
+
+
+def memory_budget_bytes(gib) -> int:
+    """``--memory-budget`` (GiB) in bytes; refuses a value that is not a positive finite number."""
+    gib = float(gib)
+    if not math.isfinite(gib) or gib <= 0:
+        raise InputError(f"--memory-budget must be a positive number of GiB such as 2, got {gib:g}")
+    return int(gib * 2**30)
+
+
+def check_out(path, example: str, inputs=()) -> None:
+    """Refuse an ``--out`` path that cannot be written (a folder, a missing or read-only directory) or that is
+    one of the ``inputs``, up front: before any structure is read or kernel computed. ``None`` passes."""
+    if path is None:
+        return
+    from ..files import check_output_path
+
+    target = check_output_path(path, "--out", example)
+    for source in inputs:
+        if source is not None and target.exists() and os.path.exists(source) and os.path.samefile(target, source):
+            raise InputError(f"--out {path} is also the input file {source}; writing it would destroy the input, "
+                             "so choose another output name")
+
+
+def check_tensor_rank(ranks, lambda_max: int, target=None) -> None:
+    """Refuse tensor kernels of an order above ``--lambda-max``, naming both flags and the fix.
+
+    Parameters
+    ----------
+    ranks : iterable of int
+        The tensor orders requested (1, 2).
+    lambda_max : int
+    target : TargetData, optional
+        The target whose kind asks for them (``fit``, ``learning-curve``); without it they come from
+        ``--tensor-rank``.
+    """
+    top = max([int(r) for r in ranks] or [0])
+    if top <= lambda_max:
+        return
+    if target is None:
+        raise InputError(f"--tensor-rank {top} needs --lambda-max {top} or more, got --lambda-max {lambda_max}; "
+                         f"raise --lambda-max to {top} or drop --tensor-rank {top}")
+    what = {"vector": "a 3-vector, learnt from λ=1 kernels",
+            "tensor": "a 3×3 tensor, whose anisotropic part is learnt from λ=2 kernels"}.get(target.kind,
+                                                                                        f"a {target.kind}")
+    raise InputError(f"target '{target.key}' is {what}, which need --lambda-max {top} or more, got --lambda-max "
+                     f"{lambda_max}; raise --lambda-max to {top}")
 
 
 class ProgressLine:
@@ -177,6 +227,8 @@ def check_model_args(args, models, nu_max):
         model_nus(name, nu_max)
     if args.folds < 2:
         raise InputError(f"--folds must be at least 2, got {args.folds}")
+    if getattr(args, "seed", 0) < 0:
+        raise InputError(f"--seed must be a non-negative integer, got {args.seed}")
 
 
 def note(text):

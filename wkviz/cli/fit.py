@@ -14,8 +14,10 @@ import time
 import numpy as np
 
 from ..errors import InputError
+from ..files import atomic_write
 from .common import (KIND_HELP, FitProgress, add_hyper_flags, add_model_flags, check_intensive_hint,
-                     check_model_args, hypers_from_args, kernel_options, note, read_structures)
+                     check_model_args, check_out, check_tensor_rank, hypers_from_args, kernel_options,
+                     memory_budget_bytes, note, read_structures)
 
 __all__ = ["add_fit_parser", "run_fit"]
 
@@ -45,14 +47,11 @@ def _write_predictions(path, test, pred):
     structure, atom, component = test.row_labels()
     true = np.asarray(test.values, dtype=np.float64).ravel()
     pred = np.asarray(pred, dtype=np.float64).ravel()
-    try:
-        with open(path, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["structure", "atom", "component", "true", "predicted"])
-            for row in zip(structure, atom, component, true, pred):
-                w.writerow([int(row[0]), int(row[1]), int(row[2]), repr(float(row[3])), repr(float(row[4]))])
-    except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror}; check the directory exists and is writable") from None
+    with atomic_write(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["structure", "atom", "component", "true", "predicted"])
+        for row in zip(structure, atom, component, true, pred):
+            w.writerow([int(row[0]), int(row[1]), int(row[2]), repr(float(row[3])), repr(float(row[4]))])
 
 
 def run_fit(args) -> int:
@@ -63,6 +62,8 @@ def run_fit(args) -> int:
 
     hypers = hypers_from_args(args)
     check_model_args(args, [args.model], hypers.nu_max)
+    budget = memory_budget_bytes(args.memory_budget)
+    check_out(args.out, "predictions.csv", inputs=[args.train, args.test])
     train_frames = read_structures(args.train, "training")
     test_frames = read_structures(args.test, "test")
     species = np.unique(np.concatenate([a.numbers for a in train_frames] + [a.numbers for a in test_frames]))
@@ -75,7 +76,8 @@ def run_fit(args) -> int:
         raise InputError("the training file needs at least 2 structures")
     check_intensive_hint(train, args.intensive)
     opts = kernel_options(train.kind)
-    engine = WignerKernel(hypers, memory_budget=int(args.memory_budget * 2**30))
+    check_tensor_rank([opts["tensor_rank"]], hypers.lambda_max, train)
+    engine = WignerKernel(hypers, memory_budget=budget)
     est_tt = engine.estimate(train_frames, **opts)
     est_vt = engine.estimate(test_frames, train_frames, **opts)
     note(f"wkviz fit: {train.kind} target '{args.target}', {len(train)} training and {len(test)} test structures; "

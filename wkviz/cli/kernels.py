@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from .common import ProgressLine, add_hyper_flags, hypers_from_args, read_structures
+from .common import (ProgressLine, add_hyper_flags, check_out, check_tensor_rank, hypers_from_args,
+                     memory_budget_bytes, read_structures)
 from .distributed import add_distributed_flags
 
 __all__ = ["add_kernels_parser", "run_kernels"]
@@ -31,14 +32,17 @@ def run_kernels(args) -> int:
     from ..engine.kernels import WignerKernel
 
     hypers = hypers_from_args(args)
+    ranks = tuple(sorted(set(args.tensor_rank or [0]) - {0}))
+    check_tensor_rank(ranks, hypers.lambda_max)
+    budget = memory_budget_bytes(args.memory_budget)
+    check_out(args.out, "K.npz", inputs=[args.structures, args.other])
     frames_a = read_structures(args.structures)
     frames_b = read_structures(args.other) if args.other else None
     if getattr(args, "scheduler", None):
         from .distributed import compute_distributed
 
         return compute_distributed(args, frames_a, frames_b, hypers)
-    ranks = tuple(sorted(set(args.tensor_rank or [0]) - {0}))
-    engine = WignerKernel(hypers, memory_budget=int(args.memory_budget * 2**30))
+    engine = WignerKernel(hypers, memory_budget=budget)
     est = engine.estimate(frames_a, frames_b, atomic=args.atomic, tensor_rank=ranks)
     print(f"wkviz kernels: {len(frames_a)} × {len(frames_b) if frames_b else len(frames_a)} structures, "
           f"{est['n_pairs']:,} centre pairs, about {est['seconds']:.1f} s", file=sys.stderr)

@@ -11,9 +11,14 @@ import numpy as np
 
 from ..errors import InputError
 from .common import (KIND_HELP, FitProgress, add_hyper_flags, add_model_flags, check_intensive_hint,
-                     check_model_args, hypers_from_args, kernel_options, note, read_structures)
+                     check_model_args, check_out, check_tensor_rank, hypers_from_args, kernel_options,
+                     memory_budget_bytes, note, read_structures)
 
-__all__ = ["add_learning_curve_parser", "run_learning_curve"]
+__all__ = ["MAX_REPEATS", "add_learning_curve_parser", "run_learning_curve"]
+
+#: Most random splits per size: beyond this the spread of the mean error no longer changes what a curve shows,
+#: and a typo (``--repeats 30000000``) would run for days.
+MAX_REPEATS = 1000
 
 
 def add_learning_curve_parser(subparsers):
@@ -57,8 +62,16 @@ def run_learning_curve(args) -> int:
 
     hypers = hypers_from_args(args)
     sizes = _parse_sizes(args.sizes)
-    if args.repeats < 1:
-        raise InputError(f"--repeats must be at least 1, got {args.repeats}")
+    if not 1 <= args.repeats <= MAX_REPEATS:
+        raise InputError(f"--repeats must be between 1 and {MAX_REPEATS:,} random splits per size, got "
+                         f"{args.repeats:,}")
+    if args.test_size is not None and args.test_size < 1:
+        raise InputError(f"--test-size must be at least 1 structure, got {args.test_size}; leave it out to test on "
+                         "every structure beyond the largest size")
+    if args.models is not None and not [m for m in args.models.split(",") if m.strip()]:
+        raise InputError(f"--models names no model, got {args.models!r}; give e.g. mixed,nu=2,composition")
+    budget = memory_budget_bytes(args.memory_budget)
+    check_out(args.out, "lc.csv", inputs=[args.data])
     frames = read_structures(args.data, "data")
     target = TargetData.from_frames(frames, args.target)
     check_intensive_hint(target, args.intensive)
@@ -67,6 +80,7 @@ def run_learning_curve(args) -> int:
     else:
         models = standard_models(hypers.nu_max, target.kind)
     check_model_args(args, models, hypers.nu_max)
+    check_tensor_rank([kernel_options(target.kind)["tensor_rank"]], hypers.lambda_max, target)
 
     # Only the structures some split uses enter the kernel (the union over repeats).
     splits = learning_curve_splits(len(target), sizes, args.repeats, args.test_size, args.seed)
@@ -78,7 +92,7 @@ def run_learning_curve(args) -> int:
     target = target.subset(used)
 
     opts = kernel_options(target.kind)
-    engine = WignerKernel(hypers, memory_budget=int(args.memory_budget * 2**30))
+    engine = WignerKernel(hypers, memory_budget=budget)
     est = engine.estimate(frames_used, **opts)
     note(f"wkviz learning-curve: {target.kind} target '{args.target}', {len(used)} structures in the kernel "
           f"(about {est['seconds']:.0f} s), sizes {sizes}, {args.repeats} repeat(s), models {', '.join(models)}")
@@ -88,10 +102,12 @@ def run_learning_curve(args) -> int:
         splits=splits, intensive=args.intensive, progress=FitProgress("fits"), weights=args.weights,
         selection=args.selection, n_folds=args.folds, cv_loss=args.cv_loss,
     )
-    try:
-        curve.to_csv(args.out)
-    except OSError as exc:
-        raise InputError(f"cannot write {args.out}: {exc.strerror}; check the directory exists") from None
+    curve.to_csv(args.out)
+    empty = sorted({r["n_train"] for r in curve.rows if not np.isfinite(r["mae"])})
+    if empty:
+        note(f"note: at n_train={', '.join(map(str, empty))} some splits had no usable test structure (each holds an "
+             f"element missing from the training set), so their errors are NaN in {args.out}; use larger --sizes "
+             "or more structures")
     print(format_summary(curve))
     print(f"wrote {args.out}")
     return 0

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..files import NAME_MAX, describe_os_error
+from ..files import display_name as _shown
 from .targets import _PER_ATOM_CALC, _voigt_to_full
 from .validate import _MAX_LISTED, _fmt_list, _problems_error, validate_structures
 
@@ -242,6 +244,22 @@ def _copy_calc_results(atoms) -> None:
             atoms.info[key] = float(arr) if arr.ndim == 0 else np.array(arr, dtype=float)
 
 
+def _checked_name(name, what: str) -> str:
+    """``name`` as text, refusing what no file system accepts: a NUL byte, a single name over 255 bytes."""
+    text = os.fsdecode(name) if isinstance(name, bytes) else os.fspath(name)
+    if not isinstance(text, str):
+        raise InputError(f"the {what} must be text, got {type(name).__name__}.")
+    if "\x00" in text:
+        raise InputError(f"the {what} {_shown(text)} contains a NUL byte, which no file name "
+                         "may hold; rename the file.")
+    for part in Path(text).parts:
+        size = len(part.encode("utf-8", "surrogateescape"))
+        if size > NAME_MAX:
+            raise InputError(f"the {what} {_shown(part)} is too long: a file name may have at most {NAME_MAX} "
+                             "bytes; rename the file.")
+    return text
+
+
 def read_structures(source, *, filename=None, max_bytes=DEFAULT_MAX_BYTES, index=":"):
     """Read and validate structures from a file path or from the bytes of an upload.
 
@@ -274,23 +292,35 @@ def read_structures(source, *, filename=None, max_bytes=DEFAULT_MAX_BYTES, index
     import ase.io
     from ase.io.formats import UnknownFileTypeError, filetype, ioformats
 
+    if filename is not None:
+        filename = _checked_name(filename, "file name")
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         name = os.path.basename(filename) if filename else "upload"
     elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
+        path = Path(_checked_name(source, "path"))
         name = path.name
-        if not path.exists():
-            raise InputError(f"{path} does not exist; check the path.")
-        if path.is_dir():
-            raise InputError(f"{path} is a directory; give a structure file.")
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise InputError(
-                f"{name} is {size / 2**20:.1f} MiB, above the {max_bytes / 2**20:.0f} MiB limit for one file; "
-                "split it or raise max_bytes."
-            )
-        data = path.read_bytes()
+        try:
+            if not path.exists():
+                raise InputError(f"{_shown(str(path))} does not exist; check the path.")
+            if path.is_dir():
+                raise InputError(f"{_shown(str(path))} is a directory; give a structure file.")
+            if os.fspath(source).endswith(("/", os.sep)):  # Path() drops the slash; the shell would not
+                raise InputError(f"{_shown(os.fspath(source))} ends with a slash but is a file, not a folder; "
+                                 "drop the slash.")
+            if not path.is_file():
+                # a FIFO would block and /dev/zero never end: only regular files are read
+                raise InputError(f"{_shown(str(path))} is not a regular file (a device, pipe or socket); give a "
+                                 "structure file.")
+            size = path.stat().st_size
+            if size > max_bytes:
+                raise InputError(
+                    f"{_shown(name)} is {size / 2**20:.1f} MiB, above the {max_bytes / 2**20:.0f} MiB limit for one "
+                    "file; split it or raise max_bytes."
+                )
+            data = path.read_bytes()
+        except OSError as exc:  # permission denied, an I/O error, a special file
+            raise InputError(describe_os_error(exc, path, action="read") + ".") from None
         if filename:
             name = os.path.basename(filename)
     else:

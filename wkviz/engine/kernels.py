@@ -25,6 +25,7 @@ import numpy as np
 from numba import njit
 
 from ..errors import InputError, MemoryBudgetError, WkvizError
+from ..files import atomic_write
 from ..hypers import Hypers
 from ..runtime import ENGINE_LOCK, check_cancel
 from .neighbors import Environments, environments_for
@@ -92,14 +93,22 @@ class KernelResult:
 
     def to_npz(self, path) -> None:
         """Write the arrays of DESIGN.md §3 (``K``, optional ``K_atomic``/``K_vector``/``K_tensor``, ``species``,
-        ``hypers`` as a JSON string; ``centers_B`` when the request restricted B's centres) to ``path``."""
+        ``hypers`` as a JSON string; ``centers_B`` when the request restricted B's centres) to ``path``.
+
+        A path is written atomically (:func:`wkviz.files.atomic_write`: a killed process leaves the previous
+        file, never a truncated one) under exactly the name given (``np.savez`` alone would add ``.npz``); a
+        binary file object (``io.BytesIO``) is written directly."""
         arrays = {"K": self.K, "species": self.species, "hypers": np.array(self.hypers.to_json()),
                   "n_atoms_A": self.n_atoms_A, "n_atoms_B": self.n_atoms_B}
         for name in ("K_atomic", "K_vector", "K_tensor", "centers_B"):
             value = getattr(self, name)
             if value is not None:
                 arrays[name] = value
-        np.savez_compressed(path, **arrays)
+        if hasattr(path, "write"):
+            np.savez_compressed(path, **arrays)
+            return
+        with atomic_write(path, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
 
     @classmethod
     def from_npz(cls, path) -> "KernelResult":
@@ -127,7 +136,8 @@ def _as_frames(frames, name):
     return frames
 
 
-def _tensor_lams(tensor_rank) -> tuple:
+def _tensor_lams(tensor_rank, lambda_max: int | None = None) -> tuple:
+    """The requested tensor orders λ (1, 2), checked against ``lambda_max`` when given."""
     if tensor_rank is None:
         return ()
     ranks = (tensor_rank,) if np.isscalar(tensor_rank) else tuple(tensor_rank)
@@ -137,6 +147,9 @@ def _tensor_lams(tensor_rank) -> tuple:
             raise WkvizError(f"tensor_rank must be 0, 1 or 2 (or a tuple of them), got {r!r}")
         if r:
             out.append(int(r))
+    if lambda_max is not None and out and max(out) > lambda_max:
+        raise WkvizError(f"a rank-{max(out)} tensor kernel needs lambda_max ≥ {max(out)}; "
+                         f"raise lambda_max (now {lambda_max}) or drop tensor_rank {max(out)}")
     return tuple(sorted(set(out)))
 
 
@@ -365,7 +378,7 @@ class WignerKernel:
         frames_A = _as_frames(frames_A, "frames_A")
         symmetric = frames_B is None
         frames_B = frames_A if symmetric else _as_frames(frames_B, "frames_B")
-        tensor_lams = _tensor_lams(tensor_rank)
+        tensor_lams = _tensor_lams(tensor_rank, self.hypers.lambda_max)
         za = np.concatenate([np.asarray(a.numbers) for a in frames_A])
         zb = np.concatenate([np.asarray(b.numbers) for b in frames_B])
         n_b, atoms_b = len(frames_B), len(zb)
@@ -439,10 +452,7 @@ class WignerKernel:
         frames_A = _as_frames(frames_A, "frames_A")
         b_is_a = frames_B is None
         frames_B = frames_A if b_is_a else _as_frames(frames_B, "frames_B")
-        tensor_lams = _tensor_lams(tensor_rank)
-        if tensor_lams and max(tensor_lams) > h.lambda_max:
-            raise WkvizError(f"a rank-{max(tensor_lams)} tensor kernel needs lambda_max ≥ {max(tensor_lams)}; "
-                             f"raise lambda_max (now {h.lambda_max})")
+        tensor_lams = _tensor_lams(tensor_rank, h.lambda_max)
         centres = distinct = expand = None
         if centers_B is not None:
             centres = _as_centres(centers_B, frames_B)

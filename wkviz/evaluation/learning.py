@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError
+from ..files import atomic_write
 from ..models import KernelSet, TargetData, fit_predict, standard_models
 from ..runtime import check_cancel
 
@@ -329,8 +330,8 @@ class LearningCurve:
                                 [r[f"{metric}_mean"] for r in summ if r["model"] == m]) for m in self.models}
 
     def to_csv(self, path) -> None:
-        """Write ``model,n_train,repeat,mae,rmse`` (one line per fit)."""
-        with open(path, "w", newline="") as fh:
+        """Write ``model,n_train,repeat,mae,rmse`` (one line per fit), atomically (:func:`wkviz.files.atomic_write`)."""
+        with atomic_write(path, "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(LC_COLUMNS)
             for r in self.rows:
@@ -479,8 +480,9 @@ def learning_curve(kernels, target, sizes, *, models=None, repeats: int = 3, tes
                     err = err[keep]
                     result.excluded[(s, r)] = int((~keep).sum())
                 e = err.ravel()
-                result.rows.append({"model": model, "n_train": s, "repeat": r, "mae": float(np.abs(e).mean()),
-                                    "rmse": float(np.sqrt((e**2).mean()))})
+                # every test structure left out: no error to report (NaN, said by the caller), not a warning
+                mae, rmse = (float(np.abs(e).mean()), float(np.sqrt((e**2).mean()))) if e.size else (np.nan, np.nan)
+                result.rows.append({"model": model, "n_train": s, "repeat": r, "mae": mae, "rmse": rmse})
                 core = est.model_
                 result.weights[(model, s, r)] = {int(nu): float(core.weights_[nu]) for nu in core.nus_}
                 done += cost[s]
