@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .common import ProgressLine, add_hyper_flags, hypers_from_args, read_structures
+from .common import ProgressLine, add_hyper_flags, hypers_from_args, note_preset, preset_from_args, read_structures
 from .distributed import add_distributed_flags
 
 __all__ = ["add_kernels_parser", "run_kernels"]
@@ -30,16 +30,19 @@ def run_kernels(args) -> int:
     """Run ``kernels`` from parsed arguments (on Dask tiles with ``--scheduler``); returns the exit code (0)."""
     from ..engine.kernels import WignerKernel
 
-    hypers = hypers_from_args(args)
-    frames_a = read_structures(args.structures)
-    frames_b = read_structures(args.other) if args.other else None
+    frames_a = read_structures(args.structures, "structures")
+    frames_b = read_structures(args.other, "--other") if args.other else None
+    preset, reason = preset_from_args(args, frames_a + (frames_b or []))
+    hypers = hypers_from_args(args, preset=preset)
     if getattr(args, "scheduler", None):
         from .distributed import compute_distributed
 
+        note_preset(preset, reason, args)
         return compute_distributed(args, frames_a, frames_b, hypers)
     ranks = tuple(sorted(set(args.tensor_rank or [0]) - {0}))
     engine = WignerKernel(hypers, memory_budget=int(args.memory_budget * 2**30))
     est = engine.estimate(frames_a, frames_b, atomic=args.atomic, tensor_rank=ranks)
+    note_preset(preset, reason, args)
     print(f"wkviz kernels: {len(frames_a)} × {len(frames_b) if frames_b else len(frames_a)} structures, "
           f"{est['n_pairs']:,} centre pairs, about {est['seconds']:.1f} s", file=sys.stderr)
     res = engine.compute(frames_a, frames_b, atomic=args.atomic, tensor_rank=ranks,

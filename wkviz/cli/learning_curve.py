@@ -11,7 +11,8 @@ import numpy as np
 
 from ..errors import InputError
 from .common import (KIND_HELP, FitProgress, add_hyper_flags, add_model_flags, check_intensive_hint,
-                     check_model_args, hypers_from_args, kernel_options, note, read_structures)
+                     check_model_args, hypers_from_args, kernel_options, note, note_preset, preset_from_args,
+                     read_structures)
 
 __all__ = ["add_learning_curve_parser", "run_learning_curve"]
 
@@ -55,11 +56,12 @@ def run_learning_curve(args) -> int:
     from ..engine.kernels import WignerKernel
     from ..models import KernelSet, TargetData, standard_models
 
-    hypers = hypers_from_args(args)
     sizes = _parse_sizes(args.sizes)
     if args.repeats < 1:
         raise InputError(f"--repeats must be at least 1, got {args.repeats}")
     frames = read_structures(args.data, "data")
+    preset, reason = preset_from_args(args, frames)
+    hypers = hypers_from_args(args, preset=preset)
     target = TargetData.from_frames(frames, args.target)
     check_intensive_hint(target, args.intensive)
     if args.models:
@@ -77,6 +79,7 @@ def run_learning_curve(args) -> int:
     frames_used = [frames[i] for i in used]
     target = target.subset(used)
 
+    note_preset(preset, reason, args)
     opts = kernel_options(target.kind)
     engine = WignerKernel(hypers, memory_budget=int(args.memory_budget * 2**30))
     est = engine.estimate(frames_used, **opts)
