@@ -210,3 +210,9 @@ def test_app_sidebar_shows_the_preset_and_gold_switches_the_form_to_metals():
     assert at.session_state["wk.hypers"] == get_preset("paper").hypers(cutoff=6.0)
     side = " ".join(m.value for m in at.sidebar.markdown)
     assert "**Preset** · paper (Bigi et al.) (chosen on the Kernels page) · edited: cutoff" in side
+    # fewer of the same structures call for the same preset: the user's choice and edits stay
+    at.switch_page("pages/1_Data.py").run()
+    at.number_input(key="data.n").set_value(100).run()
+    assert at.session_state["wk.dataset"].n == 100
+    assert at.session_state["wk.hypers"] == get_preset("paper").hypers(cutoff=6.0)
+    assert at.session_state["kernels.preset"] == "paper"

@@ -183,12 +183,16 @@ def set_dataset(ds: Dataset) -> None:
                     "wk.map_selected.atomic environments", "wk.map_job"):
             ss.pop(key, None)
         ss["data.view_id"] = 0
-        # a new data set starts from the preset its elements and cells call for (wkviz.presets.choose_preset)
+        # a new data set starts from the preset its elements and cells call for (wkviz.presets.choose_preset); when
+        # the data call for the same preset as before (more or fewer of the same molecules), the form keeps the
+        # user's choice and edits
         with contextlib.suppress(WkvizError, ValueError):
             name, reason = choose_preset(ds.frames)
-            fill_preset(name, f"chosen from the data: {reason}")
-            ss["wk.hypers"] = hypers_from_widgets()
-            ss["wk.applied_preset"] = ss["wk.preset"]
+            if name != ss.get("wk.auto_preset", DEFAULT_PRESET):
+                ss["wk.auto_preset"] = name
+                fill_preset(name, f"chosen from the data: {reason}")
+                ss["wk.hypers"] = hypers_from_widgets()
+                ss["wk.applied_preset"] = ss["wk.preset"]
         targets = target_infos(ds)
         keys = [t.key for t in targets]
         if ss.get("data.target") not in keys:
