@@ -30,8 +30,13 @@ AU_NN = 4.08 / np.sqrt(2)  # nearest-neighbour distance of fcc gold, 2.88 Å
 
 
 @pytest.fixture(scope="module")
-def gold():
-    frames = load_sample("gold")
+def gold_frames():
+    return load_sample("gold")
+
+
+@pytest.fixture(scope="module")
+def gold(gold_frames):
+    frames = gold_frames
     return ([a for a in frames if a.info["config_type"] == "cluster"],
             [a for a in frames if a.info["config_type"] == "bulk"])
 
@@ -74,6 +79,18 @@ def test_metals_preset_keeps_the_first_gold_shell_that_the_qm9_weight_drops():
     assert metals.cutoff > 4.08
     # the explicit value wins over the preset's
     assert get_preset("metals").hypers(cutoff=6.0).cutoff == 6.0
+
+
+def test_metals_preset_is_a_candidate_the_gold_benchmark_measured(gold_frames):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_presets
+
+    chosen = get_preset("metals").hypers()
+    measured = [Hypers(**c["values"]) for c in bench_presets.CANDIDATES + bench_presets.ROUND2]
+    assert chosen in measured
+    # the benchmark's selection and held-out sets never share a structure
+    select, heldout = bench_presets.sets(gold_frames)
+    assert (select.size, heldout.size) == (120, 200) and not set(select) & set(heldout)
 
 
 # ---- chosen from the data --------------------------------------------------------------------------------------
