@@ -173,7 +173,7 @@ def test_kernels_without_flags_on_gold_says_metals(gold, tmp_path, capsys):
     write(path, [min(clusters, key=len).copy(), min(cells, key=len).copy()])
     assert main(["kernels", str(path), "--nu-max", "2", "--lambda-max", "1", "--out", str(tmp_path / "K.npz")]) == 0
     err = capsys.readouterr().err
-    assert "preset: metals (metals and bulk): every element is a metal (Au); 1 of 2 structures" in err
+    assert "preset: metals — metals and bulk: every element is a metal (Au); 1 of 2 structures" in err
     assert "explicit flags win: --lambda-max --nu-max" in err
     saved = Hypers.from_json(str(np.load(tmp_path / "K.npz")["hypers"]))
     assert saved == get_preset("metals").hypers(nu_max=2, lambda_max=1)
@@ -193,7 +193,7 @@ def test_fit_without_flags_on_gold_clusters_picks_the_metals_preset(gold, tmp_pa
                            "--target", "energy"], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr
     line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("preset:"))
-    assert line.startswith("preset: metals (metals and bulk): every element is a metal (Au)")
+    assert line.startswith("preset: metals — metals and bulk: every element is a metal (Au)")
     assert "Override with --preset qm9|paper" in line
     assert proc.stdout.strip().splitlines()[-1].startswith("MAE=")
 

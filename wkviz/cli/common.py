@@ -139,7 +139,7 @@ def note_preset(name: str, reason: str, args=None) -> None:
     given = sorted(spec.flag for spec in HYPER_SPECS if spec.name in explicit_hypers(args)) if args is not None else []
     flags = f"; explicit flags win: {' '.join(given)}" if given else ""
     others = "|".join(n for n in PRESET_NAMES if n != name)
-    note(f"preset: {p.name} ({p.label}): {reason}{flags}. Override with --preset {others} or single flags.")
+    note(f"preset: {p.name} — {p.label}: {reason}{flags}. Override with --preset {others} or single flags.")
 
 
 class ProgressLine:
