@@ -11,6 +11,7 @@ import streamlit as st
 from pages.support import jobs, nav, state, widgets
 from wkviz.cli.reproduce import cli_command
 from wkviz import Hypers
+from wkviz.presets import PRESET_NAMES, PRESETS
 from wkviz.views import figures
 
 
@@ -100,6 +101,15 @@ def render() -> None:
     request = state.kernel_request(info)
 
     # ---- hyperparameters ---------------------------------------------------------------------------------------
+    preset, why = ss.get("wk.preset", state.applied_preset())
+    p1, p2 = st.columns([1, 2], vertical_alignment="bottom")
+    with p1:
+        st.selectbox("Preset", list(PRESET_NAMES), key="kernels.preset", format_func=lambda n: PRESETS[n].label,
+                     on_change=state.on_preset_change, **state.KEEP,
+                     help="Starting values for the form below, chosen from the elements and cells of each new data "
+                          "set; choosing another fills the form, and fields you edit afterwards keep your values.")
+    with p2:
+        st.caption(f"**{PRESETS[preset].label}**: {PRESETS[preset].why} ({why}). Source: {PRESETS[preset].source}.")
     with st.form("kernels.form", border=True):
         c1, c2, c3 = st.columns(3, gap="large")
         with c1:
@@ -132,6 +142,7 @@ def render() -> None:
     if submitted:
         with widgets.user_errors("These hyperparameters cannot be used"):
             ss["wk.hypers"] = state.hypers_from_widgets()
+            ss["wk.applied_preset"] = ss.get("wk.preset", state.applied_preset())
             request = state.kernel_request(info)
 
     hypers = state.applied_hypers()

@@ -16,7 +16,7 @@ PACKAGE = ROOT / "wkviz"
 
 #: Stage of each top-level part of wkviz: a module may import only from its own stage or a lower one.
 STAGES = {
-    "errors": 0, "hypers": 0, "runtime": 0, "geometry": 0, "cache": 0, "files": 0,  # the foundation
+    "errors": 0, "hypers": 0, "presets": 0, "runtime": 0, "geometry": 0, "cache": 0, "files": 0,  # the foundation
     "data": 1,
     "engine": 2,
     "scale": 3,  # tiles of the engine's kernels; models may stream from a store

@@ -11,8 +11,8 @@ import shlex
 import pytest
 
 from wkviz.cli import build_parser
-from wkviz.cli.common import add_hyper_flags, hypers_from_args
-from wkviz.cli.reproduce import cli_command
+from wkviz.cli.common import NOT_GIVEN, add_hyper_flags, hypers_from_args
+from wkviz.cli.reproduce import cli_command, format_hyper_value
 from wkviz.errors import WkvizError
 from wkviz.hypers import HYPER_SPECS, HyperSpec, Hypers
 
@@ -61,10 +61,13 @@ def test_every_field_has_complete_metadata():
 def test_parser_has_exactly_one_flag_per_field_with_its_default():
     ap = _parser()
     flags = [opt for action in ap._actions for opt in action.option_strings if opt not in ("-h", "--help")]
-    assert flags == CONTRACT_FLAGS
+    assert flags == ["--preset"] + CONTRACT_FLAGS  # --preset: issue 15
     ns = ap.parse_args(["kernels"])
+    helps = {a.dest: a.help for a in ap._actions}
     for spec in HYPER_SPECS:
-        assert getattr(ns, spec.name) == spec.default
+        # "not given" until parsed into Hypers (so a preset can fill it); --help still shows the real default
+        assert getattr(ns, spec.name) is NOT_GIVEN
+        assert f"(default {format_hyper_value(spec.default)}" in helps[spec.name]
     assert hypers_from_args(ns) == Hypers()
     # optional numbers take "none"
     assert hypers_from_args(ap.parse_args(["kernels", "--radial-scale", "none"])).radial_scale is None

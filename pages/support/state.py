@@ -8,12 +8,16 @@ widget keys are namespaced ``"<page>.<name>"``.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import streamlit as st
 
 from wkviz import Hypers
 from wkviz.hypers import HYPER_SPECS
+from wkviz.presets import DEFAULT_PRESET, choose_preset, get_preset
 from wkviz import cache
+from wkviz.errors import WkvizError
 from wkviz.views import figures
 
 from .datasets import Dataset, bundled_dataset, default_target, target_infos, _covered_split, _split, _target_values
@@ -26,14 +30,15 @@ DEFAULT_N = {"qm9": 300, "gold": 200, "teaching": 10_000}
 MEMORY_BUDGET = 2 * 2**30
 
 
-def _hyper_widget_defaults() -> dict:
+def _hyper_widget_values(hypers: Hypers | None = None) -> dict:
     """``kernels.<name>`` for every hyperparameter on the Kernels form (the fields with widget hints in
-    :data:`wkviz.hypers.HYPER_SPECS`), plus the on/off checkbox of each optional one."""
+    :data:`wkviz.hypers.HYPER_SPECS`), plus the on/off checkbox of each optional one, from ``hypers`` (default:
+    the :class:`~wkviz.Hypers` defaults)."""
     out = {}
     for spec in HYPER_SPECS:
         if not spec.widget:
             continue
-        value = spec.default
+        value = spec.default if hypers is None else getattr(hypers, spec.name)
         if spec.allows_none:
             out[spec.widget["toggle"]] = value is not None
             value = spec.widget["value_when_off"] if value is None else value
@@ -55,7 +60,8 @@ WIDGET_DEFAULTS = {
     "data.test_fraction": 0.2,
     "data.seed": 0,
     "data.view_id": 0,
-    **_hyper_widget_defaults(),
+    **_hyper_widget_values(),
+    "kernels.preset": DEFAULT_PRESET,
     "kernels.atomic": False,
     "kernels.show_nu": [],
     "models.weights": "free per ν (positive)",
@@ -136,7 +142,35 @@ def dataset() -> Dataset:
     ss = st.session_state
     if "wk.dataset" not in ss:
         ss["wk.dataset"] = bundled_dataset(DEFAULT_SAMPLE, ss.get("data.n", DEFAULT_N[DEFAULT_SAMPLE]))
+        name, reason = choose_preset(ss["wk.dataset"].frames)
+        if name == DEFAULT_PRESET:  # the form starts at the defaults, which are this preset's values
+            ss["wk.preset"] = ss["wk.applied_preset"] = (name, f"chosen from the data: {reason}")
     return ss["wk.dataset"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Hyperparameter presets (wkviz.presets): chosen from each new data set, overridable on the Kernels page
+# --------------------------------------------------------------------------------------------------------------
+def fill_preset(name: str, reason: str) -> None:
+    """Put preset ``name``'s values into the Kernels form's widgets and remember why it was chosen.
+
+    Call it where the form is not drawn yet in this run (a data-set change, or the preset selector's
+    ``on_change``); the form's fields stay editable afterwards, and an edit made after choosing a preset is kept.
+    """
+    ss = st.session_state
+    ss.update(_hyper_widget_values(get_preset(name).hypers()))
+    ss["kernels.preset"] = name
+    ss["wk.preset"] = (name, reason)
+
+
+def on_preset_change() -> None:
+    """``on_change`` of the Kernels page's preset selector."""
+    fill_preset(st.session_state["kernels.preset"], "chosen on the Kernels page")
+
+
+def applied_preset() -> tuple[str, str]:
+    """(name, why) of the preset the applied hyperparameters started from."""
+    return st.session_state.get("wk.applied_preset", (DEFAULT_PRESET, "the default"))
 
 
 def set_dataset(ds: Dataset) -> None:
@@ -149,6 +183,16 @@ def set_dataset(ds: Dataset) -> None:
                     "wk.map_selected.atomic environments", "wk.map_job"):
             ss.pop(key, None)
         ss["data.view_id"] = 0
+        # a new data set starts from the preset its elements and cells call for (wkviz.presets.choose_preset); when
+        # the data call for the same preset as before (more or fewer of the same molecules), the form keeps the
+        # user's choice and edits
+        with contextlib.suppress(WkvizError, ValueError):
+            name, reason = choose_preset(ds.frames)
+            if name != ss.get("wk.auto_preset", DEFAULT_PRESET):
+                ss["wk.auto_preset"] = name
+                fill_preset(name, f"chosen from the data: {reason}")
+                ss["wk.hypers"] = hypers_from_widgets()
+                ss["wk.applied_preset"] = ss["wk.preset"]
         targets = target_infos(ds)
         keys = [t.key for t in targets]
         if ss.get("data.target") not in keys:

@@ -19,9 +19,10 @@ from wkviz import cache
 from wkviz.views import export, figures
 from wkviz.views import viewer
 from wkviz.errors import WkvizError
+from wkviz.presets import PRESETS, preset_changes
 
 from .datasets import Dataset
-from .state import applied_hypers, current_kernel, dataset, split, target_info
+from .state import applied_hypers, applied_preset, current_kernel, dataset, split, target_info
 
 # kaleido (PNG export) needs a Chrome; use the system Chromium when there is one, never download one.
 if "BROWSER_PATH" not in os.environ and os.path.exists("/usr/bin/chromium"):
@@ -248,6 +249,9 @@ def sidebar() -> None:
         method = "farthest-point" if ss.get("data.split") == "fps" else "random"
         st.markdown(f"**Split** · {len(tr)} train / {len(te)} test ({method}, seed {ss.get('data.seed', 0)})")
     h = applied_hypers()
+    preset, why = applied_preset()
+    edited = ", ".join(name.replace("_", " ") for name in preset_changes(h, preset))
+    st.markdown(f"**Preset** · {PRESETS[preset].label} ({why}){f' · edited: {edited}' if edited else ''}")
     scaling = "off" if h.density_scaling is None else f"{h.density_scaling:g} Å"
     radial = "off" if h.radial_scale is None else f"r₀ {h.radial_scale:g} Å, m {h.radial_exponent:g}"
     st.markdown(

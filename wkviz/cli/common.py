@@ -15,10 +15,13 @@ import time
 
 from ..errors import InputError, WkvizError
 from ..hypers import HYPER_SPECS, Hypers
+from ..presets import DEFAULT_PRESET, PRESET_NAMES, PRESETS, choose_preset, get_preset
+from .reproduce import format_hyper_value
 
-__all__ = ["KIND_HELP", "FitProgress", "ProgressLine", "add_hyper_flags", "add_model_flags", "check_intensive_hint",
-           "check_model_args", "check_out", "check_tensor_rank", "hypers_from_args", "kernel_options",
-           "memory_budget_bytes", "note", "optional_float", "read_structures"]
+__all__ = ["KIND_HELP", "NOT_GIVEN", "FitProgress", "ProgressLine", "add_hyper_flags", "add_model_flags",
+           "check_intensive_hint", "check_model_args", "check_out", "check_tensor_rank", "explicit_hypers",
+           "hypers_from_args", "kernel_options", "memory_budget_bytes", "note", "note_preset", "optional_float",
+           "preset_from_args", "read_structures"]
 
 
 def optional_float(text):
@@ -28,39 +31,93 @@ def optional_float(text):
     return float(text)
 
 
+class _NotGiven:
+    """The default of every hyperparameter flag: "not on the command line", so the preset's value (or the
+    :class:`~wkviz.hypers.Hypers` default) applies; distinct from ``none``, which switches an optional one off."""
+
+    def __repr__(self):
+        return "NOT_GIVEN"
+
+
+#: The argparse default of the hyperparameter flags (see :func:`explicit_hypers`).
+NOT_GIVEN = _NotGiven()
+
+
 def _flag_help(spec) -> str:
     unit = f", {spec.unit}" if spec.unit else ""
     off = f"; 'none' for {spec.none_means}" if spec.allows_none else ""
-    return f"{spec.help}{unit}{off} (default %(default)s)"
+    by = [f"{p.name} preset {format_hyper_value(p.values[spec.name])}" for p in PRESETS.values()
+          if p.values.get(spec.name, spec.default) != spec.default]
+    preset = f"; {', '.join(by)}" if by else ""
+    # argparse formats help with %, so a literal % in a help text must be doubled
+    return f"{spec.help}{unit}{off} (default {format_hyper_value(spec.default)}{preset})".replace("%", "%%")
+
+
+def _preset_help() -> str:
+    names = "; ".join(f"{p.name}: {p.label}" for p in PRESETS.values())
+    return (f"starting hyperparameters ({names}); explicit flags win over it. Default: chosen from the data "
+            "(metals for periodic cells or metals only, qm9 for molecules of H, C, N, O, F, paper otherwise) and "
+            "printed on stderr").replace("%", "%%")
 
 
 def add_hyper_flags(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per field of :class:`~wkviz.hypers.Hypers`, with that field's default.
+    """Add ``--preset`` and one flag per field of :class:`~wkviz.hypers.Hypers`.
 
     Parameters
     ----------
     parser : argparse.ArgumentParser
-        Gets an argument group "Wigner-kernel hyperparameters" with ``--nu-max --lambda-max --cutoff
+        Gets an argument group "Wigner-kernel hyperparameters" with ``--preset --nu-max --lambda-max --cutoff
         --cutoff-width --density-width --density-scaling --radial-scale --radial-exponent --species-coupling
         --hydrogen-weight --hydrogen-center-weight --schedule --normalization --nu1-route`` (DESIGN.md §3);
-        optional numbers take ``none``.
+        optional numbers take ``none``. The hyperparameter flags default to :data:`NOT_GIVEN` so that
+        :func:`hypers_from_args` can tell a flag given from a default; ``--help`` shows the real defaults.
     """
     g = parser.add_argument_group("Wigner-kernel hyperparameters")
+    g.add_argument("--preset", choices=PRESET_NAMES, default=None, help=_preset_help())
     for spec in HYPER_SPECS:
         if spec.choices is not None:
-            g.add_argument(spec.flag, choices=spec.choices, default=spec.default, help=_flag_help(spec))
+            g.add_argument(spec.flag, choices=spec.choices, default=NOT_GIVEN, help=_flag_help(spec))
         else:
             kind = optional_float if spec.allows_none else spec.type
-            g.add_argument(spec.flag, type=kind, default=spec.default, help=_flag_help(spec))
+            g.add_argument(spec.flag, type=kind, default=NOT_GIVEN, help=_flag_help(spec))
 
 
-def hypers_from_args(args) -> Hypers:
+def explicit_hypers(args) -> dict:
+    """The hyperparameters given as flags on the command line, ``{name: value}`` (``none`` included as None)."""
+    return {spec.name: getattr(args, spec.name) for spec in HYPER_SPECS
+            if getattr(args, spec.name, NOT_GIVEN) is not NOT_GIVEN}
+
+
+def preset_from_args(args, frames=None) -> tuple[str, str]:
+    """The preset to start from and why: ``--preset`` when given, else :func:`wkviz.presets.choose_preset` of
+    ``frames``, else :data:`wkviz.presets.DEFAULT_PRESET` (the :class:`~wkviz.hypers.Hypers` defaults).
+
+    Returns
+    -------
+    name, reason : str
+    """
+    name = getattr(args, "preset", None)
+    if name is not None:
+        return name, "given with --preset"
+    if frames is not None:
+        return choose_preset(frames)
+    return DEFAULT_PRESET, "the default"
+
+
+def hypers_from_args(args, frames=None, *, preset: str | None = None) -> Hypers:
     """The :class:`~wkviz.hypers.Hypers` described by parsed hyperparameter flags.
+
+    Explicit flags win over the preset, the preset over the :class:`~wkviz.hypers.Hypers` defaults.
 
     Parameters
     ----------
     args : argparse.Namespace
         From a parser that went through :func:`add_hyper_flags`.
+    frames : sequence of ase.Atoms, optional
+        The structures, to choose the preset from when neither ``preset`` nor ``--preset`` names one.
+    preset : str, optional
+        The preset's name (e.g. from :func:`preset_from_args`); default ``--preset``, else chosen from
+        ``frames``, else the default preset.
 
     Returns
     -------
@@ -71,8 +128,9 @@ def hypers_from_args(args) -> Hypers:
     WkvizError
         An invalid value, as the one sentence ``main`` prints after ``error:``.
     """
+    name = preset if preset is not None else preset_from_args(args, frames)[0]
     try:
-        return Hypers(**{spec.name: getattr(args, spec.name) for spec in HYPER_SPECS})
+        return get_preset(name).hypers(**explicit_hypers(args))
     except ValueError as exc:
         raise WkvizError(str(exc)) from None
 
@@ -122,6 +180,16 @@ def check_tensor_rank(ranks, lambda_max: int, target=None) -> None:
                                                                                         f"a {target.kind}")
     raise InputError(f"target '{target.key}' is {what}, which need --lambda-max {top} or more, got --lambda-max "
                      f"{lambda_max}; raise --lambda-max to {top}")
+
+
+def note_preset(name: str, reason: str, args=None) -> None:
+    """The stderr line naming the preset in use, why, and how to override it; call it once the inputs are
+    checked, so a bad input still gives a single ``error:`` line."""
+    p = get_preset(name)
+    given = sorted(spec.flag for spec in HYPER_SPECS if spec.name in explicit_hypers(args)) if args is not None else []
+    flags = f"; explicit flags win: {' '.join(given)}" if given else ""
+    others = "|".join(n for n in PRESET_NAMES if n != name)
+    note(f"preset: {p.name} — {p.label}: {reason}{flags}. Override with --preset {others} or single flags.")
 
 
 class ProgressLine:

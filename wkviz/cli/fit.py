@@ -17,7 +17,7 @@ from ..errors import InputError
 from ..files import atomic_write
 from .common import (KIND_HELP, FitProgress, add_hyper_flags, add_model_flags, check_intensive_hint,
                      check_model_args, check_out, check_tensor_rank, hypers_from_args, kernel_options,
-                     memory_budget_bytes, note, read_structures)
+                     memory_budget_bytes, note, note_preset, preset_from_args, read_structures)
 
 __all__ = ["add_fit_parser", "run_fit"]
 
@@ -60,12 +60,13 @@ def run_fit(args) -> int:
     from ..engine.kernels import WignerKernel
     from ..models import KernelSet, TargetData, fit_predict
 
-    hypers = hypers_from_args(args)
-    check_model_args(args, [args.model], hypers.nu_max)
     budget = memory_budget_bytes(args.memory_budget)
     check_out(args.out, "predictions.csv", inputs=[args.train, args.test])
     train_frames = read_structures(args.train, "training")
     test_frames = read_structures(args.test, "test")
+    preset, reason = preset_from_args(args, train_frames + test_frames)
+    hypers = hypers_from_args(args, preset=preset)
+    check_model_args(args, [args.model], hypers.nu_max)
     species = np.unique(np.concatenate([a.numbers for a in train_frames] + [a.numbers for a in test_frames]))
     train = TargetData.from_frames(train_frames, args.target, species=species)
     test = TargetData.from_frames(test_frames, args.target, species=species)
@@ -75,6 +76,7 @@ def run_fit(args) -> int:
     if len(train) < 2:
         raise InputError("the training file needs at least 2 structures")
     check_intensive_hint(train, args.intensive)
+    note_preset(preset, reason, args)
     opts = kernel_options(train.kind)
     check_tensor_rank([opts["tensor_rank"]], hypers.lambda_max, train)
     engine = WignerKernel(hypers, memory_budget=budget)

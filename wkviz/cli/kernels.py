@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from .common import (ProgressLine, add_hyper_flags, check_out, check_tensor_rank, hypers_from_args,
-                     memory_budget_bytes, read_structures)
+                     memory_budget_bytes, note_preset, preset_from_args, read_structures)
 from .distributed import add_distributed_flags
 
 __all__ = ["add_kernels_parser", "run_kernels"]
@@ -31,19 +31,22 @@ def run_kernels(args) -> int:
     """Run ``kernels`` from parsed arguments (on Dask tiles with ``--scheduler``); returns the exit code (0)."""
     from ..engine.kernels import WignerKernel
 
-    hypers = hypers_from_args(args)
-    ranks = tuple(sorted(set(args.tensor_rank or [0]) - {0}))
-    check_tensor_rank(ranks, hypers.lambda_max)
     budget = memory_budget_bytes(args.memory_budget)
     check_out(args.out, "K.npz", inputs=[args.structures, args.other])
-    frames_a = read_structures(args.structures)
-    frames_b = read_structures(args.other) if args.other else None
+    frames_a = read_structures(args.structures, "structures")
+    frames_b = read_structures(args.other, "--other") if args.other else None
+    preset, reason = preset_from_args(args, frames_a + (frames_b or []))
+    hypers = hypers_from_args(args, preset=preset)
+    ranks = tuple(sorted(set(args.tensor_rank or [0]) - {0}))
+    check_tensor_rank(ranks, hypers.lambda_max)
     if getattr(args, "scheduler", None):
         from .distributed import compute_distributed
 
+        note_preset(preset, reason, args)
         return compute_distributed(args, frames_a, frames_b, hypers)
     engine = WignerKernel(hypers, memory_budget=budget)
     est = engine.estimate(frames_a, frames_b, atomic=args.atomic, tensor_rank=ranks)
+    note_preset(preset, reason, args)
     print(f"wkviz kernels: {len(frames_a)} × {len(frames_b) if frames_b else len(frames_a)} structures, "
           f"{est['n_pairs']:,} centre pairs, about {est['seconds']:.1f} s", file=sys.stderr)
     res = engine.compute(frames_a, frames_b, atomic=args.atomic, tensor_rank=ranks,

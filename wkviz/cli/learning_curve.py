@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import InputError
 from .common import (KIND_HELP, FitProgress, add_hyper_flags, add_model_flags, check_intensive_hint,
                      check_model_args, check_out, check_tensor_rank, hypers_from_args, kernel_options,
-                     memory_budget_bytes, note, read_structures)
+                     memory_budget_bytes, note, note_preset, preset_from_args, read_structures)
 
 __all__ = ["MAX_REPEATS", "add_learning_curve_parser", "run_learning_curve"]
 
@@ -60,7 +60,6 @@ def run_learning_curve(args) -> int:
     from ..engine.kernels import WignerKernel
     from ..models import KernelSet, TargetData, standard_models
 
-    hypers = hypers_from_args(args)
     sizes = _parse_sizes(args.sizes)
     if not 1 <= args.repeats <= MAX_REPEATS:
         raise InputError(f"--repeats must be between 1 and {MAX_REPEATS:,} random splits per size, got "
@@ -73,6 +72,8 @@ def run_learning_curve(args) -> int:
     budget = memory_budget_bytes(args.memory_budget)
     check_out(args.out, "lc.csv", inputs=[args.data])
     frames = read_structures(args.data, "data")
+    preset, reason = preset_from_args(args, frames)
+    hypers = hypers_from_args(args, preset=preset)
     target = TargetData.from_frames(frames, args.target)
     check_intensive_hint(target, args.intensive)
     if args.models:
@@ -91,6 +92,7 @@ def run_learning_curve(args) -> int:
     frames_used = [frames[i] for i in used]
     target = target.subset(used)
 
+    note_preset(preset, reason, args)
     opts = kernel_options(target.kind)
     engine = WignerKernel(hypers, memory_budget=budget)
     est = engine.estimate(frames_used, **opts)

@@ -1,7 +1,8 @@
 """The ``python -m wkviz ...`` command line that reproduces a result (DESIGN.md §3).
 
 The hyperparameter flags are generated from :data:`wkviz.hypers.HYPER_SPECS`, the same place the parser's flags
-come from, so a command written here always parses back to the same :class:`~wkviz.hypers.Hypers`.
+come from, so a command written here always parses back to the same :class:`~wkviz.hypers.Hypers`; the preset
+the values started from is written too (``--preset NAME``), for the reader.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import shlex
 
 from ..hypers import HYPER_SPECS
+from ..presets import closest_preset
 
 __all__ = ["cli_command", "format_hyper_value"]
 
@@ -34,7 +36,7 @@ def format_hyper_value(value) -> str:
     return str(value)
 
 
-def cli_command(subcommand: str, hypers=None, *args: str, **options) -> str:
+def cli_command(subcommand: str, hypers=None, *args: str, preset: str | None = None, **options) -> str:
     """The ``python -m wkviz ...`` command line that reproduces a result (DESIGN.md §3).
 
     Parameters
@@ -45,6 +47,11 @@ def cli_command(subcommand: str, hypers=None, *args: str, **options) -> str:
         defaults that might change.
     *args : str
         Positional arguments (input files).
+    preset : str, optional
+        The preset the hyperparameters started from (:data:`wkviz.presets.PRESETS`), written as ``--preset NAME``
+        before the hyperparameter flags; default (with ``hypers``) the preset they differ from least
+        (:func:`wkviz.presets.closest_preset`). The hyperparameter flags are all written out as well and win over
+        it, so the command gives the same :class:`~wkviz.hypers.Hypers` even if a preset's values change.
     **options
         ``name=value`` → ``--name value`` (underscores become dashes); ``True`` → bare flag; ``None``/``False``
         omitted; lists are joined with commas.
@@ -65,6 +72,7 @@ def cli_command(subcommand: str, hypers=None, *args: str, **options) -> str:
         else:
             parts += [flag, str(value)]
     if hypers is not None:
+        parts += ["--preset", str(preset) if preset is not None else closest_preset(hypers)]
         for spec in HYPER_SPECS:
             parts += [spec.flag, format_hyper_value(getattr(hypers, spec.name))]
     return " ".join(shlex.quote(p) for p in parts)
