@@ -7,11 +7,13 @@ from __future__ import annotations
 import csv
 import math
 
+import ase.io
 import numpy as np
 import pytest
 
 from conftest import require
 
+from wkviz.data import load_sample
 from wkviz.errors import InputError
 from wkviz.evaluation import composition_baseline, metrics, score_predictions
 from wkviz.evaluation.compare import (COMPARE_COLUMNS, Comparison, compare, compare_splits, cover_by_swaps,
@@ -342,3 +344,20 @@ def test_paired_difference_chart_zooms_on_the_close_models():
     assert hi < 0.02 and lo == -hi  # the meV differences are readable
     texts = [a.text for a in fig.layout.annotations]
     assert any("+0.82 eV (off scale)" in t for t in texts) and any("+0.15 eV" in t for t in texts)
+
+
+def test_compare_cli_refuses_a_folder_as_out_before_any_work(tmp_path):
+    """`--out` is checked up front like every other sub-command's (one error line, nothing computed)."""
+    import subprocess
+    import sys
+
+    frames = load_sample("qm9")[:12]
+    data = tmp_path / "d.xyz"
+    ase.io.write(data, frames, format="extxyz")
+    proc = subprocess.run([sys.executable, "-m", "wkviz", "compare", "--data", str(data), "--target", "U0",
+                           "--train-size", "8", "--splits", "2", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "folder" in errors[0]
+    assert "Traceback" not in proc.stderr

@@ -14,7 +14,8 @@ import numpy as np
 
 from ..errors import InputError
 from .common import (KIND_HELP, FitProgress, add_hyper_flags, add_model_flags, check_intensive_hint,
-                     check_model_args, hypers_from_args, kernel_options, note, read_structures)
+                     check_model_args, check_out, check_tensor_rank, hypers_from_args, kernel_options,
+                     memory_budget_bytes, note, note_preset, preset_from_args, read_structures)
 
 __all__ = ["add_compare_parser", "run_compare"]
 
@@ -56,10 +57,15 @@ def run_compare(args) -> int:
     from ..evaluation.compare import compare, compare_splits, format_comparison
     from ..models import KernelSet, TargetData, standard_models
 
-    hypers = hypers_from_args(args)
     if args.splits < 1:
         raise InputError(f"--splits must be at least 1, got {args.splits}")
+    if args.models is not None and not [m for m in args.models.split(",") if m.strip()]:
+        raise InputError(f"--models names no model, got {args.models!r}; give e.g. mixed,nu=2,composition")
+    budget = memory_budget_bytes(args.memory_budget)
+    check_out(args.out, "compare.csv", inputs=[args.data])
     frames = read_structures(args.data, "data")
+    preset, reason = preset_from_args(args, frames)
+    hypers = hypers_from_args(args, preset=preset)
     target = TargetData.from_frames(frames, args.target)
     check_intensive_hint(target, args.intensive)
     if args.models:
@@ -67,6 +73,7 @@ def run_compare(args) -> int:
     else:
         models = standard_models(hypers.nu_max, target.kind)
     check_model_args(args, models, hypers.nu_max)
+    check_tensor_rank([kernel_options(target.kind)["tensor_rank"]], hypers.lambda_max, target)
     splits = compare_splits(target, args.train_size, args.test_size, args.splits, args.seed, args.stratify)
 
     # Only the structures some split uses enter the kernel (the union over splits), computed once.
@@ -77,8 +84,9 @@ def run_compare(args) -> int:
     frames_used = [frames[i] for i in used]
     target = target.subset(used)
 
+    note_preset(preset, reason, args)
     opts = kernel_options(target.kind)
-    engine = WignerKernel(hypers, memory_budget=int(args.memory_budget * 2**30))
+    engine = WignerKernel(hypers, memory_budget=budget)
     est = engine.estimate(frames_used, **opts)
     note(f"wkviz compare: {target.kind} target '{args.target}', {len(used)} structures in the kernel (about "
          f"{est['seconds']:.0f} s), {args.splits} split(s) of {len(splits[0][0])}/{len(splits[0][1])}, models "
@@ -87,10 +95,7 @@ def run_compare(args) -> int:
     comp = compare(KernelSet.from_result(res), target, splits, models=models, intensive=args.intensive,
                    progress=FitProgress("fits"), weights=args.weights, selection=args.selection,
                    n_folds=args.folds, cv_loss=args.cv_loss)
-    try:
-        comp.to_csv(args.out)
-    except OSError as exc:
-        raise InputError(f"cannot write {args.out}: {exc.strerror}; check the directory exists") from None
+    comp.to_csv(args.out)
     print(format_comparison(comp))
     print(f"wrote {args.out}")
     best = comp.best()

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError
+from ..files import atomic_write
 from ..models import KernelSet, TargetData, fit_predict, standard_models
 from ..runtime import check_cancel
 from .learning import learning_curve_splits, score_predictions
@@ -289,8 +290,9 @@ class Comparison:
         return out
 
     def to_csv(self, path) -> None:
-        """Write :data:`COMPARE_COLUMNS`, one line per (model, split); floats as ``repr`` (round-trip exact)."""
-        with open(path, "w", newline="") as fh:
+        """Write :data:`COMPARE_COLUMNS`, one line per (model, split), atomically (:func:`wkviz.files.atomic_write`);
+        floats as ``repr`` (round-trip exact)."""
+        with atomic_write(path, "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(COMPARE_COLUMNS)
             for r in self.rows:
