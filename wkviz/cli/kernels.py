@@ -27,13 +27,13 @@ def add_kernels_parser(subparsers):
 
 
 def run_kernels(args) -> int:
-    """Run ``kernels`` from parsed arguments (on Dask tiles with ``--scheduler``); returns the exit code (0)."""
+    """Run ``kernels`` from parsed arguments (as tiles with ``--scheduler`` or ``--store``); returns the exit code."""
     from ..engine.kernels import WignerKernel
 
     hypers = hypers_from_args(args)
     frames_a = read_structures(args.structures)
     frames_b = read_structures(args.other) if args.other else None
-    if getattr(args, "scheduler", None):
+    if getattr(args, "scheduler", None) or getattr(args, "store", None):
         from .distributed import compute_distributed
 
         return compute_distributed(args, frames_a, frames_b, hypers)
