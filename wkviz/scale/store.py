@@ -190,6 +190,8 @@ class KernelStore:
         self._digests = {tuple(int(x) for x in k.split(",")): dict(v)
                          for k, v in manifest.get("digests", {}).items()}
         self._checked = set()  # tiles whose chunks this object has verified (or written) since it was opened
+        # written without digests: its tiles on record are reported as unverified (a repaired tile is just missing)
+        self._legacy = manifest.get("format") in _OLD_FORMATS
         self._runs = list(manifest.get("runs", []))
         self._dirty = False
         self._last_flush = time.monotonic()
@@ -577,7 +579,7 @@ class KernelStore:
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - a chunk that does not decode (truncated, garbled zstd frame)
-            return None, f"its chunk cannot be read: {type(exc).__name__}: {str(exc)[:120]}"
+            return None, f"its chunk is damaged and does not decode ({type(exc).__name__}: {str(exc)[:100]})"
         if tile_digest(kind, bi, bj, block) != self._digests.get((bi, bj), {}).get(kind):
             nan = np.isnan(block).all()
             return None, ("its chunk is missing" if nan else "it failed its checksum: damaged or misplaced chunk")
@@ -596,7 +598,7 @@ class KernelStore:
         bad = []
         for tile in self.tiles() if tiles is None else tiles:
             if not self._finished(tile):
-                if self._writes[tile] > 0:
+                if self._legacy and self._writes[tile] > 0:
                     bad.append((tile, "has no checksum (written by an older wkviz)"))
                 continue
             for kind in self.kinds:
@@ -625,7 +627,8 @@ class KernelStore:
         list of ((bi, bj), str)
             The tiles found bad (now missing).
         """
-        todo = [t for t in self.tiles() if t not in self._checked and (self._finished(t) or self._writes[t] > 0)]
+        todo = [t for t in self.tiles() if t not in self._checked
+                and (self._finished(t) or (self._legacy and self._writes[t] > 0))]
         bad = self.check_tiles(todo)
         if bad:
             self.forget_tiles([t for t, _ in bad])
