@@ -69,8 +69,8 @@ def main():
               f"(n={len(v)})")
     d = np.asarray(times["verified read (frame checksum + digest)"]) - np.asarray(
         times["plain read, zstd with frame checksum"])
-    print(f"  verified − plain (paired)                  {d.mean():6.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f} ms, "
-          f"median {np.median(d):6.2f}")
+    se = d.std(ddof=1) / np.sqrt(len(d))
+    print(f"  verified − plain (paired)                  {d.mean():6.2f} ± {se:.2f} ms, median {np.median(d):6.2f}")
 
 
 if __name__ == "__main__":

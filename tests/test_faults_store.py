@@ -101,7 +101,7 @@ def test_a_damaged_tile_is_never_returned_and_the_next_run_recomputes_it(store_p
     assert (run.tiles_computed, run.tiles_reused) == (1, 5)
     assert len(notes) == 1 and notes[0].startswith("tile (0, 1) of the kernel store") and "recomputing it" in notes[0]
     # a flipped byte already fails the zstd frame checksum; a whole chunk in the wrong place fails the digest
-    expected = {"flip": "does not decode", "neighbour": "failed its checksum", "delete": "its chunk is missing",
+    expected = {"flip": "does not decode", "neighbour": "failed its checksum", "delete": "its K chunk is missing",
                 "truncate": "does not decode"}[how]
     assert expected in notes[0]
     np.testing.assert_array_equal(run.result.K, KernelStore.open(store_path, frames, hypers=H).to_result().K)
@@ -130,8 +130,8 @@ def test_store_verify_lists_bad_tiles_and_repair_makes_the_next_run_recompute_th
     _chunk(store_path, 2, 2).unlink()
     assert main(["store", "verify", str(store_path)]) == 1
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("tile (0, 1): its chunk is damaged and does not decode")
-    assert lines[1].startswith("tile (2, 2): its chunk is missing")
+    assert lines[0].startswith("tile (0, 1): its K chunk is damaged and does not decode")
+    assert lines[1] == "tile (2, 2): its K chunk is missing"
     assert "4 good, 2 bad" in lines[2] and "--repair" in lines[2] and len(lines) == 3
     assert KernelStore.open(store_path, frames, hypers=H).n_done == 6  # verify alone changes nothing
 

@@ -73,7 +73,8 @@ def main(argv=None) -> int:
     -------
     int
         Exit status: 0 on success, 2 on bad input (one ``error: ...`` line on stderr), 130 when cancelled or
-        interrupted (Ctrl-C), 143 on SIGTERM; ``store verify`` returns 1 when it found damaged tiles. argparse's own usage errors exit with 2 as well.
+        interrupted (Ctrl-C), 143 on SIGTERM; ``store verify`` returns 1 when it found damaged tiles.
+        argparse's own usage errors exit with 2 as well.
     """
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -39,7 +39,6 @@ import base64
 import json
 import math
 import os
-import shutil
 import socket
 import time
 import uuid
@@ -579,10 +578,12 @@ class KernelStore:
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - a chunk that does not decode (truncated, garbled zstd frame)
-            return None, f"its chunk is damaged and does not decode ({type(exc).__name__}: {str(exc)[:100]})"
+            why = f"{type(exc).__name__}: {str(exc)[:100]}"
+            return None, f"its {kind} chunk is damaged and does not decode ({why})"
         if tile_digest(kind, bi, bj, block) != self._digests.get((bi, bj), {}).get(kind):
             nan = np.isnan(block).all()
-            return None, ("its chunk is missing" if nan else "it failed its checksum: damaged or misplaced chunk")
+            return None, (f"its {kind} chunk is missing" if nan
+                          else f"its {kind} chunk failed its checksum (damaged, or another tile's chunk)")
         return block, None
 
     # ------------------------------------------------------------------------------------------------------
@@ -604,7 +605,7 @@ class KernelStore:
             for kind in self.kinds:
                 _, problem = self._read_tile(kind, *tile)
                 if problem is not None:
-                    bad.append((tile, f"{problem} ({kind})"))
+                    bad.append((tile, problem))
                     break
             else:
                 self._checked.add(tile)
