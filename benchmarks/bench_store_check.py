@@ -8,7 +8,7 @@ repeat so that the load of a shared machine hits them alike:
 3. the verified read of the store (2 + the BLAKE2b-128 digest of the tile compared with the manifest);
 4. the digest alone.
 
-Reports mean ± standard error, median, n, and the paired difference 3 − 2. Run::
+The order of the four is shuffled in every repeat. Reports mean ± standard error, median, n, and the paired difference 3 − 2. Run::
 
     .venv/bin/python benchmarks/bench_store_check.py --repeats 200
 """
@@ -57,10 +57,12 @@ def main():
     times = {k: [] for k in fns}
     for f in fns.values():
         f()
+    order = list(fns)
     for _ in range(args.repeats):
-        for k, f in fns.items():
+        rng.shuffle(order)  # no position in the round is favoured (caches, the scheduler of a shared machine)
+        for k in order:
             t0 = time.perf_counter()
-            f()
+            fns[k]()
             times[k].append((time.perf_counter() - t0) * 1e3)
     print(f"tile 5 × {t} × {t} float64 ({block.nbytes / 2**20:.2f} MiB), load {os.getloadavg()[0]:.1f}")
     for k, v in times.items():
