@@ -92,8 +92,9 @@ def test_a_damaged_tile_is_never_returned_and_the_next_run_recomputes_it(store_p
     msg = str(info.value)
     assert "tile (0, 1)" in msg and f"store verify {store_path} --repair" in msg and "\n" not in msg
     np.testing.assert_array_equal(store.read([0, 1], [0, 2]), local.K[:, [0, 1]][:, :, [0, 2]])  # tile (0, 0)
-    with pytest.raises(InputError, match=r"tile \(0, 1\)"):
-        store.read([0], [3])
+    for rows, cols in (([0], [3]), ([3], [0]), ([0, 3], [3, 0])):  # the tile, its mirror, both at once
+        with pytest.raises(InputError, match=r"^tile \(0, 1\) of K in the kernel store .* failed its check"):
+            store.read(rows, cols)
 
     notes = []
     run = compute_tiles(frames, hypers=H, store=store_path, scheduler=IN_PROCESS, note=notes.append)

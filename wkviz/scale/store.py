@@ -285,6 +285,8 @@ class KernelStore:
         except OSError as exc:
             raise InputError(f"cannot read the folder {path} ({exc.strerror or exc}); check --store") from None
         if not empty:
+            if manifest_path.exists():  # another process renamed its new store into place meanwhile
+                return cls._read_manifest(manifest_path)
             raise WkvizError(f"{path} exists and is not a wkviz kernel store (no {_MANIFEST}); choose an empty "
                              "or new directory for --store")
         return None
@@ -527,23 +529,26 @@ class KernelStore:
         out = np.empty((self.nu_max + 1, len(rows), *tail, len(cols), *tail))
         t = self.tile_size
         row_tiles, col_tiles = rows // t, cols // t
-        bad = []
+        # each stored tile is read (and checked) once, also when a symmetric read needs it twice
+        places = {}
         for bi in np.unique(row_tiles):
-            r_sel = np.flatnonzero(row_tiles == bi)
             for bj in np.unique(col_tiles):
-                c_sel = np.flatnonzero(col_tiles == bj)
                 transpose = self.symmetric and bj < bi
-                ti, tj = (bj, bi) if transpose else (bi, bj)
-                if not self._finished((ti, tj)):
-                    raise self._unfinished_error([(ti, tj)])
-                block, problem = self._read_tile(kind, ti, tj)
-                if problem is not None:
-                    bad.append(((ti, tj), problem))
-                    continue
-                if transpose:
-                    # K(B_j, A_i) = K(A_i, B_j)ᵀ, components swapped too (K_λ(b, a) = K_λ(a, b)ᵀ)
-                    perm = (0, 3, 4, 1, 2) if tail else (0, 2, 1)
-                    block = block.transpose(perm)
+                places.setdefault((bj, bi) if transpose else (bi, bj), []).append((bi, bj, transpose))
+        unfinished = [tile for tile in places if not self._finished(tile)]
+        if unfinished:
+            raise self._unfinished_error(unfinished)
+        bad = []
+        for (ti, tj), where in places.items():
+            stored, problem = self._read_tile(kind, ti, tj)
+            if problem is not None:
+                bad.append(((ti, tj), problem))
+                continue
+            for bi, bj, transpose in where:
+                # K(B_j, A_i) = K(A_i, B_j)ᵀ, components swapped too (K_λ(b, a) = K_λ(a, b)ᵀ)
+                block = stored.transpose((0, 3, 4, 1, 2) if tail else (0, 2, 1)) if transpose else stored
+                r_sel = np.flatnonzero(row_tiles == bi)
+                c_sel = np.flatnonzero(col_tiles == bj)
                 ri = rows[r_sel] - bi * t
                 ci = cols[c_sel] - bj * t
                 if tail:
@@ -551,11 +556,12 @@ class KernelStore:
                 else:
                     out[:, r_sel[:, None], c_sel[None, :]] = block[:, ri[:, None], ci[None, :]]
         if bad:
+            tiles = sorted(t for t, _ in bad)
+            one = len(tiles) == 1
             raise InputError(
-                f"{describe_tiles(sorted({t for t, _ in bad}))} of {kind} in the kernel store {self.path} "
-                f"failed {'its' if len(bad) == 1 else 'their'} check ({bad[0][1]}); run `python -m wkviz store "
-                f"verify {self.path} --repair` and then the same request again (same --store) to recompute "
-                f"{'it' if len(bad) == 1 else 'them'}")
+                f"{describe_tiles(tiles)} of {kind} in the kernel store {self.path} failed "
+                f"{'its' if one else 'their'} check ({bad[0][1]}); run `python -m wkviz store verify {self.path} "
+                f"--repair` and then the same request again (same --store) to recompute {'it' if one else 'them'}")
         return out
 
     def _unfinished_error(self, tiles) -> WkvizError:
