@@ -1,15 +1,18 @@
-"""Command-line interface: ``python -m wkviz kernels|fit|learning-curve|compare`` (contract in DESIGN.md §3, §3b).
+"""Command-line interface: ``python -m wkviz kernels|fit|learning-curve|compare|store`` (contract in DESIGN.md §3, §3b).
 
 Every sub-command takes the hyperparameter flags, prints progress on stderr and exits non-zero with a single
 ``error: ...`` line on bad input. One module per sub-command (:mod:`~wkviz.cli.kernels`, :mod:`~wkviz.cli.fit`,
-:mod:`~wkviz.cli.learning_curve`, :mod:`~wkviz.cli.compare`), what they share in :mod:`~wkviz.cli.common`, the
-command line that reproduces a result in :mod:`~wkviz.cli.reproduce`.
+:mod:`~wkviz.cli.learning_curve`, :mod:`~wkviz.cli.compare`, :mod:`~wkviz.cli.store`), what they share in
+:mod:`~wkviz.cli.common`, the command line that reproduces a result in :mod:`~wkviz.cli.reproduce`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 
 from ..errors import Cancelled, WkvizError
 from ..files import describe_os_error
@@ -20,6 +23,7 @@ from .fit import add_fit_parser, run_fit
 from .kernels import add_kernels_parser, run_kernels
 from .learning_curve import add_learning_curve_parser, run_learning_curve
 from .reproduce import cli_command
+from .store import add_store_parser
 
 # the sub-command functions are here too because the 0.1 modules wkviz.cli_models and wkviz.cli_distributed
 # resolve to this package (wkviz.MOVED_MODULES)
@@ -36,7 +40,29 @@ def build_parser() -> argparse.ArgumentParser:
     add_fit_parser(sub)
     add_learning_curve_parser(sub)
     add_compare_parser(sub)
+    add_store_parser(sub)
     return parser
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every ``finally`` (run records, worker shutdown) runs on the way out."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    # only the main thread may install handlers (main() is also called from tests and other threads)
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv=None) -> int:
@@ -50,18 +76,23 @@ def main(argv=None) -> int:
     -------
     int
         Exit status: 0 on success, 2 on bad input (one ``error: ...`` line on stderr), 130 when cancelled or
-        interrupted. argparse's own usage errors exit with 2 as well.
+        interrupted (Ctrl-C), 143 on SIGTERM; ``store verify`` returns 1 when it found damaged tiles.
+        argparse's own usage errors exit with 2 as well.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_interrupts():
+            return int(args.func(args) or 0)
     except WkvizError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Cancelled:
         print("error: cancelled", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("\nerror: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("\nerror: interrupted", file=sys.stderr)
         return 130

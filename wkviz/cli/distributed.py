@@ -1,7 +1,8 @@
 """``python -m wkviz kernels … --scheduler ADDRESS|local --workers N --store PATH``: tiles on Dask.
 
 The ``kernels`` sub-command (:mod:`wkviz.cli.kernels`) adds the flags with :func:`add_distributed_flags` and hands
-the request to :func:`compute_distributed` when ``--scheduler`` is given; everything else (reading structures, the
+the request to :func:`compute_distributed` when ``--scheduler`` or ``--store`` is given (``--store`` alone: the
+tiles run one after another in this process, into the store); everything else (reading structures, the
 hyperparameter flags, ``--out``, error lines) stays with the ``kernels`` sub-command.
 """
 
@@ -11,7 +12,7 @@ import argparse
 import sys
 
 from ..errors import InputError
-from .common import ProgressLine
+from .common import ProgressLine, note
 
 __all__ = ["add_distributed_flags", "compute_distributed"]
 
@@ -26,13 +27,15 @@ def add_distributed_flags(parser: argparse.ArgumentParser) -> None:
                    help="worker processes of the local cluster, one thread each (default %(default)s)")
     g.add_argument("--store", default=None, metavar="PATH",
                    help="directory of the on-disk tile store (zarr); an interrupted run resumes from it and a "
-                        "later run of the same request reuses it")
+                        "later run of the same request reuses it (every tile is checked against its digest first; "
+                        "damaged tiles are recomputed). Without --scheduler the tiles run in this process")
     g.add_argument("--tile-size", type=int, default=None,
                    help="structures per tile side for a new store (default: chosen from the request size)")
 
 
 def compute_distributed(args, frames_a, frames_b, hypers) -> int:
-    """Run the ``kernels`` request of parsed ``args`` as tiles on Dask and write ``args.out``.
+    """Run the ``kernels`` request of parsed ``args`` as tiles (on Dask, or in this process when only ``--store``
+    is given) and write ``args.out``.
 
     Parameters
     ----------
@@ -48,11 +51,11 @@ def compute_distributed(args, frames_a, frames_b, hypers) -> int:
     int
         Exit status (0). Errors are raised as :class:`~wkviz.errors.WkvizError` for ``main`` to print.
     """
-    from ..scale.distributed import compute_tiles
+    from ..scale.distributed import IN_PROCESS, compute_tiles
 
+    flag = "--scheduler" if args.scheduler else "--store"
     if getattr(args, "atomic", False):
-        raise InputError("atomic kernels are not tiled across workers; drop --atomic or compute without "
-                         "--scheduler")
+        raise InputError(f"atomic kernels are not tiled; drop --atomic or compute without {flag}")
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
     if args.tile_size is not None and args.tile_size < 1:
@@ -61,12 +64,14 @@ def compute_distributed(args, frames_a, frames_b, hypers) -> int:
     budget = int(float(getattr(args, "memory_budget", 2.0)) * 2**30)
 
     n_b = len(frames_b) if frames_b is not None else len(frames_a)
-    where = "a local cluster" if str(args.scheduler).lower() == "local" else f"scheduler {args.scheduler}"
-    print(f"wkviz kernels: {len(frames_a)} × {n_b} structures as tiles on {where}"
+    scheduler = args.scheduler or IN_PROCESS
+    where = {"local": "on a local cluster", IN_PROCESS: "in this process (no --scheduler)"}.get(
+        str(scheduler).lower(), f"on scheduler {scheduler}")
+    print(f"wkviz kernels: {len(frames_a)} × {n_b} structures as tiles {where}"
           f"{f', store {args.store}' if args.store else ''}", file=sys.stderr)
-    run = compute_tiles(frames_a, frames_b, hypers=hypers, store=args.store, scheduler=args.scheduler,
+    run = compute_tiles(frames_a, frames_b, hypers=hypers, store=args.store, scheduler=scheduler,
                         n_workers=args.workers, tile_size=args.tile_size, tensor_rank=ranks, memory_budget=budget,
-                        progress=ProgressLine("tiles"))
+                        progress=ProgressLine("tiles"), note=note)
     print(f"tiles: {run.tiles_computed} computed, {run.tiles_reused} reused of {run.tiles_total} "
           f"on {run.workers} worker thread(s) in {run.seconds:.1f} s", file=sys.stderr)
     if run.result is None:

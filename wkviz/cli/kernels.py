@@ -28,7 +28,7 @@ def add_kernels_parser(subparsers):
 
 
 def run_kernels(args) -> int:
-    """Run ``kernels`` from parsed arguments (on Dask tiles with ``--scheduler``); returns the exit code (0)."""
+    """Run ``kernels`` from parsed arguments (as tiles with ``--scheduler`` or ``--store``); returns the exit code."""
     from ..engine.kernels import WignerKernel
 
     budget = memory_budget_bytes(args.memory_budget)
@@ -39,7 +39,7 @@ def run_kernels(args) -> int:
     hypers = hypers_from_args(args, preset=preset)
     ranks = tuple(sorted(set(args.tensor_rank or [0]) - {0}))
     check_tensor_rank(ranks, hypers.lambda_max)
-    if getattr(args, "scheduler", None):
+    if getattr(args, "scheduler", None) or getattr(args, "store", None):
         from .distributed import compute_distributed
 
         note_preset(preset, reason, args)

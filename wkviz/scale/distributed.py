@@ -18,6 +18,11 @@ with the same engine call, store bookkeeping (run records, resume, cancel) and p
 ``distributed`` nor worker processes. :func:`compute_store` is the app's whole tiled computation: open a store,
 try a local cluster, fall back to this process, read the kernel back when it fits.
 
+Damage. Before finished tiles are reused, each is checked against the digest recorded when it was written
+(:meth:`KernelStore.recheck`); a damaged, missing or misplaced chunk makes its tile missing again, the run
+recomputes it and ``note`` says which tiles and why. A request whose remaining tiles need more disk than is free
+is refused before anything runs.
+
 Failure. A worker that dies takes its running tile with it; the scheduler re-runs that task elsewhere (dask's
 own retry), and only the returned result is written, so no tile is lost or written twice. An interrupted run
 (cancel flag, exception, killed client) leaves every flushed tile in the store; running the same request on
@@ -29,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -42,6 +48,7 @@ from ..errors import Cancelled, InputError, MemoryBudgetError, WkvizError
 from ..hypers import Hypers
 from ..runtime import check_cancel, is_set
 from .store import KernelStore, kernel_kinds, store_key
+from .tilecheck import check_free_disk
 
 __all__ = ["compute_tiles", "compute_store", "TileRun", "local_cluster", "choose_tile_size", "tile_pair_counts",
            "WORKER_ENV", "IN_PROCESS"]
@@ -118,6 +125,8 @@ class TileRun:
         Sum of the tiles' own compute times on the workers.
     workers : int
         Worker threads the scheduler reported.
+    repaired : list of ((bi, bj), str)
+        Tiles found damaged (or unverifiable) before the run, recomputed by it, with what was wrong.
     """
 
     result: object
@@ -130,6 +139,7 @@ class TileRun:
     task_seconds: float
     workers: int
     timings: dict = field(default_factory=dict)
+    repaired: list = field(default_factory=list)
 
 
 def choose_tile_size(n_A: int, n_B: int | None = None, n_workers: int = 2, *, largest: int = 256,
@@ -190,6 +200,47 @@ def _main_not_rerun():
                 sys.modules["__main__"] = saved
 
 
+# Run by every worker as it starts (a dask preload given as text): Ctrl-C in a terminal reaches every process of
+# its foreground group, and a worker that got it would print its own KeyboardInterrupt traceback; only the client
+# should react, and it closes the workers.
+_WORKER_PRELOAD = """
+import signal, threading
+
+def dask_setup(worker):
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+"""
+
+
+@contextlib.contextmanager
+def _sigint_deferred():
+    """Keep Ctrl-C away from the worker processes while they start, and act on it once they are up.
+
+    A terminal's Ctrl-C reaches every process of its foreground group. A worker interrupted while it imports
+    prints a traceback, and an interrupted start-up leaves a half-started cluster (whose atexit clean-up prints
+    another). So SIGINT is blocked in this thread while the cluster starts: the threads started meanwhile (dask's
+    event loop, which spawns the workers) and the workers inherit the blocked mask and never see it (the worker
+    preload :data:`_WORKER_PRELOAD` covers workers spawned later). A Ctrl-C meanwhile is only recorded (the
+    list yielded) and raised by the caller once the cluster object exists and can be closed. Python's resource
+    tracker unblocks the signal in the thread that first starts it, so it is started here, before. Outside the
+    main thread nothing changes.
+    """
+    pressed = []
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield pressed
+        return
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield pressed
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a pending Ctrl-C runs the recording handler here
+        signal.signal(signal.SIGINT, previous)
+
+
 @contextlib.contextmanager
 def local_cluster(n_workers: int = 2, *, memory_limit="auto", silence_logs: bool = True):
     """A ``dask.distributed`` client on a fresh ``LocalCluster`` of ``n_workers`` single-threaded worker
@@ -210,12 +261,21 @@ def local_cluster(n_workers: int = 2, *, memory_limit="auto", silence_logs: bool
 
     if int(n_workers) < 1:
         raise InputError(f"the number of workers must be at least 1, got {n_workers}")
-    with _main_not_rerun():  # the worker processes are started (and wait to be ready) in here
+    # the worker processes are started (and wait to be ready) in here
+    with _main_not_rerun(), _sigint_deferred() as pressed:
+        # CRITICAL: a worker busy in a tile when the run is interrupted logs errors about the scheduler it lost
         cluster = LocalCluster(n_workers=int(n_workers), threads_per_worker=1, processes=True,
                                dashboard_address=":0", memory_limit=memory_limit,
-                               silence_logs=logging.ERROR if silence_logs else logging.WARNING,
-                               env=dict(WORKER_ENV))
-    client = Client(cluster)
+                               silence_logs=logging.CRITICAL if silence_logs else logging.WARNING,
+                               env=dict(WORKER_ENV), preload=[_WORKER_PRELOAD])
+    try:
+        if pressed:
+            raise KeyboardInterrupt
+        client = Client(cluster)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            cluster.close()
+        raise
     try:
         yield client
     finally:
@@ -260,7 +320,7 @@ def compute_tiles(frames_A, frames_B=None, *, hypers: Hypers | None = None, stor
                   scheduler="local", n_workers: int = 2, tile_size: int | None = None, tensor_rank=0,
                   memory_budget: int = 2 * 2**30, worker_memory_budget: int | None = None, assemble: bool = True,
                   progress=None, cancel=None, max_in_flight: int | None = None,
-                  numba_threads: int = 1) -> TileRun:
+                  numba_threads: int = 1, note=None, disk_free=None) -> TileRun:
     """Compute a kernel request tile by tile on a Dask cluster (or in this process), streaming tiles into a
     kernel store.
 
@@ -301,6 +361,12 @@ def compute_tiles(frames_A, frames_B=None, *, hypers: Hypers | None = None, stor
     numba_threads : int
         Numba threads inside each task (1 on a LocalCluster; raise it on cluster nodes that run one
         multi-core worker each).
+    note : callable, optional
+        ``note(line)`` for what the run found (tiles that failed their check and are recomputed); a
+        ``RuntimeWarning`` when omitted.
+    disk_free : callable, optional
+        ``disk_free(path) -> bytes`` free on the store's disk (default: :func:`shutil.disk_usage`); a request
+        whose missing tiles need more is refused with the numbers before anything runs.
 
     Returns
     -------
@@ -322,6 +388,7 @@ def compute_tiles(frames_A, frames_B=None, *, hypers: Hypers | None = None, stor
     worker_memory_budget = int(memory_budget if worker_memory_budget is None else worker_memory_budget)
 
     tmpdir = None
+    repaired = []
     if store is None:
         tmpdir = tempfile.TemporaryDirectory(prefix="wkviz-tiles-")
         store = os.path.join(tmpdir.name, "store")
@@ -332,13 +399,19 @@ def compute_tiles(frames_A, frames_B=None, *, hypers: Hypers | None = None, stor
             if want != store.key:
                 raise WkvizError(f"the kernel store at {store.path} holds content hash {store.key} but this "
                                  f"request has hash {want}; open a store for this request instead")
-            return store
-        t = tile_size or choose_tile_size(len(frames_A), None if frames_B is None else len(frames_B), workers)
-        opened = KernelStore.open(store, frames_A, frames_B, hypers=hypers, tensor_rank=ranks, tile_size=t)
-        if tmpdir is not None and assemble and opened.output_bytes() > memory_budget:
-            raise MemoryBudgetError(
-                f"the kernel needs {opened.output_bytes() / 2**30:.2f} GiB, above the memory budget of "
-                f"{memory_budget / 2**30:.2f} GiB; give a store path to keep it on disk, or raise the budget")
+            opened = store
+        else:
+            t = tile_size or choose_tile_size(len(frames_A), None if frames_B is None else len(frames_B), workers)
+            opened = KernelStore.open(store, frames_A, frames_B, hypers=hypers, tensor_rank=ranks, tile_size=t,
+                                      disk_free=disk_free)
+            if tmpdir is not None and assemble and opened.output_bytes() > memory_budget:
+                raise MemoryBudgetError(
+                    f"the kernel needs {opened.output_bytes() / 2**30:.2f} GiB, above the memory budget of "
+                    f"{memory_budget / 2**30:.2f} GiB; give a store path to keep it on disk, or raise the budget")
+        # finished tiles are reused only once they match their digests; bad ones become missing again
+        repaired.extend(opened.recheck(note))
+        check_free_disk(opened.path, opened.bytes_missing(),
+                        f"the {len(opened.missing_tiles())} missing tiles of {opened.path}", disk_free)
         return opened
 
     try:
@@ -365,7 +438,7 @@ def compute_tiles(frames_A, frames_B=None, *, hypers: Hypers | None = None, stor
         return TileRun(result=result, store=None if tmpdir is not None else store, tiles_total=store.n_tiles,
                        tiles_computed=run["computed"], tiles_reused=run["reused"], n_pairs=run["n_pairs"],
                        seconds=time.perf_counter() - start, task_seconds=run["task_seconds"], workers=workers,
-                       timings={"first_tile": run["first_tile"]})
+                       timings={"first_tile": run["first_tile"]}, repaired=repaired)
     finally:
         if tmpdir is not None:
             tmpdir.cleanup()
@@ -506,7 +579,7 @@ def _cancel_on_exit(pending: dict):
 
 
 def compute_store(frames, hypers: Hypers, path, *, tensor_rank=0, n_workers: int = 2,
-                  memory_budget: int = 2 * 2**30, progress=None, cancel=None):
+                  memory_budget: int = 2 * 2**30, progress=None, cancel=None, note=None, disk_free=None):
     """The symmetric kernel of ``frames`` as tiles in the store at ``path``: on a local cluster if one starts,
     in this process otherwise.
 
@@ -531,6 +604,8 @@ def compute_store(frames, hypers: Hypers, path, *, tensor_rank=0, n_workers: int
         Bytes: the engine's budget in every tile, and the largest kernel read back into memory.
     progress, cancel
         As in :func:`compute_tiles`; a cancelled run keeps its finished tiles and the next call resumes.
+    note, disk_free
+        As in :func:`compute_tiles`: tiles that fail their check are recomputed and reported to ``note``.
 
     Returns
     -------
@@ -539,7 +614,8 @@ def compute_store(frames, hypers: Hypers, path, *, tensor_rank=0, n_workers: int
     info : dict
         ``path``, ``tiles_total``, ``tiles_reused``, ``tiles_computed``, ``tile_size``, ``where`` (a sentence),
         ``fallback`` (why no cluster, or None), ``worker_pids`` (of the cluster, all shut down on return),
-        ``timings``, ``seconds``, ``in_memory``.
+        ``timings``, ``seconds``, ``in_memory``, ``repaired`` (tiles that failed their check and were
+        recomputed, with what was wrong).
     """
     from ..engine.kernels import WignerKernel
 
@@ -547,12 +623,13 @@ def compute_store(frames, hypers: Hypers, path, *, tensor_rank=0, n_workers: int
     frames = list(frames)
     try:
         store = KernelStore.open(path, frames, hypers=hypers, tensor_rank=tensor_rank,
-                                 tile_size=choose_tile_size(len(frames), None, n_workers))
+                                 tile_size=choose_tile_size(len(frames), None, n_workers), disk_free=disk_free)
     except OSError as exc:
         raise InputError(f"cannot create the kernel store at {path} ({exc.strerror or exc}); choose a directory "
                          "you can write to") from None
+    repaired = store.recheck(note)  # before anything is reused; compute_tiles then finds them checked
     info = {"path": str(path), "tiles_total": store.n_tiles, "tiles_reused": store.n_done, "tiles_computed": 0,
-            "tile_size": store.tile_size, "fallback": None, "worker_pids": [], "timings": {}}
+            "tile_size": store.tile_size, "fallback": None, "worker_pids": [], "timings": {}, "repaired": repaired}
     if store.complete:
         info["where"] = "with nothing to compute: every tile was already in the store"
     else:
@@ -569,13 +646,14 @@ def compute_store(frames, hypers: Hypers, path, *, tensor_rank=0, n_workers: int
                     info["worker_pids"] = sorted(int(p) for p in client.run(os.getpid).values())
                 info["timings"]["cluster start-up"] = time.perf_counter() - t0
                 run = compute_tiles(frames, hypers=hypers, store=store, client=client, tensor_rank=tensor_rank,
-                                    memory_budget=memory_budget, assemble=False, progress=progress, cancel=cancel)
+                                    memory_budget=memory_budget, assemble=False, progress=progress, cancel=cancel,
+                                    note=note, disk_free=disk_free)
                 info["where"] = (f"on a local Dask cluster of {run.workers} single-threaded worker processes, "
                                  "shut down when the job ended")
             else:
                 run = compute_tiles(frames, hypers=hypers, store=store, scheduler=IN_PROCESS,
                                     tensor_rank=tensor_rank, memory_budget=memory_budget, assemble=False,
-                                    progress=progress, cancel=cancel)
+                                    progress=progress, cancel=cancel, note=note, disk_free=disk_free)
                 info["where"] = ("in this process, one tile after another, because a local Dask cluster could not "
                                  f"be started ({info['fallback']})")
             info["tiles_computed"] = run.tiles_computed

@@ -18,6 +18,19 @@ interrupted (cancelled, an exception, a killed client) loses at most the tiles w
 manifest flush, and those are simply recomputed and overwritten: the manifest can never claim a tile whose
 chunk is not on disk. Symmetric requests store only the tiles on and above the diagonal; :meth:`KernelStore.read`
 fills the rest by transposition.
+
+Integrity (:mod:`wkviz.scale.tilecheck`). The manifest also holds a digest of every finished tile (kind,
+coordinates, shape, values), and chunks are zstd frames with their own checksum. Every read recomputes the
+digests of the tiles it touches and refuses a tile that fails (:class:`~wkviz.errors.InputError` naming the
+tiles and the fix); :meth:`KernelStore.recheck`, run before tiles are reused, turns such tiles back into missing
+ones so the next run recomputes them and says so. ``python -m wkviz store verify PATH [--repair]`` checks a
+whole store. A tile counts as finished only when its digest is recorded. Stores written before digests existed
+(format ``wkviz-kernel-store/1``) still open, but none of their tiles can be vouched for: they are all
+recomputed by the next run into the same store, which is then upgraded to the current format.
+
+Creation. A new store is built in a hidden folder beside its path and renamed into place in one step, so
+concurrent openers of the same new store never see half a store: the one whose rename loses opens the
+winner's. A new store that would not fit on the disk is refused up front with the numbers.
 """
 
 from __future__ import annotations
@@ -26,10 +39,10 @@ import base64
 import json
 import math
 import os
-import shutil
 import socket
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +50,15 @@ import numpy as np
 from ..cache import hash_key, hash_structures
 from ..errors import InputError, MemoryBudgetError, WkvizError
 from ..hypers import Hypers
+from .tilecheck import LostRace, check_free_disk, create_by_rename, describe_tiles, tile_digest
 
 __all__ = ["KernelStore", "store_key", "STORE_FORMAT", "kernel_kinds"]
 
-STORE_FORMAT = "wkviz-kernel-store/1"
+STORE_FORMAT = "wkviz-kernel-store/2"
+# Format 1 had no tile digests; its stores open, and all their tiles count as unverified (recomputed).
+_OLD_FORMATS = ("wkviz-kernel-store/1",)
+# The identity of a request does not depend on how its tiles are checked: format-1 stores keep their key.
+_KEY_FORMAT = "wkviz-kernel-store/1"
 _MANIFEST = "manifest.json"
 _ZARR_DIR = "kernels.zarr"
 _LOCK = "writer.lock"
@@ -83,7 +101,7 @@ def store_key(frames_A, frames_B, hypers: Hypers, kinds=("K",)) -> dict:
     """
     ha = hash_structures(frames_A)
     hb = "symmetric" if frames_B is None else hash_structures(frames_B)
-    key = hash_key(STORE_FORMAT, ha, hb, hypers, list(kinds))
+    key = hash_key(_KEY_FORMAT, ha, hb, hypers, list(kinds))
     return {"key": key, "structures_A": ha, "structures_B": hb, "hypers": str(hypers.digest())}
 
 
@@ -99,6 +117,15 @@ def _zarr():
 def _tail_shape(kind: str) -> tuple:
     """Per-pair component axes of each kernel kind (after the structure axes are split out)."""
     return {"K": (), "K_vector": (3,), "K_tensor": (5,)}[kind]
+
+
+def _tile_bytes(meta: dict, grid, tiles) -> int:
+    """Dense float64 bytes of ``tiles`` over all kinds (edge tiles are smaller)."""
+    t, n_A, n_B = int(meta["tile_size"]), int(meta["n_A"]), int(meta["n_B"])
+    per_pair = 8 * (int(meta["nu_max"]) + 1) * sum(int(np.prod(_tail_shape(k))) ** 2 for k in meta["kinds"])
+    ij = np.asarray(list(tiles), dtype=np.int64).reshape(-1, 2)
+    pairs = np.minimum(t, n_A - ij[:, 0] * t) * np.minimum(t, n_B - ij[:, 1] * t)
+    return per_pair * int(pairs.sum())
 
 
 def _encode_counts(counts: np.ndarray) -> str:
@@ -158,6 +185,12 @@ class KernelStore:
         self.flush_seconds = float(flush_seconds)
         self._group = zarr.open_group(str(self.path / _ZARR_DIR), mode="r+")
         self._writes = _decode_counts(manifest["writes"], self.grid)
+        # digests of finished tiles; a format-1 manifest has none, so all its tiles are unverified
+        self._digests = {tuple(int(x) for x in k.split(",")): dict(v)
+                         for k, v in manifest.get("digests", {}).items()}
+        self._checked = set()  # tiles whose chunks this object has verified (or written) since it was opened
+        # written without digests: its tiles on record are reported as unverified (a repaired tile is just missing)
+        self._legacy = manifest.get("format") in _OLD_FORMATS
         self._runs = list(manifest.get("runs", []))
         self._dirty = False
         self._last_flush = time.monotonic()
@@ -166,13 +199,14 @@ class KernelStore:
     # ------------------------------------------------------------------------------------------------------
     @classmethod
     def open(cls, path, frames_A, frames_B=None, *, hypers: Hypers, tensor_rank=0, tile_size: int = 128,
-             flush_seconds: float = 1.0) -> "KernelStore":
+             flush_seconds: float = 1.0, disk_free=None) -> "KernelStore":
         """Create the store for a request, or reopen the store of the *same* request.
 
         Parameters
         ----------
         path : str or Path
-            Store directory (created if missing; an empty directory is fine).
+            Store directory (created if missing; an empty directory is fine). A new store is built beside it
+            and renamed into place, so concurrent openers of one new store all end up with the same store.
         frames_A, frames_B : sequence of ase.Atoms
             ``frames_B=None`` is the symmetric request A × A.
         hypers : Hypers
@@ -182,36 +216,23 @@ class KernelStore:
             Structures per tile side for a new store; an existing store keeps its own tile size.
         flush_seconds : float
             Least time between two manifest rewrites while tiles stream in (0: after every tile).
+        disk_free : callable, optional
+            ``disk_free(path) -> bytes`` free on the disk of ``path`` (default: :func:`shutil.disk_usage`); a new
+            store whose tiles need more is refused.
 
         Raises
         ------
         WkvizError
             The directory holds a store of another request (other structures, hyperparameters or kernel
-            kinds), or something that is not a wkviz kernel store.
+            kinds), or something that is not a wkviz kernel store, or ``path`` is a file.
+        InputError
+            A new store would not fit on the disk, or cannot be created there.
         """
         if not isinstance(hypers, Hypers):
             raise InputError("hypers must be a wkviz.Hypers instance")
         kinds = kernel_kinds(tensor_rank)
         key = store_key(frames_A, frames_B, hypers, kinds)
         path = Path(path)
-        manifest_path = path / _MANIFEST
-        if manifest_path.exists():
-            manifest = cls._read_manifest(manifest_path)
-            meta = manifest["meta"]
-            if meta["key"]["key"] != key["key"]:
-                differ = [name for name, part in (("structures A", "structures_A"), ("structures B", "structures_B"),
-                                                  ("hyperparameters", "hypers"))
-                          if meta["key"].get(part) != key[part]]
-                if tuple(meta.get("kinds", ())) != kinds:
-                    differ.append(f"kernel kinds ({', '.join(meta.get('kinds', ()))} stored)")
-                raise WkvizError(
-                    f"the kernel store at {path} holds content hash {meta['key']['key']} but this request has "
-                    f"hash {key['key']} (different {', '.join(differ) or 'content'}); pass another --store path "
-                    f"for this request, or delete {path} to discard the stored tiles")
-            return cls(path, meta, manifest, flush_seconds)
-        if path.exists() and any(path.iterdir()):
-            raise WkvizError(f"{path} exists and is not a wkviz kernel store (no {_MANIFEST}); choose an empty "
-                             "or new directory for --store")
         tile_size = int(tile_size)
         if tile_size < 1:
             raise InputError(f"tile_size must be a positive number of structures, got {tile_size}")
@@ -223,14 +244,81 @@ class KernelStore:
             "n_atoms_A": [len(a) for a in frames_A],
             "n_atoms_B": [len(b) for b in (frames_A if frames_B is None else frames_B)],
             "species": sorted({int(z) for fr in (frames_A, frames_B or []) for a in fr for z in a.numbers}),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "id": uuid.uuid4().hex[:12],
         }
-        cls._create_arrays(path, meta)
-        grid = (math.ceil(n_A / tile_size), math.ceil(n_B / tile_size))
-        manifest = {"format": STORE_FORMAT, "meta": meta, "writes": _encode_counts(np.zeros(grid, np.uint8)),
-                    "runs": []}
-        _atomic_write_json(manifest_path, manifest)
-        return cls(path, meta, manifest, flush_seconds)
+        for _ in range(3):  # a lost creation race is followed by opening the winner's store
+            existing = cls._existing(path)
+            if existing is not None:
+                cls._check_key(path, existing["meta"], key, kinds)
+                return cls(path, existing["meta"], existing, flush_seconds)
+            grid = (math.ceil(n_A / tile_size), math.ceil(n_B / tile_size))
+            need = _tile_bytes(meta, grid, [(i, j) for i in range(grid[0]) for j in range(grid[1])
+                                            if not (frames_B is None and j < i)])
+            check_free_disk(path, need, f"{n_A:,} × {n_B:,} structures ({', '.join(kinds)}, ν ≤ {hypers.nu_max})",
+                            disk_free)
+            manifest = {"format": STORE_FORMAT, "meta": meta, "writes": _encode_counts(np.zeros(grid, np.uint8)),
+                        "digests": {}, "runs": []}
+
+            def build(tmp):
+                cls._create_arrays(tmp, meta)
+                _atomic_write_json(tmp / _MANIFEST, manifest)
+
+            try:
+                create_by_rename(path, build)
+            except LostRace:
+                continue
+            return cls(path, meta, manifest, flush_seconds)
+        raise WkvizError(f"the kernel store at {path} kept changing while it was opened; is another program "
+                         "creating and deleting it? Try again, or use another --store path")
+
+    @classmethod
+    def _existing(cls, path: Path):
+        """The manifest of the store at ``path``; None when there is no store yet (missing or empty folder)."""
+        if path.exists() and not path.is_dir():
+            raise WkvizError(f"--store {path} is a file, not a directory; give a new or empty directory for the "
+                             "kernel store")
+        manifest_path = path / _MANIFEST
+        if manifest_path.exists():
+            return cls._read_manifest(manifest_path)
+        try:
+            empty = not path.exists() or not any(path.iterdir())
+        except OSError as exc:
+            raise InputError(f"cannot read the folder {path} ({exc.strerror or exc}); check --store") from None
+        if not empty:
+            if manifest_path.exists():  # another process renamed its new store into place meanwhile
+                return cls._read_manifest(manifest_path)
+            raise WkvizError(f"{path} exists and is not a wkviz kernel store (no {_MANIFEST}); choose an empty "
+                             "or new directory for --store")
+        return None
+
+    @staticmethod
+    def _check_key(path: Path, meta: dict, key: dict, kinds: tuple) -> None:
+        if meta["key"]["key"] != key["key"]:
+            differ = [name for name, part in (("structures A", "structures_A"), ("structures B", "structures_B"),
+                                              ("hyperparameters", "hypers"))
+                      if meta["key"].get(part) != key[part]]
+            if tuple(meta.get("kinds", ())) != kinds:
+                differ.append(f"kernel kinds ({', '.join(meta.get('kinds', ()))} stored)")
+            raise WkvizError(
+                f"the kernel store at {path} holds content hash {meta['key']['key']} but this request has "
+                f"hash {key['key']} (different {', '.join(differ) or 'content'}); pass another --store path "
+                f"for this request, or delete {path} to discard the stored tiles")
+
+    @classmethod
+    def load(cls, path, flush_seconds: float = 1.0) -> "KernelStore":
+        """Open an existing store without its structures (to verify, repair or read it).
+
+        Raises
+        ------
+        WkvizError
+            ``path`` holds no wkviz kernel store.
+        """
+        path = Path(path)
+        if not path.is_dir() or not (path / _MANIFEST).exists():
+            raise WkvizError(f"{path} is not a wkviz kernel store (no {_MANIFEST} in it); give the folder that "
+                             "was passed as --store")
+        manifest = cls._read_manifest(path / _MANIFEST)
+        return cls(path, manifest["meta"], manifest, flush_seconds)
 
     @staticmethod
     def _read_manifest(path: Path) -> dict:
@@ -239,26 +327,26 @@ class KernelStore:
         except (OSError, ValueError) as exc:
             raise WkvizError(f"cannot read the kernel-store manifest {path} ({exc}); delete the store directory "
                              "to start again") from None
-        if manifest.get("format") != STORE_FORMAT:
-            raise WkvizError(f"{path} is not a {STORE_FORMAT} manifest (format {manifest.get('format')!r}); "
-                             "use another --store path")
+        if not isinstance(manifest, dict) or manifest.get("format") not in (STORE_FORMAT, *_OLD_FORMATS):
+            fmt = manifest.get("format") if isinstance(manifest, dict) else None
+            raise WkvizError(f"{path} is not a {STORE_FORMAT} manifest (format {fmt!r}); use another --store path")
         return manifest
 
     @staticmethod
     def _create_arrays(path: Path, meta: dict) -> None:
         zarr = _zarr()
-        path.mkdir(parents=True, exist_ok=True)
-        zdir = path / _ZARR_DIR
-        if zdir.exists():  # left by a creation that died before its manifest was written
-            shutil.rmtree(zdir)
-        group = zarr.open_group(str(zdir), mode="w")
+        from zarr.codecs import ZstdCodec
+
+        group = zarr.open_group(str(path / _ZARR_DIR), mode="w")
         nu1, t = meta["nu_max"] + 1, meta["tile_size"]
         for kind in meta["kinds"]:
             tail = _tail_shape(kind)
             shape = (nu1, meta["n_A"], *tail, meta["n_B"], *tail)
             chunks = (nu1, min(t, meta["n_A"]), *tail, min(t, meta["n_B"]), *tail)
-            # NaN fill: a chunk that was never written reads as NaN, never as a plausible zero kernel.
-            group.create_array(kind, shape=shape, chunks=chunks, dtype="float64", fill_value=np.nan)
+            # NaN fill: a chunk that was never written reads as NaN, never as a plausible zero kernel; the zstd
+            # frame checksum makes a damaged chunk fail to decode (the tile digest catches the rest)
+            group.create_array(kind, shape=shape, chunks=chunks, dtype="float64", fill_value=np.nan,
+                               compressors=ZstdCodec(level=0, checksum=True))
 
     # ------------------------------------------------------------------------------------------------------
     def tiles(self) -> list:
@@ -266,9 +354,12 @@ class KernelStore:
         nbi, nbj = self.grid
         return [(i, j) for i in range(nbi) for j in range(nbj) if not (self.symmetric and j < i)]
 
+    def _finished(self, tile) -> bool:
+        return all(kind in self._digests.get(tile, ()) for kind in self.kinds)
+
     def missing_tiles(self) -> list:
-        """Tiles the manifest does not list as finished."""
-        return [t for t in self.tiles() if self._writes[t] == 0]
+        """Tiles the manifest does not list as finished (with a digest per kind)."""
+        return [t for t in self.tiles() if not self._finished(t)]
 
     @property
     def n_tiles(self) -> int:
@@ -276,14 +367,15 @@ class KernelStore:
 
     @property
     def n_done(self) -> int:
-        return sum(1 for t in self.tiles() if self._writes[t] > 0)
+        return sum(1 for t in self.tiles() if self._finished(t))
 
     @property
     def complete(self) -> bool:
         return self.n_done == self.n_tiles
 
     def write_counts(self) -> np.ndarray:
-        """How many times the manifest records each tile as written, shape ``grid`` (a copy)."""
+        """How many times the manifest records each tile as written, shape ``grid`` (a copy); a tile found
+        damaged and recomputed counts twice."""
         return self._writes.copy()
 
     @property
@@ -358,6 +450,8 @@ class KernelStore:
         if not (0 <= bi < self.grid[0] and 0 <= bj < self.grid[1]) or (self.symmetric and bj < bi):
             raise WkvizError(f"tile ({bi}, {bj}) is not part of this store's {self.grid} grid")
         rows, cols = self.tile_rows(bi), self.tile_cols(bj)
+        digests = {}
+        self._digests.pop((bi, bj), None)  # rewritten: unfinished until the new digest is recorded
         for kind in self.kinds:
             block = np.asarray(arrays[kind], dtype=np.float64)
             tail = _tail_shape(kind)
@@ -366,6 +460,10 @@ class KernelStore:
                 raise WkvizError(f"tile ({bi}, {bj}) of {kind} has shape {block.shape}, expected {expect}")
             index = (slice(None), rows, *([slice(None)] * len(tail)), cols)
             self._group[kind][index] = block
+            digests[kind] = tile_digest(kind, bi, bj, block)
+        # the chunk is on disk before its digest can reach the manifest
+        self._digests[(bi, bj)] = digests
+        self._checked.add((bi, bj))
         self._writes[bi, bj] = min(int(self._writes[bi, bj]) + 1, 255)
         if self._run is not None:
             self._run["tiles_computed"] += 1
@@ -378,8 +476,10 @@ class KernelStore:
         if not force and (not self._dirty or now - self._last_flush < self.flush_seconds):
             return
         runs = [{k: v for k, v in r.items() if k != "t0"} for r in self._runs]
-        manifest = {"format": STORE_FORMAT, "meta": self.meta, "writes": _encode_counts(self._writes),
-                    "runs": runs}
+        meta = {**self.meta, "format": STORE_FORMAT}
+        digests = {f"{i},{j}": d for (i, j), d in sorted(self._digests.items())}
+        manifest = {"format": STORE_FORMAT, "meta": meta, "writes": _encode_counts(self._writes),
+                    "digests": digests, "runs": runs}
         _atomic_write_json(self.path / _MANIFEST, manifest)
         self._dirty = False
         self._last_flush = now
@@ -403,10 +503,15 @@ class KernelStore:
         upper tiles. ``K`` has shape ``(nu_max+1, len(rows), len(cols))``, ``K_vector``
         ``(nu_max+1, len(rows), 3, len(cols), 3)``, ``K_tensor`` with 5 components.
 
+        Every tile read is checked against its digest first.
+
         Raises
         ------
         WkvizError
             A tile needed for the block is not finished yet (resume the computation first).
+        InputError
+            A tile needed for the block failed its check (damaged, missing or misplaced chunk): the message
+            names the tiles and the fix; nothing is returned.
         MemoryBudgetError
             The block would exceed ``memory_budget`` bytes.
         """
@@ -424,31 +529,140 @@ class KernelStore:
         out = np.empty((self.nu_max + 1, len(rows), *tail, len(cols), *tail))
         t = self.tile_size
         row_tiles, col_tiles = rows // t, cols // t
-        arr = self._group[kind]
-        lead = [slice(None)] * len(tail)
+        # each stored tile is read (and checked) once, also when a symmetric read needs it twice
+        places = {}
         for bi in np.unique(row_tiles):
-            r_sel = np.flatnonzero(row_tiles == bi)
             for bj in np.unique(col_tiles):
-                c_sel = np.flatnonzero(col_tiles == bj)
                 transpose = self.symmetric and bj < bi
-                ti, tj = (bj, bi) if transpose else (bi, bj)
-                if self._writes[ti, tj] == 0:
-                    raise WkvizError(f"tile ({ti}, {tj}) of the kernel store {self.path} is not computed yet; "
-                                     "resume the computation with the same --store")
-                src_r = self.tile_rows(ti)
-                src_c = self.tile_cols(tj)
-                block = np.asarray(arr[(slice(None), src_r, *lead, src_c)])
-                if transpose:
-                    # K(B_j, A_i) = K(A_i, B_j)ᵀ, components swapped too (K_λ(b, a) = K_λ(a, b)ᵀ)
-                    perm = (0, 3, 4, 1, 2) if tail else (0, 2, 1)
-                    block = block.transpose(perm)
+                places.setdefault((bj, bi) if transpose else (bi, bj), []).append((bi, bj, transpose))
+        unfinished = [tile for tile in places if not self._finished(tile)]
+        if unfinished:
+            raise self._unfinished_error(unfinished)
+        bad = []
+        for (ti, tj), where in places.items():
+            stored, problem = self._read_tile(kind, ti, tj)
+            if problem is not None:
+                bad.append(((ti, tj), problem))
+                continue
+            for bi, bj, transpose in where:
+                # K(B_j, A_i) = K(A_i, B_j)ᵀ, components swapped too (K_λ(b, a) = K_λ(a, b)ᵀ)
+                block = stored.transpose((0, 3, 4, 1, 2) if tail else (0, 2, 1)) if transpose else stored
+                r_sel = np.flatnonzero(row_tiles == bi)
+                c_sel = np.flatnonzero(col_tiles == bj)
                 ri = rows[r_sel] - bi * t
                 ci = cols[c_sel] - bj * t
                 if tail:
                     out[:, r_sel[:, None], :, c_sel[None, :], :] = block[:, ri[:, None], :, ci[None, :], :]
                 else:
                     out[:, r_sel[:, None], c_sel[None, :]] = block[:, ri[:, None], ci[None, :]]
+        if bad:
+            tiles = sorted(t for t, _ in bad)
+            one = len(tiles) == 1
+            raise InputError(
+                f"{describe_tiles(tiles)} of {kind} in the kernel store {self.path} failed "
+                f"{'its' if one else 'their'} check ({bad[0][1]}); run `python -m wkviz store verify {self.path} "
+                f"--repair` and then the same request again (same --store) to recompute {'it' if one else 'them'}")
         return out
+
+    def _unfinished_error(self, tiles) -> WkvizError:
+        unverified = [t for t in tiles if self._writes[t] > 0]
+        if unverified:
+            return WkvizError(
+                f"{describe_tiles(unverified)} of the kernel store {self.path} "
+                f"{'has' if len(unverified) == 1 else 'have'} no valid checksum (written by an older wkviz, or "
+                "marked damaged by `store verify --repair`); run the same request again with the same --store to "
+                "recompute them")
+        return WkvizError(f"{len(tiles)} of {self.n_tiles} tiles of the kernel store {self.path} "
+                          f"{'is' if len(tiles) == 1 else 'are'} not computed yet ({describe_tiles(tiles)}); "
+                          "resume the computation with the same --store")
+
+    def _read_tile(self, kind: str, bi: int, bj: int):
+        """(block, None) for a finished tile whose chunk matches its digest, else (None, what is wrong)."""
+        lead = [slice(None)] * len(_tail_shape(kind))
+        try:
+            block = np.asarray(self._group[kind][(slice(None), self.tile_rows(bi), *lead, self.tile_cols(bj))])
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a chunk that does not decode (truncated, garbled zstd frame)
+            why = f"{type(exc).__name__}: {str(exc)[:100]}"
+            return None, f"its {kind} chunk is damaged and does not decode ({why})"
+        if tile_digest(kind, bi, bj, block) != self._digests.get((bi, bj), {}).get(kind):
+            nan = np.isnan(block).all()
+            return None, (f"its {kind} chunk is missing" if nan
+                          else f"its {kind} chunk failed its checksum (damaged, or another tile's chunk)")
+        return block, None
+
+    # ------------------------------------------------------------------------------------------------------
+    def check_tiles(self, tiles=None) -> list:
+        """Read every finished tile (or ``tiles``) of every kind and compare it with its digest.
+
+        Returns
+        -------
+        list of ((bi, bj), str)
+            The tiles that fail, with what is wrong; tiles the manifest records as written but without a
+            digest (stores of wkviz before tile digests) are listed as unverified.
+        """
+        bad = []
+        for tile in self.tiles() if tiles is None else tiles:
+            if not self._finished(tile):
+                if self._legacy and self._writes[tile] > 0:
+                    bad.append((tile, "has no checksum (written by an older wkviz)"))
+                continue
+            for kind in self.kinds:
+                _, problem = self._read_tile(kind, *tile)
+                if problem is not None:
+                    bad.append((tile, problem))
+                    break
+            else:
+                self._checked.add(tile)
+        return bad
+
+    def forget_tiles(self, tiles) -> None:
+        """Mark ``tiles`` as missing (their digests dropped), so the next run recomputes them; the manifest
+        changes at the next flush."""
+        for tile in tiles:
+            self._digests.pop(tuple(tile), None)
+            self._checked.discard(tuple(tile))
+        self._dirty = True
+
+    def recheck(self, note=None) -> list:
+        """Before finished tiles are reused: check those not yet checked by this object, mark the bad ones
+        missing and tell ``note`` (one line per problem) that they will be recomputed.
+
+        Returns
+        -------
+        list of ((bi, bj), str)
+            The tiles found bad (now missing).
+        """
+        todo = [t for t in self.tiles() if t not in self._checked
+                and (self._finished(t) or (self._legacy and self._writes[t] > 0))]
+        bad = self.check_tiles(todo)
+        if bad:
+            self.forget_tiles([t for t, _ in bad])
+            by_problem = {}
+            for tile, problem in bad:
+                by_problem.setdefault(problem, []).append(tile)
+            for problem, tiles in by_problem.items():
+                msg = (f"{describe_tiles(tiles)} of the kernel store {self.path}: {problem}; recomputing "
+                       f"{'it' if len(tiles) == 1 else 'them'}")
+                if note is not None:
+                    note(msg)
+                else:
+                    warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        return bad
+
+    def repair(self, tiles) -> None:
+        """Mark ``tiles`` missing on disk (under the writer lock), so the next run recomputes them."""
+        self._acquire_lock()
+        try:
+            self.forget_tiles(tiles)
+            self.flush(force=True)
+        finally:
+            self._release_lock()
+
+    def bytes_missing(self) -> int:
+        """Bytes (dense float64) of the tiles still to be written."""
+        return _tile_bytes(self.meta, self.grid, self.missing_tiles())
 
     def to_result(self, *, memory_budget: int | None = None):
         """The whole kernel as a :class:`wkviz.engine.kernels.KernelResult` (every tile must be finished)."""
@@ -456,8 +670,7 @@ class KernelStore:
 
         missing = self.missing_tiles()
         if missing:
-            raise WkvizError(f"{len(missing)} of {self.n_tiles} tiles of the kernel store {self.path} are not "
-                             "computed yet; resume the computation with the same --store")
+            raise self._unfinished_error(missing)
         arrays = {kind: self.read(kind=kind, memory_budget=memory_budget) for kind in self.kinds}
         seconds = sum(r.get("seconds", 0.0) for r in self._runs)
         return KernelResult(K=arrays["K"], species=np.asarray(self.meta["species"], dtype=np.int64),
