@@ -11,11 +11,11 @@ import argparse
 import sys
 import time
 
-from ..errors import InputError, WkvizError
+from ..errors import InputError, MemoryBudgetError, WkvizError
 from ..hypers import HYPER_SPECS, Hypers
 
 __all__ = ["KIND_HELP", "FitProgress", "ProgressLine", "add_hyper_flags", "add_model_flags", "check_intensive_hint",
-           "check_model_args", "hypers_from_args", "kernel_options", "note", "optional_float", "read_structures"]
+           "check_model_args", "cost_line", "hypers_from_args", "kernel_options", "note", "optional_float", "read_structures"]
 
 
 def optional_float(text):
@@ -190,3 +190,19 @@ def check_intensive_hint(target, intensive):
         note(f"note: '{target.key}' looks intensive (it does not grow with the number of atoms); "
              "consider --intensive")
 
+
+
+def cost_line(*estimates) -> str:
+    """"kernels need about X s and Y GiB" for one or more :meth:`~wkviz.engine.kernels.WignerKernel.estimate`
+    results of one run (their times add up, the memory is the largest), refusing with
+    :class:`~wkviz.errors.MemoryBudgetError` (the estimate's sentence) a request over the memory budget."""
+    for est in estimates:
+        if not est["fits"]:
+            raise MemoryBudgetError(est["reason"])
+    seconds = sum(est["seconds"] for est in estimates)
+    memory = max(est["memory_bytes"] for est in estimates)
+    return f"kernels need about {_seconds(seconds)} and {memory / 2**30:.2f} GiB"
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.1f} s" if s < 10 else f"{s:.0f} s" if s < 600 else f"{s / 60:.0f} min"

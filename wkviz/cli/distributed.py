@@ -48,6 +48,7 @@ def compute_distributed(args, frames_a, frames_b, hypers) -> int:
     int
         Exit status (0). Errors are raised as :class:`~wkviz.errors.WkvizError` for ``main`` to print.
     """
+    from ..engine.kernels import WignerKernel
     from ..scale.distributed import compute_tiles
 
     if getattr(args, "atomic", False):
@@ -62,8 +63,13 @@ def compute_distributed(args, frames_a, frames_b, hypers) -> int:
 
     n_b = len(frames_b) if frames_b is not None else len(frames_a)
     where = "a local cluster" if str(args.scheduler).lower() == "local" else f"scheduler {args.scheduler}"
+    # the whole request's estimate: its time is the work of all tiles at this machine's rate, its disk the store
+    # (each tile's own memory is checked by the engine of the worker that computes it)
+    est = WignerKernel(hypers, memory_budget=budget).estimate(frames_a, frames_b, tensor_rank=ranks,
+                                                              timed=True)
     print(f"wkviz kernels: {len(frames_a)} × {n_b} structures as tiles on {where}"
-          f"{f', store {args.store}' if args.store else ''}", file=sys.stderr)
+          f"{f', store {args.store}' if args.store else ''}; about {est['seconds']:.0f} s of kernel work at this "
+          f"machine's rate and {est['disk_bytes'] / 2**30:.2f} GiB of kernels on disk", file=sys.stderr)
     run = compute_tiles(frames_a, frames_b, hypers=hypers, store=args.store, scheduler=args.scheduler,
                         n_workers=args.workers, tile_size=args.tile_size, tensor_rank=ranks, memory_budget=budget,
                         progress=ProgressLine("tiles"))

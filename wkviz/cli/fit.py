@@ -15,7 +15,8 @@ import numpy as np
 
 from ..errors import InputError
 from .common import (KIND_HELP, FitProgress, add_hyper_flags, add_model_flags, check_intensive_hint,
-                     check_model_args, hypers_from_args, kernel_options, note, read_structures)
+                     check_model_args, cost_line, hypers_from_args, kernel_options, note,
+                     read_structures)
 
 __all__ = ["add_fit_parser", "run_fit"]
 
@@ -79,7 +80,7 @@ def run_fit(args) -> int:
     est_tt = engine.estimate(train_frames, **opts)
     est_vt = engine.estimate(test_frames, train_frames, **opts)
     note(f"wkviz fit: {train.kind} target '{args.target}', {len(train)} training and {len(test)} test structures; "
-          f"kernels need about {est_tt['seconds'] + est_vt['seconds']:.0f} s")
+          f"{cost_line(est_tt, est_vt)}")
     res_tt = engine.compute(train_frames, progress=FitProgress("kernels train×train"), **opts)
     res_vt = engine.compute(test_frames, train_frames, progress=FitProgress("kernels test×train"), **opts)
 

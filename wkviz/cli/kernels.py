@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .common import ProgressLine, add_hyper_flags, hypers_from_args, read_structures
+from .common import ProgressLine, add_hyper_flags, cost_line, hypers_from_args, read_structures
 from .distributed import add_distributed_flags
 
 __all__ = ["add_kernels_parser", "run_kernels"]
@@ -41,7 +41,7 @@ def run_kernels(args) -> int:
     engine = WignerKernel(hypers, memory_budget=int(args.memory_budget * 2**30))
     est = engine.estimate(frames_a, frames_b, atomic=args.atomic, tensor_rank=ranks)
     print(f"wkviz kernels: {len(frames_a)} × {len(frames_b) if frames_b else len(frames_a)} structures, "
-          f"{est['n_pairs']:,} centre pairs, about {est['seconds']:.1f} s", file=sys.stderr)
+          f"{est['n_pairs']:,} centre pairs; {cost_line(est)}", file=sys.stderr)
     res = engine.compute(frames_a, frames_b, atomic=args.atomic, tensor_rank=ranks,
                          progress=ProgressLine("kernels"))
     res.to_npz(args.out)
