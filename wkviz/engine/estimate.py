@@ -241,6 +241,7 @@ class Rates(NamedTuple):
     """Seconds per unit of work, measured by :func:`measure_rates`."""
 
     per_tile: float  # fixed cost of a tile (Python, allocation)
+    first_tile: float  # once per request: the first touch of the ν=1 buffer
     per_coef_row: float  # density coefficients, per neighbour row of a tile's centres
     per_gemm: float  # ν=1 blocks by matrix products, per centre pair (basis route)
     per_neighbour_pair: float  # exact ν=1 pair sum, per pair of neighbours (exact route)
@@ -355,7 +356,7 @@ def measure_rates(engine, frames, scan: Scan, channels, plan, tile_shape, specie
     else:
         counts = rep.neighbor_counts()
         per_nbr = times[0] / max(1, int((counts[pi] * counts[n_i + pj]).sum()))
-    rates = Rates(per_tile=t_tile, per_coef_row=per_coef, per_gemm=per_gemm, per_neighbour_pair=per_nbr,
+    rates = Rates(per_tile=t_tile, first_tile=times[3], per_coef_row=per_coef, per_gemm=per_gemm, per_neighbour_pair=per_nbr,
                   per_pair_term=times[1] / (len(pi) * n_work), per_pair_sum=times[2] / len(pi),
                   per_env_unit=t_env / env_units,
                   per_density_row=t_dens / max(1, rep.offsets[-1]) if h.nu1_route == "basis" else 0.0,
@@ -366,15 +367,18 @@ def measure_rates(engine, frames, scan: Scan, channels, plan, tile_shape, specie
 
 def _run_tile(seed, env, channels, tile, pi, pj, plan, gather_for, accumulate, inv_rows, lam_rows, atomic):
     """The engine's three steps on one tile of ``env`` × ``env`` (``channels``: prepare the seed first); returns
-    their seconds (seed, iteration, sums)."""
+    their seconds (seed, iteration, sums) and the extra seconds of the seed's first call."""
     clock = time.perf_counter
     if channels is not None:
         seed.prepare(env, env, channels, True)
-    elif seed.layout == "matrix":
-        # once untimed: the first tile of a run also pays the first touch of the ν=1 buffer (hundreds of MB at
-        # the default tile size), which later tiles reuse; with few density channels that is most of its cost.
+    first = 0.0
+    if channels is None and seed.layout == "matrix":
+        # once apart: the first tile of a run also pays the first touch of the ν=1 buffer (hundreds of MB at the
+        # default tile size), which later tiles reuse; with few density channels that is most of a tile's cost.
         # The timed call then reuses the row chunk's coefficients, as the next tile of a row does.
+        t0 = clock()
         seed.blocks(tile, pi, pj)
+        first = clock() - t0
     t0 = clock()
     src, gi, gj = seed.blocks(tile, pi, pj)
     t1 = clock()
@@ -388,7 +392,7 @@ def _run_tile(seed, env, channels, tile, pi, pj, plan, gather_for, accumulate, i
     t3 = clock()
     accumulate(out, pi, pj, len(tile.rows), len(tile.cols), False, False, tile.rows, tile.cols, env, env,
                inv_rows, lam_rows, 1.0, K, K_atomic, K_lam)
-    return t1 - t0, t2 - t1, clock() - t3
+    return t1 - t0, t2 - t1, clock() - t3, max(0.0, first - (t1 - t0))
 
 
 def predict_seconds(rates: Rates, work: Work, plan, scans, route: str) -> float:
@@ -396,7 +400,7 @@ def predict_seconds(rates: Rates, work: Work, plan, scans, route: str) -> float:
     lists are built, A and, unless symmetric, B)."""
     env_units = sum(s.n_structures + s.rows / _ROWS_PER_STRUCTURE for s in scans)
     rows = sum(s.rows for s in scans)
-    seconds = rates.per_env_unit * env_units + rates.per_tile * work.n_tiles
+    seconds = rates.per_env_unit * env_units + rates.per_tile * work.n_tiles + rates.first_tile
     if route == "basis":
         seconds += rates.per_density_row * rows + rates.per_coef_row * work.coef_rows + rates.per_gemm * work.gemm
     else:

@@ -330,11 +330,10 @@ class WignerKernel:
 
     def _estimate(self, req, timed: bool) -> dict:
         h = self.hypers
+        t_scan = time.perf_counter()
         scan_a = cost.prescan(req.frames_A, h.cutoff)
-        if req.symmetric:
-            scan_b = scan_a
-        else:
-            scan_b = cost.prescan(req.frames_B, h.cutoff, req.distinct)
+        scan_b = scan_a if req.symmetric else cost.prescan(req.frames_B, h.cutoff, req.distinct)
+        t_scan = time.perf_counter() - t_scan
         plan = self._plan(req.tensor_lams)
         side = self.tile_size or self._auto_tile(plan.n_seed, len(plan.outputs), plan.n_rows)
         species = np.unique(np.concatenate([scan_a.numbers, scan_b.numbers]))
@@ -363,8 +362,9 @@ class WignerKernel:
             rates = cost.measure_rates(self, req.frames_A, scan_a, channels, plan, (len(big.rows), len(big.cols)),
                                        big.species, req.tensor_lams, req.atomic, self._accumulate)
             work = cost.tile_work(tiles, scan_a.counts, scan_b.counts, numba.get_num_threads())
-            result.update(seconds=cost.predict_seconds(rates, work, plan, [scan_a] if req.symmetric else
-                                                       [scan_a, scan_b], h.nu1_route),
+            # compute repeats the pre-scan (its memory check)
+            result.update(seconds=t_scan + cost.predict_seconds(rates, work, plan, [scan_a] if req.symmetric else
+                                                                [scan_a, scan_b], h.nu1_route),
                           measured=True, compile_seconds=rates.compile_seconds, rates=rates._asdict())
         return result
 
