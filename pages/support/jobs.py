@@ -52,7 +52,8 @@ def estimate(ds: Dataset, hypers: Hypers, request: dict) -> dict:
     return _estimate(ds.digest, hypers.to_json(), request["tensor_rank"], request["atomic"], ds.frames)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@st.cache_data(show_spinner="Estimating time and memory (a short timed run on a few of these structures)…",
+               max_entries=64)
 def _estimate(digest: str, hypers_json: str, tensor_rank, atomic: bool, _frames):
     from wkviz.engine.kernels import WignerKernel
 
