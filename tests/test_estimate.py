@@ -202,12 +202,17 @@ def test_timed_estimate_measures_once_and_keeps_compilation_apart():
     est = eng.estimate(frames)
     assert est["measured"] and est["seconds"] > 0 and est["compile_seconds"] >= 0
     rates = est["rates"]
-    assert all(rates[k] > 0 for k in ("per_gemm", "per_pair_term", "per_env_unit", "per_tile"))
+    assert all(rates[k] > 0 for k in ("per_pair_term", "per_env_unit", "per_tile")) and rates["per_gemm"] >= 0
     again = eng.estimate(frames)
     assert again["rates"] == rates  # kept for the process: no second micro-run
-    # another ν_max reuses the rates (cost per CG term) and scales with the plan's terms
+    # another ν_max reuses the rates (cost per CG term); its iteration has more terms per pair
     deeper = WignerKernel(Hypers(nu_max=4)).estimate(frames)
-    assert deeper["rates"] == rates and deeper["seconds"] > est["seconds"]
+    assert deeper["rates"] == rates
+    work = cost.Work(n_tiles=1, pairs=10**6, gemm=0, coef_rows=0, neighbour_pairs=0)
+    r = cost.Rates(**rates)
+    plans = [WignerKernel(Hypers(nu_max=nu))._plan(()) for nu in (2, 4)]
+    assert cost.predict_seconds(r, work, plans[1], [], "basis") > 3 * cost.predict_seconds(r, work, plans[0], [],
+                                                                                           "basis")
 
 
 @pytest.mark.slow
