@@ -21,7 +21,6 @@ from wkviz.data import load_sample
 from wkviz.engine import estimate as cost
 from wkviz.engine.kernels import WignerKernel
 from wkviz.engine.neighbors import environments_for
-from wkviz.errors import MemoryBudgetError
 from wkviz.geometry import neighbor_counts, neighbor_pairs
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -15,7 +15,8 @@ from ..errors import InputError, MemoryBudgetError, WkvizError
 from ..hypers import HYPER_SPECS, Hypers
 
 __all__ = ["KIND_HELP", "FitProgress", "ProgressLine", "add_hyper_flags", "add_model_flags", "check_intensive_hint",
-           "check_model_args", "cost_line", "hypers_from_args", "kernel_options", "note", "optional_float", "read_structures"]
+           "check_model_args", "cost_line", "hypers_from_args", "kernel_options", "note", "optional_float",
+           "read_structures"]
 
 
 def optional_float(text):

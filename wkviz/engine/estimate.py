@@ -35,7 +35,7 @@ import numpy as np
 
 from ..geometry import neighbor_counts
 from ..runtime import ENGINE_LOCK
-from .density import block_offsets, radial_basis as optimal_basis
+from .density import radial_basis as optimal_basis
 from .neighbors import environments_for
 from .nu1 import seed_for
 from .tiles import Tile, gather_tables, output_rows
@@ -123,12 +123,12 @@ def prescan(frames, cutoff: float, centres=None) -> Scan:
                 species=np.array(sorted(species), dtype=np.int64), max_structure_rows=biggest, periodic=periodic)
 
 
-def n_channels(hypers, scan_a: Scan, scan_b: Scan) -> int:
-    """Density channels (neighbour elements) the request will have, at most: the engine's rule on the elements of
-    the structures that hold neighbours."""
+def channels(hypers, scan_a: Scan, scan_b: Scan) -> np.ndarray:
+    """Density channels (neighbour elements) the request will have, at most: the engine's rule
+    (``WignerKernel._channels``) on the elements of the structures that hold neighbours."""
     if hypers.species_coupling:
-        return len(np.union1d(scan_a.species, scan_b.species))
-    return len(np.intersect1d(scan_a.species, scan_b.species))
+        return np.union1d(scan_a.species, scan_b.species)
+    return np.intersect1d(scan_a.species, scan_b.species)
 
 
 def memory_parts(hypers, scan_a: Scan, scan_b: Scan, symmetric: bool, side: int, plan, output_bytes: int,
@@ -166,7 +166,7 @@ def memory_parts(hypers, scan_a: Scan, scan_b: Scan, symmetric: bool, side: int,
         n_max = int(basis.n_max)
         per_row = 8 * ((L + 1) ** 2 + (L + 1) * n_max + 1)  # harmonics, radial functions, channel
         densities = per_row * rows
-        features = max(1, n_channels(hypers, scan_a, scan_b)) * n_max
+        features = max(1, len(channels(hypers, scan_a, scan_b))) * n_max
         # coefficients of the tile's rows and columns (with species coupling also their mixed copies), and their
         # transposed copies per l for the matrix products
         per_centre = 8 * features * ((L + 1) * (2 * L + 1) * (2 if hypers.species_coupling else 1) + (L + 1) ** 2)
@@ -188,12 +188,13 @@ def refusal(parts: dict, budget: int, scan_a: Scan, scan_b: Scan, symmetric: boo
     gib = lambda b: f"{b / 2**30:.2f} GiB"  # noqa: E731
     counts = scan_a.counts if symmetric else np.concatenate([scan_a.counts, scan_b.counts])
     per_atom = counts.mean() if len(counts) else 0.0
-    many = scan_a.n_structures > 1 or scan_b.n_structures > 1
+    tiles = (", compute it as tiles of fewer structures into an on-disk store (--scheduler local --store PATH)"
+             if scan_a.n_structures > 1 or scan_b.n_structures > 1 else "")
     return (f"this request needs about {gib(parts['total'])} (neighbour lists {gib(parts['neighbours'])} for "
             f"{int(counts.sum()):,} neighbour pairs, {per_atom:,.0f} per atom within {cutoff:g} Å; densities "
             f"{gib(parts['densities'])}; tile working set {gib(parts['tile'])}; kernels {gib(parts['outputs'])}) "
             f"but the memory budget is {gib(budget)}; use a smaller cutoff"
-            f"{', compute it as tiles of fewer structures into an on-disk store (--scheduler local --store PATH)' if many else ''}"
+            f"{tiles}"
             f" or raise the memory budget (--memory-budget)")
 
 
@@ -271,7 +272,7 @@ def _sample(frames, counts_by_structure, first=0):
     return chosen
 
 
-def measure_rates(engine, frames, scan: Scan, channels, plan, tile_shape, species: int, tensor_lams: tuple,
+def measure_rates(engine, frames, scan: Scan, channel_list, plan, tile_shape, species: int, tensor_lams: tuple,
                   atomic: bool, accumulate) -> Rates:
     """Time the engine's steps on a few structures of ``frames`` at the request's tile shape.
 
@@ -283,8 +284,8 @@ def measure_rates(engine, frames, scan: Scan, channels, plan, tile_shape, specie
         The request's structures (side A); a few are sampled.
     scan : Scan
         Their pre-scan.
-    channels : array of int
-        Neighbour elements with a density channel in the request.
+    channel_list : array of int
+        Neighbour elements with a density channel in the request (:func:`channels`).
     plan : wigner.Plan
     tile_shape : (int, int)
         Centres per side of the request's largest tile.
@@ -302,8 +303,8 @@ def measure_rates(engine, frames, scan: Scan, channels, plan, tile_shape, specie
     h = engine.hypers
     threads = numba.get_num_threads()
     n_i, n_j = (max(1, int(v)) for v in tile_shape)
-    key = (h.replace(nu_max=1).to_json(), tuple(tensor_lams), bool(atomic), n_i, n_j, len(channels), scan.periodic,
-           threads, id(engine.radial_basis) if engine.radial_basis is not None else None)
+    key = (h.replace(nu_max=1).to_json(), tuple(tensor_lams), bool(atomic), n_i, n_j, len(channel_list),
+           scan.periodic, threads, id(engine.radial_basis) if engine.radial_basis is not None else None)
     if key in _RATES:
         return _RATES[key]
     rows_per_structure = np.bincount(scan.structure, weights=scan.counts, minlength=scan.n_structures)
@@ -331,7 +332,7 @@ def measure_rates(engine, frames, scan: Scan, channels, plan, tile_shape, specie
         # a warm-up tile, then the same tile twice more: the fixed cost of a tile (its steps, the quicker run)
         small = env.select(np.resize(centres, 4))
         tiny = Tile(int(species), 0, np.arange(2), np.arange(2, 4), False, 4)
-        steps = [sum(_run_tile(seed, small, channels, tiny, np.repeat(np.arange(2), 2), np.tile(np.arange(2), 2),
+        steps = [sum(_run_tile(seed, small, channel_list, tiny, np.repeat(np.arange(2), 2), np.tile(np.arange(2), 2),
                                plan, gather_for, accumulate, inv_rows, lam_rows, atomic)[:3]) for _ in range(3)]
         t_tile = min(steps[1:])
         compile_seconds = clock() - t0 - t_env - sum(steps[1:])
@@ -340,12 +341,12 @@ def measure_rates(engine, frames, scan: Scan, channels, plan, tile_shape, specie
         rep = env.select(np.resize(centres, n_i + n_j))
         rep = dataclasses.replace(rep, structure=rep.structure // 16)  # a few centres per structure sum
         t1 = clock()
-        seed.prepare(rep, rep, channels, True)
+        seed.prepare(rep, rep, channel_list, True)
         t_dens = clock() - t1
         tile = Tile(int(species), 0, np.arange(n_i), np.arange(n_i, n_i + n_j), False, n_i * n_j)
         r = int(min(n_i, max(1, math.ceil(_MICRO_TERMS / (n_work * n_j)))))
         pi, pj = np.repeat(np.arange(r), n_j), np.tile(np.arange(n_j), r)
-        rows_i, rows_j = int(rep.neighbor_counts()[:n_i].sum()), int(rep.neighbor_counts()[n_i:].sum())
+        rows_j = int(rep.neighbor_counts()[n_i:].sum())
         per_coef = per_gemm = per_nbr = 0.0
         if h.nu1_route == "basis":
             t1 = clock()
@@ -358,7 +359,8 @@ def measure_rates(engine, frames, scan: Scan, channels, plan, tile_shape, specie
     else:
         counts = rep.neighbor_counts()
         per_nbr = times[0] / max(1, int((counts[pi] * counts[n_i + pj]).sum()))
-    rates = Rates(per_tile=t_tile, first_tile=times[3], per_coef_row=per_coef, per_gemm=per_gemm, per_neighbour_pair=per_nbr,
+    rates = Rates(per_tile=t_tile, first_tile=times[3], per_coef_row=per_coef, per_gemm=per_gemm,
+                  per_neighbour_pair=per_nbr,
                   per_pair_term=times[1] / (len(pi) * n_work), per_pair_sum=times[2] / len(pi),
                   per_env_unit=t_env / env_units,
                   per_density_row=t_dens / max(1, rep.offsets[-1]) if h.nu1_route == "basis" else 0.0,

@@ -32,7 +32,7 @@ from .neighbors import environments_for
 from . import estimate as cost
 from .nu1 import seed_for
 from .spherical import cartesian_to_lambda1
-from .tiles import Tile as _Tile, gather_tables as _gather_tables, output_rows, work_list as _work_list  # noqa: F401
+from .tiles import gather_tables as _gather_tables, output_rows, work_list as _work_list
 from .wigner import build_plan, run_plan
 
 DEFAULT_MEMORY_BUDGET = 2 * 2**30
@@ -358,8 +358,8 @@ class WignerKernel:
                   "compile_seconds": 0.0, "rates": None, "seconds": cost.fallback_seconds(plan, computed)}
         if timed and reason is None and tiles:
             big = max(tiles, key=lambda t: len(t.rows) * len(t.cols))
-            channels = (np.union1d if h.species_coupling else np.intersect1d)(scan_a.species, scan_b.species)
-            rates = cost.measure_rates(self, req.frames_A, scan_a, channels, plan, (len(big.rows), len(big.cols)),
+            rates = cost.measure_rates(self, req.frames_A, scan_a, cost.channels(h, scan_a, scan_b), plan,
+                                       (len(big.rows), len(big.cols)),
                                        big.species, req.tensor_lams, req.atomic, self._accumulate)
             work = cost.tile_work(tiles, scan_a.counts, scan_b.counts, numba.get_num_threads())
             # compute repeats the pre-scan (its memory check)
