@@ -15,8 +15,8 @@ from ..errors import InputError, MemoryBudgetError, WkvizError
 from ..hypers import HYPER_SPECS, Hypers
 
 __all__ = ["KIND_HELP", "FitProgress", "ProgressLine", "add_hyper_flags", "add_model_flags", "check_intensive_hint",
-           "check_model_args", "cost_line", "hypers_from_args", "kernel_options", "note", "optional_float",
-           "read_structures"]
+           "check_model_args", "cost_line", "format_bytes", "format_seconds", "hypers_from_args", "kernel_options",
+           "note", "optional_float", "read_structures"]
 
 
 def optional_float(text):
@@ -202,8 +202,14 @@ def cost_line(*estimates) -> str:
             raise MemoryBudgetError(est["reason"])
     seconds = sum(est["seconds"] for est in estimates)
     memory = max(est["memory_bytes"] for est in estimates)
-    return f"kernels need about {_seconds(seconds)} and {memory / 2**30:.2f} GiB"
+    return f"kernels need about {format_seconds(seconds)} and {memory / 2**30:.2f} GiB"
 
 
-def _seconds(s: float) -> str:
+def format_seconds(s: float) -> str:
+    """Seconds for a progress note: 0.4 s, 12 s, 15 min."""
     return f"{s:.1f} s" if s < 10 else f"{s:.0f} s" if s < 600 else f"{s / 60:.0f} min"
+
+
+def format_bytes(b: float) -> str:
+    """Bytes for a progress note, in MiB below 1 GiB, else GiB."""
+    return f"{b / 2**20:.0f} MiB" if b < 2**30 else f"{b / 2**30:.2f} GiB"

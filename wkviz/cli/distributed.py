@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from ..errors import InputError
-from .common import ProgressLine
+from .common import ProgressLine, format_bytes, format_seconds
 
 __all__ = ["add_distributed_flags", "compute_distributed"]
 
@@ -68,8 +68,8 @@ def compute_distributed(args, frames_a, frames_b, hypers) -> int:
     est = WignerKernel(hypers, memory_budget=budget).estimate(frames_a, frames_b, tensor_rank=ranks,
                                                               timed=True)
     print(f"wkviz kernels: {len(frames_a)} × {n_b} structures as tiles on {where}"
-          f"{f', store {args.store}' if args.store else ''}; about {est['seconds']:.0f} s of kernel work at this "
-          f"machine's rate and {est['disk_bytes'] / 2**30:.2f} GiB of kernels on disk", file=sys.stderr)
+          f"{f', store {args.store}' if args.store else ''}; about {format_seconds(est['seconds'])} of kernel "
+          f"work at this machine's rate and {format_bytes(est['disk_bytes'])} of kernels on disk", file=sys.stderr)
     run = compute_tiles(frames_a, frames_b, hypers=hypers, store=args.store, scheduler=args.scheduler,
                         n_workers=args.workers, tile_size=args.tile_size, tensor_rank=ranks, memory_budget=budget,
                         progress=ProgressLine("tiles"))
