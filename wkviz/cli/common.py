@@ -211,5 +211,7 @@ def format_seconds(s: float) -> str:
 
 
 def format_bytes(b: float) -> str:
-    """Bytes for a progress note, in MiB below 1 GiB, else GiB."""
+    """Bytes for a progress note: kiB below 1 MiB, MiB below 1 GiB, else GiB."""
+    if b < 2**20:
+        return f"{b / 2**10:.0f} kiB"
     return f"{b / 2**20:.0f} MiB" if b < 2**30 else f"{b / 2**30:.2f} GiB"
