@@ -159,10 +159,14 @@ def render() -> None:
         m[0].metric("Structures", f"{ds.n:,}")
         m[1].metric("Atom pairs (same element)", f"{est['n_pairs']:,}",
                     help="Ordered pairs of same-element central atoms; symmetric requests compute each pair once.")
-        m[2].metric("Output memory", widgets.format_bytes(est["output_bytes"]),
-                    help=f"Memory budget {widgets.format_bytes(state.MEMORY_BUDGET)}.")
-        m[3].metric("Estimated time", widgets.format_seconds(est["seconds"]), help="From measured throughput on a "
-                    "2-core machine; the progress bar gives the real ETA.")
+        m[2].metric("Memory", widgets.format_bytes(est["memory_bytes"]),
+                    help=f"Peak of what grows with the request: neighbour lists ({est['neighbours']:,} pairs within "
+                         f"the cutoff), densities, the largest tile's working set and the kernels "
+                         f"({widgets.format_bytes(est['output_bytes'])}). Memory budget "
+                         f"{widgets.format_bytes(state.MEMORY_BUDGET)}.")
+        m[3].metric("Estimated time", widgets.format_seconds(est["seconds"]),
+                    help="From a timed micro-run of the engine on a few of these structures at this request's tile "
+                         "size (once per session and kind of request); the progress bar gives the real ETA.")
         extras = []
         if request["tensor_rank"]:
             extras.append(f"λ={request['tensor_rank']} kernels for the {info.kind} target `{info.key}`")
@@ -171,9 +175,7 @@ def render() -> None:
         if extras:
             st.caption("Also computing " + " and ".join(extras) + ".")
         if not est["fits"]:
-            st.error(f"These kernels need {widgets.format_bytes(est['output_bytes'])}, more than the memory budget of "
-                     f"{widgets.format_bytes(state.MEMORY_BUDGET)}: use fewer structures (Data page) or drop the "
-                     "atom-level kernels.", icon=":material/memory:")
+            st.error(f"Not started: {est['reason']}.", icon=":material/memory:")
         if not jobs.is_large(est):
             st.caption(f"Requests with {jobs.large_rule()} also get tiles into an on-disk store here and a sparse "
                        "model on the Models page.")

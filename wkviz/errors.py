@@ -15,7 +15,8 @@ class InputError(WkvizError):
 
 
 class MemoryBudgetError(WkvizError):
-    """A request whose output alone would not fit in the memory budget."""
+    """A request whose memory (neighbour lists, densities, a tile's working set, the kernels) would not fit in the
+    memory budget; refused before any work starts."""
 
 
 class Cancelled(Exception):

@@ -10,7 +10,7 @@ import numpy as np
 
 from .hypers import Hypers
 
-__all__ = ["neighbor_pairs"]
+__all__ = ["neighbor_pairs", "neighbor_counts"]
 
 # Cutoffs from here up are answered by ase's neighbor_list, and so is every cutoff a Hypers accepts: the
 # engine's densities sum the neighbours in the order of that list, so its kernels depend on it bit for bit.
@@ -19,6 +19,8 @@ _ASE_FROM = Hypers.spec("cutoff").bounds[0]
 _DENSE_MAX = 300
 # Above this many atom images the image search would cost more memory than ase's linked cells.
 _MAX_IMAGES = 2_000_000
+# neighbor_counts queries its KD-trees this many centres at a time (bounded memory, however dense the cell).
+_COUNT_BATCH = 256
 
 
 def neighbor_pairs(atoms, cutoff: float):
@@ -63,6 +65,87 @@ def neighbor_pairs(atoms, cutoff: float):
     return neighbor_list("ijD", atoms, cutoff, self_interaction=False)
 
 
+def neighbor_counts(atoms, cutoff: float) -> np.ndarray:
+    """Neighbours of every atom within ``cutoff``: the per-centre lengths of :func:`neighbor_pairs`, without
+    listing the pairs.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+    cutoff : float
+        Distance, Å; a neighbour counts when its distance is strictly below it.
+
+    Returns
+    -------
+    ndarray of int64, shape (len(atoms),)
+        ``np.bincount(neighbor_pairs(atoms, cutoff)[0], minlength=len(atoms))``, periodic images included.
+
+    Notes
+    -----
+    Memory stays bounded however dense the structure is (the pairs are never stored: KD-tree ball counts over
+    the atoms and the lattice images that can hold a neighbour, a few hundred centres at a time), so a request
+    can be sized, and refused, before its neighbour lists exist: 2,000 atoms in a 4 Å periodic cube at 5 Å have
+    32 million pairs, about 1.3 GB as ase's lists, and are counted in about a second in a few MB.
+    """
+    n = len(atoms)
+    cutoff = float(cutoff)
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    if n == 0 or (n == 1 and not pbc.any()):
+        return np.zeros(n, dtype=np.int64)
+    pos = np.asarray(atoms.positions, dtype=np.float64)
+    # a neighbour strictly below the cutoff is one at most the next float below it (the trees count "≤ r")
+    radius = float(np.nextafter(cutoff, 0.0))
+    if not pbc.any() and n <= _DENSE_MAX:
+        diff = pos[None, :, :] - pos[:, None, :]
+        d2 = np.einsum("ijk,ijk->ij", diff, diff)
+        np.fill_diagonal(d2, np.inf)
+        return np.count_nonzero(d2 < cutoff * cutoff, axis=1).astype(np.int64)
+    from scipy.spatial import cKDTree
+
+    if not pbc.any():
+        return _ball_counts(cKDTree(pos), pos, radius) - 1  # each atom finds itself
+    found = _lattice_images(atoms, cutoff)
+    if found is None:  # a degenerate cell: let ase say what it makes of it
+        return np.bincount(neighbor_pairs(atoms, cutoff)[0], minlength=n).astype(np.int64)
+    home, shift_vectors = found
+    counts = -np.ones(n, dtype=np.int64)  # the zero shift holds each atom itself
+    # images in slabs of shifts, so the trees stay within _MAX_IMAGES points whatever the cell
+    per_slab = max(1, _MAX_IMAGES // n)
+    for s0 in range(0, len(shift_vectors), per_slab):
+        images = (home[None, :, :] + shift_vectors[s0:s0 + per_slab, None, :]).reshape(-1, 3)
+        counts += _ball_counts(cKDTree(images), home, radius)
+    return counts
+
+
+def _ball_counts(tree, points, radius):
+    out = np.empty(len(points), dtype=np.int64)
+    for s in range(0, len(points), _COUNT_BATCH):
+        out[s:s + _COUNT_BATCH] = tree.query_ball_point(points[s:s + _COUNT_BATCH], radius, return_length=True)
+    return out
+
+
+def _lattice_images(atoms, cutoff):
+    """Positions wrapped into a (Minkowski-reduced when that needs fewer shifts) cell, and every lattice shift
+    vector that can hold a neighbour within ``cutoff`` (see :func:`_image_pairs`); None for a degenerate cell."""
+    from ase.geometry import complete_cell
+    from ase.geometry.minkowski_reduction import minkowski_reduce
+
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    pos = np.asarray(atoms.positions, dtype=np.float64)
+    if not np.all(np.linalg.norm(atoms.cell.array[pbc], axis=1) > 0):
+        return None
+    cell = complete_cell(atoms.cell.array)
+    reach = _reach(cell, pbc, cutoff)
+    if reach is None or np.any(reach > 1):
+        cell = complete_cell(minkowski_reduce(atoms.cell.array, pbc=pbc)[0])
+        reach = _reach(cell, pbc, cutoff, limit=None)
+        if reach is None:
+            return None
+    shifts = np.stack(np.meshgrid(*[np.arange(-m, m + 1) for m in reach], indexing="ij"), axis=-1)
+    wrap = np.where(pbc, np.floor(pos @ np.linalg.inv(cell)), 0.0)
+    return pos - wrap @ cell, shifts.reshape(-1, 3).astype(np.float64) @ cell
+
+
 def _sorted(i, j, D):
     order = np.lexsort((j, i))
     return i[order], j[order], D[order]
@@ -87,8 +170,9 @@ def _isolated_pairs(atoms, cutoff):
     return _sorted(i[keep], j[keep], D[keep])
 
 
-def _reach(cell, pbc, cutoff):
-    """Cells to search along each direction (0 along isolated ones), or None for a singular cell."""
+def _reach(cell, pbc, cutoff, limit=_MAX_IMAGES):
+    """Cells to search along each direction (0 along isolated ones), or None for a singular cell (or, with a
+    ``limit``, more shifts along one direction than it)."""
     try:
         inverse = np.linalg.inv(cell)
     except np.linalg.LinAlgError:
@@ -98,7 +182,7 @@ def _reach(cell, pbc, cutoff):
     if not np.all(np.isfinite(heights[pbc]) & (heights[pbc] > 0)):
         return None
     reach = np.where(pbc, np.floor(cutoff / np.where(pbc, heights, 1.0)) + 1, 0)
-    return reach.astype(np.int64) if np.all(reach <= _MAX_IMAGES) else None
+    return reach.astype(np.int64) if limit is None or np.all(reach <= limit) else None
 
 
 def _image_pairs(atoms, cutoff):

@@ -46,11 +46,14 @@ def start_kernel_job(ds: Dataset, hypers: Hypers, request: dict) -> cache.Backgr
 
 
 def estimate(ds: Dataset, hypers: Hypers, request: dict) -> dict:
-    """WignerKernel.estimate for a request (cheap, cached): pairs, output bytes, seconds, whether it fits."""
+    """:meth:`wkviz.engine.kernels.WignerKernel.estimate` of a request with the page's memory budget: pairs,
+    seconds (from a micro-run on these structures), memory and disk bytes, whether it fits and the sentence if
+    not. Cached by the data set's content hash and the request, so reruns repeat no micro-run."""
     return _estimate(ds.digest, hypers.to_json(), request["tensor_rank"], request["atomic"], ds.frames)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@st.cache_data(show_spinner="Estimating time and memory (a short timed run on a few of these structures)…",
+               max_entries=64)
 def _estimate(digest: str, hypers_json: str, tensor_rank, atomic: bool, _frames):
     from wkviz.engine.kernels import WignerKernel
 

@@ -13,15 +13,15 @@ import os
 import sys
 import time
 
-from ..errors import InputError, WkvizError
+from ..errors import InputError, MemoryBudgetError, WkvizError
 from ..hypers import HYPER_SPECS, Hypers
 from ..presets import DEFAULT_PRESET, PRESET_NAMES, PRESETS, choose_preset, get_preset
 from .reproduce import format_hyper_value
 
 __all__ = ["KIND_HELP", "NOT_GIVEN", "FitProgress", "ProgressLine", "add_hyper_flags", "add_model_flags",
-           "check_intensive_hint", "check_model_args", "check_out", "check_tensor_rank", "explicit_hypers",
-           "hypers_from_args", "kernel_options", "memory_budget_bytes", "note", "note_preset", "optional_float",
-           "preset_from_args", "read_structures"]
+           "check_intensive_hint", "check_model_args", "check_out", "check_tensor_rank", "cost_line", "explicit_hypers",
+           "format_bytes", "format_seconds", "hypers_from_args", "kernel_options", "memory_budget_bytes", "note",
+           "note_preset", "optional_float", "preset_from_args", "read_structures"]
 
 
 def optional_float(text):
@@ -310,3 +310,27 @@ def check_intensive_hint(target, intensive):
         note(f"note: '{target.key}' looks intensive (it does not grow with the number of atoms); "
              "consider --intensive")
 
+
+
+def cost_line(*estimates) -> str:
+    """"kernels need about X s and Y GiB" for one or more :meth:`~wkviz.engine.kernels.WignerKernel.estimate`
+    results of one run (their times add up, the memory is the largest), refusing with
+    :class:`~wkviz.errors.MemoryBudgetError` (the estimate's sentence) a request over the memory budget."""
+    for est in estimates:
+        if not est["fits"]:
+            raise MemoryBudgetError(est["reason"])
+    seconds = sum(est["seconds"] for est in estimates)
+    memory = max(est["memory_bytes"] for est in estimates)
+    return f"kernels need about {format_seconds(seconds)} and {memory / 2**30:.2f} GiB"
+
+
+def format_seconds(s: float) -> str:
+    """Seconds for a progress note: 0.4 s, 12 s, 15 min."""
+    return f"{s:.1f} s" if s < 10 else f"{s:.0f} s" if s < 600 else f"{s / 60:.0f} min"
+
+
+def format_bytes(b: float) -> str:
+    """Bytes for a progress note: kiB below 1 MiB, MiB below 1 GiB, else GiB."""
+    if b < 2**20:
+        return f"{b / 2**10:.0f} kiB"
+    return f"{b / 2**20:.0f} MiB" if b < 2**30 else f"{b / 2**30:.2f} GiB"

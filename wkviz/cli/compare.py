@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from .common import (KIND_HELP, FitProgress, add_hyper_flags, add_model_flags, check_intensive_hint,
-                     check_model_args, check_out, check_tensor_rank, hypers_from_args, kernel_options,
+                     check_model_args, check_out, check_tensor_rank, cost_line, hypers_from_args, kernel_options,
                      memory_budget_bytes, note, note_preset, preset_from_args, read_structures)
 
 __all__ = ["add_compare_parser", "run_compare"]
@@ -88,8 +88,8 @@ def run_compare(args) -> int:
     opts = kernel_options(target.kind)
     engine = WignerKernel(hypers, memory_budget=budget)
     est = engine.estimate(frames_used, **opts)
-    note(f"wkviz compare: {target.kind} target '{args.target}', {len(used)} structures in the kernel (about "
-         f"{est['seconds']:.0f} s), {args.splits} split(s) of {len(splits[0][0])}/{len(splits[0][1])}, models "
+    note(f"wkviz compare: {target.kind} target '{args.target}', {len(used)} structures in the kernel ("
+         f"{cost_line(est)}), {args.splits} split(s) of {len(splits[0][0])}/{len(splits[0][1])}, models "
          f"{', '.join(models)}")
     res = engine.compute(frames_used, progress=FitProgress("kernels"), **opts)
     comp = compare(KernelSet.from_result(res), target, splits, models=models, intensive=args.intensive,

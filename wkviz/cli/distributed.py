@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from ..errors import InputError
-from .common import ProgressLine, note
+from .common import ProgressLine, format_bytes, format_seconds, note
 
 __all__ = ["add_distributed_flags", "compute_distributed"]
 
@@ -51,6 +51,7 @@ def compute_distributed(args, frames_a, frames_b, hypers) -> int:
     int
         Exit status (0). Errors are raised as :class:`~wkviz.errors.WkvizError` for ``main`` to print.
     """
+    from ..engine.kernels import WignerKernel
     from ..scale.distributed import IN_PROCESS, compute_tiles
 
     flag = "--scheduler" if args.scheduler else "--store"
@@ -67,8 +68,13 @@ def compute_distributed(args, frames_a, frames_b, hypers) -> int:
     scheduler = args.scheduler or IN_PROCESS
     where = {"local": "on a local cluster", IN_PROCESS: "in this process (no --scheduler)"}.get(
         str(scheduler).lower(), f"on scheduler {scheduler}")
+    # the whole request's estimate: its time is the work of all tiles at this machine's rate, its disk the store
+    # (each tile's own memory is checked by the engine of the worker that computes it)
+    est = WignerKernel(hypers, memory_budget=budget).estimate(frames_a, frames_b, tensor_rank=ranks,
+                                                              timed=True)
     print(f"wkviz kernels: {len(frames_a)} × {n_b} structures as tiles {where}"
-          f"{f', store {args.store}' if args.store else ''}", file=sys.stderr)
+          f"{f', store {args.store}' if args.store else ''}; about {format_seconds(est['seconds'])} of kernel "
+          f"work at this machine's rate and {format_bytes(est['disk_bytes'])} of kernels on disk", file=sys.stderr)
     run = compute_tiles(frames_a, frames_b, hypers=hypers, store=args.store, scheduler=scheduler,
                         n_workers=args.workers, tile_size=args.tile_size, tensor_rank=ranks, memory_budget=budget,
                         progress=ProgressLine("tiles"), note=note)

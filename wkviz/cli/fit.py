@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import InputError
 from ..files import atomic_write
 from .common import (KIND_HELP, FitProgress, add_hyper_flags, add_model_flags, check_intensive_hint,
-                     check_model_args, check_out, check_tensor_rank, hypers_from_args, kernel_options,
+                     check_model_args, check_out, check_tensor_rank, cost_line, hypers_from_args, kernel_options,
                      memory_budget_bytes, note, note_preset, preset_from_args, read_structures)
 
 __all__ = ["add_fit_parser", "run_fit"]
@@ -83,7 +83,7 @@ def run_fit(args) -> int:
     est_tt = engine.estimate(train_frames, **opts)
     est_vt = engine.estimate(test_frames, train_frames, **opts)
     note(f"wkviz fit: {train.kind} target '{args.target}', {len(train)} training and {len(test)} test structures; "
-          f"kernels need about {est_tt['seconds'] + est_vt['seconds']:.0f} s")
+          f"{cost_line(est_tt, est_vt)}")
     res_tt = engine.compute(train_frames, progress=FitProgress("kernels train×train"), **opts)
     res_vt = engine.compute(test_frames, train_frames, progress=FitProgress("kernels test×train"), **opts)
 

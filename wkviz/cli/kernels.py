@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .common import (ProgressLine, add_hyper_flags, check_out, check_tensor_rank, hypers_from_args,
+from .common import (ProgressLine, add_hyper_flags, check_out, check_tensor_rank, cost_line, hypers_from_args,
                      memory_budget_bytes, note_preset, preset_from_args, read_structures)
 from .distributed import add_distributed_flags
 
@@ -48,7 +48,7 @@ def run_kernels(args) -> int:
     est = engine.estimate(frames_a, frames_b, atomic=args.atomic, tensor_rank=ranks)
     note_preset(preset, reason, args)
     print(f"wkviz kernels: {len(frames_a)} × {len(frames_b) if frames_b else len(frames_a)} structures, "
-          f"{est['n_pairs']:,} centre pairs, about {est['seconds']:.1f} s", file=sys.stderr)
+          f"{est['n_pairs']:,} centre pairs; {cost_line(est)}", file=sys.stderr)
     res = engine.compute(frames_a, frames_b, atomic=args.atomic, tensor_rank=ranks,
                          progress=ProgressLine("kernels"))
     res.to_npz(args.out)

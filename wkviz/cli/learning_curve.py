@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import InputError
 from .common import (KIND_HELP, FitProgress, add_hyper_flags, add_model_flags, check_intensive_hint,
-                     check_model_args, check_out, check_tensor_rank, hypers_from_args, kernel_options,
+                     check_model_args, check_out, check_tensor_rank, cost_line, hypers_from_args, kernel_options,
                      memory_budget_bytes, note, note_preset, preset_from_args, read_structures)
 
 __all__ = ["MAX_REPEATS", "add_learning_curve_parser", "run_learning_curve"]
@@ -97,7 +97,7 @@ def run_learning_curve(args) -> int:
     engine = WignerKernel(hypers, memory_budget=budget)
     est = engine.estimate(frames_used, **opts)
     note(f"wkviz learning-curve: {target.kind} target '{args.target}', {len(used)} structures in the kernel "
-          f"(about {est['seconds']:.0f} s), sizes {sizes}, {args.repeats} repeat(s), models {', '.join(models)}")
+          f"({cost_line(est)}), sizes {sizes}, {args.repeats} repeat(s), models {', '.join(models)}")
     res = engine.compute(frames_used, progress=FitProgress("kernels"), **opts)
     curve = learning_curve(
         KernelSet.from_result(res), target, sizes, models=models, repeats=args.repeats, seed=args.seed,

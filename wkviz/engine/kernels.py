@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import numba
 import numpy as np
 from numba import njit
 
@@ -28,18 +29,14 @@ from ..errors import InputError, MemoryBudgetError, WkvizError
 from ..files import atomic_write
 from ..hypers import Hypers
 from ..runtime import ENGINE_LOCK, check_cancel
-from .neighbors import Environments, environments_for
+from .neighbors import environments_for
+from . import estimate as cost
 from .nu1 import seed_for
 from .spherical import cartesian_to_lambda1
-from .wigner import build_plan, matrix_gather, packed_gather, run_plan
+from .tiles import gather_tables as _gather_tables, output_rows, work_list as _work_list
+from .wigner import build_plan, run_plan
 
 DEFAULT_MEMORY_BUDGET = 2 * 2**30
-
-# Measured throughput of the CG terms (executed terms × pairs per second) and of the ν=1 seed on the 2-core
-# reference machine (benchmarks/bench_kernels.py, L=3, QM9), rounded down for machines shared with other jobs;
-# used only for time estimates shown before a computation starts; see BENCHMARKS.md.
-_TERMS_PER_SECOND = 1.2e10
-_SEED_PAIRS_PER_SECOND = 3.0e6
 
 
 @dataclass
@@ -207,16 +204,7 @@ def _centre_environments(frames, centres, hypers, env_all=None):
         local = holder_start[slot.ravel()] + (centres - start[owner])
     else:
         local = centres
-    first, last = env_all.offsets[local], env_all.offsets[local + 1]
-    counts = last - first
-    offsets = np.zeros(len(local) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    rows = np.arange(offsets[-1], dtype=np.int64) + np.repeat(first - offsets[:-1], counts)
-    return Environments(numbers=env_all.numbers[local].copy(), structure=np.arange(len(local), dtype=np.int64),
-                        offsets=offsets, vectors=np.ascontiguousarray(env_all.vectors[rows]),
-                        distances=env_all.distances[rows].copy(), weights=env_all.weights[rows].copy(),
-                        neighbor_numbers=env_all.neighbor_numbers[rows].copy(),
-                        n_atoms=np.ones(len(local), dtype=np.int64))
+    return env_all.select(local)
 
 
 @njit(cache=True)
@@ -255,46 +243,6 @@ class _Outputs(NamedTuple):
     K: np.ndarray
     K_atomic: np.ndarray | None
     K_lam: dict  # λ → (ν_max+1, n_A, 2λ+1, n_B, 2λ+1), real-harmonic components
-
-
-class _Tile(NamedTuple):
-    """One unit of work: centres ``rows`` of A × centres ``cols`` of B, all of element ``species``."""
-
-    species: int
-    row: int  # index of the row chunk within the species (consecutive tiles share it)
-    rows: np.ndarray
-    cols: np.ndarray
-    diag: bool  # a diagonal tile of a symmetric request: only pairs with col ≥ row are computed
-    work: int  # pairs computed, for progress
-
-
-def _work_list(numbers_a, numbers_b, species, side, symmetric) -> list:
-    """Tiles of at most ``side`` × ``side`` same-species centres; a symmetric request keeps those on or above
-    the diagonal."""
-    tiles = []
-    for z in species:
-        ia = np.flatnonzero(numbers_a == z)
-        ib = np.flatnonzero(numbers_b == z)
-        if len(ia) == 0 or len(ib) == 0:
-            continue
-        rows = [ia[s:s + side] for s in range(0, len(ia), side)]
-        cols = [ib[s:s + side] for s in range(0, len(ib), side)]
-        for r, ra in enumerate(rows):
-            for c, cb in enumerate(cols):
-                if symmetric and c < r:
-                    continue
-                diag = symmetric and c == r
-                work = len(ra) * (len(ra) + 1) // 2 if diag else len(ra) * len(cb)
-                tiles.append(_Tile(int(z), r, ra, cb, diag, work))
-    return tiles
-
-
-def _gather_tables(plan, layout):
-    """How the iteration reads a seed strategy's layout: a function of a tile's sides returning the gather table."""
-    if layout == "packed":
-        table = packed_gather(plan)
-        return lambda n_i, n_j: table
-    return lambda n_i, n_j: matrix_gather(plan, n_i, n_j)[0]
 
 
 def _segments(sorted_ids):
@@ -364,36 +312,74 @@ class WignerKernel:
             per += atoms_a * atoms_b
         return 8 * nu1 * per
 
-    def estimate(self, frames_A, frames_B=None, *, atomic=False, tensor_rank=0, centers_B=None) -> dict:
-        """Cost of a request without computing it (arguments as :meth:`compute`).
+    def estimate(self, frames_A, frames_B=None, *, atomic=False, tensor_rank=0, centers_B=None,
+                 timed=True) -> dict:
+        """Time, memory and disk of a request before computing it (arguments as :meth:`compute`).
+
+        The neighbours of every centre are counted first (no neighbour list is built); memory follows from the
+        counts, time from rates measured by a short run of the engine's own steps on a few of these structures at
+        the request's tile size (:mod:`wkviz.engine.estimate`; about a second, once per process and kind of
+        request). A request over the memory budget is not timed.
+
+        Parameters
+        ----------
+        timed : bool
+            False: no micro-run; ``seconds`` then comes from the reference machine's throughput.
 
         Returns
         -------
         dict
             ``n_pairs`` (ordered same-species centre pairs), ``computed_pairs`` (pairs actually iterated),
-            ``output_bytes``, ``seconds`` (estimated wall time on a 2-core laptop; BENCHMARKS.md) and
-            ``fits`` (whether the output fits in the memory budget). With ``centers_B`` all of them count the
-            selected centres of B only.
+            ``seconds`` (wall time of :meth:`compute` in this process), ``memory_bytes`` (peak of everything that
+            grows with the request) with its parts in ``memory`` (``neighbours``, ``densities``, ``tile``,
+            ``outputs``), ``output_bytes`` (the kernels), ``disk_bytes`` (a kernel store of the request,
+            uncompressed), ``neighbours`` (pairs within the cutoff), ``tile_side``, ``fits`` and ``reason`` (the
+            sentence refusing the request, or None), ``measured`` (whether ``seconds`` comes from the micro-run),
+            ``compile_seconds`` (first calls of the kernels, not in ``seconds``) and ``rates``. With
+            ``centers_B`` everything counts the selected centres of B only.
         """
-        frames_A = _as_frames(frames_A, "frames_A")
-        symmetric = frames_B is None
-        frames_B = frames_A if symmetric else _as_frames(frames_B, "frames_B")
-        tensor_lams = _tensor_lams(tensor_rank, self.hypers.lambda_max)
-        za = np.concatenate([np.asarray(a.numbers) for a in frames_A])
-        zb = np.concatenate([np.asarray(b.numbers) for b in frames_B])
-        n_b, atoms_b = len(frames_B), len(zb)
-        if centers_B is None:
-            pairs, computed = self._count_pairs(za, zb, symmetric)
-        else:
-            centres = _as_centres(centers_B, frames_B)
-            pairs, _ = self._count_pairs(za, zb[centres], False)
-            computed, _ = self._count_pairs(za, zb[_unique_in_order(centres)[0]], False)
-            n_b = atoms_b = len(centres)
-        plan = self._plan(tensor_lams)
-        out_bytes = self._output_bytes(len(frames_A), n_b, len(za), atoms_b, atomic, tensor_lams)
-        seconds = computed * (plan.n_terms / _TERMS_PER_SECOND + 1.0 / _SEED_PAIRS_PER_SECOND)
-        return {"n_pairs": pairs, "computed_pairs": computed, "output_bytes": out_bytes, "seconds": seconds,
-                "fits": out_bytes <= self.memory_budget}
+        req = self._validate(frames_A, frames_B, atomic, tensor_rank, centers_B, refuse=False)
+        return self._estimate(req, timed)
+
+    def _estimate(self, req, timed: bool) -> dict:
+        h = self.hypers
+        t_scan = time.perf_counter()
+        scan_a = cost.prescan(req.frames_A, h.cutoff)
+        scan_b = scan_a if req.symmetric else cost.prescan(req.frames_B, h.cutoff, req.distinct)
+        t_scan = time.perf_counter() - t_scan
+        plan = self._plan(req.tensor_lams)
+        side = self.tile_size or self._auto_tile(plan.n_seed, len(plan.outputs), plan.n_rows)
+        species = np.unique(np.concatenate([scan_a.numbers, scan_b.numbers]))
+        tiles = _work_list(scan_a.numbers, scan_b.numbers, species, side, req.symmetric)
+        computed = sum(t.work for t in tiles)
+        pairs = sum(len(t.rows) * len(t.cols) * (2 if req.symmetric and not t.diag else 1) for t in tiles)
+        if req.expand is not None:
+            pairs, _ = self._count_pairs(scan_a.numbers, scan_b.numbers[req.expand], False)
+        n_b = len(req.frames_B) if req.centres is None else len(req.centres)
+        atoms_b = len(scan_b.numbers) if req.centres is None else len(req.centres)
+        sizes = (len(req.frames_A), n_b, len(scan_a.numbers), atoms_b)
+        out_bytes = self._output_bytes(*sizes, req.atomic, req.tensor_lams)
+        parts = cost.memory_parts(h, scan_a, scan_b, req.symmetric, side, plan, out_bytes, req.atomic,
+                                 req.tensor_lams, self.radial_basis)
+        reason = self._output_refusal(req, out_bytes) or cost.refusal(parts, self.memory_budget, scan_a, scan_b,
+                                                                      req.symmetric, h.cutoff)
+        result = {"n_pairs": int(pairs), "computed_pairs": int(computed), "output_bytes": int(out_bytes),
+                  "memory_bytes": parts["total"], "memory": parts,
+                  "disk_bytes": self._output_bytes(*sizes, False, req.tensor_lams),
+                  "neighbours": scan_a.rows + (0 if req.symmetric else scan_b.rows), "tile_side": int(side),
+                  "fits": reason is None, "reason": reason, "budget": self.memory_budget, "measured": False,
+                  "compile_seconds": 0.0, "rates": None, "seconds": cost.fallback_seconds(plan, computed)}
+        if timed and reason is None and tiles:
+            big = max(tiles, key=lambda t: len(t.rows) * len(t.cols))
+            rates = cost.measure_rates(self, req.frames_A, scan_a, cost.channels(h, scan_a, scan_b), plan,
+                                       (len(big.rows), len(big.cols)),
+                                       big.species, req.tensor_lams, req.atomic, self._accumulate)
+            work = cost.tile_work(tiles, scan_a.counts, scan_b.counts, numba.get_num_threads())
+            # compute repeats the pre-scan (its memory check)
+            result.update(seconds=t_scan + cost.predict_seconds(rates, work, plan, [scan_a] if req.symmetric else
+                                                                [scan_a, scan_b], h.nu1_route),
+                          measured=True, compile_seconds=rates.compile_seconds, rates=rates._asdict())
+        return result
 
     # ----------------------------------------------------------------------------------------------------
     def compute(self, frames_A, frames_B=None, *, atomic=False, tensor_rank=0, centers_B=None, progress=None,
@@ -429,6 +415,9 @@ class WignerKernel:
         """
         start = time.perf_counter()
         req = self._validate(frames_A, frames_B, atomic, tensor_rank, centers_B)
+        reason = self._estimate(req, timed=False)["reason"]  # neighbours counted, not listed: refused up front
+        if reason:
+            raise MemoryBudgetError(reason)
         timings = {}
         t0 = time.perf_counter()
         env_a, env_b = self._environments(req)
@@ -446,8 +435,9 @@ class WignerKernel:
         timings.update(self._run_tiles(req, tiles, seed, plan, env_a, env_b, out, start, progress, cancel))
         return self._result(req, out, env_a, env_b, species, n_pairs, timings, start)
 
-    def _validate(self, frames_A, frames_B, atomic, tensor_rank, centers_B) -> "_Request":
-        """The checked request: frames, symmetry, tensor ranks, selected centres, and the output fits the budget."""
+    def _validate(self, frames_A, frames_B, atomic, tensor_rank, centers_B, refuse=True) -> "_Request":
+        """The checked request: frames, symmetry, tensor ranks, selected centres, and (``refuse``) the output
+        fits the budget."""
         h = self.hypers
         frames_A = _as_frames(frames_A, "frames_A")
         b_is_a = frames_B is None
@@ -460,20 +450,27 @@ class WignerKernel:
             if len(distinct) == len(centres):
                 expand = None  # already distinct: the columns come out in the given order
 
-        n_b = len(frames_B) if centres is None else len(centres)
-        atoms_a = sum(len(a) for a in frames_A)
-        atoms_b = sum(len(b) for b in frames_B) if centres is None else len(centres)
-        out_bytes = self._output_bytes(len(frames_A), n_b, atoms_a, atoms_b, atomic, tensor_lams)
-        if out_bytes > self.memory_budget:
-            raise MemoryBudgetError(
-                f"the requested kernels need {out_bytes / 2**30:.2f} GiB but the memory budget is "
-                f"{self.memory_budget / 2**30:.2f} GiB; use fewer structures"
-                f"{', drop the atomic kernels' if atomic else ''}{', drop the tensor kernels' if tensor_lams else ''}"
-                f"{', select fewer centres of B' if centres is not None else ''} or raise the budget")
+        req = _Request(frames_A=frames_A, frames_B=frames_B, b_is_a=b_is_a, symmetric=b_is_a and centers_B is None,
+                       atomic=atomic, tensor_lams=tensor_lams, centres=centres, distinct=distinct, expand=expand)
+        if refuse:
+            n_b = len(frames_B) if centres is None else len(centres)
+            atoms_b = sum(len(b) for b in frames_B) if centres is None else len(centres)
+            reason = self._output_refusal(req, self._output_bytes(len(frames_A), n_b, sum(len(a) for a in frames_A),
+                                                                  atoms_b, atomic, tensor_lams))
+            if reason:
+                raise MemoryBudgetError(reason)
         # with selected centres B is never A (rows are atoms' structures, columns centres): no mirror symmetry
-        return _Request(frames_A=frames_A, frames_B=frames_B, b_is_a=b_is_a,
-                        symmetric=b_is_a and centers_B is None, atomic=atomic, tensor_lams=tensor_lams,
-                        centres=centres, distinct=distinct, expand=expand)
+        return req
+
+    def _output_refusal(self, req, out_bytes) -> str | None:
+        """The sentence refusing a request whose kernels alone exceed the budget, or None."""
+        if out_bytes <= self.memory_budget:
+            return None
+        return (f"the requested kernels need {out_bytes / 2**30:.2f} GiB but the memory budget is "
+                f"{self.memory_budget / 2**30:.2f} GiB; use fewer structures"
+                f"{', drop the atomic kernels' if req.atomic else ''}"
+                f"{', drop the tensor kernels' if req.tensor_lams else ''}"
+                f"{', select fewer centres of B' if req.centres is not None else ''} or raise the budget")
 
     def _environments(self, req):
         """Environments of A's atoms and of B's side: its atoms, or only its distinct selected centres."""
@@ -516,11 +513,7 @@ class WignerKernel:
     def _run_tiles(self, req, tiles, seed, plan, env_a, env_b, out, start, progress, cancel) -> dict:
         """ν=1 blocks, Wigner iteration and structure sums of every tile; returns the phase timings."""
         h = self.hypers
-        nu1 = h.nu_max + 1
-        inv_rows = [plan.output_index("inv", nu) for nu in range(1, nu1)]
-        lam_rows = {lam: np.array([[plan.output_index("tensor", nu, lam, mu, mu2)
-                                    for mu in range(2 * lam + 1) for mu2 in range(2 * lam + 1)]
-                                   for nu in range(1, nu1)]) for lam in req.tensor_lams}
+        inv_rows, lam_rows = output_rows(plan, h.nu_max, req.tensor_lams)
         gather_for = _gather_tables(plan, seed.layout)
         total_work = max(1, sum(t.work for t in tiles))
         if progress is not None:

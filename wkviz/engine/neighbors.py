@@ -64,6 +64,21 @@ class Environments:
     def neighbor_counts(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    def select(self, centres) -> "Environments":
+        """Environments of the given centres only (in the given order, repeats allowed), each with all its
+        neighbours and counted as a structure of its own (one centre per structure)."""
+        centres = np.asarray(centres, dtype=np.int64)
+        first, last = self.offsets[centres], self.offsets[centres + 1]
+        counts = last - first
+        offsets = np.zeros(len(centres) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        rows = np.arange(offsets[-1], dtype=np.int64) + np.repeat(first - offsets[:-1], counts)
+        return Environments(numbers=self.numbers[centres].copy(),
+                            structure=np.arange(len(centres), dtype=np.int64), offsets=offsets,
+                            vectors=np.ascontiguousarray(self.vectors[rows]), distances=self.distances[rows].copy(),
+                            weights=self.weights[rows].copy(), neighbor_numbers=self.neighbor_numbers[rows].copy(),
+                            n_atoms=np.ones(len(centres), dtype=np.int64))
+
 
 def build_environments(frames, cutoff: float, cutoff_width: float, *, radial_scale: float | None = None,
                        radial_exponent: float = 6.0, hydrogen_weight: float = 1.0) -> Environments:
