@@ -1,4 +1,4 @@
-"""Command-line interface: ``python -m wkviz kernels|fit|learning-curve|compare|store`` (contract in DESIGN.md §3, §3b).
+"""Command-line interface: ``python -m wkviz kernels|fit|learning-curve|compare|store`` (DESIGN.md §3, §3b).
 
 Every sub-command takes the hyperparameter flags, prints progress on stderr and exits non-zero with a single
 ``error: ...`` line on bad input. One module per sub-command (:mod:`~wkviz.cli.kernels`, :mod:`~wkviz.cli.fit`,

@@ -19,8 +19,8 @@ from ..presets import DEFAULT_PRESET, PRESET_NAMES, PRESETS, choose_preset, get_
 from .reproduce import format_hyper_value
 
 __all__ = ["KIND_HELP", "NOT_GIVEN", "FitProgress", "ProgressLine", "add_hyper_flags", "add_model_flags",
-           "check_intensive_hint", "check_model_args", "check_out", "check_tensor_rank", "cost_line", "explicit_hypers",
-           "format_bytes", "format_seconds", "hypers_from_args", "kernel_options", "memory_budget_bytes", "note",
+           "check_intensive_hint", "check_model_args", "check_out", "check_tensor_rank", "cost_line",
+           "explicit_hypers", "format_bytes", "format_seconds", "hypers_from_args", "kernel_options", "memory_budget_bytes", "note",
            "note_preset", "optional_float", "preset_from_args", "read_structures"]
 
 

@@ -84,12 +84,13 @@ def run_compare(args) -> int:
     frames_used = [frames[i] for i in used]
     target = target.subset(used)
 
-    note_preset(preset, reason, args)
     opts = kernel_options(target.kind)
     engine = WignerKernel(hypers, memory_budget=budget)
     est = engine.estimate(frames_used, **opts)
+    cost = cost_line(est)  # refuses an over-budget request before anything else is said
+    note_preset(preset, reason, args)
     note(f"wkviz compare: {target.kind} target '{args.target}', {len(used)} structures in the kernel ("
-         f"{cost_line(est)}), {args.splits} split(s) of {len(splits[0][0])}/{len(splits[0][1])}, models "
+         f"{cost}), {args.splits} split(s) of {len(splits[0][0])}/{len(splits[0][1])}, models "
          f"{', '.join(models)}")
     res = engine.compute(frames_used, progress=FitProgress("kernels"), **opts)
     comp = compare(KernelSet.from_result(res), target, splits, models=models, intensive=args.intensive,

@@ -76,14 +76,15 @@ def run_fit(args) -> int:
     if len(train) < 2:
         raise InputError("the training file needs at least 2 structures")
     check_intensive_hint(train, args.intensive)
-    note_preset(preset, reason, args)
     opts = kernel_options(train.kind)
     check_tensor_rank([opts["tensor_rank"]], hypers.lambda_max, train)
     engine = WignerKernel(hypers, memory_budget=budget)
     est_tt = engine.estimate(train_frames, **opts)
     est_vt = engine.estimate(test_frames, train_frames, **opts)
+    cost = cost_line(est_tt, est_vt)  # refuses an over-budget request before anything else is said
+    note_preset(preset, reason, args)
     note(f"wkviz fit: {train.kind} target '{args.target}', {len(train)} training and {len(test)} test structures; "
-          f"{cost_line(est_tt, est_vt)}")
+          f"{cost}")
     res_tt = engine.compute(train_frames, progress=FitProgress("kernels train×train"), **opts)
     res_vt = engine.compute(test_frames, train_frames, progress=FitProgress("kernels test×train"), **opts)
 

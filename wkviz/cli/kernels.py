@@ -46,9 +46,10 @@ def run_kernels(args) -> int:
         return compute_distributed(args, frames_a, frames_b, hypers)
     engine = WignerKernel(hypers, memory_budget=budget)
     est = engine.estimate(frames_a, frames_b, atomic=args.atomic, tensor_rank=ranks)
+    cost = cost_line(est)  # refuses an over-budget request before anything else is said
     note_preset(preset, reason, args)
     print(f"wkviz kernels: {len(frames_a)} × {len(frames_b) if frames_b else len(frames_a)} structures, "
-          f"{est['n_pairs']:,} centre pairs; {cost_line(est)}", file=sys.stderr)
+          f"{est['n_pairs']:,} centre pairs; {cost}", file=sys.stderr)
     res = engine.compute(frames_a, frames_b, atomic=args.atomic, tensor_rank=ranks,
                          progress=ProgressLine("kernels"))
     res.to_npz(args.out)

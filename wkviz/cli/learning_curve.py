@@ -92,12 +92,13 @@ def run_learning_curve(args) -> int:
     frames_used = [frames[i] for i in used]
     target = target.subset(used)
 
-    note_preset(preset, reason, args)
     opts = kernel_options(target.kind)
     engine = WignerKernel(hypers, memory_budget=budget)
     est = engine.estimate(frames_used, **opts)
+    cost = cost_line(est)  # refuses an over-budget request before anything else is said
+    note_preset(preset, reason, args)
     note(f"wkviz learning-curve: {target.kind} target '{args.target}', {len(used)} structures in the kernel "
-          f"({cost_line(est)}), sizes {sizes}, {args.repeats} repeat(s), models {', '.join(models)}")
+          f"({cost}), sizes {sizes}, {args.repeats} repeat(s), models {', '.join(models)}")
     res = engine.compute(frames_used, progress=FitProgress("kernels"), **opts)
     curve = learning_curve(
         KernelSet.from_result(res), target, sizes, models=models, repeats=args.repeats, seed=args.seed,
