@@ -75,6 +75,7 @@ WIDGET_DEFAULTS = {
     "map.nu": "mixed",
     "map.color": "target",
     "map.n_envs": 40,
+    "map.which": "test structures (with each model's prediction, error, σ)",
     "teach.pair": 0,
     "teach.nu": 2,
     "kernels.order": "data order",
