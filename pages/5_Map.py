@@ -88,7 +88,7 @@ def render() -> None:
         nav.needs("The map needs the kernels of this data set.", nav.KERNELS, "Compute the kernels")
         return
     nu_max = kres.K.shape[0] - 1
-    c1, c2, c3, c4 = st.columns([1.1, 1.6, 1.5, 1], gap="medium")
+    c1, c2, c3, c4 = st.columns([1, 1.5, 1.6, 1], gap="small")
     with c1:
         st.radio("Points", ["structures", "atomic environments"], key="map.level", **state.KEEP)
     with c2:
@@ -117,7 +117,7 @@ def render() -> None:
     test_only = False
     if fitted is not None and (level == "structures" or fitted[1]["kind"] == "atomic"):
         with c3:
-            st.radio("Show", ["test structures (with each model's prediction, error, σ)", "all structures"],
+            st.radio("Show", ["test set (predictions, errors, σ)", "all structures"],
                      key="map.which", **state.KEEP,
                      help="Models predict the test structures only; chemiscope needs a value for every point.")
         test_only = ss["map.which"].startswith("test")
@@ -226,9 +226,7 @@ def render() -> None:
 
     if data is None:  # the error was shown
         return
-    with c3:
-        st.markdown(f"**{title}**  \nColoured by *{colour}*" + (" (test structures; training ones grey)"
-                                                                  if colour and colour.startswith("|error|") else ""))
+    st.markdown(f"**{title}**, coloured by *{colour}*")
     explorer_widget.viewer(data, settings=view, key="map.chemiscope", height=640, structure_ids=structure_ids)
     sel = ss.get(explorer_widget.SELECTED)
     formulas = datasets.formulas(ds)

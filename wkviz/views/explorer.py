@@ -54,10 +54,22 @@ def structures(frames) -> list[dict]:
     return out
 
 
+def _significant(v: np.ndarray, digits: int) -> np.ndarray:
+    """``v`` rounded to ``digits`` significant figures (short JSON, no information a map can show lost)."""
+    out = v.copy()
+    finite = np.isfinite(v) & (v != 0)
+    decimals = np.zeros(len(v), dtype=int)
+    decimals[finite] = digits - 1 - np.floor(np.log10(np.abs(v[finite]))).astype(int)
+    for d in np.unique(decimals[finite]):
+        m = finite & (decimals == d)
+        out[m] = np.round(v[m], d)
+    return out
+
+
 def _values(values) -> list:
     values = np.asarray(values)
     if np.issubdtype(values.dtype, np.number):
-        v = values.astype(float).round(7)
+        v = _significant(values.astype(float).ravel(), 8)
         # JSON has no NaN: a missing value (a prediction for a training structure) is written as null; chemiscope
         # refuses null, so a map with model columns shows the test rows only (:func:`take`)
         return [None if not np.isfinite(x) else float(x) for x in v]
@@ -222,7 +234,7 @@ def take(properties: Mapping[str, Mapping], rows) -> dict:
 def default_color(properties: Mapping[str, object], target_key: str | None) -> str | None:
     """The colour a map opens with: the mixed model's error when a model was fitted, else the target per atom
     (an extensive total mostly counts atoms), else the target, else the number of atoms."""
-    names = [f"|error| (mixed)"] + ([f"{target_key} per atom", target_key, f"|{target_key}|"] if target_key else [])
+    names = ["|error| (mixed)"] + ([f"{target_key} per atom", target_key, f"|{target_key}|"] if target_key else [])
     for name in names + ["number of atoms"]:
         if name in properties:
             return name

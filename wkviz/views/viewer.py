@@ -188,16 +188,21 @@ def _build(symbols, positions, *, height: int, title: str, attrs: dict, highligh
                 if q in corners:
                     view.addCylinder({"start": _vec(p), "end": _vec(corners[q]), "radius": 0.03, "color": "#666",
                                       "fromCap": 1, "toCap": 1})
-    for arrow in arrows:
+    for k, arrow in enumerate(arrows):
         start = np.asarray(arrow.start, dtype=float)
         end = start + np.asarray(arrow.vector, dtype=float)
-        if np.linalg.norm(end - start) < 1e-9:
+        length = float(np.linalg.norm(end - start))
+        if length < 1e-9:
             continue
         view.addArrow({"start": _vec(start), "end": _vec(end), "radius": arrow.radius, "color": arrow.color,
                        "mid": 0.8})
         if arrow.label:
-            view.addLabel(arrow.label, {"position": _vec(end), "backgroundColor": arrow.color,
-                                        "backgroundOpacity": 0.85, "fontColor": "white", "fontSize": 13})
+            # past the tip and drawn in front: at the tip the label sat on the atoms; two nearly equal arrows
+            # (true and predicted) get their labels on opposite sides of the tip
+            beyond = end + 0.8 * (end - start) / length
+            view.addLabel(arrow.label, {"position": _vec(beyond), "backgroundColor": arrow.color,
+                                        "backgroundOpacity": 0.9, "fontColor": "white", "fontSize": 12,
+                                        "inFront": True, "alignment": "bottomLeft" if k % 2 else "topRight"})
     if labels:
         for i, (s, p) in enumerate(zip(symbols, positions)):
             view.addLabel(f"{s}{i}", {"position": _vec(p), "fontSize": 11, "backgroundOpacity": 0.5})

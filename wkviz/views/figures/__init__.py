@@ -40,7 +40,7 @@ from .kernels import (
     spectrum_table,
     vector_kernel_block,
 )
-from .maps import histogram, kpca_map
+from .maps import histogram
 from .models import COMPONENT_NAMES, error_by_group, model_comparison, parity_plot, weights_bar
 from .style import (
     BODY_ORDER_COLORS,
@@ -74,7 +74,6 @@ __all__ = [
     "parity_plot",
     "learning_curve_slopes",
     "learning_curve_plot",
-    "kpca_map",
     "error_by_group",
     "model_comparison",
     "cost_vs_nu",

@@ -200,9 +200,10 @@ def spectrum_table(K: np.ndarray, weights: Mapping[int, float] | Sequence[float]
 
 
 _SPECTRUM_QUANTITIES = {
-    "effective_rank": ("effective rank of the normalised K^ν", "independent directions"),
-    "mean_similarity": ("mean cosine similarity between structures", "dimensionless"),
-    "weight_share": ("share of the mixed model's kernel", "fraction"),
+    # short: a y-axis title longer than the plot is clipped at the left edge and runs into the chart title
+    "effective_rank": ("effective rank", "directions"),
+    "mean_similarity": ("mean cosine similarity", "dimensionless"),
+    "weight_share": ("share of the mixed kernel", "fraction"),
 }
 
 
@@ -234,7 +235,7 @@ def body_order_spectrum(table: pd.DataFrame, quantity: str = "effective_rank", *
         )
     )
     fig.update_xaxes(title="body order ν (ν=0: composition)")
-    fig.update_yaxes(title=_axis_title(label, unit), rangemode="tozero")
+    fig.update_yaxes(title=_axis_title(label, unit), rangemode="tozero", automargin=True)
     if len(data):
         top = float(np.nanmax(data[quantity]))
         fig.update_yaxes(range=[0, top * 1.18 if top > 0 else 1])
