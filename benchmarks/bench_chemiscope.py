@@ -7,12 +7,16 @@ target and its value per atom, five models' prediction / |error| / σ, compositi
 and hand it to Streamlit, which serialises it to JSON for the browser. The kernel PCA itself is not timed here
 (its coordinates are random numbers of the same shape: the cost measured is the dataset's, not the kernel's).
 
+``--browser`` also measures the render: a minimal Streamlit app (this file, run by ``streamlit run``) shows the
+dataset with the app's component (``pages.support.explorer.viewer``), and headless Chromium (Playwright, every
+non-local request blocked) times from navigation until chemiscope has drawn the structure viewer and the map.
+
 Run::
 
-    .venv/bin/python benchmarks/bench_chemiscope.py --repeats 5
+    .venv/bin/python benchmarks/bench_chemiscope.py --repeats 5 [--browser]
 
-Prints one JSON line per case: build / hash / json.dumps seconds (mean ± standard error over the repeats) and the
-JSON size in MB.
+Prints one JSON line per case: build / hash / json.dumps seconds (mean ± standard error over the repeats), the
+JSON size in MB and, with ``--browser``, the render time (mean ± standard error over the browser repeats).
 """
 
 from __future__ import annotations
@@ -70,11 +74,86 @@ def build(frames, *, environments: bool, rng):
     return explorer.dataset(frames, props, name="bench", environments=envs, cutoff=5.0, settings=view)
 
 
+def _serve_dataset():
+    """Body of the minimal app: ``streamlit run bench_chemiscope.py -- --serve FILE``."""
+    import streamlit as st
+
+    from pages.support import explorer as explorer_widget
+
+    st.set_page_config(layout="wide")
+    with open(os.environ["WKVIZ_BENCH_DATASET"]) as fh:
+        data = json.load(fh)
+    settings = data.pop("settings")
+    explorer_widget.viewer(data, settings=settings, key="bench", height=640)
+
+
+def _browser_times(data: dict, repeats: int) -> list[float]:
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+    import urllib.parse
+    import urllib.request
+
+    from playwright.sync_api import sync_playwright
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(data, fh)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, WKVIZ_BENCH_DATASET=fh.name, PYTHONPATH=root)
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", os.path.abspath(__file__), "--server.port",
+                             str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
+                             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+                            cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    times = []
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium",
+                                        args=["--headless", "--no-sandbox", "--disable-gpu"])
+            for _ in range(repeats + 1):  # the first run warms Streamlit and the browser cache; not counted
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.route("**/*", lambda route: route.continue_() if urllib.parse.urlsplit(route.request.url)
+                           .hostname in ("127.0.0.1", "localhost") else route.abort())
+                t0 = time.perf_counter()
+                page.goto(url)
+                deadline = time.time() + 300
+                done = False
+                while not done and time.time() < deadline:
+                    for frame in page.frames:
+                        if "chemiscope_viewer" in frame.url:
+                            try:
+                                done = frame.evaluate("() => !!document.querySelector('#chemiscope-map .main-svg') "
+                                                      "&& document.querySelectorAll('canvas').length > 0")
+                            except Exception:
+                                done = False
+                    if not done:
+                        page.wait_for_timeout(100)
+                times.append(time.perf_counter() - t0)
+                page.close()
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        os.unlink(fh.name)
+    return times[1:]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--structures", type=int, default=2000)
     ap.add_argument("--environments", type=int, default=20000)
+    ap.add_argument("--browser", action="store_true", help="also time the render in headless Chromium")
     args = ap.parse_args()
     from wkviz import data
 
@@ -98,10 +177,17 @@ def main():
             t_hash.append(t2 - t1)
             t_json.append(t3 - t2)
             size = len(text.encode())
-        print(json.dumps({"case": label, "properties": len(ds["properties"]), "build": _stats(t_build),
-                          "hash": _stats(t_hash), "json": _stats(t_json), "json_MB": round(size / 1e6, 2),
-                          "load": os.getloadavg()[0]}))
+        row = {"case": label, "properties": len(ds["properties"]), "build": _stats(t_build),
+               "hash": _stats(t_hash), "json": _stats(t_json), "json_MB": round(size / 1e6, 2),
+               "load": os.getloadavg()[0]}
+        if args.browser:
+            row["browser_render"] = _stats(_browser_times(ds, args.repeats))
+            row["load_after"] = os.getloadavg()[0]
+        print(json.dumps(row))
 
 
 if __name__ == "__main__":
-    main()
+    if os.environ.get("WKVIZ_BENCH_DATASET"):
+        _serve_dataset()
+    else:
+        main()

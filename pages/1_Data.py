@@ -82,8 +82,10 @@ def render() -> None:
                 st.caption("Until you upload a file, the pages keep using the current data set.")
         else:
             if not datasets.qm9pack_available():
-                st.warning("Full QM9 needs the optional `qm9pack` package (about 230 MB): `pip install qm9pack`. "
-                           "The bundled 2,000-molecule subset works without it.", icon=":material/extension:")
+                st.warning("Full QM9 (130,831 molecules) needs the optional `qm9pack` package (about 230 MB): "
+                           "`.venv/bin/python -m pip install qm9pack` (or `make test`, which installs it with the "
+                           "test references), then reload this page. The bundled 2,000-molecule subset works "
+                           "without it.", icon=":material/extension:")
             else:
                 c1, c2, c3 = st.columns([1, 1, 1])
                 with c1:

@@ -568,3 +568,46 @@ def test_teach_measures_wigner_kernels_against_explicit_features():
     assert list(at.dataframe[-1].value["features time"])[2] == "not run"
     wigner3 = [r for r in res.body_order if r["route"] == scaling.WIGNER and r["nu"] == 3][0]
     assert wigner3["status"] == "measured" and wigner3["seconds"] > 0
+
+
+_WITHOUT_TEST_DEPS = r'''
+import importlib.abc, sys
+BLOCKED = {"featomic", "qm9pack", "playwright", "pytest_playwright"}
+
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked: not in requirements.txt)")
+        return None
+
+sys.meta_path.insert(0, Blocker())
+import importlib.util
+_find_spec = importlib.util.find_spec
+importlib.util.find_spec = lambda name, *a, **k: None if name.split(".")[0] in BLOCKED else _find_spec(name, *a, **k)
+
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file(sys.argv[1], default_timeout=120)
+at.run()
+for page in sys.argv[2:]:
+    at.switch_page(page).run()
+    assert not at.exception, (page, [e.value for e in at.exception])
+at.switch_page("pages/1_Data.py").run()
+at.radio(key="data.source").set_value("Full QM9 (qm9pack)").run()
+assert not at.exception
+print("WARNINGS:", " | ".join(w.value for w in at.warning))
+print("LOADED:", sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED))
+'''
+
+
+@pytest.mark.slow
+def test_the_app_runs_without_the_test_dependencies():
+    """`make run` installs requirements.txt only: every page renders with featomic, qm9pack and playwright
+    unimportable (a fresh interpreter that refuses them), and the Data page says how to get full QM9."""
+    import subprocess
+
+    pages = [p for name, p in PAGES.items() if name != "home"]
+    out = subprocess.run([sys.executable, "-c", _WITHOUT_TEST_DEPS, str(APP), *pages], capture_output=True,
+                         text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "LOADED: []" in out.stdout
+    assert "python -m pip install qm9pack" in out.stdout

@@ -116,7 +116,8 @@ def rotation_matrix(alpha_deg: float, beta_deg: float, gamma_deg: float) -> np.n
     return rz(a) @ ry(b) @ rz(g)
 
 
-def dipole_arrows(atoms, vectors: dict[str, tuple[Sequence[float], str]], *, length: float | None = 2.5) -> list[Arrow]:
+def dipole_arrows(atoms, vectors: dict[str, tuple[Sequence[float], str]], *, length: float | None = 2.5,
+                  labelled: bool = True) -> list[Arrow]:
     """Arrows for one or more dipole vectors drawn from the centre of mass.
 
     Parameters
@@ -127,6 +128,8 @@ def dipole_arrows(atoms, vectors: dict[str, tuple[Sequence[float], str]], *, len
     length : float, optional
         Length (Å) of the longest arrow; the others are scaled by the same factor so relative sizes stay
         true. ``None`` draws vectors at their own length (in Å per unit of the vector).
+    labelled : bool
+        Write each arrow's name in the 3D view (off: say which colour is which beside it).
 
     Returns
     -------
@@ -137,7 +140,8 @@ def dipole_arrows(atoms, vectors: dict[str, tuple[Sequence[float], str]], *, len
     top = max(norms or [0.0])
     scale = 1.0 if length is None or top == 0 else length / top
     return [
-        Arrow(tuple(map(float, centre)), tuple(float(x) * scale for x in np.asarray(v, dtype=float)), color, label)
+        Arrow(tuple(map(float, centre)), tuple(float(x) * scale for x in np.asarray(v, dtype=float)), color,
+              label if labelled else None)
         for label, (v, color) in vectors.items()
     ]
 

@@ -55,7 +55,7 @@ def cost_vs_nu(table: pd.DataFrame, *, y: str = "seconds", title: str | None = N
             x=group["nu"], y=group[y], mode="lines+markers+text" if labelled else "lines+markers", name=str(method),
             line=dict(color="#333" if k == 0 else "#888", dash=dashes[k % len(dashes)], width=2.5),
             marker=dict(size=13, color=[body_order_color(nu) for nu in group["nu"]], line=dict(width=1, color="#333")),
-            text=[f"{int(t):,} terms" for t in group["terms"]] if labelled else None,
+            text=[f"{int(t):,} term{'s' if int(t) != 1 else ''}" for t in group["terms"]] if labelled else None,
             textposition="top center", textfont=dict(size=FONT_SIZE - 3, color="#555"),
             hovertemplate=f"{method}<br>ν=%{{x}}<br>{label} %{{y:.4g}} {unit or ''}<extra></extra>",
         ))

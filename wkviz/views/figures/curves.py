@@ -95,7 +95,16 @@ def learning_curve_plot(
             hovertemplate=(f"{model_label(model)}<br>n_train %{{customdata[0]}}<br>{metric.upper()} %{{y:.4g}}"
                            f" ± %{{customdata[1]:.2g}} {unit or ''}<br>%{{customdata[2]}} repeats<extra></extra>"),
         ))
-    fig.update_xaxes(type="log", title="training structures (count, log scale)")
+    # ticks at the measured sizes, and only 2s and 5s between decades on y: plotly's default labels every digit
+    sizes = sorted(int(n) for n in table["n_train"].unique())
+    fig.update_xaxes(type="log", title="training structures (count, log scale)", tickvals=sizes,
+                     ticktext=[f"{n:,}" for n in sizes])
+    values = table[metric].to_numpy(float)
+    values = values[np.isfinite(values) & (values > 0)]
+    if len(values):
+        decades = range(int(np.floor(np.log10(values.min()))) - 1, int(np.ceil(np.log10(values.max()))) + 1)
+        ticks = [m * 10.0 ** d for d in decades for m in (1, 2, 5)]
+        fig.update_yaxes(tickvals=ticks, ticktext=[f"{t:.3g}" for t in ticks])
     fig.update_yaxes(type="log", title=_axis_title(f"test {metric.upper()} of {target}", unit) + ", log scale")
     fig.update_layout(height=560, legend=dict(x=1.02, xanchor="left", y=1.0, yanchor="top"))
     return _style(fig, title=title or "Learning curves (mean ± std over repeats)")
