@@ -34,6 +34,12 @@ def _explorer_dataset(ds, targets):
     return explorer.dataset(ds.frames, props, name=ds.title), view
 
 
+@st.cache_data(show_spinner="Preparing the explorer…", max_entries=4)
+def _explorer_cached(digest: str, target_key, _ds, _targets):
+    """The explorer's dataset, built once per data set and target (a 10,000-structure set takes seconds)."""
+    return _explorer_dataset(_ds, _targets)
+
+
 def render() -> None:
     ss = st.session_state
     widgets.page_header("Data", "Structures to learn from, what can be learned, and how they are split.")
@@ -197,7 +203,8 @@ def render() -> None:
     st.subheader("Explore the structures")
     formulas = datasets.formulas(ds)
     with widgets.user_errors("Cannot show the explorer"):
-        explorable, view = _explorer_dataset(ds, targets)
+        info = state.target_info()
+        explorable, view = _explorer_cached(ds.digest, info.key if info is not None else None, ds, targets)
         explorer_widget.viewer(explorable, settings=view, key="data.chemiscope", height=560)
     sel = ss.get(explorer_widget.SELECTED)
     i = int(sel) if sel is not None and 0 <= int(sel) < ds.n else 0
