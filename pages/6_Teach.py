@@ -107,7 +107,7 @@ def body_order_section() -> None:
     dist = dict(zip(table["nu"], table["distance"]))
     d1, d2 = st.columns([1.1, 1], gap="large")
     with d1:
-        fig = figures.distance_by_nu(dist, title="Kernel distance between A and B")
+        fig = figures.distance_by_nu(dist, title="Distance A–B per ν")
         widgets.chart(fig, "teach.distance.chart")
     with d2:
         st.write("")
@@ -200,7 +200,7 @@ def equivariance_section() -> None:
                     st.caption("This data set has no vector target; load the QM9 subset for the dipole arrow.")
             with c3:
                 widgets.chart(figures.vector_kernel_block(block / scale, zmax=1.0,
-                                                         title=f"λ=1 block K(R·A, A), ν={nu_show}"),
+                                                         title=f"λ=1 block<br>K(R·A, A), ν={nu_show}"),
                              key="teach.block.chart")
                 st.markdown(f"K(R·A, A) − R·K(A, A): **{dev:.1e}** (relative)")
             e1, e2 = st.columns([1.2, 1], gap="large")
