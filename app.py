@@ -66,9 +66,9 @@ def render() -> None:
     steps = [
         (nav.DATA, ":material/database:", "1 · Data", "look at the molecules, choose the target and the split"),
         (nav.KERNELS, ":material/grid_on:", "2 · Kernels", "compute ν = 0…4 kernels with a live progress bar"),
-        (nav.MODELS, ":material/model_training:", "3 · Models", "fit with cross-validation, click a point → 3D"),
+        (nav.MODELS, ":material/model_training:", "3 · Models", "fit a Gaussian process (weights by its evidence), click a point → 3D"),
         (nav.CURVES, ":material/trending_down:", "4 · Learning curves", "which body order learns fastest?"),
-        (nav.MAP, ":material/scatter_plot:", "5 · Map", "kernel PCA of the data set, coloured by error"),
+        (nav.MAP, ":material/scatter_plot:", "5 · Map", "explore the data with chemiscope, coloured by the model's error"),
         (nav.TEACH, ":material/school:", "6 · Teach", "what ν=2 cannot see; rotate a molecule; measure the cost"),
     ]
     cols = st.columns(3)

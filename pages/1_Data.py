@@ -1,13 +1,44 @@
-"""Data: choose a bundled set, upload a file or draw from QM9; pick the target and the split; look at structures."""
+"""Data: choose a bundled set, upload a file or draw from QM9; pick the target and the split; explore the structures
+(chemiscope: target per atom against size, any property on any axis, 3D)."""
+
+import contextlib
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.support import datasets, nav, state, widgets
+from pages.support import datasets, explorer as explorer_widget, nav, state, widgets
 from wkviz import data
+from wkviz.errors import WkvizError
 from wkviz.files import display_name
-from wkviz.views import figures
+from wkviz.views import explorer, figures
+
+
+def _explorer_dataset(ds, targets):
+    """chemiscope dataset of the data set: size, composition and every per-structure target (and per atom when
+    extensive); map of the target per atom against size, before any kernel."""
+    n_atoms = np.array([len(a) for a in ds.frames])
+    props = explorer.composition_properties(ds.frames)
+    first = None
+    for t in targets:
+        if t.kind == "atomic":
+            continue
+        with contextlib.suppress(WkvizError, ValueError):
+            props.update(explorer.target_properties(t.key, state.target_values(t.key), unit=t.unit or "",
+                                                    n_atoms=n_atoms, extensive=t.extensive))
+            first = first or t.key
+    info = state.target_info()
+    key = info.key if info is not None and info.kind != "atomic" else first
+    colour = explorer.default_color(props, key)
+    y = colour if colour != "number of atoms" else "structure"
+    view = explorer.settings(x="number of atoms", y=y, color=colour)
+    return explorer.dataset(ds.frames, props, name=ds.title), view
+
+
+@st.cache_data(show_spinner="Preparing the explorer…", max_entries=4)
+def _explorer_cached(digest: str, target_key, _ds, _targets):
+    """The explorer's dataset, built once per data set and target (a 10,000-structure set takes seconds)."""
+    return _explorer_dataset(_ds, _targets)
 
 
 def render() -> None:
@@ -59,8 +90,10 @@ def render() -> None:
                 st.caption("Until you upload a file, the pages keep using the current data set.")
         else:
             if not datasets.qm9pack_available():
-                st.warning("Full QM9 needs the optional `qm9pack` package (about 230 MB): `pip install qm9pack`. "
-                           "The bundled 2,000-molecule subset works without it.", icon=":material/extension:")
+                st.warning("Full QM9 (130,831 molecules) needs the optional `qm9pack` package (about 230 MB): "
+                           "`.venv/bin/python -m pip install qm9pack` (or `make test`, which installs it with the "
+                           "test references), then reload this page. The bundled 2,000-molecule subset works "
+                           "without it.", icon=":material/extension:")
             else:
                 c1, c2, c3 = st.columns([1, 1, 1])
                 with c1:
@@ -102,17 +135,13 @@ def render() -> None:
             st.selectbox("Target", [t.key for t in targets], key="data.target", **state.KEEP,
                          format_func=lambda k: next(f"{t.key} · {kinds[t.kind]}" + (f" · {t.unit}" if t.unit else "")
                                                     for t in targets if t.key == k))
-            rows = []
-            for t in targets:
-                st_ = summary["targets"].get(t.key, {})
-                rows.append({"key": t.key, "kind": kinds[t.kind], "unit": t.unit or "–",
-                             "extensive": "yes" if t.extensive else "no", "valid": t.n_valid,
-                             "mean": st_.get("mean"), "std": st_.get("std"), "min": st_.get("min"), "max": st_.get("max")})
-            table = pd.DataFrame(rows)
-            st.dataframe(table, hide_index=True, height=min(38 * (len(rows) + 1), 420),
-                         column_config={c: st.column_config.NumberColumn(format="%.4g") for c in ("mean", "std", "min", "max")})
-            st.caption("Vectors and tensors: statistics of the norm. Extensive targets are fitted with sum kernels, "
-                       "intensive ones with mean kernels.")
+            if ds.name == "upload" and info is not None:
+                # an extended-XYZ file declares no units: the one shown comes from the key's name
+                st.text_input(f"Unit of {info.key}", key=f"data.unit.{ds.digest[:8]}.{info.key}", **state.KEEP,
+                              placeholder=info.unit or "no unit",
+                              help="The file does not declare units; wkviz assumes one from the key's name "
+                                   "(energy → eV). Type the right one (e.g. kcal/mol) to label every page with it; "
+                                   "values are not converted.")
     with s_col:
         st.subheader("Split")
         st.radio("Method", ["random", "fps"], key="data.split", **state.KEEP, horizontal=True,
@@ -127,10 +156,24 @@ def render() -> None:
             moved = state.moved_to_train()
             if moved:
                 st.caption(f"Moved to training: structure{'s' if len(moved) > 1 else ''} {', '.join(map(str, moved))}, "
-                           "which contain an element no training structure has (a model cannot predict an element it "
-                           "never saw).")
+                           f"which contain{'' if len(moved) > 1 else 's'} an element no training structure has (a "
+                           "model cannot predict an element it never saw).")
             if ss.get("data.split") == "fps" and state.current_kernel()[0] is None:
                 st.caption("FPS needs kernels: using a random split until they are computed.")
+
+    if targets:
+        st.markdown("**Targets in this data set**")
+        rows = []
+        for t in targets:
+            st_ = summary["targets"].get(t.key, {})
+            rows.append({"key": t.key, "kind": kinds[t.kind], "unit": state.unit_label(ds, t),
+                         "extensive": "yes" if t.extensive else "no", "valid": t.n_valid,
+                         "mean": st_.get("mean"), "std": st_.get("std"), "min": st_.get("min"), "max": st_.get("max")})
+        table = pd.DataFrame(rows)
+        st.dataframe(table, hide_index=True, height=min(36 * (len(rows) + 1) + 4, 640), width="stretch",
+                     column_config={c: st.column_config.NumberColumn(format="%.4g") for c in ("mean", "std", "min", "max")})
+        st.caption("Vectors and tensors: statistics of the norm. Extensive targets are fitted with sum kernels, "
+                   "intensive ones with mean kernels.")
 
     # ---- distributions -----------------------------------------------------------------------------------------
     st.divider()
@@ -157,30 +200,32 @@ def render() -> None:
                 widgets.downloads(fig, name=f"target_{info.key}", key="data.target",
                                  table=pd.DataFrame({"value": np.asarray(values).ravel()}))
 
-    # ---- a structure in 3D -------------------------------------------------------------------------------------
+    # ---- explore the structures (chemiscope) ----------------------------------------------------------------------
     st.divider()
-    st.subheader("Look at a structure")
-    v1, v2 = st.columns([1, 2.2], gap="large")
+    st.subheader("Explore the structures")
     formulas = datasets.formulas(ds)
-    with v1:
-        ss["data.view_id"] = int(min(max(int(ss.get("data.view_id") or 0), 0), ds.n - 1))
-        st.number_input("Structure index", min_value=0, max_value=ds.n - 1, step=1, key="data.view_id", **state.KEEP)
-        i = int(ss["data.view_id"])
-        atoms = ds.frames[i]
-        st.markdown(f"**{formulas[i]}** · {len(atoms)} atoms" + (" · periodic" if atoms.pbc.any() else ""))
-        rows = []
-        for t in targets:
-            with widgets.user_errors():
-                v = state.target_values(t.key)
-                if t.kind == "atomic":
-                    continue
-                val = v[i]
-                rows.append({"target": t.key, "value": np.array2string(np.asarray(val), precision=4, suppress_small=True)
-                             if np.ndim(val) else f"{float(val):.6g}", "unit": t.unit or "–"})
-        if rows:
-            st.dataframe(pd.DataFrame(rows), hide_index=True)
-    with v2:
-        widgets.show_structure(atoms, structure_id=i, height=440)
+    with widgets.user_errors("Cannot show the explorer"):
+        info = state.target_info()
+        explorable, view = _explorer_cached(ds.digest, info.key if info is not None else None, ds, targets)
+        explorer_widget.viewer(explorable, settings=view, key="data.chemiscope", height=560)
+    sel = ss.get(explorer_widget.SELECTED)
+    i = int(sel) if sel is not None and 0 <= int(sel) < ds.n else 0
+    atoms = ds.frames[i]
+    st.markdown(f"**Selected: structure {i} · {formulas[i]}** · {len(atoms)} atoms"
+                + (" · periodic" if atoms.pbc.any() else "")
+                + " — click a point (or type an index in the viewer's box) to select another; the Map and Models "
+                  "pages select the same structure.")
+    rows = []
+    for t in targets:
+        with widgets.user_errors():
+            v = state.target_values(t.key)
+            if t.kind == "atomic":
+                continue
+            val = v[i]
+            rows.append({"target": t.key, "value": np.array2string(np.asarray(val), precision=4, suppress_small=True)
+                         if np.ndim(val) else f"{float(val):.6g}", "unit": t.unit or "–"})
+    if rows:
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
 
     name, payload, mime = widgets.dataset_file(ds)
     st.download_button(f"Download these {ds.n} structures ({name})", data=payload, file_name=name, mime=mime,

@@ -34,15 +34,20 @@ def _hyper_input(name: str) -> None:
     spec = Hypers.spec(name)
     help = spec.widget.get("help", spec.help)
     key = f"kernels.{name}"
+    toggle = spec.widget.get("toggle")
+    # an optional length that is switched off is greyed out (inside a form the switch takes effect on Apply)
+    off = bool(toggle) and not st.session_state.get(toggle, True)
+    if off:
+        help += " Off: tick the box above and apply to set it."
     if spec.choices is not None:
         st.selectbox(spec.widget["label"], list(spec.choices), key=key, **state.KEEP, help=help)
         return
     lo, hi = (spec.type(v) for v in spec.widget_bounds)
     if spec.type is int:
-        st.slider(spec.widget["label"], min_value=lo, max_value=hi, key=key, **state.KEEP, help=help)
+        st.slider(spec.widget["label"], min_value=lo, max_value=hi, key=key, **state.KEEP, help=help, disabled=off)
     else:
         st.number_input(spec.widget["label"], min_value=lo, max_value=hi, step=spec.widget["step"], key=key,
-                        **state.KEEP, help=help)
+                        **state.KEEP, help=help, disabled=off)
 
 
 def _store_panel(ds, hypers, request, est, kres, running):
@@ -307,15 +312,24 @@ def render() -> None:
             if t:
                 st.dataframe(pd.DataFrame({"stage": list(t), "seconds": [float(v) for v in t.values()]}), hide_index=True,
                              column_config={"seconds": st.column_config.NumberColumn(format="%.3f s")})
+            from wkviz.engine.wigner import build_plan
+
             rows = []
             for nu in range(1, 9):
                 with widgets.user_errors():
                     e = jobs.estimate(ds, hypers.replace(nu_max=nu), request)
-                    rows.append({"nu": nu, "method": "estimate for this data set", "seconds": e["seconds"]})
+                    terms = build_plan(hypers.lambda_max, nu, hypers.schedule, hypers.normalization).n_terms
+                    rows.append({"nu": nu, "method": "estimate for this data set", "seconds": e["seconds"],
+                                 "terms": terms})
             rows.append({"nu": nu_max, "method": "measured", "seconds": kres.seconds})
             cost = pd.DataFrame(rows)
-            fig = figures.cost_vs_nu(cost, title="Time against ν_max: linear in body order")
+            fig = figures.cost_vs_nu(cost, title="Time against ν_max: a step every second body order")
             widgets.chart(fig, "kernels.cost.chart")
+            st.caption("The time grows in steps, not smoothly: the reduced schedule runs the expensive equivariant "
+                       "(Clebsch–Gordan) recursion only up to ⌈ν_max/2⌉ and gets the higher orders by cheap "
+                       "contractions, so ν_max = 3 and 4 (or 5 and 6) need the same recursion. Labels: multiply-adds "
+                       "per pair of environments (terms of the Wigner program). No step multiplies the cost by the "
+                       "number of features, as explicit ν-body features would.")
             widgets.downloads(fig, name="cost_vs_nu", key="kernels.cost", table=cost)
 
         # ---- reproduce ---------------------------------------------------------------------------------------------

@@ -107,12 +107,14 @@ def body_order_section() -> None:
     dist = dict(zip(table["nu"], table["distance"]))
     d1, d2 = st.columns([1.1, 1], gap="large")
     with d1:
-        fig = figures.distance_by_nu(dist, title="Kernel distance between A and B")
+        fig = figures.distance_by_nu(dist, title="Distance A–B per ν")
         widgets.chart(fig, "teach.distance.chart")
     with d2:
         st.write("")
-        st.dataframe(table.rename(columns={"nu": "ν"}), hide_index=True, column_config={
-            c: st.column_config.NumberColumn(format="%.6g") for c in ("k(A,A)", "k(B,B)", "k(A,B)", "cosine", "distance")})
+        # what the lesson is about first (distance, cosine); the raw kernels, tiny at high ν, after them
+        shown = table.rename(columns={"nu": "ν"})[["ν", "distance", "cosine", "k(A,B)", "k(A,A)", "k(B,B)"]]
+        st.dataframe(shown, hide_index=True, width="stretch", column_config={
+            c: st.column_config.NumberColumn(format="%.3g") for c in ("k(A,A)", "k(B,B)", "k(A,B)", "cosine", "distance")})
         st.caption(f"Atom-level kernels of the two central atoms (orange), cutoff {TEACH_HYPERS.cutoff:g} Å (sphere), "
                    f"σ {TEACH_HYPERS.density_width:g} Å, λ_max {TEACH_HYPERS.lambda_max}. Distance √(2 − 2·cos): 0 means "
                    "this body order cannot tell the two environments apart.")
@@ -182,23 +184,23 @@ def equivariance_section() -> None:
                 true = R @ np.asarray(atoms.info[vkey], dtype=float) if vkey in atoms.info else None
                 arrows = {"predicted": (pred, "#c92a2a")}
                 if true is not None:
-                    arrows["true"] = (true, "#333333")
+                    arrows["QM9 (DFT)"] = (true, "#333333")
             with c2:
                 widgets.show_structure(rot, structure_id=i, height=380,
-                                      arrows=viewer.dipole_arrows(rot, arrows) if arrows else ())
+                                      arrows=viewer.dipole_arrows(rot, arrows, labelled=False) if arrows else ())
                 if model is not None:
                     fmt = lambda v: "[" + ", ".join(f"{x:+.3f}" for x in v) + "]"  # noqa: E731
                     note = " (a training molecule)" if i in train_idx else ""
-                    lines = [f"predicted {vkey}{note}: **{fmt(pred)}** e·Å"]
+                    lines = [f":red[**→ predicted**] {vkey}{note}: **{fmt(pred)}** e·Å"]
                     if true is not None:
-                        lines.append(f"reference (rotated): {fmt(true)} e·Å")
+                        lines.append(f"**→ QM9's DFT dipole**, turned with the molecule: {fmt(true)} e·Å")
                     lines.append(f"R·prediction(A) − prediction(R·A): **{np.abs(R @ pred0 - pred).max():.1e}** e·Å")
                     st.markdown("  \n".join(lines))
                 else:
                     st.caption("This data set has no vector target; load the QM9 subset for the dipole arrow.")
             with c3:
                 widgets.chart(figures.vector_kernel_block(block / scale, zmax=1.0,
-                                                         title=f"λ=1 block K(R·A, A), {figures.body_order_label(nu_show)}"),
+                                                         title=f"λ=1 block<br>K(R·A, A), ν={nu_show}"),
                              key="teach.block.chart")
                 st.markdown(f"K(R·A, A) − R·K(A, A): **{dev:.1e}** (relative)")
             e1, e2 = st.columns([1.2, 1], gap="large")
@@ -292,11 +294,12 @@ def show_cost(res, request: dict) -> None:
                 help="Wall time of all orders up to ν, atom-level kernels included.")
     if res.stopped_at is not None:
         stop = body[(body["route"] == scaling.FEATURES) & (body["nu"] == res.stopped_at)].iloc[0]
+        ran = f"ran up to ν = {res.stopped_at - 1}" if res.stopped_at > 1 else "did not run"
         st.warning(
-            f"**Explicit features stopped at ν = {res.stopped_at}.** They would need about "
+            f"**Explicit features {ran}; ν = {res.stopped_at} was not started.** It would need about "
             f"{_mb_text(stop['estimate_bytes'])} for {res.n_environments} environments "
             f"({stop['features']:,.0f} invariant features each), more than the budget of "
-            f"{_budget_text(res.memory_budget)} set above, so they were not started; each higher order multiplies "
+            f"{_budget_text(res.memory_budget)} set above; each higher order multiplies "
             f"that by about S·n. The Wigner kernels went on to ν = {int(last['nu'])}.",
             icon=":material/memory:")
     else:

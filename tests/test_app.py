@@ -10,6 +10,7 @@ molecules, ν_max ≤ 3) so the whole file runs in well under a minute on two co
 
 from __future__ import annotations
 
+import json
 import pathlib
 import re
 import sys
@@ -254,7 +255,7 @@ def test_every_page_renders_without_exception(page):
     assert not _problems(at)[1], f"{page} shows errors on a fresh session: {_problems(at)[1]}"
     # the sidebar shows the navigation and the session's data set, target and hyperparameters on every page
     side = _sidebar_text(at)
-    assert "QM9 subset" in side and "U0" in side and "ν_max 4" in side
+    assert "QM9 subset" in side and "U0" in side and "up to 5-body correlations" in side
     assert [c.value for c in at.sidebar.caption][:3] == ["Start", "Workflow", "Understand"]
 
 
@@ -269,7 +270,7 @@ def test_a_run_started_directly_on_a_page_file_sets_itself_up(page):
     assert not exc and not err, (exc, err)
     assert at.title and at.title[0].value
     side = _sidebar_text(at)
-    assert "Current session" in side and "QM9 subset" in side and "ν_max 4" in side
+    assert "Current session" in side and "QM9 subset" in side and "up to 5-body correlations" in side
     # the session defaults exist although app.py never ran
     assert at.session_state["kernels.nu_max"] == 4 and at.session_state["wk.dataset"].n == 300
     # links to other pages degrade to plain labels (no other page is registered in such a run)
@@ -369,17 +370,21 @@ def test_main_flow_qm9_kernels_fit_learning_curve_map():
     table = at.dataframe[0].value
     assert list(table["model"])[-1].startswith("mixed") and np.isfinite(table["log–log slope"]).all()
 
-    # Map: kernel PCA of the 60 structures, then coloured by the test errors of the fit
+    # Map (chemiscope): with a fit, the test structures coloured by the mixed model's error; then all 60
     _goto(at, "map")
-    spec = _chart_spec(at)
-    xs = [x for trace in spec["data"] for x in _values(trace.get("x", []))]
-    assert len(xs) == 60
-    assert "% of variance" in spec["layout"]["xaxis"]["title"]["text"]
-    at.selectbox(key="map.color").set_value("error").run()
-    spec = _chart_spec(at)
-    colours = _values(spec["data"][0]["marker"]["color"])
-    assert len(colours) == 12 and np.allclose(sorted(colours), sorted(
-        np.abs(np.asarray(mixed["pred"]) - y_true)), rtol=1e-6)
+    shown = _chemiscope(at)
+    props = shown["properties"]
+    assert len(shown["structures"]) == 12
+    assert "% of its variance" in props["mixed PC1"]["description"] and "ν=3 PC2" in props
+    assert shown["settings"]["map"]["color"]["property"] == "|error| (mixed)"
+    assert np.allclose(sorted(props["|error| (mixed)"]["values"]), sorted(np.abs(np.asarray(mixed["pred"]) - y_true)),
+                       rtol=1e-6)
+    test_ids = sorted(int(i) for i in fit["test"])
+    assert props["structure"]["values"] == test_ids
+    at.radio(key="map.which").set_value("all structures").run()
+    shown = _chemiscope(at)
+    assert len(shown["structures"]) == 60 and "|error| (mixed)" not in shown["properties"]
+    assert shown["settings"]["map"]["color"]["property"] == "U0 per atom"  # not the total, which counts atoms
 
     # Navigating back shows the cached kernels: nothing is recomputed, the widgets kept their values
     _goto(at, "kernels")
@@ -412,6 +417,14 @@ def test_bad_hyperparameters_show_a_message_not_a_traceback():
     assert at.session_state["wk.hypers"].cutoff == 5.0
 
 
+def _chemiscope(at) -> dict:
+    """The dataset (with its settings) the page passed to chemiscope's component."""
+    comps = at.get("component_instance")
+    assert comps, "no chemiscope component on the page"
+    args = json.loads(comps[-1].proto.json_args)
+    return args["dataset"]
+
+
 def test_uploads_bad_file_message_then_good_file_switches_data_set():
     at = _app()
     at.run()
@@ -433,6 +446,12 @@ def test_uploads_bad_file_message_then_good_file_switches_data_set():
     assert at.selectbox(key="data.target").value == "energy"
     side = _sidebar_text(at)
     assert "water.xyz" in side and "energy" in side
+    # an extended-XYZ file declares no unit: eV is assumed from the name, said so, and the user can set it
+    table = at.dataframe[0].value
+    assert table.set_index("key").loc["energy", "unit"] == "eV (assumed)"
+    at.text_input(key=f"data.unit.{ds.digest[:8]}.energy").set_value("kcal/mol").run()
+    assert at.dataframe[0].value.set_index("key").loc["energy", "unit"] == "kcal/mol (set by you)"
+    assert "(kcal/mol)" in _sidebar_text(at)
 
 
 def test_split_moves_test_structures_with_unseen_elements_to_training():
@@ -470,7 +489,7 @@ def test_missing_3dmol_copy_gives_a_notice_instead_of_a_broken_viewer(monkeypatc
     monkeypatch.setattr(viewer, "STATIC_DIR", tmp_path)
     at = _app()
     at.run()
-    _goto(at, "data")
+    _goto(at, "teach")  # the py3Dmol viewers (the Data and Map pages use chemiscope, which brings its own)
     assert any("scripts/fetch_3dmol.py" in w.value for w in at.warning)
     assert not at.get("iframe")
 
@@ -545,7 +564,50 @@ def test_teach_measures_wigner_kernels_against_explicit_features():
     assert res.stopped_at == 3
     stopped = [r for r in res.body_order if r["route"] == scaling.FEATURES and r["nu"] == 3][0]
     assert stopped["status"] == "stopped" and stopped["estimate_bytes"] > 64 * 2**20 and stopped["seconds"] is None
-    assert any("Explicit features stopped at ν = 3" in w.value for w in at.warning)
+    assert any("Explicit features ran up to ν = 2; ν = 3 was not started" in w.value for w in at.warning)
     assert list(at.dataframe[-1].value["features time"])[2] == "not run"
     wigner3 = [r for r in res.body_order if r["route"] == scaling.WIGNER and r["nu"] == 3][0]
     assert wigner3["status"] == "measured" and wigner3["seconds"] > 0
+
+
+_WITHOUT_TEST_DEPS = r'''
+import importlib.abc, sys
+BLOCKED = {"featomic", "qm9pack", "playwright", "pytest_playwright"}
+
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked: not in requirements.txt)")
+        return None
+
+sys.meta_path.insert(0, Blocker())
+import importlib.util
+_find_spec = importlib.util.find_spec
+importlib.util.find_spec = lambda name, *a, **k: None if name.split(".")[0] in BLOCKED else _find_spec(name, *a, **k)
+
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file(sys.argv[1], default_timeout=120)
+at.run()
+for page in sys.argv[2:]:
+    at.switch_page(page).run()
+    assert not at.exception, (page, [e.value for e in at.exception])
+at.switch_page("pages/1_Data.py").run()
+at.radio(key="data.source").set_value("Full QM9 (qm9pack)").run()
+assert not at.exception
+print("WARNINGS:", " | ".join(w.value for w in at.warning))
+print("LOADED:", sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED))
+'''
+
+
+@pytest.mark.slow
+def test_the_app_runs_without_the_test_dependencies():
+    """`make run` installs requirements.txt only: every page renders with featomic, qm9pack and playwright
+    unimportable (a fresh interpreter that refuses them), and the Data page says how to get full QM9."""
+    import subprocess
+
+    pages = [p for name, p in PAGES.items() if name != "home"]
+    out = subprocess.run([sys.executable, "-c", _WITHOUT_TEST_DEPS, str(APP), *pages], capture_output=True,
+                         text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "LOADED: []" in out.stdout
+    assert "python -m pip install qm9pack" in out.stdout

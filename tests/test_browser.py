@@ -3,8 +3,10 @@
 The browser's very first request to the fresh server is a deep link to a page (``/Kernels``): with a ``pages/``
 folder Streamlit runs that page's file without running app.py first, so the page must set itself up (wide
 layout, sidebar). Then it runs the main flow (bundled QM9 → kernels → fit → learning curves → map), clicks a point of the parity plot and
-checks that the 3D viewer then shows that structure (canvas drawn, 3Dmol.js loaded from the page itself), and
-saves a screenshot of every page to artifacts/screenshots/. Every request that is not to the local server is
+checks that the 3D viewer then shows that structure (canvas drawn, 3Dmol.js loaded from the page itself); on the
+Map page chemiscope (its component iframe, served by the app) shows that same structure, and a structure selected
+in chemiscope becomes the app's selection (the Models page shows it). It saves every page at 1400 and 1000 px to
+artifacts/screenshots/ and the top of each at 1400 px to docs/screenshots/ (the README's). Every request that is not to the local server is
 aborted and reported: the app must work with no internet.
 
 Skipped when /usr/bin/chromium or Playwright is missing, unless WKVIZ_REQUIRE_BROWSER=1 (CI), which turns the
@@ -29,6 +31,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "artifacts" / "screenshots"
+DOCS_SHOTS = ROOT / "docs" / "screenshots"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
@@ -145,15 +148,58 @@ def go(pg, label: str) -> None:
 
 
 def screenshot(pg, name: str) -> None:
+    """The whole page at 1400 and 1000 px wide (artifacts/screenshots/<name>_<width>.png, to look at), and its
+    top at 1400 px for the README (docs/screenshots/<name>.png, kept small)."""
     SHOTS.mkdir(parents=True, exist_ok=True)
-    height = pg.evaluate(
-        "() => { const c = document.querySelector('[data-testid=\"stMainBlockContainer\"]');"
-        " return c ? c.scrollHeight + 120 : document.body.scrollHeight; }")
-    pg.set_viewport_size({"width": 1600, "height": int(min(max(height, 1000), 8000))})
-    pg.wait_for_timeout(1200)  # plotly and the 3D viewers redraw at the new size
-    pg.screenshot(path=str(SHOTS / f"{name}.png"))
+    for width in (1400, 1000):
+        pg.set_viewport_size({"width": width, "height": 1000})
+        pg.wait_for_timeout(600)
+        height = pg.evaluate(
+            "() => { const c = document.querySelector('[data-testid=\"stMainBlockContainer\"]');"
+            " return c ? c.scrollHeight + 120 : document.body.scrollHeight; }")
+        pg.set_viewport_size({"width": width, "height": int(min(max(height, 1000), 8000))})
+        pg.wait_for_timeout(1500)  # plotly, chemiscope and the 3D viewers redraw at the new size
+        pg.screenshot(path=str(SHOTS / f"{name}_{width}.png"))
+        if width == 1400:
+            DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
+            pg.screenshot(path=str(DOCS_SHOTS / f"{name}.png"), clip={"x": 0, "y": 0, "width": 1400, "height": 1050})
     pg.set_viewport_size({"width": 1600, "height": 1000})
     pg.wait_for_timeout(300)
+
+
+def chemiscope_frame(pg, timeout: float = 60.0):
+    """The chemiscope component's frame once its viewer is drawn (its structure index box exists)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for frame in pg.frames:
+            if "chemiscope_viewer" in frame.url:
+                try:
+                    if frame.locator("input.chsp-info-number").count():
+                        return frame
+                except Exception:  # a frame that navigated away while we looked
+                    continue
+        pg.wait_for_timeout(300)
+    raise AssertionError(f"no drawn chemiscope viewer; frames: {[f.url for f in pg.frames]}")
+
+
+def chemiscope_index(frame) -> int:
+    """The structure chemiscope shows (its index on the map)."""
+    return int(frame.locator("input.chsp-info-number").first.input_value())
+
+
+def chemiscope_select(pg, frame, index: int) -> None:
+    """Select a structure in chemiscope the way a user types it in the viewer's index box."""
+    box = frame.locator("input.chsp-info-number").first
+    box.fill(str(index))
+    box.press("Enter")
+    wait_idle(pg)
+
+
+def selected_text(pg) -> str:
+    texts = [t for t in pg.locator('[data-testid="stMarkdownContainer"] p').all_inner_texts()
+             if t.startswith("Selected: structure")]
+    assert texts, "the page does not say which structure is selected"
+    return texts[0]
 
 
 def viewers(pg) -> list[dict]:
@@ -229,7 +275,7 @@ def test_main_flow_in_a_real_browser(page):
                         ".getBoundingClientRect().width")
     assert width > 1100, f"not the wide layout: main column {width:.0f} px of 1600"  # centred would be ≤ 736 px
     side = pg.locator('[data-testid="stSidebar"]').inner_text()
-    assert "Current session" in side and "QM9 subset" in side and "ν_max 4" in side
+    assert "Current session" in side and "QM9 subset" in side and "up to 5-body correlations" in side
     assert sidebar_links(pg) == ["Home", "Data", "Kernels", "Models", "Learning curves", "Map", "Teach"]
     assert pg.get_by_role("button", name="Compute kernels").count() == 1
 
@@ -245,7 +291,8 @@ def test_main_flow_in_a_real_browser(page):
     box.press("Enter")
     wait_idle(pg)
     assert pg.locator('[data-testid="stMetricValue"]').first.inner_text().strip() == str(N_MOLECULES)
-    wait_viewer(pg, "0")
+    chemiscope_frame(pg)  # the explorer: chemiscope, served by the app (no CDN)
+    assert selected_text(pg).startswith("Selected: structure 0 ·")
     screenshot(pg, "02_data")
 
     # Kernels with the default hyperparameters (ν_max = 4)
@@ -279,6 +326,7 @@ def test_main_flow_in_a_real_browser(page):
     assert info["lib"] == "object" and info["canvases"] >= 1
     assert pg.get_by_text(f"structure {target['id']} · {info['formula']}").count() >= 1
     screenshot(pg, "04_models")
+    parity_points = points
 
     # Learning curves: 3 sizes, 1 repeat (sliders moved with the keyboard, inside the form)
     go(pg, "Learning curves")
@@ -296,17 +344,23 @@ def test_main_flow_in_a_real_browser(page):
     assert pg.get_by_text("1 repeat, 12 test structures each").count() == 1
     screenshot(pg, "05_learning_curves")
 
-    # Map: click a structure → 3D
+    # Map on chemiscope: the parity plot's structure is selected there; selecting another in chemiscope selects it
+    # for the whole app (the Models page then shows it in 3D)
+    test_ids = sorted(int(p["id"]) for p in parity_points)
     go(pg, "Map")
-    points = plot_points(pg, 0, 0)
-    assert len(points) == N_MOLECULES
-    target = isolated_point(points, exclude="")
-    pg.mouse.move(target["x"], target["y"])
-    pg.wait_for_timeout(300)
-    pg.mouse.click(target["x"], target["y"])
-    wait_idle(pg)
-    wait_viewer(pg, target["id"])
+    frame = chemiscope_frame(pg)
+    assert pg.locator("iframe[title*='chemiscope']").count() == 1
+    assert selected_text(pg).startswith(f"Selected: structure {target['id']} ·")
+    deadline = time.time() + 20
+    while chemiscope_index(frame) != test_ids.index(int(target["id"])) and time.time() < deadline:
+        pg.wait_for_timeout(300)
+    assert chemiscope_index(frame) == test_ids.index(int(target["id"])), "the parity plot's pick is not selected"
+    other = next(k for k in range(len(test_ids)) if test_ids[k] != int(target["id"]))
+    chemiscope_select(pg, frame, other)
+    assert selected_text(pg).startswith(f"Selected: structure {test_ids[other]} ·")
     screenshot(pg, "06_map")
+    go(pg, "Models")
+    wait_viewer(pg, str(test_ids[other]))
 
     # Teach: teaching pair side by side, rotation demo, and the cost of body order measured on the default molecules
     go(pg, "Teach")
@@ -318,7 +372,7 @@ def test_main_flow_in_a_real_browser(page):
     wait_idle(pg)
     agree = pg.locator('[data-testid="stMetric"]').filter(has_text="Kernels agree to")
     assert float(agree.locator('[data-testid="stMetricValue"]').inner_text()) < 1e-10
-    assert pg.get_by_text("Explicit features stopped at ν = ").count() == 1
+    assert pg.get_by_text("was not started").count() == 1
     screenshot(pg, "07_teach")
 
     assert not pg.blocked, f"the app tried to reach the internet: {pg.blocked}"

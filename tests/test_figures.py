@@ -138,8 +138,14 @@ def test_learning_curve_slopes_recover_power_law_and_band_uses_repeats():
     names = [t.name for t in fig.data if t.name]
     assert any("slope -0.50" in n for n in names) and any("slope -0.25" in n for n in names)
     assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
-    bands = [t for t in fig.data if t.fill == "toself"]
-    assert len(bands) == 2
+    # ±1 std over the 3 repeats as error bars, in the model's own (body-order) colour, markers too
+    for trace in fig.data:
+        nu2 = "ν=2" in trace.name
+        color = figures.body_order_color(2) if nu2 else figures.MIXED_COLOR
+        assert trace.marker.color == color and trace.error_y.color == color and trace.error_y.visible
+        expected = table[table["model"] == ("nu=2" if nu2 else "mixed")].groupby("n_train")["mae"].std().to_numpy()
+        assert np.allclose(trace.error_y.array, expected)
+    assert not any(t.fill == "toself" for t in fig.data)
     assert "(eV)" in fig.layout.yaxis.title.text
 
 
@@ -155,17 +161,6 @@ def test_error_by_group_and_model_comparison():
 
 
 # ---- maps and teaching -----------------------------------------------------------------------------------------
-
-def test_kpca_map_numeric_and_categorical_colours_keep_ids():
-    coords = np.random.default_rng(0).normal(size=(6, 2))
-    fig = figures.kpca_map(coords, ids=[10, 11, 12, 13, 14, 15], color=np.arange(6.0), color_label="U0",
-                           color_unit="eV", explained=[0.5, 0.2])
-    assert [int(c[0]) for c in fig.data[0].customdata] == [10, 11, 12, 13, 14, 15]
-    assert "50% of variance" in fig.layout.xaxis.title.text
-    fig = figures.kpca_map(coords, ids=range(6), color=["H", "C", "H", "O", "C", "H"], color_label="element")
-    by_name = {t.name: [int(c[0]) for c in t.customdata] for t in fig.data}
-    assert by_name == {"C": [1, 4], "H": [0, 2, 5], "O": [3]}
-
 
 def test_teaching_figures():
     fig = figures.distance_by_nu({1: 0.0, 2: 1e-9, 3: 0.27})

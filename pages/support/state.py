@@ -9,6 +9,7 @@ widget keys are namespaced ``"<page>.<name>"``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import numpy as np
 import streamlit as st
@@ -59,7 +60,6 @@ WIDGET_DEFAULTS = {
     "data.split": "random",
     "data.test_fraction": 0.2,
     "data.seed": 0,
-    "data.view_id": 0,
     **_hyper_widget_values(),
     "kernels.preset": DEFAULT_PRESET,
     "kernels.atomic": False,
@@ -81,6 +81,7 @@ WIDGET_DEFAULTS = {
     "map.nu": "mixed",
     "map.color": "target",
     "map.n_envs": 40,
+    "map.which": "test set (predictions, errors, σ)",
     "teach.pair": 0,
     "teach.nu": 2,
     "kernels.order": "data order",
@@ -182,7 +183,6 @@ def set_dataset(ds: Dataset) -> None:
         for key in ("wk.fit", "wk.lc", "wk.selected", "wk.map_selected.structures",
                     "wk.map_selected.atomic environments", "wk.map_job"):
             ss.pop(key, None)
-        ss["data.view_id"] = 0
         # a new data set starts from the preset its elements and cells call for (wkviz.presets.choose_preset); when
         # the data call for the same preset as before (more or fewer of the same molecules), the form keeps the
         # user's choice and edits
@@ -199,16 +199,35 @@ def set_dataset(ds: Dataset) -> None:
             ss["data.target"] = default_target(targets)
 
 
+def _unit_key(ds: Dataset, key: str) -> str:
+    return f"data.unit.{ds.digest[:8]}.{key}"
+
+
+def unit_label(ds: Dataset, info) -> str:
+    """The unit as the Data page's table shows it: typed by the user, or assumed from the name for an uploaded
+    file (which declares none), or the bundled set's documented one."""
+    typed = (st.session_state.get(_unit_key(ds, info.key)) or "").strip()
+    if typed:
+        return f"{typed} (set by you)"
+    if ds.name == "upload":
+        return f"{info.unit} (assumed)" if info.unit else "– (none declared)"
+    return info.unit or "–"
+
+
 def target_info():
-    """The selected target's TargetInfo, or None when the data set has no learnable target."""
-    targets = target_infos(dataset())
+    """The selected target's TargetInfo, or None when the data set has no learnable target; its unit is the one
+    the user typed on the Data page, if any."""
+    ds = dataset()
+    targets = target_infos(ds)
     if not targets:
         return None
     ss = st.session_state
     keys = [t.key for t in targets]
     if ss.get("data.target") not in keys:
         ss["data.target"] = default_target(targets)
-    return next(t for t in targets if t.key == ss["data.target"])
+    info = next(t for t in targets if t.key == ss["data.target"])
+    typed = (ss.get(_unit_key(ds, info.key)) or "").strip()
+    return dataclasses.replace(info, unit=typed) if typed else info
 
 
 def sync_target_defaults(info) -> None:

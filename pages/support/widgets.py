@@ -185,11 +185,6 @@ def show_structure(atoms, *, structure_id=None, height: int = 420, **kw) -> bool
                             height)
 
 
-def show_environment(atoms, center: int, cutoff: float, *, structure_id=None, height: int = 420) -> bool:
-    return show_html_viewer(
-        lambda: viewer.environment_html(atoms, center, cutoff, structure_id=structure_id, height=height), height)
-
-
 def selected_ids(state) -> list[int]:
     """Row ids from a plotly selection (``customdata[0]`` of each selected point)."""
     if not state:
@@ -254,13 +249,17 @@ def sidebar() -> None:
     st.markdown(f"**Preset** · {PRESETS[preset].label} ({why}){f' · edited: {edited}' if edited else ''}")
     scaling = "off" if h.density_scaling is None else f"{h.density_scaling:g} Å"
     radial = "off" if h.radial_scale is None else f"r₀ {h.radial_scale:g} Å, m {h.radial_exponent:g}"
-    st.markdown(
-        f"**Hypers** · ν_max {h.nu_max} · λ_max {h.lambda_max}  \n"
-        f"cutoff {h.cutoff:g} Å (width {h.cutoff_width:g} Å)  \n"
+    # in words for a chemist; the symbols of the Kernels form in the tooltip
+    words = (f"**Kernels** look at up to {h.nu_max + 1}-body correlations of the neighbours within "
+             f"{h.cutoff:g} Å, each atom a {h.density_width:g} Å-wide cloud"
+             + ("" if h.density_scaling is None else " that widens with distance")
+             + ("" if h.radial_scale is None else f"; far neighbours count less (half at {h.radial_scale:g} Å)")
+             + (f"; hydrogens weigh {h.hydrogen_weight:g}" if h.hydrogen_weight != 1 else "") + ".")
+    st.markdown(words, help=(
+        f"ν_max {h.nu_max} · λ_max {h.lambda_max} · cutoff {h.cutoff:g} Å (width {h.cutoff_width:g} Å) · "
         f"σ {h.density_width:g} Å · scaling {scaling} · radial weight {radial} · "
         f"element coupling {h.species_coupling:g} · hydrogen weight {h.hydrogen_weight:g} "
-        f"(centres {h.hydrogen_center_weight:g}) · {h.normalization}"
-    )
+        f"(centres {h.hydrogen_center_weight:g}) · {h.normalization}"))
     kres, _ = current_kernel()
     job = ss.get("wk.kernel_job")
     if job is not None and not job.done:

@@ -180,37 +180,14 @@ def chemiscope_json(
     bytes
         UTF-8 JSON that chemiscope.io and ``chemiscope.show`` load.
     """
-    structures = []
-    for atoms in frames:
-        s = {
-            "size": len(atoms),
-            "names": atoms.get_chemical_symbols(),
-            "x": atoms.positions[:, 0].tolist(),
-            "y": atoms.positions[:, 1].tolist(),
-            "z": atoms.positions[:, 2].tolist(),
-        }
-        if atoms.pbc.any():
-            s["cell"] = atoms.cell.array.ravel().tolist()
-        structures.append(s)
-    props = {}
-    for key, prop in properties.items():
-        values = np.asarray(prop["values"])
-        entry = {"target": prop.get("target", "structure"),
-                 "values": values.tolist() if np.issubdtype(values.dtype, np.number) else [str(v) for v in values]}
-        if prop.get("units"):
-            entry["units"] = prop["units"]
-        if prop.get("description"):
-            entry["description"] = prop["description"]
-        props[key] = entry
-    data = {"meta": {"name": name, "description": description}, "structures": structures, "properties": props}
-    if environments is not None:
-        data["environments"] = [{"structure": int(s), "center": int(a), "cutoff": float(cutoff or 0.0)}
-                                for s, a in environments]
-    settings = {}
-    if x or y or color:
-        settings["map"] = {k: {"property": v} for k, v in (("x", x), ("y", y), ("color", color)) if v}
-    if settings:
-        data["settings"] = settings
+    from . import explorer
+
+    props = {key: explorer.prop(p["values"], p.get("target", "structure"), units=p.get("units"),
+                                description=p.get("description")) for key, p in properties.items()}
+    view = (explorer.settings(x=x, y=y, color=color, target="atom" if environments is not None else "structure",
+                              cutoff=cutoff) if x or y or color else None)
+    data = explorer.dataset(frames, props, name=name, description=description, environments=environments,
+                            cutoff=cutoff, settings=view)
     return json.dumps(data).encode("utf-8")
 
 

@@ -116,7 +116,8 @@ def rotation_matrix(alpha_deg: float, beta_deg: float, gamma_deg: float) -> np.n
     return rz(a) @ ry(b) @ rz(g)
 
 
-def dipole_arrows(atoms, vectors: dict[str, tuple[Sequence[float], str]], *, length: float | None = 2.5) -> list[Arrow]:
+def dipole_arrows(atoms, vectors: dict[str, tuple[Sequence[float], str]], *, length: float | None = 2.5,
+                  labelled: bool = True) -> list[Arrow]:
     """Arrows for one or more dipole vectors drawn from the centre of mass.
 
     Parameters
@@ -127,6 +128,8 @@ def dipole_arrows(atoms, vectors: dict[str, tuple[Sequence[float], str]], *, len
     length : float, optional
         Length (Å) of the longest arrow; the others are scaled by the same factor so relative sizes stay
         true. ``None`` draws vectors at their own length (in Å per unit of the vector).
+    labelled : bool
+        Write each arrow's name in the 3D view (off: say which colour is which beside it).
 
     Returns
     -------
@@ -137,7 +140,8 @@ def dipole_arrows(atoms, vectors: dict[str, tuple[Sequence[float], str]], *, len
     top = max(norms or [0.0])
     scale = 1.0 if length is None or top == 0 else length / top
     return [
-        Arrow(tuple(map(float, centre)), tuple(float(x) * scale for x in np.asarray(v, dtype=float)), color, label)
+        Arrow(tuple(map(float, centre)), tuple(float(x) * scale for x in np.asarray(v, dtype=float)), color,
+              label if labelled else None)
         for label, (v, color) in vectors.items()
     ]
 
@@ -188,16 +192,21 @@ def _build(symbols, positions, *, height: int, title: str, attrs: dict, highligh
                 if q in corners:
                     view.addCylinder({"start": _vec(p), "end": _vec(corners[q]), "radius": 0.03, "color": "#666",
                                       "fromCap": 1, "toCap": 1})
-    for arrow in arrows:
+    for k, arrow in enumerate(arrows):
         start = np.asarray(arrow.start, dtype=float)
         end = start + np.asarray(arrow.vector, dtype=float)
-        if np.linalg.norm(end - start) < 1e-9:
+        length = float(np.linalg.norm(end - start))
+        if length < 1e-9:
             continue
         view.addArrow({"start": _vec(start), "end": _vec(end), "radius": arrow.radius, "color": arrow.color,
                        "mid": 0.8})
         if arrow.label:
-            view.addLabel(arrow.label, {"position": _vec(end), "backgroundColor": arrow.color,
-                                        "backgroundOpacity": 0.85, "fontColor": "white", "fontSize": 13})
+            # past the tip and drawn in front: at the tip the label sat on the atoms; two nearly equal arrows
+            # (true and predicted) get their labels on opposite sides of the tip
+            beyond = end + 0.8 * (end - start) / length
+            view.addLabel(arrow.label, {"position": _vec(beyond), "backgroundColor": arrow.color,
+                                        "backgroundOpacity": 0.9, "fontColor": "white", "fontSize": 12,
+                                        "inFront": True, "alignment": "bottomLeft" if k % 2 else "topRight"})
     if labels:
         for i, (s, p) in enumerate(zip(symbols, positions)):
             view.addLabel(f"{s}{i}", {"position": _vec(p), "fontSize": 11, "backgroundOpacity": 0.5})

@@ -40,7 +40,7 @@ from .kernels import (
     spectrum_table,
     vector_kernel_block,
 )
-from .maps import histogram, kpca_map
+from .maps import histogram
 from .models import (COMPONENT_NAMES, error_by_group, model_comparison, paired_difference_chart, parity_plot,
                      weights_bar)
 from .style import (
@@ -75,7 +75,6 @@ __all__ = [
     "parity_plot",
     "learning_curve_slopes",
     "learning_curve_plot",
-    "kpca_map",
     "error_by_group",
     "model_comparison",
     "paired_difference_chart",

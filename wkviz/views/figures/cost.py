@@ -23,13 +23,14 @@ __all__ = [
 
 
 def cost_vs_nu(table: pd.DataFrame, *, y: str = "seconds", title: str | None = None) -> go.Figure:
-    """Cost against body order for one or more methods (log y): Wigner kernels are linear in ν.
+    """Cost against body order for one or more methods (log y).
 
     Parameters
     ----------
     table : pandas.DataFrame
         Columns ``nu``, ``method`` (optional; default one method) and ``y`` (``"seconds"``, ``"bytes"``,
-        ``"features"``...).
+        ``"features"``...); optional ``terms`` (multiply-adds per environment pair), labelled on the first
+        method's points.
     y : str
     title : str, optional
 
@@ -47,10 +48,15 @@ def cost_vs_nu(table: pd.DataFrame, *, y: str = "seconds", title: str | None = N
     dashes = ["solid", "dash", "dot", "dashdot"]
     for k, (method, group) in enumerate(table.groupby("method", sort=False)):
         group = group.sort_values("nu")
+        # terms per pair (the Wigner program's multiply-adds): labelled on the first line, they show where the
+        # cost steps up (the reduced schedule adds one Clebsch–Gordan step per two body orders)
+        labelled = k == 0 and "terms" in group and group["terms"].notna().all()
         fig.add_trace(go.Scatter(
-            x=group["nu"], y=group[y], mode="lines+markers", name=str(method),
+            x=group["nu"], y=group[y], mode="lines+markers+text" if labelled else "lines+markers", name=str(method),
             line=dict(color="#333" if k == 0 else "#888", dash=dashes[k % len(dashes)], width=2.5),
             marker=dict(size=13, color=[body_order_color(nu) for nu in group["nu"]], line=dict(width=1, color="#333")),
+            text=[f"{int(t):,} term{'s' if int(t) != 1 else ''}" for t in group["terms"]] if labelled else None,
+            textposition="top center", textfont=dict(size=FONT_SIZE - 3, color="#555"),
             hovertemplate=f"{method}<br>ν=%{{x}}<br>{label} %{{y:.4g}} {unit or ''}<extra></extra>",
         ))
     fig.update_xaxes(title="maximum body order ν_max", dtick=1)

@@ -43,12 +43,6 @@ def learning_curve_slopes(table: pd.DataFrame, metric: str = "mae") -> dict[str,
     return slopes
 
 
-def _hex_to_rgba(color: str, alpha: float) -> str:
-    color = color.lstrip("#")
-    r, g, b = (int(color[i:i + 2], 16) for i in (0, 2, 4))
-    return f"rgba({r},{g},{b},{alpha})"
-
-
 def learning_curve_plot(
     table: pd.DataFrame,
     *,
@@ -57,7 +51,8 @@ def learning_curve_plot(
     target: str = "target",
     title: str | None = None,
 ) -> go.Figure:
-    """Log–log learning curves: mean over repeats as a line, ±1 std as a band, slope in the legend.
+    """Log–log learning curves: mean over repeats as a line, ±1 std as error bars, slope in the legend; lines,
+    markers and bars in the body-order colours (mixed black).
 
     Parameters
     ----------
@@ -75,7 +70,7 @@ def learning_curve_plot(
     slopes = learning_curve_slopes(table, metric)
     fig = go.Figure()
     models = sorted(table["model"].unique(), key=_model_sort_key)
-    for model in models:
+    for k, model in enumerate(models):
         group = table[table["model"] == model]
         stats = group.groupby("n_train")[metric].agg(["mean", "std", "count"]).reset_index()
         stats["std"] = stats["std"].fillna(0.0)
@@ -83,24 +78,33 @@ def learning_curve_plot(
         is_mixed = model_nu(model) is None
         slope = slopes.get(model, float("nan"))
         name = model_label(model) + ("" if math.isnan(slope) else f"  (slope {slope:+.2f})")
-        x = stats["n_train"].to_numpy(float)
-        lo = np.clip(stats["mean"] - stats["std"], stats["mean"] * 0.05, None).to_numpy(float)
-        hi = (stats["mean"] + stats["std"]).to_numpy(float)
-        if (stats["count"] > 1).any():
-            fig.add_trace(go.Scatter(
-                x=np.concatenate([x, x[::-1]]), y=np.concatenate([hi, lo[::-1]]), fill="toself",
-                fillcolor=_hex_to_rgba(color, 0.15), line=dict(width=0), hoverinfo="skip",
-                showlegend=False, legendgroup=str(model),
-            ))
+        # ±1 std as error bars, each model nudged a little along the log x axis: shaded bands of five models
+        # overlap into one grey blob at small training sizes
+        x = stats["n_train"].to_numpy(float) * 10 ** (0.012 * (k - (len(models) - 1) / 2))
+        mean = stats["mean"].to_numpy(float)
+        std = stats["std"].to_numpy(float)
+        below = np.minimum(std, 0.95 * mean)  # a log axis cannot go to zero
+        spread = bool((stats["count"] > 1).any())
         fig.add_trace(go.Scatter(
-            x=x, y=stats["mean"], mode="lines+markers", name=name, legendgroup=str(model),
+            x=x, y=mean, mode="lines+markers", name=name, legendgroup=str(model),
             line=dict(color=color, width=4 if is_mixed else 2.5, dash="solid" if model_nu(model) != 0 else "dot"),
-            marker=dict(size=8 if is_mixed else 6),
-            customdata=np.stack([stats["std"], stats["count"]], axis=1),
-            hovertemplate=(f"{model_label(model)}<br>n_train %{{x}}<br>{metric.upper()} %{{y:.4g}}"
-                           f" ± %{{customdata[0]:.2g}} {unit or ''}<br>%{{customdata[1]}} repeats<extra></extra>"),
+            marker=dict(size=9 if is_mixed else 7, color=color, line=dict(width=1, color="white")),
+            error_y=dict(type="data", symmetric=False, array=std, arrayminus=below, color=color, thickness=1.5,
+                         width=4, visible=spread),
+            customdata=np.stack([stats["n_train"], stats["std"], stats["count"]], axis=1),
+            hovertemplate=(f"{model_label(model)}<br>n_train %{{customdata[0]}}<br>{metric.upper()} %{{y:.4g}}"
+                           f" ± %{{customdata[1]:.2g}} {unit or ''}<br>%{{customdata[2]}} repeats<extra></extra>"),
         ))
-    fig.update_xaxes(type="log", title="training structures (count, log scale)")
+    # ticks at the measured sizes, and only 2s and 5s between decades on y: plotly's default labels every digit
+    sizes = sorted(int(n) for n in table["n_train"].unique())
+    fig.update_xaxes(type="log", title="training structures (count, log scale)", tickvals=sizes,
+                     ticktext=[f"{n:,}" for n in sizes])
+    values = table[metric].to_numpy(float)
+    values = values[np.isfinite(values) & (values > 0)]
+    if len(values):
+        decades = range(int(np.floor(np.log10(values.min()))) - 1, int(np.ceil(np.log10(values.max()))) + 1)
+        ticks = [m * 10.0 ** d for d in decades for m in (1, 2, 5)]
+        fig.update_yaxes(tickvals=ticks, ticktext=[f"{t:.3g}" for t in ticks])
     fig.update_yaxes(type="log", title=_axis_title(f"test {metric.upper()} of {target}", unit) + ", log scale")
     fig.update_layout(height=560, legend=dict(x=1.02, xanchor="left", y=1.0, yanchor="top"))
     return _style(fig, title=title or "Learning curves (mean ± std over repeats)")

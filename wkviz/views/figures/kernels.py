@@ -200,9 +200,10 @@ def spectrum_table(K: np.ndarray, weights: Mapping[int, float] | Sequence[float]
 
 
 _SPECTRUM_QUANTITIES = {
-    "effective_rank": ("effective rank of the normalised K^ν", "independent directions"),
-    "mean_similarity": ("mean cosine similarity between structures", "dimensionless"),
-    "weight_share": ("share of the mixed model's kernel", "fraction"),
+    # short: a y-axis title longer than the plot is clipped at the left edge and runs into the chart title
+    "effective_rank": ("effective rank", "directions"),
+    "mean_similarity": ("mean cosine similarity", "dimensionless"),
+    "weight_share": ("share of the mixed kernel", "fraction"),
 }
 
 
@@ -234,7 +235,7 @@ def body_order_spectrum(table: pd.DataFrame, quantity: str = "effective_rank", *
         )
     )
     fig.update_xaxes(title="body order ν (ν=0: composition)")
-    fig.update_yaxes(title=_axis_title(label, unit), rangemode="tozero")
+    fig.update_yaxes(title=_axis_title(label, unit), rangemode="tozero", automargin=True)
     if len(data):
         top = float(np.nanmax(data[quantity]))
         fig.update_yaxes(range=[0, top * 1.18 if top > 0 else 1])
@@ -305,12 +306,14 @@ def vector_kernel_block(block: np.ndarray, *, title: str | None = None, zmax: fl
     axes = ["x", "y", "z"]
     fig = go.Figure(go.Heatmap(
         z=block, x=axes, y=axes, zmin=-zmax, zmax=zmax, colorscale="RdBu", reversescale=True,
-        text=[[f"{v:+.3f}" for v in row] for row in block], texttemplate="%{text}", textfont=dict(size=FONT_SIZE + 2),
-        colorbar=dict(title=dict(text="K_ab / max|K(A,A)|", side="right")),
-        hovertemplate="row %{y}, column %{x}<br>%{z:.4g}<extra></extra>",
+        # two decimals and short axis titles: the chart sits in a third of the page, where "+0.307" and a
+        # sentence-long title overlapped and were clipped
+        text=[[f"{v:+.2f}" for v in row] for row in block], texttemplate="%{text}", textfont=dict(size=FONT_SIZE - 1),
+        colorbar=dict(title=dict(text="K_ab / max|K|", side="right"), thickness=14),
+        hovertemplate="R·A component %{y}, A component %{x}<br>%{z:.4g}<extra></extra>",
     ))
-    fig.update_yaxes(autorange="reversed", title="rotated molecule: component a", scaleanchor="x")
-    fig.update_xaxes(title="reference molecule: component b", side="bottom")
+    fig.update_yaxes(autorange="reversed", title="a (rotated R·A)", scaleanchor="x", automargin=True)
+    fig.update_xaxes(title="b (reference A)", side="bottom", automargin=True)
     fig = _style(fig, title=title, legend=False, height=430)
-    fig.update_layout(margin=dict(l=60, r=10))
+    fig.update_layout(margin=dict(l=60, r=10), title_font_size=FONT_SIZE + 1)
     return fig

@@ -158,7 +158,9 @@ def weights_bar(weights: Mapping[int, float], *, title: str = "Body-order weight
     ))
     positive = [v for v in values if v > 0]
     if positive and max(positive) / min(positive) > 100:
-        fig.update_yaxes(type="log")
+        # one label per decade: plotly's default labels the 2s and 5s of every decade too, which crowd into
+        # each other on a chart this small
+        fig.update_yaxes(type="log", dtick=1, exponentformat="power", minor=dict(ticks="outside", ticklen=3))
     fig.update_xaxes(title="body order ν")
     fig.update_yaxes(title="relative weight c_ν (dimensionless)")
     return _style(fig, title=title, legend=False)
