@@ -319,7 +319,8 @@ def render() -> None:
                 widgets.downloads(cfig, name="model_comparison", key="models.compare", table=comp)
             else:
                 st.info("Tick 'also fit composition and each single ν' to compare body orders.", icon=":material/info:")
-        if n_splits > 1:
+        # a model fitted on one split only (the sparse model) is compared in the one-split table, beside the others
+        if n_splits > 1 and all(n in comparison.models for n in names):
             def pm(mean, se, fmt):
                 if not np.isfinite(mean):
                     return "—"

@@ -129,9 +129,12 @@ _RSS_SCRIPT = textwrap.dedent("""
 @pytest.mark.slow
 @pytest.mark.parametrize("kind, n, cutoff", [("qm9", 60, 5.0), ("gold", 40, 7.0)])
 def test_memory_estimate_bounds_the_measured_growth_of_rss(kind, n, cutoff):
-    # a fresh process: the peak resident memory of the run above what the process held before it
-    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, kind, str(n), str(cutoff)], capture_output=True,
-                         text=True, check=True, cwd=ROOT, timeout=600)
+    # a fresh process: the peak resident memory of the run above what the process held before it. The first
+    # process fills Numba's on-disk cache (on a fresh clone the compiler's own memory, ~0.8 GB, would count as
+    # the run's); the second one is measured.
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, kind, str(n), str(cutoff)], capture_output=True,
+                             text=True, check=True, cwd=ROOT, timeout=600)
     got = json.loads(out.stdout.strip().splitlines()[-1])
     # growth: the peak above what the process held before the run (when the run set no new peak, an upper bound
     # of the run's own growth, so the lower bound below still holds)

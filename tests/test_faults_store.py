@@ -306,8 +306,8 @@ def test_ctrl_c_and_sigterm_end_a_tiled_run_with_one_line_and_resume(tmp_path, s
     psutil = require("psutil")
     code, err, runs, children, cmd = _interrupt_cli(tmp_path, sig, scheduler)
     assert code == (130 if sig == signal.SIGINT else 143), err
-    errors = [line for line in err.splitlines() if line.strip() and not line.startswith(("wkviz kernels:", "tiles",
-                                                                                          "\r"))]
+    errors = [line for line in err.splitlines()
+              if line.strip() and not line.startswith(("wkviz kernels:", "tiles", "preset:", "\r"))]
     assert errors == ["error: interrupted" if sig == signal.SIGINT else "error: terminated"], err
     assert "Traceback" not in err
     assert [r["status"] for r in runs] == ["interrupted"] and runs[0]["tiles_computed"] >= 1
