@@ -321,3 +321,15 @@ def test_normalized_kernel_is_the_one_cosine_normalisation():
     from wkviz.evaluation.projection import cosine_normalize
 
     assert figures.normalized_kernel is cosine_normalize
+
+
+def test_long_titles_wrap_so_half_width_figures_are_not_clipped():
+    from wkviz.views.figures.style import TITLE_WIDTH
+
+    y = np.linspace(0.0, 1.0, 5)
+    long = "mixed Σ_ν c_ν K^ν: MAE 0.136 eV on 12 test structures of the bundled QM9 subset"
+    fig = figures.parity_plot(y, y + 0.1, title=long)
+    lines = fig.layout.title.text.split("<br>")
+    assert len(lines) >= 2 and all(len(line) <= TITLE_WIDTH for line in lines)
+    assert " ".join(lines) == long  # nothing lost
+    assert fig.layout.margin.t > figures.parity_plot(y, y, title="short").layout.margin.t

@@ -108,12 +108,32 @@ def _axis_title(label: str, unit: str | None) -> str:
     return f"{label} ({unit})" if unit else label
 
 
+#: Characters of a title line: a figure in half of a 1,000 px page is about 450 px wide, where a longer line of the
+#: title font was clipped (and ran under the plotly toolbar at the top right).
+TITLE_WIDTH = 46
+
+
+def wrap_title(text: str, width: int = TITLE_WIDTH) -> str:
+    """``text`` broken into lines of at most ``width`` characters at spaces (plotly titles do not wrap)."""
+    lines, line = [], ""
+    for word in str(text).split(" "):
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    lines.append(line)
+    return "<br>".join(lines)
+
+
 def _style(fig: go.Figure, *, title: str | None = None, height: int | None = None, legend: bool = True) -> go.Figure:
+    title = wrap_title(title) if title else None
+    n_lines = title.count("<br>") + 1 if title else 0
     fig.update_layout(
         template=TEMPLATE,
         font=_FONT,
         title=dict(text=title, x=0.0, xanchor="left", font=dict(size=FONT_SIZE + 4)) if title else None,
-        margin=dict(l=70, r=30, t=70 if title else 30, b=60),
+        margin=dict(l=70, r=30, t=50 + 26 * n_lines if title else 30, b=60),
         hoverlabel=dict(font_size=FONT_SIZE - 1),
         showlegend=legend,
         legend=dict(bgcolor="rgba(255,255,255,0.85)", bordercolor="#ddd", borderwidth=1),
