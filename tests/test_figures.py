@@ -328,8 +328,8 @@ def test_long_titles_wrap_so_half_width_figures_are_not_clipped():
 
     y = np.linspace(0.0, 1.0, 5)
     long = "mixed Σ_ν c_ν K^ν: MAE 0.136 eV on 12 test structures of the bundled QM9 subset"
-    fig = figures.parity_plot(y, y + 0.1, title=long)
+    fig = figures.parity_plot(y, y + 0.1, ids=np.arange(5), title=long)
     lines = fig.layout.title.text.split("<br>")
     assert len(lines) >= 2 and all(len(line) <= TITLE_WIDTH for line in lines)
     assert " ".join(lines) == long  # nothing lost
-    assert fig.layout.margin.t > figures.parity_plot(y, y, title="short").layout.margin.t
+    assert fig.layout.margin.t > figures.parity_plot(y, y, ids=np.arange(5), title="short").layout.margin.t
