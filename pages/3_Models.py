@@ -191,28 +191,31 @@ def render() -> None:
         formulas = datasets.formulas(ds)
         if ss["models.show"] not in names:
             ss["models.show"] = names[-1]
-        top = st.columns([1.3, 1, 1, 1, 1, 1])
-        with top[0]:
+        # the model selector on its own row and the units in the labels: six metrics with units in their values
+        # were cut to "0.…" at 1,000 px
+        with st.columns([1.3, 2.7])[0]:
             st.selectbox("Model shown", names, key="models.show", **state.KEEP, format_func=figures.model_label)
+        top = st.columns(5)
         shown = result["models"][ss["models.show"]]
         m = shown["metrics"]
-        u = f" {unit}" if unit else ""
+        u, uu = (f" {unit}", f" ({unit})") if unit else ("", "")
         nan = float("nan")
-        top[1].metric("Test MAE", f"{m['mae']:.4g}{u}", help=f"over {m['n']} test values")
+        top[0].metric(f"Test MAE{uu}", f"{m['mae']:.4g}", help=f"over {m['n']} test values")
         per_atom = m.get("mae_per_atom", nan)
-        top[2].metric("MAE per atom", f"{per_atom:.3g}{u}/atom" if np.isfinite(per_atom) else "—",
+        top[1].metric(f"MAE per atom ({unit}/atom)" if unit else "MAE per atom",
+                      f"{per_atom:.3g}" if np.isfinite(per_atom) else "—",
                       help="Mean of |error| / atoms of the structure (extensive structure targets only).")
-        top[3].metric("Test RMSE", f"{m['rmse']:.4g}{u}")
-        top[4].metric("Max error", f"{m['max_error']:.4g}{u}")
+        top[2].metric(f"Test RMSE{uu}", f"{m['rmse']:.4g}")
+        top[3].metric(f"Max error{uu}", f"{m['max_error']:.4g}")
         r2_res = m.get("r2_residual", nan)
         if np.isfinite(r2_res):
-            top[5].metric(f"R² of {target} − composition", f"{r2_res:.4f}",
+            top[4].metric(f"R² of {target} − composition", f"{r2_res:.4f}",
                           help=f"R² of the target minus the per-element composition baseline fitted on the training "
                                f"set: the share of what composition does not explain that the model learned. R² of "
                                f"{target} itself: {m['r2']:.5f} (for total energies ~1 for any model, composition "
                                "only included: their spread is the molecule size).")
         else:
-            top[5].metric(f"R² of {target}", f"{m['r2']:.4f}")
+            top[4].metric(f"R² of {target}", f"{m['r2']:.4f}")
 
         y_true = np.asarray(result["y_true"])
         y_pred = shown["pred"]

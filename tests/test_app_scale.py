@@ -251,7 +251,7 @@ def test_sparse_model_joins_the_exact_models_in_the_table_and_parity_plot(large)
     assert np.all(sparse["std"] > 0), "error bars from the exact kernels' self-similarities"
     # shown in the page: its test MAE, the comparison table next to the exact mixed model, the parity plot
     assert at.selectbox(key="models.show").value == name
-    mae = _number({m.label: m.value for m in at.metric}["Test MAE"])
+    mae = _number({m.label: m.value for m in at.metric}["Test MAE (eV)"])
     assert mae == pytest.approx(sparse["metrics"]["mae"], rel=1e-3) and 0 < mae < 5.0
     table = at.dataframe[0].value
     assert list(table["model"]) == ["mixed Σ_ν c_ν K^ν", name]
@@ -282,6 +282,6 @@ def test_sparse_model_on_active_environments_needs_no_full_kernel(large):
     result = cache.RESULTS.get(meta["key"])
     model = result["models"][meta["name"]]
     assert len(result["active"]) == 40 and model["std"] is None
-    mae = _number({m.label: m.value for m in at.metric}["Test MAE"])
+    mae = _number({m.label: m.value for m in at.metric}["Test MAE (eV)"])
     assert mae == pytest.approx(model["metrics"]["mae"], rel=1e-3) and np.isfinite(mae)
     assert not at.session_state.get("wk.fit"), "no exact fit was made"
