@@ -27,7 +27,7 @@ STAGES = {
     "__main__": 7,
 }
 #: Within the engine, the order of the flow (spherical is the maths every step uses).
-ENGINE_ORDER = ["spherical", "neighbors", "density", "nu1", "wigner", "kernels", "features"]
+ENGINE_ORDER = ["spherical", "neighbors", "density", "nu1", "wigner", "kernels", "gradients", "features"]
 
 
 def _module_name(path: pathlib.Path) -> str:
