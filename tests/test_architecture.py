@@ -22,6 +22,7 @@ STAGES = {
     "scale": 3,  # tiles of the engine's kernels; models may stream from a store
     "models": 4,
     "evaluation": 5,
+    "calculator": 5,  # an ASE calculator from a fitted model
     "views": 6,
     "cli": 7,  # beside the flow, on top of everything
     "__main__": 7,

@@ -118,3 +118,27 @@ def test_bad_inputs(gold):
         EnergyForceModel(HYPERS, n_active=5).fit(clusters[:2], [1.0, 2.0], [np.zeros((2, 3)), None])
     with pytest.raises(InputError, match="not fitted"):
         EnergyForceModel(HYPERS).predict(clusters[:1])
+
+
+def test_ase_calculator_energy_forces_and_numerical_stress(model, gold, tmp_path):
+    from ase.calculators.fd import calculate_numerical_stress
+
+    from wkviz.calculator import WignerCalculator
+
+    clusters, cells = gold
+    model.save(tmp_path / "m.npz")
+    calc = WignerCalculator.load(tmp_path / "m.npz")
+    atoms = cells[-1].copy()
+    atoms.calc = calc
+    E, F, S = model.predict([atoms], stress=True)
+    assert atoms.get_potential_energy() == pytest.approx(E[0], rel=1e-12)
+    assert np.allclose(atoms.get_forces(), F[0], rtol=0, atol=1e-12)
+    numerical = calculate_numerical_stress(atoms, eps=1e-4, force_consistent=False)
+    assert np.abs(atoms.get_stress() - numerical).max() <= 1e-6 * np.abs(numerical).max() + 1e-9
+    mol = clusters[-1].copy()
+    mol.calc = WignerCalculator(model)
+    assert np.abs(mol.get_forces().sum(axis=0)).max() < 1e-9
+    with pytest.raises(InputError, match="stress needs a periodic cell"):
+        mol.get_stress()
+    with pytest.raises(InputError, match="needs a fitted model"):
+        WignerCalculator(EnergyForceModel(HYPERS))
