@@ -138,3 +138,17 @@ def test_bad_requests_are_refused_up_front(gold):
         kernel_gradients([cluster] * 10, active, list(range(10)), GOLD, memory_budget=1000)
     with pytest.raises(InputError, match="centers_B holds atom index"):
         kernel_gradients([cluster], active, [10**6], GOLD)
+
+
+def test_weighted_gradients_are_the_contracted_full_gradients(gold):
+    cluster, cell, active = gold
+    centres = [0, 3, 7, 11]
+    W = np.random.default_rng(2).normal(size=(GOLD.nu_max + 1, len(centres)))
+    full = kernel_gradients([cluster, cell], active, centres, GOLD)
+    res = kernel_gradients([cluster, cell], active, centres, GOLD, weights=W)
+    assert res.dK is None
+    assert np.allclose(res.energy, np.einsum("vnm,vm->n", full.K, W), rtol=1e-13, atol=0)
+    ref = np.einsum("vaxm,vm->ax", full.dK, W)
+    assert np.abs(res.energy_gradient - ref).max() <= 1e-12 * np.abs(ref).max()
+    ref = np.einsum("vnabm,vm->nab", full.dK_strain, W)
+    assert np.abs(res.energy_strain - ref).max() <= 1e-12 * np.abs(ref).max()

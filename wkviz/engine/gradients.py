@@ -349,6 +349,8 @@ class KernelGradients:
         Element of each active environment.
     n_atoms_A : ndarray of int
     seconds : float
+    energy, energy_gradient, energy_strain : ndarray or None
+        With ``weights``: E(A), ∂E/∂r_atom and ∂E/∂ε of the weighted sum (see :func:`kernel_gradients`).
     """
 
     K: np.ndarray
@@ -357,6 +359,9 @@ class KernelGradients:
     species_B: np.ndarray
     n_atoms_A: np.ndarray
     seconds: float = 0.0
+    energy: np.ndarray | None = None
+    energy_gradient: np.ndarray | None = None
+    energy_strain: np.ndarray | None = None
 
 
 def gradient_bytes(n_structures, n_atoms, n_active, nu_max, gradients=True) -> int:
@@ -372,7 +377,8 @@ def _channels(env_a, env_b):
 
 
 def kernel_gradients(frames_A, frames_B, centers_B, hypers: Hypers | None = None, *, gradients: bool = True,
-                     memory_budget: int = DEFAULT_MEMORY_BUDGET, progress=None, cancel=None) -> KernelGradients:
+                     weights=None, memory_budget: int = DEFAULT_MEMORY_BUDGET, progress=None,
+                     cancel=None) -> KernelGradients:
     """Invariant kernels between structures A and active environments of B, with their position and strain
     derivatives.
 
@@ -388,6 +394,11 @@ def kernel_gradients(frames_A, frames_B, centers_B, hypers: Hypers | None = None
         ``nu1_route`` is ignored (this route differentiates density coefficients on the optimal radial basis).
     gradients : bool
         False: only ``K`` (e.g. the energy of a structure).
+    weights : ndarray of shape (nu_max+1, M), optional
+        Only the derivatives of the weighted sum E(A) = Σ_ν Σ_m weights[ν, m] K^ν(A, c_m) (a fitted model's energy)
+        are needed: they are contracted before the per-neighbour work, which is then M·ν_max times smaller.
+        ``dK`` and ``dK_strain`` are None; the result carries ``energy`` (n_A,), ``energy_gradient``
+        (atoms_A, 3) and ``energy_strain`` (n_A, 3, 3).
     memory_budget : int
         Bytes; a request whose outputs would not fit is refused before any work.
     progress : callable, optional
@@ -405,7 +416,13 @@ def kernel_gradients(frames_A, frames_B, centers_B, hypers: Hypers | None = None
     centres = _as_centres(centers_B, frames_B)
     n_atoms = np.array([len(a) for a in frames_A], dtype=np.int64)
     M = len(centres)
-    need = gradient_bytes(len(frames_A), int(n_atoms.sum()), M, h.nu_max, gradients)
+    W = None
+    if weights is not None:
+        W = np.asarray(weights, dtype=np.float64)
+        if W.shape != (h.nu_max + 1, M):
+            raise InputError(f"weights must have shape (nu_max+1, M) = ({h.nu_max + 1}, {M}), got {W.shape}")
+        gradients = True
+    need = gradient_bytes(len(frames_A), int(n_atoms.sum()), M if W is None else 1, h.nu_max, gradients)
     if need > memory_budget:
         raise MemoryBudgetError(
             f"the kernel gradients need {need / 2**30:.2f} GiB but the memory budget is "
@@ -423,8 +440,11 @@ def kernel_gradients(frames_A, frames_B, centers_B, hypers: Hypers | None = None
     wc = h.hydrogen_center_weight
     nu1 = h.nu_max + 1
     K = np.zeros((nu1, len(frames_A), M))
-    dK = np.zeros((nu1, int(n_atoms.sum()), 3, M)) if gradients else None
-    dS = np.zeros((nu1, len(frames_A), 3, 3, M)) if gradients else None
+    full = gradients and W is None
+    dK = np.zeros((nu1, int(n_atoms.sum()), 3, M)) if full else None
+    dS = np.zeros((nu1, len(frames_A), 3, 3, M)) if full else None
+    dE = np.zeros((int(n_atoms.sum()), 3))
+    dE_strain = np.zeros((len(frames_A), 3, 3))
     atom_start = np.concatenate([[0], np.cumsum(n_atoms)])
     L, n_max, n_ch = h.lambda_max, dens.n_max, len(dens.channels)
     U = dens.mixing
@@ -454,42 +474,72 @@ def kernel_gradients(frames_A, frames_B, centers_B, hypers: Hypers | None = None
             if not gradients:
                 continue
             G = G[:, inv].reshape(len(ci), len(cm), h.nu_max, -1)
-            off = block_offsets(L)
-            for k, i in enumerate(ci):
-                # ∂k^ν(i, c)/∂c_i[l, f, m] = Σ_m' G^l[m, m'] c_c[l, f, m'], per l
-                B = np.zeros((len(cm), h.nu_max, L + 1, n_ch * n_max, 2 * L + 1))
-                for l in range(L + 1):
-                    d = 2 * l + 1
-                    g = G[k, :, :, off[l]:off[l + 1]].reshape(len(cm), h.nu_max, d, d)
-                    B[:, :, l, :, :d] = np.einsum("cvmn,cfn->cvfm", g, coef_b[cm, l, :, :d], optimize=True)
-                B = B.reshape(len(cm), h.nu_max, L + 1, n_ch, n_max, 2 * L + 1)
-                if U is not None:  # mixed coefficients c U: back to the neighbours' own channels
-                    B = np.einsum("cvlqnm,aq->cvlanm", B, U, optimize=True)
-                rr = rows_of[i]
-                # per neighbour: Σ_{l,n,m} B[.., l, channel, n, m] ∂t[row, l, n, m, :]
-                dk = np.zeros((len(cm), h.nu_max, len(rr), 3))
-                for a in np.unique(channel[rr]):
-                    if a < 0:
-                        continue
-                    sel = rr[channel[rr] == a]
-                    lhs = B[:, :, :, a].reshape(len(cm) * h.nu_max, -1)
-                    rhs = grad[sel].reshape(len(sel), -1, 3).transpose(1, 0, 2).reshape(lhs.shape[1], -1)
-                    dk[:, :, channel[rr] == a] = (lhs @ rhs).reshape(len(cm), h.nu_max, len(sel), 3)
-                dk *= wz
-                # neighbour j moves r_ij by +dr, centre i by −dr
-                atoms_j = env_a.neighbor_index[r0 + rr] + a0
-                per_atom = dk.transpose(1, 2, 3, 0)  # (ν, rows, 3, c)
-                for x, atom in enumerate(atoms_j):
-                    dK[1:, atom, :, cm] += per_atom[:, x].transpose(2, 0, 1)
-                dK[1:, a0 + i, :, cm] -= per_atom.sum(axis=1).transpose(2, 0, 1)
-                vec = env_a.vectors[r0 + rr]  # (rows, 3)
-                dS[1:, s][..., cm] += np.einsum("vrac,rb->vabc", per_atom, vec, optimize=True)
+            if W is not None:  # one output: Σ_ν Σ_m W[ν, m] k^ν(i, c_m)
+                G = np.einsum("icvs,vc->ics", G, W[1:, cm], optimize=True)[:, :, None, :]
+            acc, acc_strain = _contract(G, coef_b[cm], grad, channel, rows_of, ci,
+                                        env_a.neighbor_index[r0:r1], env_a.vectors[r0:r1], U, L, n_ch, n_max,
+                                        a1 - a0, W is not None)
+            acc *= wz
+            acc_strain *= wz
+            if W is None:
+                n_v = G.shape[2]
+                dK[1:, a0:a1][..., cm] += acc.reshape(a1 - a0, 3, len(cm), n_v).transpose(3, 0, 1, 2)
+                dS[1:, s][..., cm] += acc_strain.reshape(3, 3, len(cm), n_v).transpose(3, 0, 1, 2)
+            else:
+                dE[a0:a1] += acc[..., 0]
+                dE_strain[s] += acc_strain[..., 0]
         if progress is not None:
             done = a1 / total
             el = time.perf_counter() - start
             progress(done, el * (1 - done) / done if done > 0 else None)
-    return KernelGradients(K=K, dK=dK, dK_strain=dS, species_B=zb.copy(), n_atoms_A=n_atoms,
-                           seconds=time.perf_counter() - start)
+    out = KernelGradients(K=K, dK=dK, dK_strain=dS, species_B=zb.copy(), n_atoms_A=n_atoms,
+                          seconds=time.perf_counter() - start)
+    if W is not None:
+        out.energy = np.einsum("vnm,vm->n", K, W)
+        out.energy_gradient, out.energy_strain = dE, dE_strain
+    return out
+
+
+def _contract(G, coef_c, grad, channel, rows_of, ci, neighbour_atoms, vectors, U, L, n_ch, n_max, n_atoms,
+              summed):
+    """Steps 3–4 of the module docstring for the centres ``ci`` of one structure and element.
+
+    G[k, c, v, :] = ∂(output v of pair (ci[k], c))/∂H (packed); returns the position derivatives (n_atoms, 3, C·V)
+    and the strain derivatives (3, 3, C·V) of every output (one summed output when ``summed``).
+    """
+    off = block_offsets(L)
+    n_c, n_v = G.shape[1], G.shape[2]
+    n_out = 1 if summed else n_c * n_v
+    acc = np.zeros((n_atoms, 3, n_out))
+    acc_strain = np.zeros((3, 3, n_out))
+    for k, i in enumerate(ci):
+        # ∂k^ν(i, c)/∂c_i[l, f, m] = Σ_m' G^l[m, m'] c_c[l, f, m'], per l
+        B = np.zeros((n_c, n_v, L + 1, n_ch * n_max, 2 * L + 1))
+        for l in range(L + 1):
+            d = 2 * l + 1
+            g = G[k, :, :, off[l]:off[l + 1]].reshape(n_c, n_v, d, d)
+            B[:, :, l, :, :d] = np.einsum("cvmn,cfn->cvfm", g, coef_c[:, l, :, :d], optimize=True)
+        if summed:
+            B = B.sum(axis=(0, 1))[None]
+        B = B.reshape(n_out, L + 1, n_ch, n_max, 2 * L + 1)
+        if U is not None:  # mixed coefficients c U: back to the neighbours' own channels
+            B = np.einsum("olqnm,aq->olanm", B, U, optimize=True)
+        rr = rows_of[i]
+        # per neighbour row: Σ_{l,n,m} B[o, l, channel, n, m] ∂t[row, l, n, m, :]
+        dk = np.zeros((n_out, len(rr), 3))
+        for a in np.unique(channel[rr]):
+            if a < 0:
+                continue
+            mask = channel[rr] == a
+            sel = rr[mask]
+            lhs = B[:, :, a].reshape(n_out, -1)
+            rhs = grad[sel].reshape(len(sel), -1, 3).transpose(1, 0, 2).reshape(lhs.shape[1], -1)
+            dk[:, mask] = (lhs @ rhs).reshape(n_out, len(sel), 3)
+        # neighbour j moves r_ij by +dr, centre i by −dr (a periodic image of i cancels itself)
+        np.add.at(acc, neighbour_atoms[rr], dk.transpose(1, 2, 0))
+        acc[i] -= dk.sum(axis=1).T
+        acc_strain += np.einsum("ora,rb->abo", dk, vectors[rr], optimize=True)
+    return acc, acc_strain
 
 
 def active_kernel(frames_B, centers_B, hypers: Hypers | None = None) -> np.ndarray:

@@ -286,22 +286,21 @@ class EnergyForceModel:
                 raise InputError(f"the model was not trained on element(s) {sorted(unknown)}; predict structures of "
                                  f"{sorted(self.baseline_)} only")
         need_grad = forces or stress
-        res = kernel_gradients(frames, self.clusters_, _cluster_centres(self.clusters_), self.hypers,
-                               gradients=need_grad)
         W = self.active_weights_
+        res = kernel_gradients(frames, self.clusters_, _cluster_centres(self.clusters_), self.hypers,
+                               gradients=need_grad, weights=W if need_grad else None)
         base = np.array([sum(self.baseline_[int(z)] for z in a.numbers) for a in frames])
         E = np.einsum("vnm,vm->n", res.K, W) + base
         if not need_grad:
             return E
-        grad = np.einsum("vaxm,vm->ax", res.dK, W)
         start = np.concatenate([[0], np.cumsum([len(a) for a in frames])])
-        F = [-grad[start[k]:start[k + 1]] for k in range(len(frames))]
+        F = [-res.energy_gradient[start[k]:start[k + 1]] for k in range(len(frames))]
         if not stress:
             return E, F
         S = []
         for k, a in enumerate(frames):
             if a.pbc.all() and a.cell.rank == 3:
-                dE = np.einsum("vabm,vm->ab", res.dK_strain[:, k], W)
+                dE = res.energy_strain[k]
                 S.append(0.5 * (dE + dE.T) / a.get_volume())
             else:
                 S.append(np.full((3, 3), np.nan))
