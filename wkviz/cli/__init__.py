@@ -17,6 +17,7 @@ from .distributed import add_distributed_flags, compute_distributed
 from .fit import add_fit_parser, run_fit
 from .kernels import add_kernels_parser, run_kernels
 from .learning_curve import add_learning_curve_parser, run_learning_curve
+from .md import add_md_parser
 from .reproduce import cli_command
 
 # the sub-command functions are here too because the 0.1 modules wkviz.cli_models and wkviz.cli_distributed
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_kernels_parser(sub)
     add_fit_parser(sub)
     add_learning_curve_parser(sub)
+    add_md_parser(sub)
     return parser
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import InputError
 from .common import (KIND_HELP, FitProgress, add_hyper_flags, add_model_flags, check_intensive_hint,
                      check_model_args, hypers_from_args, kernel_options, note, read_structures)
+from .forces import add_force_flags, run_force_fit
 
 __all__ = ["add_fit_parser", "run_fit"]
 
@@ -36,6 +37,7 @@ def add_fit_parser(subparsers):
     p.add_argument("--model", default="mixed",
                    help="mixed (default), composition, or nu=<k> for a single body order")
     add_model_flags(p)
+    add_force_flags(p)
     add_hyper_flags(p)
     p.set_defaults(func=run_fit)
     return p
@@ -61,6 +63,8 @@ def run_fit(args) -> int:
     from ..engine.kernels import WignerKernel
     from ..models import KernelSet, TargetData, fit_predict
 
+    if getattr(args, "forces", None):
+        return run_force_fit(args)
     hypers = hypers_from_args(args)
     check_model_args(args, [args.model], hypers.nu_max)
     train_frames = read_structures(args.train, "training")

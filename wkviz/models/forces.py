@@ -7,13 +7,14 @@ approximation gives E(A) = Σ_m α_m k(A, c_m) + b·n_A, k(A, c_m) = Σ_ν c_ν 
 its exact derivative, F_a = −∂E/∂r_a = −Σ_m α_m ∂k(A, c_m)/∂r_a (:func:`wkviz.engine.gradients.kernel_gradients`):
 forces are derivative observations of the same latent function, so no second derivatives are needed.
 
-Fitting: with noise σ_E on energies and σ_F on force components (separate regularisation), Nyström features
-Φ = K_NM U S^{-1/2} (K_MM = U S Uᵀ) and Σ = diag(σ_E², …, σ_F², …),
+Fitting: with noise σ_E on energies and σ_F on force components (separate regularisation), Σ = diag(σ_E², …,
+σ_F², …), G = K_MN Σ⁻¹ K_NM and a relative jitter 1e-8 on K_MM's diagonal (GAP's practice),
 
-    z = (I + Φᵀ Σ⁻¹ Φ)⁻¹ Φᵀ Σ⁻¹ y,   α = U S^{-1/2} z.
+    α = (K_MM + G)⁻¹ K_MN Σ⁻¹ y.
 
 The body-order weights c_ν and the noises σ_E, σ_F maximise the log evidence (marginal likelihood)
-log N(y | 0, Φ Φᵀ + Σ), evaluated exactly in the M-dimensional space (Woodbury) from per-ν Gram blocks computed
+log N(y | 0, K_NM K_MM⁻¹ K_MN + Σ), evaluated exactly in the M-dimensional space (Woodbury: two Cholesky
+factorisations, of K_MM and K_MM + G) from per-ν Gram blocks computed
 once, so each evaluation costs O(M³) whatever the number of force components; L-BFGS-B with finite-difference
 gradients of that exact evidence does the search.
 """
@@ -37,7 +38,8 @@ from .active import select_active_environments
 
 __all__ = ["EnergyForceModel", "environment_clusters", "forces_of"]
 
-_RCOND = 1e-10
+# relative jitter on K_MM's diagonal (GAP's practice): keeps |K_MM| finite when active environments nearly repeat
+_JITTER = 1e-8
 _FORMAT = "wkviz-energy-force-model"
 _VERSION = 1
 
@@ -196,9 +198,8 @@ class EnergyForceModel:
         se2 = math.exp(2 * theta[n])
         sf2 = math.exp(2 * theta[n + 1]) if self._NF else None
         K_MM = sum(ci * k for ci, k in zip(c, self._KMM))
-        S, U = np.linalg.eigh(0.5 * (K_MM + K_MM.T))
-        keep = S > _RCOND * S.max()
-        P = U[:, keep] / np.sqrt(S[keep])  # Φ = K_NM P
+        K_MM = 0.5 * (K_MM + K_MM.T)
+        K_MM[np.diag_indices_from(K_MM)] += _JITTER * max(float(np.mean(np.diag(K_MM))), 1e-300)
         G = np.einsum("a,b,abij->ij", c, c, self._GE) / se2
         b = np.einsum("a,ai->i", c, self._bE) / se2
         yy = self._yyE / se2
@@ -208,17 +209,18 @@ class EnergyForceModel:
             b += np.einsum("a,ai->i", c, self._bF) / sf2
             yy += self._yyF / sf2
             logdet_noise += self._NF * math.log(sf2)
-        A = np.eye(P.shape[1]) + P.T @ G @ P
-        bz = P.T @ b
+        # Woodbury in the active space: |Φ Φᵀ + Σ| = |Σ| |K_MM + G| / |K_MM|, Φ Φᵀ = K_NM K_MM⁻¹ K_MN,
+        # G = K_MN Σ⁻¹ K_NM; α = (K_MM + G)⁻¹ K_MN Σ⁻¹ y (GAP's solution)
         try:
-            cho = scipy.linalg.cho_factor(A, lower=True)
+            l1 = np.linalg.cholesky(K_MM)
+            l2 = np.linalg.cholesky(K_MM + 0.5 * (G + G.T))
         except np.linalg.LinAlgError:
             return -np.inf, None
-        z = scipy.linalg.cho_solve(cho, bz)
-        logdet = 2.0 * np.sum(np.log(np.diag(cho[0])))
+        alpha = scipy.linalg.cho_solve((l2, True), b)
+        logdet = 2.0 * (np.sum(np.log(np.diag(l2))) - np.sum(np.log(np.diag(l1))))
         n_obs = self._NE + self._NF
-        ev = -0.5 * (yy - bz @ z) - 0.5 * (logdet + logdet_noise) - 0.5 * n_obs * math.log(2 * math.pi)
-        return ev, P @ z
+        ev = -0.5 * (yy - b @ alpha) - 0.5 * (logdet + logdet_noise) - 0.5 * n_obs * math.log(2 * math.pi)
+        return ev, alpha
 
     def _optimise(self, cancel):
         n = len(self.nus_)
