@@ -8,15 +8,16 @@ its exact derivative, F_a = −∂E/∂r_a = −Σ_m α_m ∂k(A, c_m)/∂r_a (:
 forces are derivative observations of the same latent function, so no second derivatives are needed.
 
 Fitting: with noise σ_E on energies and σ_F on force components (separate regularisation), Σ = diag(σ_E², …,
-σ_F², …), G = K_MN Σ⁻¹ K_NM and a relative jitter 1e-8 on K_MM's diagonal (GAP's practice),
+σ_F², …) and Nyström features Φ = K_NM P, P = U S^{-1/2} from K_MM = U S Uᵀ (eigenvalues below 1e-10 × the
+largest dropped, as in :mod:`wkviz.models.sparse`),
 
-    α = (K_MM + G)⁻¹ K_MN Σ⁻¹ y.
+    z = (I + Φᵀ Σ⁻¹ Φ)⁻¹ Φᵀ Σ⁻¹ y,   α = P z.
 
-The body-order weights c_ν and the noises σ_E, σ_F maximise the log evidence (marginal likelihood)
-log N(y | 0, K_NM K_MM⁻¹ K_MN + Σ), evaluated exactly in the M-dimensional space (Woodbury: two Cholesky
-factorisations, of K_MM and K_MM + G) from per-ν Gram blocks computed
-once, so each evaluation costs O(M³) whatever the number of force components; L-BFGS-B with finite-difference
-gradients of that exact evidence does the search.
+The body-order weights c_ν and the noises σ_E, σ_F maximise the log evidence log N(y | 0, Φ Φᵀ + Σ), evaluated
+exactly in the M-dimensional space (Woodbury). Φᵀ Σ⁻¹ Φ is formed as ZᵀZ from the R factors of the stacked per-ν
+kernels (computed once), so it stays positive semi-definite in floating point and each evaluation costs
+O(ν M³) whatever the number of force components. L-BFGS-B with finite-difference gradients of that evidence from
+three starting shapes, then a Nelder–Mead polish, does the search.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ from .active import select_active_environments
 
 __all__ = ["EnergyForceModel", "environment_clusters", "forces_of"]
 
-# relative jitter on K_MM's diagonal (GAP's practice): keeps |K_MM| finite when active environments nearly repeat
-_JITTER = 1e-8
+# K_MM eigenvalues below this fraction of the largest are dropped (as in wkviz.models.sparse)
+_RCOND = 1e-10
 _FORMAT = "wkviz-energy-force-model"
 _VERSION = 1
 
@@ -69,6 +70,11 @@ def environment_clusters(frames, centres, hypers) -> list:
         positions = np.concatenate([np.zeros((1, 3)), env.vectors[s:e]])
         out.append(Atoms(numbers=numbers, positions=positions))
     return out
+
+
+def _r_factor(X):
+    """R of X = QR (R has X's Gram matrix, RᵀR = XᵀX, with min(rows, columns) rows)."""
+    return np.linalg.qr(X, mode="r")
 
 
 def _cluster_centres(clusters):
@@ -171,7 +177,9 @@ class EnergyForceModel:
         KE = [res.K[nu] / s for nu, s in zip(nus, self.scales_)]  # (N, M) each
         self._KMM = [K_MM[nu] / s for nu, s in zip(nus, self.scales_)]
         n = len(nus)
-        self._GE = np.array([[KE[a].T @ KE[b] for b in range(n)] for a in range(n)])
+        # R with Rᵀ R = [K^ν…]ᵀ [K^ν…]: the mixed Gram matrix is then (Σ_ν c_ν R_ν P)ᵀ(…), formed from an
+        # explicit factor (positive semi-definite in floating point too) at O(ν M²·M) per evidence evaluation
+        self._RE = _r_factor(np.hstack(KE))
         self._bE = np.array([KE[a].T @ r_e for a in range(n)])
         self._yyE = float(r_e @ r_e)
         self._NE = len(r_e)
@@ -179,7 +187,7 @@ class EnergyForceModel:
         if y_f is not None:
             # force rows: F = −∂E/∂r
             KF = [-res.dK[nu].reshape(-1, res.dK.shape[-1]) / s for nu, s in zip(nus, self.scales_)]
-            self._GF = np.array([[KF[a].T @ KF[b] for b in range(n)] for a in range(n)])
+            self._RF = _r_factor(np.hstack(KF))
             self._bF = np.array([KF[a].T @ y_f for a in range(n)])
             self._yyF = float(y_f @ y_f)
             self._NF = len(y_f)
@@ -197,29 +205,37 @@ class EnergyForceModel:
         c = np.exp(theta[:n])
         se2 = math.exp(2 * theta[n])
         sf2 = math.exp(2 * theta[n + 1]) if self._NF else None
+        M = self._KMM[0].shape[0]
         K_MM = sum(ci * k for ci, k in zip(c, self._KMM))
-        K_MM = 0.5 * (K_MM + K_MM.T)
-        K_MM[np.diag_indices_from(K_MM)] += _JITTER * max(float(np.mean(np.diag(K_MM))), 1e-300)
-        G = np.einsum("a,b,abij->ij", c, c, self._GE) / se2
+        S, U = np.linalg.eigh(0.5 * (K_MM + K_MM.T))
+        keep = S > _RCOND * S.max()
+        P = U[:, keep] / np.sqrt(S[keep])  # Nyström features Φ = K_NM P, Φ Φᵀ = K_NM K_MM⁺ K_MN
+
+        def mixed(R):
+            return sum(ci * R[:, k * M:(k + 1) * M] for k, ci in enumerate(c)) @ P
+
+        Z = [mixed(self._RE) / math.sqrt(se2)]
         b = np.einsum("a,ai->i", c, self._bE) / se2
         yy = self._yyE / se2
         logdet_noise = self._NE * math.log(se2)
         if self._NF:
-            G += np.einsum("a,b,abij->ij", c, c, self._GF) / sf2
+            Z.append(mixed(self._RF) / math.sqrt(sf2))
             b += np.einsum("a,ai->i", c, self._bF) / sf2
             yy += self._yyF / sf2
             logdet_noise += self._NF * math.log(sf2)
-        # Woodbury in the active space: |Φ Φᵀ + Σ| = |Σ| |K_MM + G| / |K_MM|, Φ Φᵀ = K_NM K_MM⁻¹ K_MN,
-        # G = K_MN Σ⁻¹ K_NM; α = (K_MM + G)⁻¹ K_MN Σ⁻¹ y (GAP's solution)
+        Z = np.vstack(Z)
+        bz = P.T @ b
+        # A = I + Φᵀ Σ⁻¹ Φ = I + ZᵀZ; z = A⁻¹ Φᵀ Σ⁻¹ y; α = P z
         try:
-            l1 = np.linalg.cholesky(K_MM)
-            l2 = np.linalg.cholesky(K_MM + 0.5 * (G + G.T))
+            la = np.linalg.cholesky(np.eye(P.shape[1]) + Z.T @ Z)
         except np.linalg.LinAlgError:
             return -np.inf, None
-        alpha = scipy.linalg.cho_solve((l2, True), b)
-        logdet = 2.0 * (np.sum(np.log(np.diag(l2))) - np.sum(np.log(np.diag(l1))))
+        z = scipy.linalg.cho_solve((la, True), bz)
+        alpha = P @ z
+        logdet = 2.0 * np.sum(np.log(np.diag(la)))
+        quad = float(bz @ z)
         n_obs = self._NE + self._NF
-        ev = -0.5 * (yy - b @ alpha) - 0.5 * (logdet + logdet_noise) - 0.5 * n_obs * math.log(2 * math.pi)
+        ev = -0.5 * (yy - quad) - 0.5 * (logdet + logdet_noise) - 0.5 * n_obs * math.log(2 * math.pi)
         return ev, alpha
 
     def _optimise(self, cancel):
@@ -237,13 +253,14 @@ class EnergyForceModel:
             return -ev if np.isfinite(ev) else 1e300
 
         def with_gradient(theta):
-            # central differences of the exact evidence (each evaluation is O(M³))
+            # central differences of the exact evidence (each evaluation is O(M³)); a step of 1e-3 in log space
+            # stays well above the evidence's roundoff
             f0 = objective(theta)
             g = np.zeros_like(theta)
             for k in range(len(theta)):
                 d = np.zeros_like(theta)
-                d[k] = 1e-5
-                g[k] = (objective(theta + d) - objective(theta - d)) / 2e-5
+                d[k] = 1e-3
+                g[k] = (objective(theta + d) - objective(theta - d)) / 2e-3
             return f0, g
 
         best = None
@@ -255,6 +272,14 @@ class EnergyForceModel:
                                         options={"maxiter": 300})
             if best is None or r.fun < best.fun:
                 best = r
+        # polish without gradients (robust to what roundoff is left)
+        lo = np.array([b[0] for b in bounds])
+        hi = np.array([b[1] for b in bounds])
+        r = scipy.optimize.minimize(lambda t: objective(np.clip(t, lo, hi)), best.x, method="Nelder-Mead",
+                                    options={"xatol": 1e-4, "fatol": 1e-6, "maxiter": 2000})
+        if r.fun < best.fun:
+            best = r
+            best.x = np.clip(r.x, lo, hi)
         theta = best.x
         ev, alpha = self._solve(theta)
         self.theta_ = theta
