@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 
 import ase.io
@@ -26,11 +28,21 @@ def gold_files(tmp_path_factory):
     return d
 
 
-def test_fit_with_forces_prints_force_then_energy_errors_and_saves_the_model(gold_files, capsys):
+@pytest.fixture(scope="module")
+def fitted(gold_files):
+    """The fit's exit code and stdout lines; it writes gold_files / "model.npz"."""
     d = gold_files
-    code = main(["fit", "--train", str(d / "train.extxyz"), "--test", str(d / "test.extxyz"), "--target", "energy",
-                 "--forces", "forces", "--active-environments", "30", "--save-model", str(d / "model.npz"), *SMALL])
-    out = capsys.readouterr().out.strip().splitlines()
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(io.StringIO()):
+        code = main(["fit", "--train", str(d / "train.extxyz"), "--test", str(d / "test.extxyz"), "--target",
+                     "energy", "--forces", "forces", "--active-environments", "30", "--save-model",
+                     str(d / "model.npz"), *SMALL])
+    return code, buf.getvalue().strip().splitlines()
+
+
+def test_fit_with_forces_prints_force_then_energy_errors_and_saves_the_model(gold_files, fitted):
+    d = gold_files
+    code, out = fitted
     assert code == 0
     force = re.fullmatch(r"FORCE_MAE=(\S+) FORCE_RMSE=(\S+)", out[-2])
     energy = re.fullmatch(r"MAE=(\S+) RMSE=(\S+)", out[-1])
@@ -47,10 +59,8 @@ def test_fit_with_forces_prints_force_then_energy_errors_and_saves_the_model(gol
     assert np.abs(err).mean() == pytest.approx(f_mae, rel=1e-6)
 
 
-def test_md_nve_conserves_energy_and_writes_the_trajectory(gold_files, capsys):
+def test_md_nve_conserves_energy_and_writes_the_trajectory(gold_files, fitted, capsys):
     d = gold_files
-    if not (d / "model.npz").exists():
-        pytest.fail("the fit test above writes the model; run the module in order")
     out_path = d / "traj.extxyz"
     code = main(["md", str(d / "model.npz"), str(d / "test.extxyz"), "--steps", "20", "--timestep", "1",
                  "--temperature", "300", "--interval", "5", "--out", str(out_path)])

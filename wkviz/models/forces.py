@@ -34,7 +34,7 @@ from ..engine.gradients import active_kernel, kernel_gradients
 from ..engine.neighbors import environments_for
 from ..errors import InputError
 from ..hypers import Hypers
-from ..runtime import check_cancel
+from ..runtime import blas_threads, check_cancel
 from .active import select_active_environments
 
 __all__ = ["EnergyForceModel", "environment_clusters", "forces_of"]
@@ -159,7 +159,8 @@ class EnergyForceModel:
         self.species_active_ = res.species_B
         self._prepare(frames, res, K_MM, y_e, y_f)
         report(0.9, "maximising the evidence")
-        self._optimise(cancel)
+        with blas_threads(len(res.species_B)):  # many small solves: OpenBLAS threads would only busy-wait
+            self._optimise(cancel)
         self.fit_seconds_ = time.perf_counter() - t0
         report(1.0, "done")
         return self
