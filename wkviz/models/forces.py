@@ -15,8 +15,9 @@ largest dropped, as in :mod:`wkviz.models.sparse`),
 
 The body-order weights c_ν and the noises σ_E, σ_F maximise the log evidence log N(y | 0, Φ Φᵀ + Σ), evaluated
 exactly in the M-dimensional space (Woodbury). Φᵀ Σ⁻¹ Φ is formed as ZᵀZ from the R factors of the stacked per-ν
-kernels (computed once), so it stays positive semi-definite in floating point and each evaluation costs
-O(ν M³) whatever the number of force components. L-BFGS-B with finite-difference gradients of that evidence from
+kernels and targets (computed once), so it stays positive semi-definite in floating point, the quadratic form is
+an explicit residual norm (no cancellation at small σ), and each evaluation costs O(ν M³) whatever the number of
+force components. The noises are kept above 1e-4 × the spread of the data. L-BFGS-B with finite-difference gradients of that evidence from
 three starting shapes, then a Nelder–Mead polish, does the search.
 """
 
@@ -73,7 +74,8 @@ def environment_clusters(frames, centres, hypers) -> list:
 
 
 def _r_factor(X):
-    """R of X = QR (R has X's Gram matrix, RᵀR = XᵀX, with min(rows, columns) rows)."""
+    """R of X = QR (RᵀR = XᵀX; min(rows, columns) rows). With the targets as X's last column, R's last column holds
+    them in the same orthonormal basis, so residuals ‖y − K w‖ = ‖R_K w − r_y‖ come out without cancellation."""
     return np.linalg.qr(X, mode="r")
 
 
@@ -180,17 +182,13 @@ class EnergyForceModel:
         n = len(nus)
         # R with Rᵀ R = [K^ν…]ᵀ [K^ν…]: the mixed Gram matrix is then (Σ_ν c_ν R_ν P)ᵀ(…), formed from an
         # explicit factor (positive semi-definite in floating point too) at O(ν M²·M) per evidence evaluation
-        self._RE = _r_factor(np.hstack(KE))
-        self._bE = np.array([KE[a].T @ r_e for a in range(n)])
-        self._yyE = float(r_e @ r_e)
+        self._RE = _r_factor(np.hstack(KE + [r_e[:, None]]))
         self._NE = len(r_e)
         self._std_e = float(np.std(r_e / np.sqrt([len(a) for a in frames]))) or 1.0
         if y_f is not None:
             # force rows: F = −∂E/∂r
             KF = [-res.dK[nu].reshape(-1, res.dK.shape[-1]) / s for nu, s in zip(nus, self.scales_)]
-            self._RF = _r_factor(np.hstack(KF))
-            self._bF = np.array([KF[a].T @ y_f for a in range(n)])
-            self._yyF = float(y_f @ y_f)
+            self._RF = _r_factor(np.hstack(KF + [y_f[:, None]]))
             self._NF = len(y_f)
             self._std_f = float(np.std(y_f)) or 1.0
         else:
@@ -216,27 +214,28 @@ class EnergyForceModel:
             return sum(ci * R[:, k * M:(k + 1) * M] for k, ci in enumerate(c)) @ P
 
         Z = [mixed(self._RE) / math.sqrt(se2)]
-        b = np.einsum("a,ai->i", c, self._bE) / se2
-        yy = self._yyE / se2
+        t = [self._RE[:, -1] / math.sqrt(se2)]
         logdet_noise = self._NE * math.log(se2)
         if self._NF:
             Z.append(mixed(self._RF) / math.sqrt(sf2))
-            b += np.einsum("a,ai->i", c, self._bF) / sf2
-            yy += self._yyF / sf2
+            t.append(self._RF[:, -1] / math.sqrt(sf2))
             logdet_noise += self._NF * math.log(sf2)
         Z = np.vstack(Z)
-        bz = P.T @ b
+        t = np.concatenate(t)
         # A = I + Φᵀ Σ⁻¹ Φ = I + ZᵀZ; z = A⁻¹ Φᵀ Σ⁻¹ y; α = P z
         try:
             la = np.linalg.cholesky(np.eye(P.shape[1]) + Z.T @ Z)
         except np.linalg.LinAlgError:
             return -np.inf, None
-        z = scipy.linalg.cho_solve((la, True), bz)
+        z = scipy.linalg.cho_solve((la, True), Z.T @ t)
         alpha = P @ z
         logdet = 2.0 * np.sum(np.log(np.diag(la)))
-        quad = float(bz @ z)
+        # yᵀ(Φ Φᵀ + Σ)⁻¹ y = ‖Σ^{-1/2}(y − Φ z)‖² + ‖z‖², from the explicit residual in the R factors' basis (the
+        # difference yᵀΣ⁻¹y − bᵀz cancels catastrophically once σ is small)
+        resid = Z @ z - t
+        quad = float(resid @ resid + z @ z)
         n_obs = self._NE + self._NF
-        ev = -0.5 * (yy - quad) - 0.5 * (logdet + logdet_noise) - 0.5 * n_obs * math.log(2 * math.pi)
+        ev = -0.5 * quad - 0.5 * (logdet + logdet_noise) - 0.5 * n_obs * math.log(2 * math.pi)
         return ev, alpha
 
     def _optimise(self, cancel):
@@ -246,7 +245,9 @@ class EnergyForceModel:
         if self._NF:
             x0.append(math.log(0.1 * self._std_f + 1e-6))
         x0 = np.array(x0)
-        bounds = [(x - 25.0, x + 25.0) for x in x0[:n]] + [(math.log(1e-6), math.log(1e3))] * (len(x0) - n)
+        # noise floors at 1e-4 of the data's spread: below them the fit only interpolates (and N ≤ M allows it)
+        floors = [1e-4 * self._std_e] + ([1e-4 * self._std_f] if self._NF else [])
+        bounds = [(x - 25.0, x + 25.0) for x in x0[:n]] + [(math.log(f), math.log(f) + 25.0) for f in floors]
 
         def objective(theta):
             check_cancel(cancel, "model fit")
