@@ -210,7 +210,7 @@ class _Density:
     def expand(self, env, rows, want_grad):
         """For the neighbour rows ``rows`` of ``env``: terms t[row, l, n, m] = w φ_ln Y_lm (m padded to 2L+1),
         their channel, and (want_grad) ∂t/∂r_row of shape (rows, l, n, m, 3)."""
-        L, n_max = self.L, self.n_max
+        L = self.L
         vec = np.ascontiguousarray(env.vectors[rows])
         dist = env.distances[rows]
         znb = env.neighbor_numbers[rows]

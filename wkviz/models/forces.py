@@ -179,7 +179,6 @@ class EnergyForceModel:
         r_e = y_e - counts @ coef
         KE = [res.K[nu] / s for nu, s in zip(nus, self.scales_)]  # (N, M) each
         self._KMM = [K_MM[nu] / s for nu, s in zip(nus, self.scales_)]
-        n = len(nus)
         # R with Rᵀ R = [K^ν…]ᵀ [K^ν…]: the mixed Gram matrix is then (Σ_ν c_ν R_ν P)ᵀ(…), formed from an
         # explicit factor (positive semi-definite in floating point too) at O(ν M²·M) per evidence evaluation
         self._RE = _r_factor(np.hstack(KE + [r_e[:, None]]))
