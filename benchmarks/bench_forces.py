@@ -33,7 +33,8 @@ from wkviz.data.samples import load_sample
 from wkviz.hypers import Hypers
 from wkviz.models.forces import EnergyForceModel, forces_of
 
-GOLD = Hypers(nu_max=3, lambda_max=2, cutoff=5.0, cutoff_width=1.0, density_width=0.5, radial_scale=None)
+# EMT's gold interactions reach about 5.4 Å plus a smooth tail: a 6 Å cutoff (switching from 5 Å) sees them all
+GOLD = Hypers(nu_max=3, lambda_max=2, cutoff=6.0, cutoff_width=1.0, density_width=0.5, radial_scale=None)
 
 
 def _se(x):
@@ -65,7 +66,7 @@ def _errors(model, test, stress=False):
     return row
 
 
-def accuracy(kind, n_train, n_test, n_active, seed, model_path):
+def accuracy(kind, n_train, n_test, n_active, seed, model_path, hypers):
     frames = [a for a in load_sample("gold") if a.info.get("config_type") == kind]
     train, test = _split(frames, n_train, n_test, seed)
     E = [a.get_potential_energy() for a in train]
@@ -73,7 +74,7 @@ def accuracy(kind, n_train, n_test, n_active, seed, model_path):
     rows = {}
     for name, forces in (("energy", None), ("energy+force", F)):
         t0 = time.perf_counter()
-        model = EnergyForceModel(GOLD, n_active=n_active, seed=seed).fit(train, E, forces)
+        model = EnergyForceModel(hypers, n_active=n_active, seed=seed).fit(train, E, forces)
         fit_s = time.perf_counter() - t0
         row = _errors(model, test, stress=kind == "bulk")
         row.update(fit_seconds=fit_s, **{k: v for k, v in model.summary().items() if k != "baseline"})
@@ -142,12 +143,14 @@ def main():
     p.add_argument("--timestep", type=float, default=2.0, help="fs")
     p.add_argument("--temperature", type=float, default=300.0)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--cutoff", type=float, default=GOLD.cutoff, help="Å (default 6)")
     args = p.parse_args()
-    print("load", os.getloadavg(), "hypers", GOLD.to_json(), flush=True)
+    hypers = GOLD.replace(cutoff=args.cutoff)
+    print("load", os.getloadavg(), "hypers", hypers.to_json(), flush=True)
     if args.part == "clusters":
-        accuracy("cluster", 200, 100, args.n_active, args.seed, args.model)
+        accuracy("cluster", 200, 100, args.n_active, args.seed, args.model, hypers)
     elif args.part == "bulk":
-        accuracy("bulk", 120, 80, args.n_active, args.seed, args.model)
+        accuracy("bulk", 120, 80, args.n_active, args.seed, args.model, hypers)
     else:
         md(args.model, args.steps, args.timestep, args.temperature, args.runs, args.seed)
     print("load", os.getloadavg(), flush=True)

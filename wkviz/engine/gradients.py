@@ -41,7 +41,8 @@ from .neighbors import environments_for
 from .spherical import _sph_norms
 from .wigner import build_plan
 
-__all__ = ["KernelGradients", "kernel_gradients", "active_kernel", "gradient_bytes"]
+__all__ = ["ActiveEnvironments", "KernelGradients", "active_kernel", "gradient_bytes", "kernel_gradients",
+           "prepare_active"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -364,6 +365,34 @@ class KernelGradients:
     energy_strain: np.ndarray | None = None
 
 
+@dataclass
+class ActiveEnvironments:
+    """The fixed side of :func:`kernel_gradients`, prepared once (:func:`prepare_active`): density coefficients of
+    the active environments on the gradient route's radial functions. A model passes it instead of ``frames_B``
+    so that every energy/force evaluation (an MD step) skips the neighbour search and expansion of the M
+    environments."""
+
+    hypers: Hypers
+    density: "_Density"
+    coef: np.ndarray
+    numbers: np.ndarray
+
+
+def prepare_active(frames_B, centers_B, hypers: Hypers, channels=None) -> ActiveEnvironments:
+    """Prepare the active environments ``centers_B`` (global atom indices into ``frames_B``) for
+    :func:`kernel_gradients`; ``channels``: extra neighbour elements the structures of A may have (the union with
+    the active environments' own neighbour elements gets a density channel)."""
+    frames_B = _as_frames(frames_B, "frames_B")
+    centres = _as_centres(centers_B, frames_B)
+    env_b = _centre_environments(frames_B, centres, hypers)
+    extra = np.zeros(0, dtype=np.int64) if channels is None else np.asarray(channels, dtype=np.int64).ravel()
+    dens = _Density(hypers, np.union1d(np.unique(env_b.neighbor_numbers), np.unique(extra)))
+    rows, channel, _ = dens.expand(env_b, np.arange(len(env_b.distances)), False)
+    coef = dens.coefficients(env_b, np.arange(len(centres)), rows, channel,
+                             [np.arange(env_b.offsets[c], env_b.offsets[c + 1]) for c in range(len(centres))])
+    return ActiveEnvironments(hypers=hypers, density=dens, coef=coef, numbers=env_b.numbers.copy())
+
+
 def gradient_bytes(n_structures, n_atoms, n_active, nu_max, gradients=True) -> int:
     """Bytes of the outputs of :func:`kernel_gradients`."""
     per = n_structures * n_active
@@ -386,8 +415,9 @@ def kernel_gradients(frames_A, frames_B, centers_B, hypers: Hypers | None = None
     ----------
     frames_A : sequence of ase.Atoms
         The structures that move (training or prediction structures); molecules or periodic cells.
-    frames_B : sequence of ase.Atoms
-        Structures holding the active environments.
+    frames_B : sequence of ase.Atoms or ActiveEnvironments
+        Structures holding the active environments, or the environments prepared by :func:`prepare_active`
+        (``centers_B`` is then ignored).
     centers_B : sequence of int
         Global atom indices into the atoms of ``frames_B`` (structure 0's atoms first).
     hypers : Hypers, optional
@@ -412,10 +442,20 @@ def kernel_gradients(frames_A, frames_B, centers_B, hypers: Hypers | None = None
     start = time.perf_counter()
     h = hypers or Hypers()
     frames_A = _as_frames(frames_A, "frames_A")
-    frames_B = _as_frames(frames_B, "frames_B")
-    centres = _as_centres(centers_B, frames_B)
+    env_a = environments_for(frames_A, h)
+    if isinstance(frames_B, ActiveEnvironments):
+        active = frames_B
+        if active.hypers != h:
+            raise InputError("the prepared active environments were made with other hyperparameters; prepare them "
+                             "again with these")
+        missing = np.setdiff1d(np.unique(env_a.neighbor_numbers), active.density.channels)
+        if missing.size:
+            raise InputError(f"element(s) {missing.tolist()} appear as neighbours but the prepared active "
+                             "environments have no density channel for them; prepare them with those channels")
+    else:
+        active = prepare_active(frames_B, centers_B, h, channels=env_a.neighbor_numbers)
     n_atoms = np.array([len(a) for a in frames_A], dtype=np.int64)
-    M = len(centres)
+    M = len(active.numbers)
     W = None
     if weights is not None:
         W = np.asarray(weights, dtype=np.float64)
@@ -429,14 +469,7 @@ def kernel_gradients(frames_A, frames_B, centers_B, hypers: Hypers | None = None
             f"{memory_budget / 2**30:.2f} GiB; use fewer structures or active environments, or raise the budget")
     plan = build_plan(h.lambda_max, h.nu_max, h.schedule, h.normalization)
     inv = np.array([plan.output_index("inv", nu) for nu in range(1, h.nu_max + 1)])
-    env_a = environments_for(frames_A, h)
-    env_b = _centre_environments(frames_B, centres, h)
-    dens = _Density(h, _channels(env_a, env_b))
-    # active side: coefficients once
-    tb, chb, _ = dens.expand(env_b, np.arange(len(env_b.distances)), False)
-    coef_b = dens.coefficients(env_b, np.arange(M), tb, chb,
-                               [np.arange(env_b.offsets[c], env_b.offsets[c + 1]) for c in range(M)])
-    zb = env_b.numbers
+    dens, coef_b, zb = active.density, active.coef, active.numbers
     wc = h.hydrogen_center_weight
     nu1 = h.nu_max + 1
     K = np.zeros((nu1, len(frames_A), M))

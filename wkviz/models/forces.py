@@ -31,7 +31,7 @@ import numpy as np
 import scipy.linalg
 import scipy.optimize
 
-from ..engine.gradients import active_kernel, kernel_gradients
+from ..engine.gradients import active_kernel, kernel_gradients, prepare_active
 from ..engine.neighbors import environments_for
 from ..errors import InputError
 from ..hypers import Hypers
@@ -315,8 +315,12 @@ class EnergyForceModel:
                                  f"{sorted(self.baseline_)} only")
         need_grad = forces or stress
         W = self.active_weights_
-        res = kernel_gradients(frames, self.clusters_, _cluster_centres(self.clusters_), self.hypers,
-                               gradients=need_grad, weights=W if need_grad else None)
+        if getattr(self, "_active", None) is None:
+            # the active side once per model: an MD step then only expands the structure itself
+            self._active = prepare_active(self.clusters_, _cluster_centres(self.clusters_), self.hypers,
+                                          channels=list(self.baseline_))
+        res = kernel_gradients(frames, self._active, None, self.hypers, gradients=need_grad,
+                               weights=W if need_grad else None)
         base = np.array([sum(self.baseline_[int(z)] for z in a.numbers) for a in frames])
         E = np.einsum("vnm,vm->n", res.K, W) + base
         if not need_grad:
