@@ -24,7 +24,9 @@ __all__ = ["add_md_parser", "run_md"]
 def add_md_parser(subparsers):
     """Register ``md``; returns the parser."""
     p = subparsers.add_parser("md", help="molecular dynamics with a saved energy-and-force model",
-                              description=__doc__.splitlines()[0])
+                              description="Molecular dynamics (NVE, or Langevin with --friction) with a model saved "
+                                          "by `fit --forces ... --save-model`; last stdout line "
+                                          "STEPS=<n> E_START=<eV> E_END=<eV> DRIFT=<eV/ps>.")
     p.add_argument("model", help="model file written by `fit --forces ... --save-model`")
     p.add_argument("start", help="starting structure (first frame of any file ase can read)")
     p.add_argument("--steps", type=int, required=True, help="number of time steps")
