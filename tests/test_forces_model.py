@@ -142,3 +142,36 @@ def test_ase_calculator_energy_forces_and_numerical_stress(model, gold, tmp_path
         mol.get_stress()
     with pytest.raises(InputError, match="needs a fitted model"):
         WignerCalculator(EnergyForceModel(HYPERS))
+
+
+def test_several_elements_with_qm9_default_weights_forces_are_the_energy_gradient():
+    """Per-element baseline and active sets, species coupling and hydrogen weights (the QM9 defaults)."""
+    import ase.build
+    from ase.calculators.emt import EMT
+
+    frames = []
+    for k, name in enumerate(["CH4", "H2O", "CH3OH", "CH4", "H2O", "CH3OH"]):
+        atoms = ase.build.molecule(name)
+        atoms.rattle(stdev=0.08, seed=k)
+        atoms.calc = EMT()
+        frames.append(atoms)
+    E = [a.get_potential_energy() for a in frames]
+    F = [a.get_forces() for a in frames]
+    model = EnergyForceModel(Hypers(nu_max=2, lambda_max=2), n_active=12).fit(frames[:5], E[:5], F[:5])
+    assert set(model.baseline_) == {1, 6, 8}
+    atoms = frames[5].copy()
+    _, Fp = model.predict([atoms])
+    Q = random_rotation(np.random.default_rng(4))
+    rot = atoms.copy()
+    rot.positions = atoms.positions @ Q.T
+    assert np.abs(model.predict([rot])[1][0] - Fp[0] @ Q.T).max() <= 1e-8 * np.abs(Fp[0]).max()
+    for a, x in [(0, 2), (3, 0)]:
+        e = {}
+        for k in (-2, -1, 1, 2):
+            moved = atoms.copy()
+            moved.positions[a, x] += k * 1e-3
+            e[k] = model.predict([moved], forces=False)[0]
+        fd = -(-e[2] + 8 * e[1] - 8 * e[-1] + e[-2]) / 12e-3
+        assert abs(fd - Fp[0][a, x]) <= 1e-6 * np.abs(Fp[0]).max()
+    with pytest.raises(InputError, match="not trained on element"):
+        model.predict([ase.build.molecule("NH3")])
