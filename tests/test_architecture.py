@@ -22,12 +22,14 @@ STAGES = {
     "scale": 3,  # tiles of the engine's kernels; models may stream from a store
     "models": 4,
     "evaluation": 5,
+    "calculator": 5,  # an ASE calculator from a fitted model
     "views": 6,
     "cli": 7,  # beside the flow, on top of everything
     "__main__": 7,
 }
 #: Within the engine, the order of the flow (spherical is the maths every step uses).
-ENGINE_ORDER = ["spherical", "neighbors", "density", "nu1", "wigner", "tiles", "estimate", "kernels", "features"]
+ENGINE_ORDER = ["spherical", "neighbors", "density", "nu1", "wigner", "tiles", "estimate", "kernels", "gradients",
+                "features"]
 
 
 def _module_name(path: pathlib.Path) -> str:

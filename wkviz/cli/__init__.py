@@ -22,6 +22,7 @@ from .distributed import add_distributed_flags, compute_distributed
 from .fit import add_fit_parser, run_fit
 from .kernels import add_kernels_parser, run_kernels
 from .learning_curve import add_learning_curve_parser, run_learning_curve
+from .md import add_md_parser
 from .reproduce import cli_command
 from .store import add_store_parser
 
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_learning_curve_parser(sub)
     add_compare_parser(sub)
     add_store_parser(sub)
+    add_md_parser(sub)
     return parser
 
 

@@ -18,6 +18,7 @@ from ..files import atomic_write
 from .common import (KIND_HELP, FitProgress, add_hyper_flags, add_model_flags, check_intensive_hint,
                      check_model_args, check_out, check_tensor_rank, cost_line, hypers_from_args, kernel_options,
                      memory_budget_bytes, note, note_preset, preset_from_args, read_structures)
+from .forces import add_force_flags, run_force_fit
 
 __all__ = ["add_fit_parser", "run_fit"]
 
@@ -38,6 +39,7 @@ def add_fit_parser(subparsers):
     p.add_argument("--model", default="mixed",
                    help="mixed (default), composition, or nu=<k> for a single body order")
     add_model_flags(p)
+    add_force_flags(p)
     add_hyper_flags(p)
     p.set_defaults(func=run_fit)
     return p
@@ -60,6 +62,8 @@ def run_fit(args) -> int:
     from ..engine.kernels import WignerKernel
     from ..models import KernelSet, TargetData, fit_predict
 
+    if getattr(args, "forces", None):
+        return run_force_fit(args)
     budget = memory_budget_bytes(args.memory_budget)
     check_out(args.out, "predictions.csv", inputs=[args.train, args.test])
     train_frames = read_structures(args.train, "training")

@@ -46,6 +46,9 @@ class Environments:
     neighbor_numbers : ndarray of shape (n_neighbours,)
         Atomic number of each neighbour.
     n_atoms : ndarray of shape (n_structures,)
+    neighbor_index : ndarray of shape (n_neighbours,) or None
+        Index of each neighbour atom within its structure (periodic images: the atom they are images of);
+        what position gradients scatter onto.
     """
 
     numbers: np.ndarray
@@ -56,6 +59,7 @@ class Environments:
     weights: np.ndarray
     neighbor_numbers: np.ndarray
     n_atoms: np.ndarray
+    neighbor_index: np.ndarray | None = None
 
     @property
     def n_centers(self) -> int:
@@ -99,7 +103,7 @@ def build_environments(frames, cutoff: float, cutoff_width: float, *, radial_sca
     -------
     Environments
     """
-    numbers, structure, counts, vecs, nnum, n_atoms = [], [], [], [], [], []
+    numbers, structure, counts, vecs, nnum, n_atoms, jidx = [], [], [], [], [], [], []
     for s, atoms in enumerate(frames):
         z = np.asarray(atoms.numbers, dtype=np.int64)
         n = len(z)
@@ -115,6 +119,7 @@ def build_environments(frames, cutoff: float, cutoff_width: float, *, radial_sca
         counts.append(np.bincount(i, minlength=n).astype(np.int64))
         vecs.append(np.asarray(d, dtype=np.float64))
         nnum.append(z[j])
+        jidx.append(np.asarray(j, dtype=np.int64))
     counts_all = np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64)
     offsets = np.zeros(len(counts_all) + 1, dtype=np.int64)
     np.cumsum(counts_all, out=offsets[1:])
@@ -133,6 +138,7 @@ def build_environments(frames, cutoff: float, cutoff_width: float, *, radial_sca
         weights=weights,
         neighbor_numbers=neighbor_numbers,
         n_atoms=np.asarray(n_atoms, dtype=np.int64),
+        neighbor_index=np.concatenate(jidx) if jidx else np.zeros(0, dtype=np.int64),
     )
 
 

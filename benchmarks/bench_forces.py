@@ -1,0 +1,160 @@
+"""Energy-and-force models on the bundled EMT gold data, and NVE molecular dynamics with the learned potential.
+
+Parts:
+
+* ``--part clusters``: 200 training / 100 test gold clusters (a random split, ``--seed``), energy-only vs
+  energy+force :class:`wkviz.models.forces.EnergyForceModel` (same hyperparameters, same active environments):
+  energy MAE (eV) and force MAE (eV/Å per Cartesian component), each ± the standard error over test structures
+  (per-structure mean absolute force error for the force spread). Saves the energy+force model (``--model``) for
+  the MD part.
+* ``--part bulk``: the same on the 200 periodic cells (120 / 80), plus the stress MAE of the force model.
+* ``--part md``: NVE (velocity Verlet, ``--timestep`` fs, ``--steps``) from test clusters at 300 K, with the learned
+  potential and with EMT itself, same start and velocities; drift = linear slope of the total energy (eV/ps,
+  per atom too) and its fluctuation (std), mean ± se over ``--runs`` starting clusters.
+
+Run (2-core machine, shared)::
+
+    .venv/bin/python benchmarks/bench_forces.py --part clusters --model /tmp/gold_model.npz
+    .venv/bin/python benchmarks/bench_forces.py --part bulk
+    .venv/bin/python benchmarks/bench_forces.py --part md --model /tmp/gold_model.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+
+import numpy as np
+
+from wkviz.data.samples import load_sample
+from wkviz.hypers import Hypers
+from wkviz.models.forces import EnergyForceModel, forces_of
+
+# EMT's gold interactions reach about 5.4 Å plus a smooth tail: a 6 Å cutoff (switching from 5 Å) sees them all
+GOLD = Hypers(nu_max=3, lambda_max=2, cutoff=6.0, cutoff_width=1.0, density_width=0.5, radial_scale=None)
+
+
+def _se(x):
+    x = np.asarray(x, dtype=float)
+    return float(np.std(x, ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
+
+
+def _split(frames, n_train, n_test, seed):
+    idx = np.random.default_rng(seed).permutation(len(frames))
+    return [frames[i] for i in idx[:n_train]], [frames[i] for i in idx[n_train:n_train + n_test]]
+
+
+def _errors(model, test, stress=False):
+    E_true = np.array([a.get_potential_energy() for a in test])
+    out = model.predict(test, stress=stress)
+    E, F = out[0], out[1]
+    e_abs = np.abs(E - E_true)
+    f_abs = [np.abs(f - forces_of(a)).mean() for f, a in zip(F, test)]
+    f_all = np.concatenate([(f - forces_of(a)).ravel() for f, a in zip(F, test)])
+    row = {"energy_mae": float(e_abs.mean()), "energy_mae_se": _se(e_abs),
+           "energy_mae_per_atom": float(np.mean(e_abs / [len(a) for a in test])),
+           "force_mae": float(np.abs(f_all).mean()), "force_mae_se": _se(f_abs),
+           "force_rmse": float(np.sqrt(np.mean(f_all ** 2))), "n_test": len(test)}
+    if stress:
+        s_err = [np.abs(s - a.get_stress(voigt=False)).mean() for s, a in zip(out[2], test)]
+        if s_err:
+            row["stress_mae"] = float(np.mean(s_err))
+            row["stress_mae_se"] = _se(s_err)
+    return row
+
+
+def accuracy(kind, n_train, n_test, n_active, seed, model_path, hypers):
+    frames = [a for a in load_sample("gold") if a.info.get("config_type") == kind]
+    train, test = _split(frames, n_train, n_test, seed)
+    E = [a.get_potential_energy() for a in train]
+    F = [forces_of(a) for a in train]
+    rows = {}
+    for name, forces in (("energy", None), ("energy+force", F)):
+        t0 = time.perf_counter()
+        model = EnergyForceModel(hypers, n_active=n_active, seed=seed).fit(train, E, forces)
+        fit_s = time.perf_counter() - t0
+        row = _errors(model, test, stress=kind == "bulk")
+        row.update(fit_seconds=fit_s, **{k: v for k, v in model.summary().items() if k != "baseline"})
+        rows[name] = row
+        print(name, json.dumps(row), flush=True)
+        if forces is not None and model_path:
+            model.save(model_path)
+    return rows
+
+
+def _nve(atoms, calc, steps, timestep_fs, temperature, seed):
+    from ase import units
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+    from ase.md.verlet import VelocityVerlet
+
+    atoms = atoms.copy()
+    atoms.calc = calc
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
+    Stationary(atoms)
+    ZeroRotation(atoms)
+    dyn = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
+    etot = []
+    dyn.attach(lambda: etot.append(atoms.get_potential_energy() + atoms.get_kinetic_energy()), interval=1)
+    t0 = time.perf_counter()
+    dyn.run(steps)
+    seconds = time.perf_counter() - t0
+    etot = np.array(etot)
+    t_ps = np.arange(len(etot)) * timestep_fs / 1000.0
+    slope = float(np.polyfit(t_ps, etot, 1)[0])
+    return {"drift_eV_per_ps": slope, "drift_meV_per_atom_ps": 1000 * slope / len(atoms),
+            "end_minus_start_eV": float(etot[-1] - etot[0]), "std_eV": float(np.std(etot)),
+            "seconds": seconds, "n_atoms": len(atoms)}
+
+
+def md(model_path, steps, timestep, temperature, runs, seed):
+    from ase.calculators.emt import EMT
+
+    from wkviz.calculator import WignerCalculator
+
+    frames = [a for a in load_sample("gold") if a.info.get("config_type") == "cluster"]
+    _, test = _split(frames, 200, 100, seed)
+    starts = sorted(test, key=len)[:runs]  # the smallest test clusters: MD cost grows with the atoms
+    calc = WignerCalculator.load(model_path)
+    out = {"wigner": [], "emt": []}
+    for k, atoms in enumerate(starts):
+        for name, c in (("wigner", calc), ("emt", EMT())):
+            r = _nve(atoms, c, steps, timestep, temperature, seed + k)
+            out[name].append(r)
+            print(name, k, json.dumps(r), flush=True)
+    for name, rs in out.items():
+        d = [abs(r["drift_meV_per_atom_ps"]) for r in rs]
+        s = [r["std_eV"] for r in rs]
+        print(f"{name}: |drift| {np.mean(d):.4f} ± {_se(d):.4f} meV/atom/ps, std(E_tot) {np.mean(s) * 1000:.3f} ± "
+              f"{_se(s) * 1000:.3f} meV (n={len(rs)}), {np.mean([r['seconds'] for r in rs]) / steps * 1000:.1f} ms/step",
+              flush=True)
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--part", choices=("clusters", "bulk", "md"), required=True)
+    p.add_argument("--n-active", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default="", help="where the clusters part saves its model and the md part reads it")
+    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--timestep", type=float, default=2.0, help="fs")
+    p.add_argument("--temperature", type=float, default=300.0)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--cutoff", type=float, default=GOLD.cutoff, help="Å (default 6)")
+    args = p.parse_args()
+    hypers = GOLD.replace(cutoff=args.cutoff)
+    print("load", os.getloadavg(), "hypers", hypers.to_json(), flush=True)
+    if args.part == "clusters":
+        accuracy("cluster", 200, 100, args.n_active, args.seed, args.model, hypers)
+    elif args.part == "bulk":
+        accuracy("bulk", 120, 80, args.n_active, args.seed, args.model, hypers)
+    else:
+        md(args.model, args.steps, args.timestep, args.temperature, args.runs, args.seed)
+    print("load", os.getloadavg(), flush=True)
+
+
+if __name__ == "__main__":
+    main()

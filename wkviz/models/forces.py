@@ -1,0 +1,393 @@
+"""Energy-and-force models: a sparse (projected-process) GP on active environments, the GAP route.
+
+The energy of a structure is a sum of atomic energies ε(i) drawn from a GP with the mixed Wigner kernel
+k(i, i') = Σ_ν c_ν k^ν(i, i') / s_ν (same element only; s_ν = mean self-kernel of the active environments, so
+the c_ν are comparable), plus a per-element baseline. With M active environments the projected-process
+approximation gives E(A) = Σ_m α_m k(A, c_m) + b·n_A, k(A, c_m) = Σ_ν c_ν K^ν(A, c_m)/s_ν, and the forces are
+its exact derivative, F_a = −∂E/∂r_a = −Σ_m α_m ∂k(A, c_m)/∂r_a (:func:`wkviz.engine.gradients.kernel_gradients`):
+forces are derivative observations of the same latent function, so no second derivatives are needed.
+
+Fitting: with noise σ_E on energies and σ_F on force components (separate regularisation), Σ = diag(σ_E², …,
+σ_F², …) and Nyström features Φ = K_NM P, P = U S^{-1/2} from K_MM = U S Uᵀ (eigenvalues below 1e-10 × the
+largest dropped, as in :mod:`wkviz.models.sparse`),
+
+    z = (I + Φᵀ Σ⁻¹ Φ)⁻¹ Φᵀ Σ⁻¹ y,   α = P z.
+
+The body-order weights c_ν and the noises σ_E, σ_F maximise the log evidence log N(y | 0, Φ Φᵀ + Σ), evaluated
+exactly in the M-dimensional space (Woodbury). Φᵀ Σ⁻¹ Φ is formed as ZᵀZ from the R factors of the stacked per-ν
+kernels and targets (computed once), so it stays positive semi-definite in floating point, the quadratic form is
+an explicit residual norm (no cancellation at small σ), and each evaluation costs O(ν M³) whatever the number of
+force components. The noises are kept above 1e-4 × the spread of the data. L-BFGS-B with finite-difference gradients of that evidence from
+three starting shapes, then a Nelder–Mead polish, does the search.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import numpy as np
+import scipy.linalg
+import scipy.optimize
+
+from ..engine.gradients import active_kernel, kernel_gradients, prepare_active
+from ..engine.neighbors import environments_for
+from ..errors import InputError
+from ..files import atomic_write
+from ..hypers import Hypers
+from ..runtime import blas_threads, check_cancel
+from .active import select_active_environments
+
+__all__ = ["EnergyForceModel", "environment_clusters", "forces_of"]
+
+# K_MM eigenvalues below this fraction of the largest are dropped (as in wkviz.models.sparse)
+_RCOND = 1e-10
+_FORMAT = "wkviz-energy-force-model"
+_VERSION = 1
+
+
+def forces_of(atoms, key: str = "forces") -> np.ndarray | None:
+    """Forces (n_atoms, 3) of a structure from ``atoms.arrays[key]`` or its calculator results; None if absent."""
+    if key in atoms.arrays:
+        return np.asarray(atoms.arrays[key], dtype=np.float64)
+    calc = getattr(atoms, "calc", None)
+    results = getattr(calc, "results", None) or {}
+    if key in results:
+        return np.asarray(results[key], dtype=np.float64)
+    return None
+
+
+def environment_clusters(frames, centres, hypers) -> list:
+    """Each environment as a small molecule: the centre at the origin (atom 0) and its neighbours within the
+    cutoff (periodic images included) at r_ij, so atom 0 of the cluster has exactly the original environment.
+    This is how a model keeps its active environments independently of the training structures."""
+    from ase import Atoms
+
+    env = environments_for(frames, hypers)
+    out = []
+    for c in np.asarray(centres, dtype=np.int64):
+        s, e = env.offsets[c], env.offsets[c + 1]
+        numbers = np.concatenate([[env.numbers[c]], env.neighbor_numbers[s:e]])
+        positions = np.concatenate([np.zeros((1, 3)), env.vectors[s:e]])
+        out.append(Atoms(numbers=numbers, positions=positions))
+    return out
+
+
+def _r_factor(X):
+    """R of X = QR (RᵀR = XᵀX; min(rows, columns) rows). With the targets as X's last column, R's last column holds
+    them in the same orthonormal basis, so residuals ‖y − K w‖ = ‖R_K w − r_y‖ come out without cancellation."""
+    return np.linalg.qr(X, mode="r")
+
+
+def _cluster_centres(clusters):
+    return np.concatenate([[0], np.cumsum([len(a) for a in clusters])[:-1]]).astype(np.int64)
+
+
+class EnergyForceModel:
+    """Sparse GP potential on energies and (optionally) forces.
+
+    Parameters
+    ----------
+    hypers : Hypers
+    n_active : int
+        Active environments (FPS over the training environments, split over the elements).
+    nus : sequence of int, optional
+        Body orders used (default 0..nu_max; ν = 0 is a per-element constant whose level the energies fix).
+    seed : int
+        FPS seed.
+
+    Attributes (after :meth:`fit`)
+    ------------------------------
+    weights_ : ndarray (n_nus,)
+        c_ν of the mixed kernel (normalised units).
+    sigma_energy_, sigma_force_ : float
+        Noise levels chosen by the evidence, eV and eV/Å (σ_F is None for an energy-only fit).
+    log_evidence_ : float
+    alpha_ : ndarray (M,)
+        Weights of the active environments.
+    baseline_ : dict
+        Energy per element (eV).
+    """
+
+    def __init__(self, hypers: Hypers | None = None, *, n_active: int = 100, nus=None, seed: int = 0):
+        self.hypers = hypers or Hypers()
+        self.n_active = int(n_active)
+        self.nus = None if nus is None else [int(n) for n in nus]
+        self.seed = int(seed)
+
+    # ------------------------------------------------------------------------------------------------------------
+    def fit(self, frames, energies, forces=None, *, progress=None, cancel=None) -> "EnergyForceModel":
+        """Fit on structures with energies (eV) and, when given, forces (a list of (n_atoms, 3) arrays in eV/Å,
+        or None to fit energies only).
+
+        ``progress(fraction, message)`` is called along the way; ``cancel`` is checked between steps.
+        """
+        t0 = time.perf_counter()
+        frames = list(frames)
+        y_e = np.asarray(energies, dtype=np.float64).ravel()
+        if len(y_e) != len(frames):
+            raise InputError(f"{len(y_e)} energies for {len(frames)} structures; give one energy per structure")
+        if not np.all(np.isfinite(y_e)):
+            raise InputError("the energies hold NaN or infinite values; remove those structures")
+        y_f = None
+        if forces is not None:
+            forces = list(forces)
+            if len(forces) != len(frames):
+                raise InputError(f"{len(forces)} force arrays for {len(frames)} structures; give one per structure")
+            for k, (f, a) in enumerate(zip(forces, frames)):
+                if f is None or np.shape(f) != (len(a), 3):
+                    raise InputError(f"structure {k} has no forces of shape ({len(a)}, 3); give forces for every "
+                                     "structure or fit energies only")
+            y_f = np.concatenate([np.asarray(f, dtype=np.float64).ravel() for f in forces])
+            if not np.all(np.isfinite(y_f)):
+                raise InputError("the forces hold NaN or infinite values; remove those structures")
+        h = self.hypers
+        nus = self.nus if self.nus is not None else list(range(h.nu_max + 1))
+        if any(n < 0 or n > h.nu_max for n in nus):
+            raise InputError(f"body orders must be between 0 and nu_max={h.nu_max}, got {nus}")
+        self.nus_ = np.asarray(nus, dtype=np.int64)
+        report = progress or (lambda f, m: None)
+
+        report(0.0, "selecting active environments")
+        n_total = sum(len(a) for a in frames)
+        centres = select_active_environments(frames, min(self.n_active, n_total), h, seed=self.seed)
+        self.clusters_ = environment_clusters(frames, centres, h)
+        cc = _cluster_centres(self.clusters_)
+        check_cancel(cancel, "model fit")
+        K_MM = active_kernel(self.clusters_, cc, h)
+        report(0.05, "kernel gradients")
+        res = kernel_gradients(frames, self.clusters_, cc, h, gradients=y_f is not None, cancel=cancel,
+                               progress=lambda f, eta: report(0.05 + 0.85 * f, "kernel gradients"))
+        self.species_active_ = res.species_B
+        self._prepare(frames, res, K_MM, y_e, y_f)
+        report(0.9, "maximising the evidence")
+        with blas_threads(len(res.species_B)):  # many small solves: OpenBLAS threads would only busy-wait
+            self._optimise(cancel)
+        self.fit_seconds_ = time.perf_counter() - t0
+        report(1.0, "done")
+        return self
+
+    def _prepare(self, frames, res, K_MM, y_e, y_f):
+        """Per-ν scales, the energy baseline and the Gram blocks the evidence reads."""
+        nus = self.nus_
+        self.scales_ = np.array([max(float(np.mean(np.diag(K_MM[nu]))), 1e-300) for nu in nus])
+        # per-element baseline by least squares on the element counts
+        self.species_ = np.unique(np.concatenate([a.numbers for a in frames]))
+        counts = self._counts(frames)
+        coef, *_ = np.linalg.lstsq(counts, y_e, rcond=None)
+        self.baseline_ = {int(z): float(c) for z, c in zip(self.species_, coef)}
+        r_e = y_e - counts @ coef
+        KE = [res.K[nu] / s for nu, s in zip(nus, self.scales_)]  # (N, M) each
+        self._KMM = [K_MM[nu] / s for nu, s in zip(nus, self.scales_)]
+        # R with Rᵀ R = [K^ν…]ᵀ [K^ν…]: the mixed Gram matrix is then (Σ_ν c_ν R_ν P)ᵀ(…), formed from an
+        # explicit factor (positive semi-definite in floating point too) at O(ν M²·M) per evidence evaluation
+        self._RE = _r_factor(np.hstack(KE + [r_e[:, None]]))
+        self._NE = len(r_e)
+        self._std_e = float(np.std(r_e / np.sqrt([len(a) for a in frames]))) or 1.0
+        if y_f is not None:
+            # force rows: F = −∂E/∂r
+            KF = [-res.dK[nu].reshape(-1, res.dK.shape[-1]) / s for nu, s in zip(nus, self.scales_)]
+            self._RF = _r_factor(np.hstack(KF + [y_f[:, None]]))
+            self._NF = len(y_f)
+            self._std_f = float(np.std(y_f)) or 1.0
+        else:
+            self._NF = 0
+
+    def _counts(self, frames):
+        return np.array([[np.sum(a.numbers == z) for z in self.species_] for a in frames], dtype=np.float64)
+
+    # ------------------------------------------------------------------------------------------------------------
+    def _solve(self, theta):
+        """(log evidence, α) at θ = [log c_ν…, log σ_E, (log σ_F)]."""
+        n = len(self.nus_)
+        c = np.exp(theta[:n])
+        se2 = math.exp(2 * theta[n])
+        sf2 = math.exp(2 * theta[n + 1]) if self._NF else None
+        M = self._KMM[0].shape[0]
+        K_MM = sum(ci * k for ci, k in zip(c, self._KMM))
+        S, U = np.linalg.eigh(0.5 * (K_MM + K_MM.T))
+        keep = S > _RCOND * S.max()
+        P = U[:, keep] / np.sqrt(S[keep])  # Nyström features Φ = K_NM P, Φ Φᵀ = K_NM K_MM⁺ K_MN
+
+        def mixed(R):
+            return sum(ci * R[:, k * M:(k + 1) * M] for k, ci in enumerate(c)) @ P
+
+        Z = [mixed(self._RE) / math.sqrt(se2)]
+        t = [self._RE[:, -1] / math.sqrt(se2)]
+        logdet_noise = self._NE * math.log(se2)
+        if self._NF:
+            Z.append(mixed(self._RF) / math.sqrt(sf2))
+            t.append(self._RF[:, -1] / math.sqrt(sf2))
+            logdet_noise += self._NF * math.log(sf2)
+        Z = np.vstack(Z)
+        t = np.concatenate(t)
+        # A = I + Φᵀ Σ⁻¹ Φ = I + ZᵀZ; z = A⁻¹ Φᵀ Σ⁻¹ y; α = P z
+        try:
+            la = np.linalg.cholesky(np.eye(P.shape[1]) + Z.T @ Z)
+        except np.linalg.LinAlgError:
+            return -np.inf, None
+        z = scipy.linalg.cho_solve((la, True), Z.T @ t)
+        alpha = P @ z
+        logdet = 2.0 * np.sum(np.log(np.diag(la)))
+        # yᵀ(Φ Φᵀ + Σ)⁻¹ y = ‖Σ^{-1/2}(y − Φ z)‖² + ‖z‖², from the explicit residual in the R factors' basis (the
+        # difference yᵀΣ⁻¹y − bᵀz cancels catastrophically once σ is small)
+        resid = Z @ z - t
+        quad = float(resid @ resid + z @ z)
+        n_obs = self._NE + self._NF
+        ev = -0.5 * quad - 0.5 * (logdet + logdet_noise) - 0.5 * n_obs * math.log(2 * math.pi)
+        return ev, alpha
+
+    def _optimise(self, cancel):
+        n = len(self.nus_)
+        # start: equal weights with a signal of the residuals' size per atom; noises a tenth of the spread
+        x0 = [math.log(self._std_e ** 2 / n + 1e-12)] * n + [math.log(0.1 * self._std_e * 3 + 1e-6)]
+        if self._NF:
+            x0.append(math.log(0.1 * self._std_f + 1e-6))
+        x0 = np.array(x0)
+        # noise floors at 1e-4 of the data's spread: below them the fit only interpolates (and N ≤ M allows it)
+        floors = [1e-4 * self._std_e] + ([1e-4 * self._std_f] if self._NF else [])
+        bounds = [(x - 25.0, x + 25.0) for x in x0[:n]] + [(math.log(f), math.log(f) + 25.0) for f in floors]
+
+        def objective(theta):
+            check_cancel(cancel, "model fit")
+            ev, _ = self._solve(theta)
+            return -ev if np.isfinite(ev) else 1e300
+
+        def with_gradient(theta):
+            # central differences of the exact evidence (each evaluation is O(M³)); a step of 1e-3 in log space
+            # stays well above the evidence's roundoff
+            f0 = objective(theta)
+            g = np.zeros_like(theta)
+            for k in range(len(theta)):
+                d = np.zeros_like(theta)
+                d[k] = 1e-3
+                g[k] = (objective(theta + d) - objective(theta - d)) / 2e-3
+            return f0, g
+
+        best = None
+        # a few starting shapes: equal weights, low orders first, high orders first
+        for tilt in (0.0, -2.0, 2.0):
+            start = x0.copy()
+            start[:n] += tilt * (np.arange(n) - (n - 1) / 2)
+            r = scipy.optimize.minimize(with_gradient, start, jac=True, method="L-BFGS-B", bounds=bounds,
+                                        options={"maxiter": 300})
+            if best is None or r.fun < best.fun:
+                best = r
+        # polish without gradients (robust to what roundoff is left)
+        lo = np.array([b[0] for b in bounds])
+        hi = np.array([b[1] for b in bounds])
+        r = scipy.optimize.minimize(lambda t: objective(np.clip(t, lo, hi)), best.x, method="Nelder-Mead",
+                                    options={"xatol": 1e-4, "fatol": 1e-6, "maxiter": 2000})
+        if r.fun < best.fun:
+            best = r
+            best.x = np.clip(r.x, lo, hi)
+        theta = best.x
+        ev, alpha = self._solve(theta)
+        self.theta_ = theta
+        self.weights_ = np.exp(theta[:n])
+        self.sigma_energy_ = float(math.exp(theta[n]))
+        self.sigma_force_ = float(math.exp(theta[n + 1])) if self._NF else None
+        self.log_evidence_ = float(ev)
+        self.alpha_ = alpha
+        # one weight row per ν (0..nu_max) for the prediction: E = Σ_ν Σ_m W[ν, m] K^ν(A, c_m)
+        W = np.zeros((self.hypers.nu_max + 1, len(alpha)))
+        for c, nu, s in zip(self.weights_, self.nus_, self.scales_):
+            W[nu] = c / s * alpha
+        self.active_weights_ = W
+
+    # ------------------------------------------------------------------------------------------------------------
+    def _check_fitted(self):
+        if not hasattr(self, "active_weights_"):
+            raise InputError("the model is not fitted yet; call fit() first or load a saved model")
+
+    def predict(self, frames, *, forces: bool = True, stress: bool = False):
+        """Energies (eV) of ``frames``, and per structure forces (n_atoms, 3) in eV/Å and, with ``stress``, the
+        stress (3, 3) in eV/Å³ (periodic structures; ASE's sign convention, σ = (1/V) ∂E/∂ε).
+
+        Returns ``energies`` or ``(energies, forces_list)`` or ``(energies, forces_list, stresses)``.
+        """
+        self._check_fitted()
+        frames = list(frames)
+        for a in frames:
+            unknown = set(np.unique(a.numbers)) - set(self.baseline_)
+            if unknown:
+                raise InputError(f"the model was not trained on element(s) {sorted(unknown)}; predict structures of "
+                                 f"{sorted(self.baseline_)} only")
+        need_grad = forces or stress
+        W = self.active_weights_
+        if getattr(self, "_active", None) is None:
+            # the active side once per model: an MD step then only expands the structure itself
+            self._active = prepare_active(self.clusters_, _cluster_centres(self.clusters_), self.hypers,
+                                          channels=list(self.baseline_))
+        res = kernel_gradients(frames, self._active, None, self.hypers, gradients=need_grad,
+                               weights=W if need_grad else None)
+        base = np.array([sum(self.baseline_[int(z)] for z in a.numbers) for a in frames])
+        E = np.einsum("vnm,vm->n", res.K, W) + base
+        if not need_grad:
+            return E
+        start = np.concatenate([[0], np.cumsum([len(a) for a in frames])])
+        F = [-res.energy_gradient[start[k]:start[k + 1]] for k in range(len(frames))]
+        if not stress:
+            return E, F
+        S = []
+        for k, a in enumerate(frames):
+            if a.pbc.all() and a.cell.rank == 3:
+                dE = res.energy_strain[k]
+                S.append(0.5 * (dE + dE.T) / a.get_volume())
+            else:
+                S.append(np.full((3, 3), np.nan))
+        return E, F, S
+
+    def summary(self) -> dict:
+        self._check_fitted()
+        return {"nus": self.nus_.tolist(), "weights": self.weights_.tolist(), "scales": self.scales_.tolist(),
+                "sigma_energy": self.sigma_energy_, "sigma_force": self.sigma_force_,
+                "log_evidence": self.log_evidence_, "n_active": len(self.alpha_),
+                "baseline": {str(k): v for k, v in self.baseline_.items()}}
+
+    # ------------------------------------------------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write the fitted model as npz: arrays for the active environments and weights, and a JSON string
+        (``meta``) with the format name and version, hyperparameters, body orders, weights, noises, baseline.
+        No pickle: read it back with :meth:`load` (``np.load(..., allow_pickle=False)``)."""
+        self._check_fitted()
+        meta = {"format": _FORMAT, "version": _VERSION, "hypers": self.hypers.to_dict(),
+                "n_active": self.n_active, "seed": self.seed, **self.summary()}
+        numbers = np.concatenate([a.numbers for a in self.clusters_]).astype(np.int64)
+        positions = np.concatenate([a.positions for a in self.clusters_])
+        lengths = np.array([len(a) for a in self.clusters_], dtype=np.int64)
+        with atomic_write(path, "wb") as fh:  # an interrupted save leaves the previous model file intact
+            np.savez(fh, meta=np.array(json.dumps(meta, sort_keys=True)), active_numbers=numbers,
+                     active_positions=positions, active_lengths=lengths, active_weights=self.active_weights_,
+                     alpha=self.alpha_)
+
+    @classmethod
+    def load(cls, path) -> "EnergyForceModel":
+        """Read a model written by :meth:`save`."""
+        from ase import Atoms
+
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                arrays = {k: data[k] for k in data.files if k != "meta"}
+        except (OSError, ValueError, KeyError) as exc:
+            raise InputError(f"{path} is not a wkviz energy-force model file ({exc}); write one with "
+                             "`python -m wkviz fit ... --forces forces --save-model model.npz`") from None
+        if meta.get("format") != _FORMAT or meta.get("version") != _VERSION:
+            raise InputError(f"{path} is not a wkviz energy-force model of version {_VERSION}; refit and save it")
+        model = cls(Hypers.from_dict(meta["hypers"]), n_active=meta["n_active"], nus=meta["nus"], seed=meta["seed"])
+        model.nus_ = np.asarray(meta["nus"], dtype=np.int64)
+        model.weights_ = np.asarray(meta["weights"])
+        model.scales_ = np.asarray(meta["scales"])
+        model.sigma_energy_ = meta["sigma_energy"]
+        model.sigma_force_ = meta["sigma_force"]
+        model.log_evidence_ = meta["log_evidence"]
+        model.baseline_ = {int(k): float(v) for k, v in meta["baseline"].items()}
+        ends = np.cumsum(arrays["active_lengths"])
+        starts = ends - arrays["active_lengths"]
+        model.clusters_ = [Atoms(numbers=arrays["active_numbers"][s:e], positions=arrays["active_positions"][s:e])
+                           for s, e in zip(starts, ends)]
+        model.active_weights_ = arrays["active_weights"]
+        model.alpha_ = arrays["alpha"]
+        return model
