@@ -59,6 +59,7 @@ from .active import (
     sparse_estimate,
     sparse_kernels,
 )
+from .mixed import MixedKernelRidge
 from .ridge import (
     WeightParam,
     as_kernel_stack,
@@ -68,9 +69,11 @@ from .ridge import (
     fold_residuals,
     make_folds,
     mix_kernels,
+    ridge_lstsq,
     store_weights,
     weight_family,
 )
+from .sparse_evidence import SparseEvidence, SparseGram
 from .targets import ScalarRegressor, align_columns, warn_unrepresented
 from .tasks import TargetData, model_nus
 
@@ -91,6 +94,12 @@ __all__ = [
 
 # Relative eigenvalue floor of K_MM: directions below it carry no information the data could constrain.
 _RCOND = 1e-10
+# Jitter of K_MM(c) for the evidence route, relative to Σc, along the whitening reference (sparse_evidence).
+_JITTER = 1e-8
+# Above this many active points the evidence's grid is scored on this many (a random subset) first.
+_COARSE_ACTIVE = 1000
+# Rows of K_NM per block of the evidence's products when K_NM is in memory.
+_ROW_BLOCK = 2048
 # Overall log-scale grid of the profile (relative to the regulariser): c/λ from 1e-4 to 1e9.
 _PROFILE_GRID = np.log(10.0) * np.arange(-4.0, 9.5, 1.0)
 
@@ -203,17 +212,21 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
         Directions of K_MM kept.
     """
 
-    def __init__(self, *, nus=None, weights="exponential", regularization=None, baseline=True, n_folds=5,
-                 cv_loss="mae", max_iter=50, random_state=0, rcond=_RCOND):
+    def __init__(self, *, nus=None, weights="exponential", regularization=None, baseline=True, selection="evidence",
+                 n_folds=5, cv_loss="mae", max_iter=50, random_state=0, rcond=_RCOND, jitter=_JITTER,
+                 coarse_active=_COARSE_ACTIVE):
         self.nus = nus
         self.weights = weights
         self.regularization = regularization
         self.baseline = baseline
+        self.selection = selection
         self.n_folds = n_folds
         self.cv_loss = cv_loss
         self.max_iter = max_iter
         self.random_state = random_state
         self.rcond = rcond
+        self.jitter = jitter
+        self.coarse_active = coarse_active
 
     def _check(self, K_NM, K_MM):
         if K_NM.shape[0] != K_MM.shape[0] or K_MM.shape[1] != K_MM.shape[2] or K_NM.shape[2] != K_MM.shape[1]:
@@ -240,11 +253,186 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
         """
         K_NM = as_kernel_stack(K_NM, "K_NM")
         K_MM = as_kernel_stack(K_MM, "K_MM")
+        if self.selection == "evidence":
+            self._check(K_NM, K_MM)
+            n = K_NM.shape[1]
+
+            def blocks():
+                for s in range(0, n, _ROW_BLOCK):
+                    yield np.arange(s, min(s + _ROW_BLOCK, n)), K_NM[:, s:s + _ROW_BLOCK]
+
+            return self.fit_blocks(blocks, K_MM, y, features=features, groups=groups, cancel=cancel, K_NM=K_NM)
         with blas_threads(max(K_MM.shape[1], 1)):
             return self._fit(K_NM, K_MM, y, features, groups, cancel)
 
+    def fit_blocks(self, blocks, K_MM, y, *, features=None, groups=None, cancel=None, progress=None, K_NM=None):
+        """Evidence fit from row blocks of K_NM, never holding all of it (``selection="evidence"`` only).
+
+        Parameters
+        ----------
+        blocks : callable
+            ``blocks()`` returns an iterable of ``(rows, K_block)``: training-row indices and their kernels
+            ``(n_kernels, len(rows), n_active)``; every row exactly once (e.g. tiles read from a kernel store).
+        K_MM : ndarray of shape (n_kernels, n_active, n_active)
+        y : ndarray of shape (n_samples,)
+        features, groups, cancel
+            As :meth:`fit`.
+        progress : callable, optional
+            ``progress(phase, fraction_done)`` with phase ``"products"`` or ``"search"``.
+        K_NM : ndarray, optional
+            The whole K_NM when it is in memory: then the CV errors at the chosen weights are computed too
+            (``cv_mae_``; NaN otherwise).
+
+        Notes
+        -----
+        The products K̃ʲ_MN K̃ᵏ_NM (:class:`wkviz.models.sparse_evidence.SparseGram`) cost O(N M² J²/2) once and
+        take J(J+1)/2 + J + 1 matrices of M × M (:func:`wkviz.models.sparse_evidence.gram_bytes`); each evidence
+        evaluation is then O(M³) whatever N. With more than ``coarse_active`` active points the grid (and a first
+        refinement) run on a random ``coarse_active`` of them, as the exact model scores its grid on a subset.
+        """
+        if self.selection != "evidence":
+            raise InputError("fit_blocks needs selection='evidence' (cross-validation needs all of K_NM: use fit)")
+        K_MM = as_kernel_stack(K_MM, "K_MM")
+        if K_MM.shape[1] != K_MM.shape[2]:
+            raise InputError(f"K_MM must be square in its last two axes, got shape {K_MM.shape}")
+        nus, shape = check_params(self, K_MM.shape[0])
+        y = np.asarray(y, dtype=np.float64)
+        n, m = len(y), K_MM.shape[1]
+        y = as_target(y, n)
+        if y.ndim != 1:
+            raise InputError(f"y must be one-dimensional, got shape {y.shape}")
+        groups = np.arange(n) if groups is None else np.asarray(groups)
+        if groups.shape != (n,):
+            raise InputError(f"groups must have one label per training row ({n}), got shape {groups.shape}")
+        if features is not None:
+            features = as_target(features, n, "features")
+            if features.ndim != 2:
+                raise InputError(f"features must be 2-D (n_samples, n_features), got shape {features.shape}")
+        scales = np.einsum("kii->k", K_MM) / m
+        used = np.array([nu for nu in nus if scales[nu] > 0 and (shape is None or shape[nu] > 0)], dtype=np.int64)
+        self.kernel_scales_ = np.where(np.isin(np.arange(K_MM.shape[0]), used), scales, 0.0)
+        self.nus_ = used
+        self.n_features_in_ = K_MM.shape[0]
+        self.n_active_ = m
+        param, lam = weight_family(self.weights, self.regularization, used, shape)
+        use_features = features if (self.baseline and features is not None) else None
+        self.baseline_coef_, r = fit_baseline(use_features, y)
+        self._route = "evidence"
+        self.cv_mae_ = self.cv_rmse_ = float("nan")
+        self.cv_n_evals_ = 0
+        if not len(used):
+            c = store_weights(self, param, param.default() if param.n_theta else np.zeros(0), used, K_MM.shape[0],
+                              lam)
+            self._gram = None
+            self.dual_coef_ = np.zeros(m)
+            self.nystrom_rank_ = 0
+            self.gp_variance_ = float(r @ r) / n
+            self.noise_std_ = math.sqrt(self.gp_variance_)
+            self.log_marginal_likelihood_ = float("nan")
+            return self
+        order = np.random.default_rng(self.random_state).permutation(m)
+        t0 = time.perf_counter()
+        gram = SparseGram(K_MM, used, scales, r, y=y, features=use_features, order=order)
+        for rows, K_block in blocks():
+            check_cancel(cancel)
+            gram.add(rows, as_kernel_stack(K_block, "K_NM block"))
+            if progress is not None:
+                progress("products", gram.rows_seen / n)
+        gram.finish()
+        self.products_seconds_ = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        full = SparseEvidence(gram, lam, param, jitter=self.jitter, cancel=cancel)
+        if param.n_theta and n >= 2:
+            coarse = None
+            if m > self.coarse_active:
+                coarse = SparseEvidence(gram, lam, param, jitter=self.jitter, sub=self.coarse_active, cancel=cancel)
+            theta = self._search_evidence(full, param, coarse)
+            self.cv_n_evals_ = full.n_evals + (coarse.n_evals if coarse is not None else 0)
+            if theta is None:
+                warnings.warn("the evidence failed at every hyperparameter tried; using defaults", RuntimeWarning,
+                              stacklevel=2)
+                theta = param.default()
+        else:
+            theta = param.default() if param.n_theta else np.zeros(0)
+        self.search_seconds_ = time.perf_counter() - t0
+        c = store_weights(self, param, theta, used, K_MM.shape[0], lam)
+        st = full.state(c)
+        if st is None:
+            raise InputError("the sparse model's matrices are not positive definite at the chosen weights; "
+                             "use fewer or more distinct active points, or a larger jitter")
+        self._gram, self._state = gram, st
+        self.dual_coef_ = gram.unpermute(scipy.linalg.solve_triangular(gram.L0, st["u"], lower=True, trans=1,
+                                                                        check_finite=False))
+        self.nystrom_rank_ = m
+        self.gp_variance_ = max(st["q"] / n, 0.0)
+        self.noise_std_ = math.sqrt(self.gp_variance_ * lam)
+        self.log_marginal_likelihood_ = float(-0.5 * n * (1.0 + math.log(2.0 * math.pi * max(self.gp_variance_,
+                                                                                                1e-300)))
+                                              - 0.5 * st["logdet"])
+        if K_NM is not None:
+            folds = make_folds(groups, self.n_folds, self.random_state)
+            if folds:
+                self.cv_mae_, self.cv_rmse_ = self._cv_at(K_NM, gram, full, c, folds, use_features, y)
+        return self
+
+    def _search_evidence(self, full, param, coarse):
+        """The exact model's search (grid, single-ν corners, L-BFGS-B with the exact gradient) on the evidence.
+
+        With a coarse problem: the whole search on it first, then the full problem re-scores the coarse grid's
+        best distinct points and refines from the best with L-BFGS-B."""
+        if coarse is None:
+            return MixedKernelRidge._optimise(self, full, param)
+        MixedKernelRidge._optimise(self, coarse, param)
+        start = coarse.best_theta
+        if start is None:
+            return MixedKernelRidge._optimise(self, full, param)
+        if self.max_iter > 0:
+            try:
+                scipy.optimize.minimize(full, start, jac=True, method="L-BFGS-B", bounds=param.bounds,
+                                        options={"maxiter": int(self.max_iter)})
+            except (ValueError, np.linalg.LinAlgError, FloatingPointError):
+                pass
+        else:
+            full(start, need_grad=False)
+        return full.best_theta
+
+    def _cv_at(self, K_NM, gram, full, c, folds, features, y):
+        """k-fold CV errors of the projected-process model at weights c, from the products minus each fold's
+        validation rows (each fold refits the baseline on its training rows, as the exact model's CV)."""
+        lam = full.lam
+        Kmm = np.tensordot(c, gram.Khat, axes=1)
+        Kmm.flat[:: gram.m + 1] += full.jitter * float(np.sum(c))
+        sum_abs = sum_sq = 0.0
+        n_rows = 0
+        for t, v, r_t, b_v, y_v in fold_residuals(folds, features, y):
+            Yv = gram.whiten(K_NM[:, v][:, :, gram.order])
+            G = np.zeros((gram.m, gram.m))
+            for p, (a, b) in enumerate(gram.pairs):
+                Pt = gram.P[p] - Yv[a].T @ Yv[b]
+                G += c[a] * c[b] * Pt
+                if a != b:
+                    G += c[a] * c[b] * Pt.T
+            # b_t = Ŷ_tᵀ r_t with r_t = y − Fβ_t on the fold's training rows (β_t as in fold_residuals)
+            bt = gram.by - np.matmul(y[v], Yv)
+            if features is not None:
+                beta = ridge_lstsq(features[t], y[t])
+                bt = bt - (gram.bF - np.swapaxes(Yv, 1, 2) @ features[v]) @ beta
+            vt = bt.T @ c
+            B = lam * Kmm + G
+            try:
+                u = scipy.linalg.solve(B, vt, assume_a="pos", check_finite=False)
+            except (np.linalg.LinAlgError, ValueError):
+                return float("nan"), float("nan")
+            pred = np.tensordot(c, Yv, axes=1) @ u + b_v
+            e = pred - y_v
+            sum_abs += float(np.abs(e).sum())
+            sum_sq += float(e @ e)
+            n_rows += len(v)
+        return sum_abs / n_rows, math.sqrt(sum_sq / n_rows)
+
     def _fit(self, K_NM, K_MM, y, features, groups, cancel):
         nus, shape = self._check(K_NM, K_MM)
+        self._route = "cv"
         n, m = K_NM.shape[1], K_MM.shape[1]
         y = as_target(y, n)
         if y.ndim != 1:
@@ -300,7 +488,7 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
             self.dual_coef_ = np.zeros(m)
             self.gp_variance_ = float(r @ r) / n
         self.noise_std_ = math.sqrt(self.gp_variance_ * lam) if len(used) else math.sqrt(self.gp_variance_)
-        # the projected-process evidence is not computed: sparse weights are chosen by CV only
+        # this route (selection="cv") does not compute the evidence
         self.log_marginal_likelihood_ = float("nan")
         return self
 
@@ -381,11 +569,21 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
         K_diag = as_kernel_stack(K_diag, "K_diag", ndim=2)
         if K_diag.shape != (self.n_features_in_, t):
             raise InputError(f"K_diag must have shape ({self.n_features_in_}, {t}), got {K_diag.shape}")
-        if self._P is None:
-            return pred, np.zeros(t)
         prior = np.zeros(t)
         for nu in self.nus_:
             prior += (self.coef_weights_[nu] / self.kernel_scales_[nu]) * K_diag[nu]
+        if getattr(self, "_route", "cv") == "evidence":
+            if self._gram is None:
+                return pred, np.zeros(t)
+            # σ² = σ_f² [k(x,x) − ŷ K̂_MM⁻¹ ŷᵀ + λ ŷ B̂⁻¹ ŷᵀ], ŷ = k_xM L₀⁻ᵀ in the whitened basis
+            g, st = self._gram, self._state
+            Yx = scipy.linalg.solve_triangular(g.L0, mix[:, g.order].T, lower=True, check_finite=False)
+            a = scipy.linalg.solve_triangular(st["Lk"], Yx, lower=True, check_finite=False)
+            b = scipy.linalg.solve_triangular(st["Lb"], Yx, lower=True, check_finite=False)
+            var = prior - np.einsum("ij,ij->j", a, a) + self.regularization_ * np.einsum("ij,ij->j", b, b)
+            return pred, np.sqrt(np.clip(self.gp_variance_ * var, 0.0, None))
+        if self._P is None:
+            return pred, np.zeros(t)
         phi = mix @ self._P
         L = np.tril(self._chol[0])
         W = scipy.linalg.solve_triangular(L, phi.T, lower=True, check_finite=False)
@@ -414,15 +612,19 @@ class SparseScalarRegressor(ScalarRegressor):
     """
 
     def __init__(self, *, intensive=False, nus=None, weights="exponential", regularization=None, baseline=True,
-                 n_folds=5, cv_loss="mae", max_iter=50, random_state=0, rcond=_RCOND):
+                 selection="evidence", n_folds=5, cv_loss="mae", max_iter=50, random_state=0, rcond=_RCOND,
+                 jitter=_JITTER, coarse_active=_COARSE_ACTIVE):
         super().__init__(intensive=intensive, nus=nus, weights=weights, regularization=regularization,
-                         baseline=baseline, n_folds=n_folds, cv_loss=cv_loss, max_iter=max_iter,
-                         random_state=random_state)
+                         baseline=baseline, selection=selection, n_folds=n_folds, cv_loss=cv_loss,
+                         max_iter=max_iter, random_state=random_state)
         self.rcond = rcond
+        self.jitter = jitter
+        self.coarse_active = coarse_active
 
     def _core(self, **overrides):
-        params = {p: getattr(self, p) for p in ("nus", "weights", "regularization", "baseline", "n_folds",
-                                                "cv_loss", "max_iter", "random_state", "rcond")}
+        params = {p: getattr(self, p) for p in ("nus", "weights", "regularization", "baseline", "selection",
+                                                "n_folds", "cv_loss", "max_iter", "random_state", "rcond",
+                                                "jitter", "coarse_active")}
         params.update(overrides)
         return SparseKernelRidge(**params)
 

@@ -1,0 +1,290 @@
+"""The GP evidence of the projected-process model from precomputed M × M products, with its exact gradient.
+
+With the mixed kernels K_NM(c) = Σ_j c_j K̃ʲ_NM and K_MM(c) = Σ_j c_j K̃ʲ_MM (normalised slices, as in
+:mod:`wkviz.models.sparse`) and the regulariser λ, the projected-process (subset-of-regressors) covariance of the
+training targets is σ²(Q + λI), Q = K_NM K_MM⁻¹ K_MN. With B = λ K_MM + K_MN K_NM (Woodbury and the determinant
+lemma)
+
+    rᵀ(Q + λI)⁻¹r = (rᵀr − vᵀB⁻¹v) / λ,      v = K_MN r,
+    log|Q + λI| = (N − M) log λ + log|B| − log|K_MM|,
+
+and K_MN K_NM = Σ_{j,k} c_j c_k P_jk with P_jk = K̃ʲ_MNK̃ᵏ_NM, v = Σ_j c_j b_j with b_j = K̃ʲ_MN r. Everything
+that depends on N — the products P_jk, b_j, rᵀr — is accumulated once (:class:`SparseGram`, from row blocks of
+K_NM, so N × M × (ν_max+1) never has to be in memory); an evaluation then costs two M × M Cholesky factorisations
+(and two inverses for the gradient), independent of N.
+
+*Conditioning.* Forming K_MN K_NM squares the condition number of K_NM. The products are therefore taken in a
+fixed whitened basis: with the reference K₀ = mean_j K̃ʲ_MM + ε₀ I = L₀L₀ᵀ (ε₀ relative), every block is stored
+as Ŷ = K̃ʲ_NM L₀⁻ᵀ (so P̂ = ŶᵀŶ is a product of well-conditioned factors), K̂ʲ = L₀⁻¹K̃ʲ_MM L₀⁻ᵀ, b̂ = Ŷᵀr. The
+determinants and quadratic forms are invariant under this congruence. K_MM(c) gets the jitter ε·Σc·K₀ (ε I in
+the whitened basis): a standard, tiny inflation of the active-point prior that keeps K_MM(c) positive definite
+when active points repeat (symmetric hydrogens) or one body order dominates; the evidence and its gradient are
+those of that (jittered) model, exactly.
+
+The baseline (per-element energies) is fitted first and the evidence is that of its residuals r, as in the
+exact model (:class:`wkviz.models.mixed._EvidenceObjective`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import numpy as np
+import scipy.linalg
+from scipy.linalg import lapack
+
+from ..errors import InputError
+from ..runtime import blas_limit, check_cancel
+
+__all__ = ["SparseGram", "SparseEvidence", "gram_bytes"]
+
+
+def gram_bytes(n_active: int, n_kernels: int) -> int:
+    """Memory of the products of :class:`SparseGram` (P̂ for every ν pair, K̂ʲ, L₀), in bytes."""
+    m = int(n_active)
+    j = int(n_kernels)
+    return 8 * m * m * (j * (j + 1) // 2 + j + 1)
+
+
+def _pairs(n):
+    return [(a, b) for a in range(n) for b in range(a, n)]
+
+
+class SparseGram:
+    """The N-dependent part of the projected-process evidence, accumulated from row blocks of K_NM.
+
+    Parameters
+    ----------
+    K_MM : ndarray of shape (n_kernels, M, M)
+        Kernels among the active points (all slices; only ``nus`` are used).
+    nus : array of int
+        Kernel slices used.
+    scales : ndarray of shape (n_kernels,)
+        Normalisation s_ν of every slice (K̃ʲ = K^ν / s_ν).
+    r : ndarray of shape (N,)
+        Baseline residuals of the training targets.
+    ref_jitter : float
+        ε₀ of the whitening reference K₀, relative to its mean diagonal.
+    threads : int, optional
+        BLAS threads for the products (default: every core).
+
+    Use :meth:`add` for every row block (in any order, every row once), then :meth:`finish`.
+    """
+
+    def __init__(self, K_MM, nus, scales, r, *, y=None, features=None, order=None, ref_jitter=1e-8, threads=None):
+        m = K_MM.shape[1]
+        # the active points in this order (a random order makes every leading block a random subset: the
+        # coarse search of :class:`SparseEvidence` uses one)
+        self.order = np.arange(m) if order is None else np.asarray(order, dtype=np.int64)
+        K_MM = K_MM[:, self.order][:, :, self.order]
+        self.nus = np.asarray(nus, dtype=np.int64)
+        self.scales = np.asarray(scales, dtype=np.float64)
+        self.r = np.asarray(r, dtype=np.float64)
+        self.n = len(self.r)
+        self.m = m = K_MM.shape[1]
+        self.threads = int(threads or os.cpu_count() or 1)
+        J = len(self.nus)
+        Kt = np.stack([K_MM[nu] / self.scales[nu] for nu in self.nus]) if J else np.zeros((0, m, m))
+        K0 = Kt.mean(axis=0) if J else np.eye(m)
+        K0 = 0.5 * (K0 + K0.T)
+        ref = float(np.mean(np.diag(K0))) or 1.0
+        K0.flat[:: m + 1] += ref_jitter * ref
+        with blas_limit(self.threads):
+            try:
+                self.L0 = scipy.linalg.cholesky(K0, lower=True, check_finite=False)
+            except np.linalg.LinAlgError:
+                raise InputError("the active points' kernel is not positive semi-definite even with a jitter; "
+                                 "check the kernels (K_MM must be the kernel among the active points)") from None
+            # K̂ʲ = L₀⁻¹ K̃ʲ L₀⁻ᵀ
+            self.Khat = np.empty_like(Kt)
+            for j in range(J):
+                T = scipy.linalg.solve_triangular(self.L0, Kt[j], lower=True, check_finite=False)
+                T = scipy.linalg.solve_triangular(self.L0, T.T, lower=True, check_finite=False)
+                self.Khat[j] = 0.5 * (T + T.T)
+        self.pairs = _pairs(J)
+        self.P = np.zeros((len(self.pairs), m, m))
+        self.b = np.zeros((J, m))
+        # Ŷᵀy and ŶᵀF (baseline features): what the CV folds' products need besides P̂
+        self.y = None if y is None else np.asarray(y, dtype=np.float64)
+        self.features = None if features is None else np.asarray(features, dtype=np.float64)
+        self.by = None if y is None else np.zeros((J, m))
+        self.bF = None if features is None else np.zeros((J, m, self.features.shape[1]))
+        self.rr = float(self.r @ self.r)
+        self.rows_seen = 0
+        self.seconds = 0.0
+
+    def whiten(self, K_block):
+        """Ŷʲ = K̃ʲ_block L₀⁻ᵀ for every used slice: ``(J, rows, M)`` from ``(n_kernels, rows, M)`` (columns
+        already in :attr:`order`)."""
+        J = len(self.nus)
+        out = np.empty((J, K_block.shape[1], self.m))
+        for j, nu in enumerate(self.nus):
+            # (L₀⁻¹ Kᵀ)ᵀ = K L₀⁻ᵀ
+            out[j] = scipy.linalg.solve_triangular(self.L0, K_block[nu].T / self.scales[nu], lower=True,
+                                                   check_finite=False).T
+        return out
+
+    def add(self, rows, K_block):
+        """Accumulate the rows ``rows`` (indices into the training set) of K_NM, ``(n_kernels, len(rows), M)``."""
+        t = time.perf_counter()
+        rows = np.asarray(rows)
+        if K_block.ndim != 3 or K_block.shape[2] != self.m or K_block.shape[1] != len(rows):
+            raise InputError(f"a K_NM block has shape {K_block.shape}; expected (n_kernels, {len(rows)}, {self.m})")
+        with blas_limit(self.threads):
+            Y = self.whiten(np.asarray(K_block, dtype=np.float64)[:, :, self.order])
+            for p, (a, b) in enumerate(self.pairs):
+                if a == b:
+                    # Ŷᵀ Ŷ through syrk: half the flops of a general product
+                    self.P[p] += scipy.linalg.blas.dsyrk(1.0, Y[a], trans=1, lower=1)
+                else:
+                    self.P[p] += Y[a].T @ Y[b]
+            self.b += np.matmul(self.r[rows], Y)
+            if self.by is not None:
+                self.by += np.matmul(self.y[rows], Y)
+            if self.bF is not None:
+                self.bF += np.swapaxes(Y, 1, 2) @ self.features[rows]
+        self.rows_seen += len(rows)
+        self.seconds += time.perf_counter() - t
+
+    def finish(self):
+        """Symmetrise the diagonal blocks (syrk fills one triangle); checks that every row was added."""
+        if self.rows_seen != self.n:
+            raise InputError(f"{self.rows_seen} rows of K_NM were accumulated for {self.n} training rows")
+        for p, (a, b) in enumerate(self.pairs):
+            if a == b:
+                L = np.tril(self.P[p])
+                self.P[p] = L + np.tril(L, -1).T
+        return self
+
+    @classmethod
+    def from_array(cls, K_NM, K_MM, nus, scales, r, *, block=2048, cancel=None, **kwargs):
+        """Products of an in-memory K_NM, accumulated in row blocks of ``block`` rows (``kwargs`` as the
+        constructor)."""
+        g = cls(K_MM, nus, scales, r, **kwargs)
+        for s in range(0, K_NM.shape[1], int(block)):
+            check_cancel(cancel)
+            e = min(s + int(block), K_NM.shape[1])
+            g.add(np.arange(s, e), K_NM[:, s:e])
+        return g.finish()
+
+    def unpermute(self, w):
+        """A vector over the active points from :attr:`order` back to the caller's order."""
+        out = np.empty_like(w)
+        out[self.order] = w
+        return out
+
+
+class SparseEvidence:
+    """Negative log evidence per training row of the projected-process GP (signal scale at its maximum), as a
+    function of θ: the same objective, normalisation and calling convention as the exact model's
+    ``_EvidenceObjective`` (``objective(theta, need_grad) -> value[, gradient]``; ``best_theta``,
+    ``best_loss``, ``n_evals``), so the exact model's search runs on it unchanged.
+
+        f(θ) = ½ log q + log|Q + λI| / 2N,    q = rᵀ(Q + λI)⁻¹r.
+
+    A factorisation that fails scores +∞ (no extra jitter: it would not be the evidence of the θ asked for).
+    """
+
+    def __init__(self, gram: SparseGram, lam, param, *, jitter=1e-8, sub=None, cancel=None, threads=1):
+        self.g, self.lam, self.param, self.jitter, self.cancel = gram, float(lam), param, float(jitter), cancel
+        # a leading sub-block of the active points (a coarse problem: the whitening is a Cholesky factor, so the
+        # leading block of every whitened product is the whitened product of the leading active points)
+        self.sub = None if sub is None or sub >= gram.m else int(sub)
+        self.threads = threads
+        self.best_loss = np.inf
+        self.best_theta = None
+        self.n_evals = 0
+
+    def _blocks(self):
+        g, s = self.g, self.sub
+        if s is None:
+            return g.Khat, g.P, g.b
+        return g.Khat[:, :s, :s], g.P[:, :s, :s], g.b[:, :s]
+
+    def state(self, c):
+        """Factorisations at weights c: dict with the Cholesky factors of K̂_MM(c) + εΣc I and B̂, u = B̂⁻¹v, q
+        and log|Q + λI|; None when a factorisation fails."""
+        Khat, P, b = self._blocks()
+        m = Khat.shape[1]
+        Kmm = np.tensordot(c, Khat, axes=1)
+        Kmm.flat[:: m + 1] += self.jitter * float(np.sum(c))
+        G = np.zeros((m, m))
+        for p, (a, bb) in enumerate(self.g.pairs):
+            w = c[a] * c[bb]
+            G += w * P[p]
+            if a != bb:
+                G += w * P[p].T
+        B = self.lam * Kmm + G
+        Lk, info1 = lapack.dpotrf(Kmm, lower=1, clean=1, overwrite_a=0)
+        Lb, info2 = lapack.dpotrf(B, lower=1, clean=1, overwrite_a=1)
+        if info1 or info2 or not (np.all(np.diag(Lk) > 0) and np.all(np.diag(Lb) > 0)):
+            return None
+        v = b.T @ c
+        u = scipy.linalg.cho_solve((Lb, True), v, check_finite=False)
+        q = (self.g.rr - float(v @ u)) / self.lam
+        n = self.g.n
+        logdet = (n - m) * math.log(self.lam) + 2.0 * float(np.log(np.diag(Lb)).sum() - np.log(np.diag(Lk)).sum())
+        return {"Lk": Lk, "Lb": Lb, "u": u, "v": v, "q": q, "logdet": logdet, "m": m}
+
+    def __call__(self, theta, need_grad: bool = True):
+        check_cancel(self.cancel)
+        self.n_evals += 1
+        theta = np.asarray(theta, dtype=np.float64)
+        c = self.param.weights(theta)
+        fail = (1e30, np.zeros_like(theta)) if need_grad else 1e30
+        with blas_limit(self.threads):
+            with np.errstate(all="ignore"):
+                st = self.state(c)
+                if st is None or not st["q"] > 0:
+                    return fail
+                n = self.g.n
+                value = 0.5 * math.log(st["q"]) + st["logdet"] / (2.0 * n)
+                if not np.isfinite(value):
+                    return fail
+                if value < self.best_loss:
+                    self.best_loss, self.best_theta = value, theta.copy()
+                if not need_grad:
+                    return value
+                grad_c = self._grad(c, st)
+        grad_theta = self.param.jacobian(theta).T @ grad_c
+        if not np.all(np.isfinite(grad_theta)):
+            grad_theta = np.zeros_like(theta)
+        return value, grad_theta
+
+    def _grad(self, c, st):
+        Khat, P, b = self._blocks()
+        lam, eps, n, q, u = self.lam, self.jitter, self.g.n, st["q"], st["u"]
+        Binv = _inverse(st["Lb"])
+        Kinv = _inverse(st["Lk"])
+        tr_B = float(np.trace(Binv))
+        tr_K = float(np.trace(Kinv))
+        J = len(c)
+        tr_BP = np.empty(len(self.g.pairs))
+        uPu = np.empty(len(self.g.pairs))
+        for p in range(len(self.g.pairs)):
+            tr_BP[p] = float(np.vdot(Binv, P[p]))
+            uPu[p] = float(u @ (P[p] @ u))
+        grad = np.empty(J)
+        for j in range(J):
+            # dB/dc_j = λ(K̂ʲ + εI) + Σ_k c_k (P̂_jk + P̂_kj)
+            tr_dB = lam * (float(np.vdot(Binv, Khat[j])) + eps * tr_B)
+            u_dB_u = lam * (float(u @ (Khat[j] @ u)) + eps * float(u @ u))
+            for p, (a, bb) in enumerate(self.g.pairs):
+                if j == a or j == bb:
+                    k = bb if j == a else a
+                    tr_dB += 2.0 * c[k] * tr_BP[p]
+                    u_dB_u += 2.0 * c[k] * uPu[p]
+            tr_dK = float(np.vdot(Kinv, Khat[j])) + eps * tr_K
+            dq = -(2.0 * float(b[j] @ u) - u_dB_u) / lam
+            grad[j] = 0.5 * dq / q + (tr_dB - tr_dK) / (2.0 * n)
+        return grad
+
+
+def _inverse(L):
+    """A⁻¹ (full, symmetric) from the lower Cholesky factor of A."""
+    inv, info = lapack.dpotri(L, lower=1, overwrite_c=0)
+    if info:
+        raise np.linalg.LinAlgError("inverse from the Cholesky factor failed")
+    return np.tril(inv) + np.tril(inv, -1).T
