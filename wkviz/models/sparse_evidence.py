@@ -40,6 +40,9 @@ from ..runtime import blas_limit, check_cancel
 
 __all__ = ["SparseGram", "SparseEvidence", "gram_bytes"]
 
+# rᵀ(Q + λI)⁻¹r·λ = rᵀr − vᵀB⁻¹v below this fraction of rᵀr is a difference lost to rounding
+_MIN_RESIDUAL = 1e-12
+
 
 def gram_bytes(n_active: int, n_kernels: int) -> int:
     """Memory of the products of :class:`SparseGram` (P̂ for every ν pair, K̂ʲ, L₀), in bytes."""
@@ -187,8 +190,10 @@ class SparseEvidence:
     A factorisation that fails scores +∞ (no extra jitter: it would not be the evidence of the θ asked for).
     """
 
-    def __init__(self, gram: SparseGram, lam, param, *, jitter=1e-8, sub=None, cancel=None, threads=1):
+    def __init__(self, gram: SparseGram, lam, param, *, jitter=1e-8, sub=None, cancel=None, threads=1,
+                 min_rcond=1e-13):
         self.g, self.lam, self.param, self.jitter, self.cancel = gram, float(lam), param, float(jitter), cancel
+        self.min_rcond = float(min_rcond)
         # a leading sub-block of the active points (a coarse problem: the whitening is a Cholesky factor, so the
         # leading block of every whitened product is the whitened product of the leading active points)
         self.sub = None if sub is None or sub >= gram.m else int(sub)
@@ -217,13 +222,22 @@ class SparseEvidence:
             if a != bb:
                 G += w * P[p].T
         B = self.lam * Kmm + G
+        anorm = float(np.abs(B).sum(axis=0).max())
         Lk, info1 = lapack.dpotrf(Kmm, lower=1, clean=1, overwrite_a=0)
         Lb, info2 = lapack.dpotrf(B, lower=1, clean=1, overwrite_a=1)
         if info1 or info2 or not (np.all(np.diag(Lk) > 0) and np.all(np.diag(Lb) > 0)):
             return None
+        # B is formed from products, so its condition number is about the square of the exact model's: where it
+        # is beyond what double precision resolves, the evidence computed from it is rounding noise (typically a
+        # spuriously tiny rᵀ(Q + λI)⁻¹r, i.e. a spuriously high evidence), so the point scores as a failure
+        rcond_b, info3 = lapack.dpocon(Lb, anorm, uplo="L")
+        if info3 or not rcond_b > self.min_rcond:
+            return None
         v = b.T @ c
         u = scipy.linalg.cho_solve((Lb, True), v, check_finite=False)
         q = (self.g.rr - float(v @ u)) / self.lam
+        if not q * self.lam > _MIN_RESIDUAL * self.g.rr:
+            return None
         n = self.g.n
         logdet = (n - m) * math.log(self.lam) + 2.0 * float(np.log(np.diag(Lb)).sum() - np.log(np.diag(Lk)).sum())
         return {"Lk": Lk, "Lb": Lb, "u": u, "v": v, "q": q, "logdet": logdet, "m": m}
