@@ -178,7 +178,7 @@ def test_streamed_products_equal_the_in_memory_ones(data):
     parts = np.array_split(rows, 4)
     seen = []
     blocks = SparseKernelRidge(weights="free").fit_blocks(lambda: ((r, K_NM[:, r]) for r in parts), K_MM, y[tr],
-                                                          features=feats, progress=lambda ph, f: seen.append(f))
+                                                          features=feats, progress=lambda f, eta: seen.append(f))
     np.testing.assert_allclose(blocks.dual_coef_, whole.dual_coef_, rtol=1e-6, atol=1e-9 * np.abs(whole.dual_coef_).max())
     assert blocks.log_marginal_likelihood_ == pytest.approx(whole.log_marginal_likelihood_, rel=1e-9)
     assert seen[-1] == 1.0 and np.isnan(blocks.cv_mae_) and np.isfinite(whole.cv_mae_)

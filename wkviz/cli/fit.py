@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import InputError
 from .common import (KIND_HELP, FitProgress, add_hyper_flags, add_model_flags, check_intensive_hint,
                      check_model_args, hypers_from_args, kernel_options, note, read_structures)
+from .sparse import add_sparse_flags, sparse_fit_predict
 
 __all__ = ["add_fit_parser", "run_fit"]
 
@@ -36,6 +37,7 @@ def add_fit_parser(subparsers):
     p.add_argument("--model", default="mixed",
                    help="mixed (default), composition, or nu=<k> for a single body order")
     add_model_flags(p)
+    add_sparse_flags(p)
     add_hyper_flags(p)
     p.set_defaults(func=run_fit)
     return p
@@ -74,24 +76,29 @@ def run_fit(args) -> int:
     if len(train) < 2:
         raise InputError("the training file needs at least 2 structures")
     check_intensive_hint(train, args.intensive)
-    opts = kernel_options(train.kind)
-    engine = WignerKernel(hypers, memory_budget=int(args.memory_budget * 2**30))
-    est_tt = engine.estimate(train_frames, **opts)
-    est_vt = engine.estimate(test_frames, train_frames, **opts)
-    note(f"wkviz fit: {train.kind} target '{args.target}', {len(train)} training and {len(test)} test structures; "
-          f"kernels need about {est_tt['seconds'] + est_vt['seconds']:.0f} s")
-    res_tt = engine.compute(train_frames, progress=FitProgress("kernels train×train"), **opts)
-    res_vt = engine.compute(test_frames, train_frames, progress=FitProgress("kernels test×train"), **opts)
+    if args.active_environments is not None:
+        note(f"wkviz fit: sparse model, {train.kind} target '{args.target}', {len(train)} training and {len(test)} "
+             f"test structures, {args.active_environments} active environments")
+        pred, est = sparse_fit_predict(args, train_frames, test_frames, train, test, hypers)
+    else:
+        opts = kernel_options(train.kind)
+        engine = WignerKernel(hypers, memory_budget=int(args.memory_budget * 2**30))
+        est_tt = engine.estimate(train_frames, **opts)
+        est_vt = engine.estimate(test_frames, train_frames, **opts)
+        note(f"wkviz fit: {train.kind} target '{args.target}', {len(train)} training and {len(test)} test "
+             f"structures; kernels need about {est_tt['seconds'] + est_vt['seconds']:.0f} s")
+        res_tt = engine.compute(train_frames, progress=FitProgress("kernels train×train"), **opts)
+        res_vt = engine.compute(test_frames, train_frames, progress=FitProgress("kernels test×train"), **opts)
 
-    how = "the GP evidence" if args.selection == "evidence" else "cross-validation"
-    note(f"fitting: choosing body-order weights and regularisation by {how} on the training set")
-    start = time.perf_counter()
-    pred, est = fit_predict(
-        KernelSet.from_result(res_tt), train, KernelSet.from_result(res_vt), test,
-        model=args.model, intensive=args.intensive, random_state=args.seed, weights=args.weights,
-        selection=args.selection, n_folds=args.folds, cv_loss=args.cv_loss,
-    )
-    note(f"model fitted in {time.perf_counter() - start:.1f} s")
+        how = "the GP evidence" if args.selection == "evidence" else "cross-validation"
+        note(f"fitting: choosing body-order weights and regularisation by {how} on the training set")
+        start = time.perf_counter()
+        pred, est = fit_predict(
+            KernelSet.from_result(res_tt), train, KernelSet.from_result(res_vt), test,
+            model=args.model, intensive=args.intensive, random_state=args.seed, weights=args.weights,
+            selection=args.selection, n_folds=args.folds, cv_loss=args.cv_loss,
+        )
+        note(f"model fitted in {time.perf_counter() - start:.1f} s")
     m = metrics(test.values, pred, unit=train.unit)
     if args.out:
         _write_predictions(args.out, test, pred)

@@ -234,8 +234,8 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
                              "(n_kernels, N, M) and (n_kernels, M, M)")
         return check_params(self, K_NM.shape[0])
 
-    def fit(self, K_NM, K_MM, y, *, features=None, groups=None, cancel=None):
-        """Choose the weights by k-fold CV (projected-process model on the training rows), then fit on all.
+    def fit(self, K_NM, K_MM, y, *, features=None, groups=None, cancel=None, progress=None):
+        """Choose the weights (GP evidence or k-fold CV of the projected-process model), then fit on all rows.
 
         Parameters
         ----------
@@ -249,7 +249,9 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
         groups : ndarray of shape (n_samples,), optional
             CV groups (default: one per sample).
         cancel : optional
-            Checked at every shape evaluation.
+            Checked at every evaluation.
+        progress : callable, optional
+            ``progress(fraction_done, eta_seconds)`` of the evidence's products (:meth:`fit_blocks`).
         """
         K_NM = as_kernel_stack(K_NM, "K_NM")
         K_MM = as_kernel_stack(K_MM, "K_MM")
@@ -261,7 +263,8 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
                 for s in range(0, n, _ROW_BLOCK):
                     yield np.arange(s, min(s + _ROW_BLOCK, n)), K_NM[:, s:s + _ROW_BLOCK]
 
-            return self.fit_blocks(blocks, K_MM, y, features=features, groups=groups, cancel=cancel, K_NM=K_NM)
+            return self.fit_blocks(blocks, K_MM, y, features=features, groups=groups, cancel=cancel, K_NM=K_NM,
+                                   progress=progress)
         with blas_threads(max(K_MM.shape[1], 1)):
             return self._fit(K_NM, K_MM, y, features, groups, cancel)
 
@@ -278,7 +281,7 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
         features, groups, cancel
             As :meth:`fit`.
         progress : callable, optional
-            ``progress(phase, fraction_done)`` with phase ``"products"`` or ``"search"``.
+            ``progress(fraction_done, eta_seconds)`` while the products are accumulated.
         K_NM : ndarray, optional
             The whole K_NM when it is in memory: then the CV errors at the chosen weights are computed too
             (``cv_mae_``; NaN otherwise).
@@ -337,7 +340,8 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
             check_cancel(cancel)
             gram.add(rows, as_kernel_stack(K_block, "K_NM block"))
             if progress is not None:
-                progress("products", gram.rows_seen / n)
+                frac = gram.rows_seen / n
+                progress(frac, (time.perf_counter() - t0) * (1 - frac) / frac if frac > 0 else None)
         gram.finish()
         self.products_seconds_ = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -628,7 +632,8 @@ class SparseScalarRegressor(ScalarRegressor):
         params.update(overrides)
         return SparseKernelRidge(**params)
 
-    def fit(self, K_NM, K_MM, y, *, counts=None, species=None, n_atoms=None, n_atoms_active=None, cancel=None):
+    def fit(self, K_NM, K_MM, y, *, counts=None, species=None, n_atoms=None, n_atoms_active=None, cancel=None,
+            progress=None):
         """Fit on the training-vs-active kernels.
 
         Parameters
@@ -640,6 +645,8 @@ class SparseScalarRegressor(ScalarRegressor):
             As :meth:`wkviz.models.ScalarRegressor.fit`.
         n_atoms_active : ndarray of shape (M,), optional
             Atoms of the active structures; needed with ``intensive=True`` (all ones for active environments).
+        cancel, progress
+            As :meth:`SparseKernelRidge.fit`.
         """
         K_NM = as_kernel_stack(K_NM, "K_NM")
         K_MM = as_kernel_stack(K_MM, "K_MM")
@@ -662,7 +669,7 @@ class SparseScalarRegressor(ScalarRegressor):
         if features is not None:
             warn_unrepresented(np.asarray(counts), species)
         self.species_ = None if species is None else np.asarray(species).ravel().copy()
-        self.model_ = self._core().fit(K_NM, K_MM, y, features=features, cancel=cancel)
+        self.model_ = self._core().fit(K_NM, K_MM, y, features=features, cancel=cancel, progress=progress)
         self._expose(self.model_)
         self.baseline_coef_ = self.model_.baseline_coef_
         self.n_active_ = self.model_.n_active_
