@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 
 import numpy as np
 import scipy.linalg
@@ -37,8 +38,9 @@ from scipy.linalg import lapack
 
 from ..errors import InputError
 from ..runtime import blas_limit, check_cancel
+from .ridge import fold_residuals, ridge_lstsq
 
-__all__ = ["SparseGram", "SparseEvidence", "gram_bytes"]
+__all__ = ["SparseGram", "SparseEvidence", "gram_bytes", "cv_errors"]
 
 # rᵀ(Q + λI)⁻¹r·λ = rᵀr − vᵀB⁻¹v below this fraction of rᵀr is a difference lost to rounding
 _MIN_RESIDUAL = 1e-12
@@ -302,3 +304,40 @@ def _inverse(L):
     if info:
         raise np.linalg.LinAlgError("inverse from the Cholesky factor failed")
     return np.tril(inv) + np.tril(inv, -1).T
+
+
+def cv_errors(K_NM, gram, full, c, folds, features, y):
+    """k-fold CV errors of the projected-process model at weights c, from the products minus each fold's
+    validation rows (each fold refits the baseline on its training rows, as the exact model's CV)."""
+    lam = full.lam
+    Kmm = np.tensordot(c, gram.Khat, axes=1)
+    Kmm.flat[:: gram.m + 1] += full.jitter * float(np.sum(c))
+    sum_abs = sum_sq = 0.0
+    n_rows = 0
+    for t, v, r_t, b_v, y_v in fold_residuals(folds, features, y):
+        Yv = gram.whiten(K_NM[:, v][:, :, gram.order])
+        G = np.zeros((gram.m, gram.m))
+        for p, (a, b) in enumerate(gram.pairs):
+            Pt = gram.P[p] - Yv[a].T @ Yv[b]
+            G += c[a] * c[b] * Pt
+            if a != b:
+                G += c[a] * c[b] * Pt.T
+        # b_t = Ŷ_tᵀ r_t with r_t = y − Fβ_t on the fold's training rows (β_t as in fold_residuals)
+        bt = gram.by - np.matmul(y[v], Yv)
+        if features is not None:
+            beta = ridge_lstsq(features[t], y[t])
+            bt = bt - (gram.bF - np.swapaxes(Yv, 1, 2) @ features[v]) @ beta
+        vt = bt.T @ c
+        B = lam * Kmm + G
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+                u = scipy.linalg.solve(B, vt, assume_a="pos", check_finite=False)
+        except (np.linalg.LinAlgError, ValueError):
+            return float("nan"), float("nan")
+        pred = np.tensordot(c, Yv, axes=1) @ u + b_v
+        e = pred - y_v
+        sum_abs += float(np.abs(e).sum())
+        sum_sq += float(e @ e)
+        n_rows += len(v)
+    return sum_abs / n_rows, math.sqrt(sum_sq / n_rows)
