@@ -22,10 +22,13 @@ model of :class:`wkviz.models.MixedKernelRidge`. Predictive variance (projected 
 
 Hyperparameters are those of the exact model — the same parameter check, weight families (``"exponential"``,
 ``"free"`` or fixed), per-element baseline, grouped k folds (same seed → same folds) and CV loss, all from
-:mod:`wkviz.models.ridge` — and are searched the same way in spirit: a coarse grid of weight *shapes*, then a
-local refinement. Because only one eigendecomposition per fold is needed for all overall scales of a given shape,
-the overall signal-to-noise ratio is optimised exactly for every shape (a profile), and the shape is refined by
-Nelder–Mead on that profile.
+:mod:`wkviz.models.ridge`. ``selection="evidence"`` (default, as the exact model's CLI and app) maximises the GP
+evidence of the projected-process model with its exact gradient, by the exact model's own search (grid, single-ν
+corners, L-BFGS-B); it is computed from M × M products accumulated once from row blocks of K_NM, so that an
+evaluation costs O(M³) whatever N, and K_NM never has to be in memory (:meth:`SparseKernelRidge.fit_blocks`,
+:mod:`wkviz.models.sparse_evidence`). ``selection="cv"`` minimises the k-fold CV loss profiled over the overall
+scale, shapes refined by Nelder–Mead (:mod:`wkviz.models.sparse_cv`; slow at large M: it factorises N × M
+feature matrices at every shape).
 
 With *every* training environment active the environment model is again the exact model
 (P K_AA K_AA⁺ K_AA Pᵀ = P K_AA Pᵀ = K_NN for the atom-to-structure sum P). The active points, their kernels and
@@ -115,16 +118,29 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
     ----------
     nus, weights, regularization, baseline, n_folds, cv_loss, random_state
         As :class:`~wkviz.models.MixedKernelRidge`.
+    selection : {"evidence", "cv"}
+        Weights and regularisation by the GP evidence of the projected-process model (default) or by k-fold CV.
     max_iter : int
-        Nelder–Mead iterations refining the weight shape after the grid (0: grid only).
+        Iterations of each refinement after the grid (L-BFGS-B for the evidence, Nelder–Mead for CV).
     rcond : float
-        Eigenvalues of K_MM below ``rcond`` × the largest are dropped (Nyström pseudo-inverse).
+        CV route: eigenvalues of K_MM below ``rcond`` × the largest are dropped (Nyström pseudo-inverse).
+    jitter : float
+        Evidence route: K_MM(c) gets ``jitter``·Σc times the whitening reference (mean normalised K_MM), which
+        keeps it positive definite with repeated active points; 1e-8 moves predictions by ~1e-10 and the
+        predictive std by ~1e-5 (relative) against the exact model with every point active.
+    coarse_active : int
+        Evidence route: above this many active points the grid and a first refinement run on a random
+        ``coarse_active`` of them, then L-BFGS-B refines on all (as the exact model scores its grid on a subset).
 
     Attributes
     ----------
     n_active_ : int
     nystrom_rank_ : int
-        Directions of K_MM kept.
+        Directions of K_MM kept (CV route; M for the evidence route).
+    log_marginal_likelihood_ : float
+        Evidence route: the projected-process log marginal likelihood at the chosen weights (NaN for CV).
+    products_seconds_, search_seconds_ : float
+        Evidence route: time of the M × M products and of the hyperparameter search.
     """
 
     def __init__(self, *, nus=None, weights="exponential", regularization=None, baseline=True, selection="evidence",
@@ -568,8 +584,8 @@ def fit_sparse(frames, target_key: str, train, test, *, hypers, n_active: int, a
                model: str = "mixed", weights="exponential", n_folds: int = 5, intensive: bool = False,
                K_diag=None, engine=None, seed: int = 0, progress=None, cancel=None) -> SparseFit:
     """Select M active structures or environments by FPS among the training structures, compute the kernels the
-    sparse model needs (:func:`sparse_kernels`), fit a :class:`SparseScalarRegressor` (CV on the training set:
-    the sparse model has no evidence search) and predict the test structures.
+    sparse model needs (:func:`sparse_kernels`), fit a :class:`SparseScalarRegressor` (weights by the GP evidence on
+    the training set) and predict the test structures.
 
     Parameters
     ----------
