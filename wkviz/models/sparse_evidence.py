@@ -119,6 +119,7 @@ class SparseGram:
         self.rr = float(self.r @ self.r)
         self.rows_seen = 0
         self.seconds = 0.0
+        self.finished = False
 
     def whiten(self, K_block):
         """Ŷʲ = K̃ʲ_block L₀⁻ᵀ for every used slice: ``(J, rows, M)`` from ``(n_kernels, rows, M)`` (columns
@@ -154,14 +155,28 @@ class SparseGram:
         self.seconds += time.perf_counter() - t
 
     def finish(self):
-        """Symmetrise the diagonal blocks (syrk fills one triangle); checks that every row was added."""
+        """Make every product symmetric: P̂_jj (syrk filled one triangle) and P̂_jk + P̂_jkᵀ for j < k, so that
+        Ĝ(c) = Σ_pairs c_j c_k S_jk is one weighted sum of symmetric matrices (no transposes per evaluation);
+        checks that every row was added."""
         if self.rows_seen != self.n:
             raise InputError(f"{self.rows_seen} rows of K_NM were accumulated for {self.n} training rows")
         for p, (a, b) in enumerate(self.pairs):
             if a == b:
                 L = np.tril(self.P[p])
                 self.P[p] = L + np.tril(L, -1).T
+            else:
+                self.P[p] += self.P[p].T.copy()
+        self.finished = True
         return self
+
+    def pair_weights(self, c):
+        """w_p = c_j c_k of every pair and ∂w_p/∂c_i, shapes (n_pairs,) and (n_pairs, J)."""
+        w = np.array([c[a] * c[b] for a, b in self.pairs])
+        dw = np.zeros((len(self.pairs), len(c)))
+        for p, (a, b) in enumerate(self.pairs):
+            dw[p, a] += c[b]
+            dw[p, b] += c[a]
+        return w, dw
 
     @classmethod
     def from_array(cls, K_NM, K_MM, nus, scales, r, *, block=2048, cancel=None, **kwargs):
@@ -200,29 +215,28 @@ class SparseEvidence:
         # leading block of every whitened product is the whitened product of the leading active points)
         self.sub = None if sub is None or sub >= gram.m else int(sub)
         self.threads = threads
+        if not gram.finished:
+            raise InputError("the products are not finished: call SparseGram.finish() after the last block")
+        if self.sub is None:
+            self._K, self._P, self._b = gram.Khat, gram.P, gram.b
+        else:  # contiguous copies: every evaluation reads them whole
+            k = self.sub
+            self._K = np.ascontiguousarray(gram.Khat[:, :k, :k])
+            self._P = np.ascontiguousarray(gram.P[:, :k, :k])
+            self._b = np.ascontiguousarray(gram.b[:, :k])
         self.best_loss = np.inf
         self.best_theta = None
         self.n_evals = 0
 
-    def _blocks(self):
-        g, s = self.g, self.sub
-        if s is None:
-            return g.Khat, g.P, g.b
-        return g.Khat[:, :s, :s], g.P[:, :s, :s], g.b[:, :s]
-
     def state(self, c):
         """Factorisations at weights c: dict with the Cholesky factors of K̂_MM(c) + εΣc I and B̂, u = B̂⁻¹v, q
         and log|Q + λI|; None when a factorisation fails."""
-        Khat, P, b = self._blocks()
+        Khat, P, b = self._K, self._P, self._b
         m = Khat.shape[1]
         Kmm = np.tensordot(c, Khat, axes=1)
         Kmm.flat[:: m + 1] += self.jitter * float(np.sum(c))
-        G = np.zeros((m, m))
-        for p, (a, bb) in enumerate(self.g.pairs):
-            w = c[a] * c[bb]
-            G += w * P[p]
-            if a != bb:
-                G += w * P[p].T
+        w, _ = self.g.pair_weights(c)
+        G = np.tensordot(w, P, axes=1)
         B = self.lam * Kmm + G
         anorm = float(np.abs(B).sum(axis=0).max())
         Lk, info1 = lapack.dpotrf(Kmm, lower=1, clean=1, overwrite_a=0)
@@ -270,40 +284,38 @@ class SparseEvidence:
         return value, grad_theta
 
     def _grad(self, c, st):
-        Khat, P, b = self._blocks()
+        Khat, P, b = self._K, self._P, self._b
         lam, eps, n, q, u = self.lam, self.jitter, self.g.n, st["q"], st["u"]
-        Binv = _inverse(st["Lb"])
-        Kinv = _inverse(st["Lk"])
-        tr_B = float(np.trace(Binv))
-        tr_K = float(np.trace(Kinv))
-        J = len(c)
-        tr_BP = np.empty(len(self.g.pairs))
-        uPu = np.empty(len(self.g.pairs))
-        for p in range(len(self.g.pairs)):
-            tr_BP[p] = float(np.vdot(Binv, P[p]))
-            uPu[p] = float(u @ (P[p] @ u))
-        grad = np.empty(J)
-        for j in range(J):
-            # dB/dc_j = λ(K̂ʲ + εI) + Σ_k c_k (P̂_jk + P̂_kj)
-            tr_dB = lam * (float(np.vdot(Binv, Khat[j])) + eps * tr_B)
-            u_dB_u = lam * (float(u @ (Khat[j] @ u)) + eps * float(u @ u))
-            for p, (a, bb) in enumerate(self.g.pairs):
-                if j == a or j == bb:
-                    k = bb if j == a else a
-                    tr_dB += 2.0 * c[k] * tr_BP[p]
-                    u_dB_u += 2.0 * c[k] * uPu[p]
-            tr_dK = float(np.vdot(Kinv, Khat[j])) + eps * tr_K
+        # tr(A⁻¹X) for symmetric X from the lower triangle of A⁻¹ alone: 2 Σ_{i≥j} − the diagonal
+        Bl, Bd = _lower_inverse(st["Lb"])
+        Kl, Kd = _lower_inverse(st["Lk"])
+
+        def tr(Al, Ad, X):
+            return 2.0 * float(np.vdot(Al, X)) - float(Ad @ np.diagonal(X))
+
+        _, dw = self.g.pair_weights(c)
+        tr_BS = np.array([tr(Bl, Bd, P[p]) for p in range(len(P))])
+        uSu = np.array([float(u @ (P[p] @ u)) for p in range(len(P))])
+        tr_B, tr_K, uu = float(Bd.sum()), float(Kd.sum()), float(u @ u)
+        grad = np.empty(len(c))
+        for j in range(len(c)):
+            # dB/dc_j = λ(K̂ʲ + εI) + Σ_p ∂w_p/∂c_j S_p
+            Kj = Khat[j]
+            tr_dB = lam * (tr(Bl, Bd, Kj) + eps * tr_B) + float(dw[:, j] @ tr_BS)
+            u_dB_u = lam * (float(u @ (Kj @ u)) + eps * uu) + float(dw[:, j] @ uSu)
+            tr_dK = tr(Kl, Kd, Kj) + eps * tr_K
             dq = -(2.0 * float(b[j] @ u) - u_dB_u) / lam
             grad[j] = 0.5 * dq / q + (tr_dB - tr_dK) / (2.0 * n)
         return grad
 
 
-def _inverse(L):
-    """A⁻¹ (full, symmetric) from the lower Cholesky factor of A."""
+def _lower_inverse(L):
+    """The lower triangle of A⁻¹ (zeros above) and its diagonal, from the lower Cholesky factor of A."""
     inv, info = lapack.dpotri(L, lower=1, overwrite_c=0)
     if info:
         raise np.linalg.LinAlgError("inverse from the Cholesky factor failed")
-    return np.tril(inv) + np.tril(inv, -1).T
+    low = np.tril(inv)
+    return low, np.diagonal(low).copy()
 
 
 def cv_errors(K_NM, gram, full, c, folds, features, y):
@@ -314,28 +326,27 @@ def cv_errors(K_NM, gram, full, c, folds, features, y):
     Kmm.flat[:: gram.m + 1] += full.jitter * float(np.sum(c))
     sum_abs = sum_sq = 0.0
     n_rows = 0
-    for t, v, r_t, b_v, y_v in fold_residuals(folds, features, y):
+    w, _ = gram.pair_weights(c)
+    G = np.tensordot(w, gram.P, axes=1)
+    for t, v, _r_t, b_v, y_v in fold_residuals(folds, features, y):
         Yv = gram.whiten(K_NM[:, v][:, :, gram.order])
-        G = np.zeros((gram.m, gram.m))
-        for p, (a, b) in enumerate(gram.pairs):
-            Pt = gram.P[p] - Yv[a].T @ Yv[b]
-            G += c[a] * c[b] * Pt
-            if a != b:
-                G += c[a] * c[b] * Pt.T
+        # the training rows' K_MN K_NM: all rows' minus the fold's, Z_v = Σ_j c_j Ŷʲ_v
+        Zv = np.tensordot(c, Yv, axes=1)
+        Gt = G - Zv.T @ Zv
         # b_t = Ŷ_tᵀ r_t with r_t = y − Fβ_t on the fold's training rows (β_t as in fold_residuals)
         bt = gram.by - np.matmul(y[v], Yv)
         if features is not None:
             beta = ridge_lstsq(features[t], y[t])
             bt = bt - (gram.bF - np.swapaxes(Yv, 1, 2) @ features[v]) @ beta
         vt = bt.T @ c
-        B = lam * Kmm + G
+        B = lam * Kmm + Gt
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
                 u = scipy.linalg.solve(B, vt, assume_a="pos", check_finite=False)
         except (np.linalg.LinAlgError, ValueError):
             return float("nan"), float("nan")
-        pred = np.tensordot(c, Yv, axes=1) @ u + b_v
+        pred = Zv @ u + b_v
         e = pred - y_v
         sum_abs += float(np.abs(e).sum())
         sum_sq += float(e @ e)
