@@ -99,6 +99,8 @@ _RCOND = 1e-10
 _JITTER = 1e-8
 # Above this many active points the evidence's grid is scored on this many (a random subset) first.
 _COARSE_ACTIVE = 1000
+# Relative tolerance of the refinement on all active points after the coarse search (the evidence is per row).
+_FULL_FTOL = 1e-7
 # Rows of K_NM per block of the evidence's products when K_NM is in memory.
 _ROW_BLOCK = 2048
 
@@ -283,6 +285,7 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
                 coarse = SparseEvidence(gram, lam, param, jitter=self.jitter, sub=self.coarse_active, cancel=cancel)
             theta = self._search_evidence(full, param, coarse)
             self.cv_n_evals_ = full.n_evals + (coarse.n_evals if coarse is not None else 0)
+            self.coarse_n_evals_ = coarse.n_evals if coarse is not None else 0
             if theta is None:
                 warnings.warn("the evidence failed at every hyperparameter tried; using defaults", RuntimeWarning,
                               stacklevel=2)
@@ -323,8 +326,9 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
             return MixedKernelRidge._optimise(self, full, param)
         if self.max_iter > 0:
             try:
+                # from the coarse optimum; stop once a step gains less than 1e-7 nats per training row
                 scipy.optimize.minimize(full, start, jac=True, method="L-BFGS-B", bounds=param.bounds,
-                                        options={"maxiter": int(self.max_iter)})
+                                        options={"maxiter": int(self.max_iter), "ftol": _FULL_FTOL})
             except (ValueError, np.linalg.LinAlgError, FloatingPointError):
                 pass
         else:
