@@ -333,6 +333,8 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
                 pass
         else:
             full(start, need_grad=False)
+        if full.best_theta is None:  # the coarse optimum is beyond what the full problem resolves: search it all
+            return MixedKernelRidge._optimise(self, full, param)
         return full.best_theta
 
     def _fit(self, K_NM, K_MM, y, features, groups, cancel):

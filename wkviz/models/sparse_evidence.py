@@ -44,6 +44,9 @@ __all__ = ["SparseGram", "SparseEvidence", "gram_bytes", "cv_errors"]
 
 # rᵀ(Q + λI)⁻¹r·λ = rᵀr − vᵀB⁻¹v below this fraction of rᵀr is a difference lost to rounding
 _MIN_RESIDUAL = 1e-12
+# ... and above this multiple of its estimated rounding error
+_Q_SAFETY = 1e3
+_EPS = float(np.finfo(float).eps)
 
 
 def gram_bytes(n_active: int, n_kernels: int) -> int:
@@ -208,7 +211,7 @@ class SparseEvidence:
     """
 
     def __init__(self, gram: SparseGram, lam, param, *, jitter=1e-8, sub=None, cancel=None, threads=1,
-                 min_rcond=1e-13):
+                 min_rcond=1e-16):
         self.g, self.lam, self.param, self.jitter, self.cancel = gram, float(lam), param, float(jitter), cancel
         self.min_rcond = float(min_rcond)
         # a leading sub-block of the active points (a coarse problem: the whitening is a Cholesky factor, so the
@@ -252,7 +255,10 @@ class SparseEvidence:
         v = b.T @ c
         u = scipy.linalg.cho_solve((Lb, True), v, check_finite=False)
         q = (self.g.rr - float(v @ u)) / self.lam
-        if not q * self.lam > _MIN_RESIDUAL * self.g.rr:
+        # qλ = rᵀr − vᵀB⁻¹v is a difference: a backward error δB ~ ε‖B‖ of B (its products, its factor) moves
+        # it by about uᵀδBu ≤ ε‖B‖‖u‖²; a point where that is not small against qλ is not trusted
+        err = _EPS * math.sqrt(m) * anorm * float(u @ u)
+        if not q * self.lam > max(_MIN_RESIDUAL * self.g.rr, _Q_SAFETY * err):
             return None
         n = self.g.n
         logdet = (n - m) * math.log(self.lam) + 2.0 * float(np.log(np.diag(Lb)).sum() - np.log(np.diag(Lk)).sum())
