@@ -35,7 +35,7 @@ def test_fit_with_active_environments_is_the_library_model(files, tmp_path):
     proc = run("fit", "--train", files / "train.extxyz", "--test", files / "test.extxyz", "--target", "U0",
                "--out", out, "--active-environments", 120, "--active-seed", 2, *SMALL)
     rows = check_fit_output(proc, out)
-    for phase in ("phase 1/3", "phase 2/3", "phase 3/3", "memory estimate", "peak RSS", "ETA"):
+    for phase in ("phase 1/3", "phase 2/3", "phase 3/3", "memory estimate", "peak RSS", "100.0%"):
         assert phase in proc.stderr
     # the same selection, kernels and fit through the library
     train, test = ase.io.read(files / "train.extxyz", ":"), ase.io.read(files / "test.extxyz", ":")
