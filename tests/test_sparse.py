@@ -96,12 +96,14 @@ def test_select_active_spreads_over_chemistry():
         select_active(frames, 0, H)
 
 
-def test_all_structures_active_is_the_exact_model(data):
+@pytest.mark.parametrize("selection", ["cv", "evidence"])
+def test_all_structures_active_is_the_exact_model(data, selection):
     K, y, c, sp, tr, te = data["K"], data["y"], data["counts"], data["species"], data["tr"], data["te"]
     w = np.array([0.1, 1.0, 1.0, 0.5])
     exact = ScalarRegressor(weights=w, regularization=1e-3).fit(_block(K, tr, tr), y[tr], counts=c[tr], species=sp)
-    sparse = SparseScalarRegressor(weights=w, regularization=1e-3).fit(_block(K, tr, tr), _block(K, tr, tr), y[tr],
-                                                                      counts=c[tr], species=sp)
+    # the evidence route's jitter (1e-8 by default) moves the predictive std by ~1e-5 relative; 1e-12 here
+    sparse = SparseScalarRegressor(weights=w, regularization=1e-3, selection=selection, jitter=1e-12)
+    sparse.fit(_block(K, tr, tr), _block(K, tr, tr), y[tr], counts=c[tr], species=sp)
     K_diag = np.einsum("kii->ki", _block(K, te, te))
     pe, se = exact.predict(_block(K, te, tr), counts=c[te], species=sp, K_diag=K_diag, return_std=True)
     ps, ss = sparse.predict(_block(K, te, tr), counts=c[te], species=sp, K_diag=K_diag, return_std=True)
@@ -109,12 +111,86 @@ def test_all_structures_active_is_the_exact_model(data):
     np.testing.assert_allclose(ss, se, rtol=1e-6, atol=1e-9)
     assert sparse.gp_variance_ == pytest.approx(exact.gp_variance_, rel=1e-8)
     np.testing.assert_allclose(sparse.baseline_coef_, exact.baseline_coef_, rtol=1e-10)
+    if selection == "evidence":
+        assert sparse.log_marginal_likelihood_ == pytest.approx(exact.log_marginal_likelihood_, rel=1e-9)
+
+
+def test_all_structures_active_evidence_selects_the_exact_models_weights(data):
+    K, y, c, sp, tr, te = data["K"], data["y"], data["counts"], data["species"], data["tr"], data["te"]
+    # the exponential law: on this noise-free synthetic target the free law's optimum sits at the c/λ = 1e9 bound
+    # with two body orders at 1e-7, where M × M products (whose conditioning is squared) cannot resolve the model
+    exact = ScalarRegressor(selection="evidence").fit(_block(K, tr, tr), y[tr], counts=c[tr], species=sp)
+    sparse = SparseScalarRegressor(jitter=1e-12).fit(_block(K, tr, tr), _block(K, tr, tr), y[tr], counts=c[tr],
+                                                     species=sp)
+    # the same objective, grid and L-BFGS-B search: the same optimum
+    assert sparse.log_marginal_likelihood_ == pytest.approx(exact.log_marginal_likelihood_, abs=1e-4)
+    np.testing.assert_allclose(sparse.weights_, exact.weights_, atol=1e-4)
+    assert sparse.relative_regularization_ == pytest.approx(exact.relative_regularization_, rel=1e-3)
+    assert sparse.cv_mae_ == pytest.approx(exact.cv_mae_, rel=1e-3)  # CV errors at the chosen point, both ways
+    pe = exact.predict(_block(K, te, tr), counts=c[te], species=sp)
+    ps = sparse.predict(_block(K, te, tr), counts=c[te], species=sp)
+    np.testing.assert_allclose(ps, pe, atol=1e-4 * np.abs(pe - c[te] @ exact.baseline_coef_).max())
+
+
+def _gram(data, order=None, block=2048, m_every=3):
+    from wkviz.models.ridge import fit_baseline
+    from wkviz.models.sparse_evidence import SparseGram
+
+    K, y, c, tr = data["K"], data["y"], data["counts"], data["tr"]
+    act = tr[::m_every]
+    K_NM, K_MM = _block(K, tr, act), _block(K, act, act)
+    scales = np.einsum("kii->k", K_MM) / len(act)
+    _, r = fit_baseline(c[tr].astype(float), y[tr])
+    return SparseGram.from_array(K_NM, K_MM, np.arange(4), scales, r, block=block, order=order)
+
+
+@pytest.mark.parametrize("kind", ["free", "exponential"])
+def test_sparse_evidence_gradient_matches_finite_differences(data, kind):
+    from wkviz.models.ridge import WeightParam
+    from wkviz.models.sparse_evidence import SparseEvidence
+
+    g = _gram(data, order=np.random.default_rng(1).permutation(20))
+    param = WeightParam(kind, np.arange(4), 1.0)
+    theta = np.array([2.0, 4.0, 1.0, -1.0]) if kind == "free" else np.array([3.0, 0.2, 1.0])
+    for sub in (None, 7):  # the whole problem and the coarse one on a leading block
+        ev = SparseEvidence(g, 1.0, param, sub=sub)
+        value, grad = ev(theta)
+        h = 1e-5
+        fd = np.array([(ev(theta + h * e, need_grad=False) - ev(theta - h * e, need_grad=False)) / (2 * h)
+                       for e in np.eye(len(theta))])
+        assert np.isfinite(value)
+        np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-6 * np.abs(fd).max())
+
+
+def test_streamed_products_equal_the_in_memory_ones(data):
+    K, y, c, sp, tr, te = data["K"], data["y"], data["counts"], data["species"], data["tr"], data["te"]
+    order = np.random.default_rng(2).permutation(20)
+    one, streamed = _gram(data, order=order), _gram(data, order=order, block=7)
+    for name in ("P", "b", "Khat", "L0"):
+        ref = getattr(one, name)
+        np.testing.assert_allclose(getattr(streamed, name), ref, rtol=0, atol=1e-13 * np.abs(ref).max())
+    # fit_blocks from shuffled row blocks is fit on the whole array
+    act = tr[::3]
+    K_NM, K_MM = _block(K, tr, act), _block(K, act, act)
+    feats = c[tr].astype(float)
+    whole = SparseKernelRidge(weights="free").fit(K_NM, K_MM, y[tr], features=feats)
+    rows = np.random.default_rng(3).permutation(len(tr))
+    parts = np.array_split(rows, 4)
+    seen = []
+    blocks = SparseKernelRidge(weights="free").fit_blocks(lambda: ((r, K_NM[:, r]) for r in parts), K_MM, y[tr],
+                                                          features=feats, progress=lambda f, eta: seen.append(f))
+    np.testing.assert_allclose(blocks.dual_coef_, whole.dual_coef_, rtol=1e-6, atol=1e-9 * np.abs(whole.dual_coef_).max())
+    assert blocks.log_marginal_likelihood_ == pytest.approx(whole.log_marginal_likelihood_, rel=1e-9)
+    assert seen[-1] == 1.0 and np.isnan(blocks.cv_mae_) and np.isfinite(whole.cv_mae_)
+    with pytest.raises(InputError, match="accumulated"):
+        SparseKernelRidge().fit_blocks(lambda: iter([(parts[0], K_NM[:, parts[0]])]), K_MM, y[tr])
 
 
 def test_all_active_with_cross_validation_matches_the_exact_models_choice(data):
     K, y, c, sp, tr, te = data["K"], data["y"], data["counts"], data["species"], data["tr"], data["te"]
     exact = ScalarRegressor().fit(_block(K, tr, tr), y[tr], counts=c[tr], species=sp)
-    sparse = SparseScalarRegressor().fit(_block(K, tr, tr), _block(K, tr, tr), y[tr], counts=c[tr], species=sp)
+    sparse = SparseScalarRegressor(selection="cv").fit(_block(K, tr, tr), _block(K, tr, tr), y[tr], counts=c[tr],
+                                                       species=sp)
     # same folds, same objective; the exact model refines with analytic gradients over a wider weight range,
     # the sparse one with Nelder–Mead, so it may stop a little above the exact model's CV optimum
     assert sparse.cv_mae_ <= 1.15 * exact.cv_mae_
@@ -196,7 +272,8 @@ def _sum_rows(K_atomic, frames):
     return np.add.reduceat(weighted, starts, axis=1)
 
 
-def test_every_environment_active_is_the_exact_model(data, atomic):
+@pytest.mark.parametrize("selection", ["cv", "evidence"])
+def test_every_environment_active_is_the_exact_model(data, atomic, selection):
     K, y, c, sp, tr, te = data["K"], data["y"], data["counts"], data["species"], data["tr"], data["te"]
     w = np.array([0.1, 1.0, 1.0, 0.5])
     exact = ScalarRegressor(weights=w, regularization=1e-3).fit(_block(K, tr, tr), y[tr], counts=c[tr], species=sp)
@@ -206,12 +283,17 @@ def test_every_environment_active_is_the_exact_model(data, atomic):
                                rtol=1e-10, atol=1e-10 * np.abs(K).max())
     # same mixing c_ν / s_ν: the environment model normalises by the mean diagonal of K_MM instead
     s_env = np.einsum("kii->k", K_MM) / K_MM.shape[1]
-    sparse = SparseScalarRegressor(weights=w * s_env / exact.kernel_scales_, regularization=1e-3, rcond=1e-13)
+    sparse = SparseScalarRegressor(weights=w * s_env / exact.kernel_scales_, regularization=1e-3, rcond=1e-13,
+                                   selection=selection, jitter=1e-12)
     sparse.fit(K_NM, K_MM, y[tr], counts=c[tr], species=sp)
     K_TM = _sum_rows(atomic["test"], atomic["test_frames"])
     pe = exact.predict(_block(K, te, tr), counts=c[te], species=sp)
     ps = sparse.predict(K_TM, counts=c[te], species=sp)
     np.testing.assert_allclose(ps, pe, atol=1e-6 * np.abs(pe).max())
+    if selection == "evidence":
+        # more active environments (atoms) than structures: the evidence is still the exact model's
+        assert K_MM.shape[1] > len(tr)
+        assert sparse.log_marginal_likelihood_ == pytest.approx(exact.log_marginal_likelihood_, rel=1e-6)
 
 
 def test_environment_selection_and_kernels(data, atomic):

@@ -19,6 +19,7 @@ from .common import (KIND_HELP, FitProgress, add_hyper_flags, add_model_flags, c
                      check_model_args, check_out, check_tensor_rank, cost_line, hypers_from_args, kernel_options,
                      memory_budget_bytes, note, note_preset, preset_from_args, read_structures)
 from .forces import add_force_flags, run_force_fit
+from .sparse import add_sparse_flags, sparse_fit_predict
 
 __all__ = ["add_fit_parser", "run_fit"]
 
@@ -39,7 +40,8 @@ def add_fit_parser(subparsers):
     p.add_argument("--model", default="mixed",
                    help="mixed (default), composition, or nu=<k> for a single body order")
     add_model_flags(p)
-    add_force_flags(p)
+    add_sparse_flags(p)
+    add_force_flags(p)  # after the sparse flags: it shares --active-environments
     add_hyper_flags(p)
     p.set_defaults(func=run_fit)
     return p
@@ -80,27 +82,33 @@ def run_fit(args) -> int:
     if len(train) < 2:
         raise InputError("the training file needs at least 2 structures")
     check_intensive_hint(train, args.intensive)
-    opts = kernel_options(train.kind)
-    check_tensor_rank([opts["tensor_rank"]], hypers.lambda_max, train)
-    engine = WignerKernel(hypers, memory_budget=budget)
-    est_tt = engine.estimate(train_frames, **opts)
-    est_vt = engine.estimate(test_frames, train_frames, **opts)
-    cost = cost_line(est_tt, est_vt)  # refuses an over-budget request before anything else is said
-    note_preset(preset, reason, args)
-    note(f"wkviz fit: {train.kind} target '{args.target}', {len(train)} training and {len(test)} test structures; "
-          f"{cost}")
-    res_tt = engine.compute(train_frames, progress=FitProgress("kernels train×train"), **opts)
-    res_vt = engine.compute(test_frames, train_frames, progress=FitProgress("kernels test×train"), **opts)
+    if args.active_environments is not None:
+        note_preset(preset, reason, args)
+        note(f"wkviz fit: sparse model, {train.kind} target '{args.target}', {len(train)} training and {len(test)} "
+             f"test structures, {args.active_environments} active environments")
+        pred, est = sparse_fit_predict(args, train_frames, test_frames, train, test, hypers)
+    else:
+        opts = kernel_options(train.kind)
+        check_tensor_rank([opts["tensor_rank"]], hypers.lambda_max, train)
+        engine = WignerKernel(hypers, memory_budget=budget)
+        est_tt = engine.estimate(train_frames, **opts)
+        est_vt = engine.estimate(test_frames, train_frames, **opts)
+        cost = cost_line(est_tt, est_vt)  # refuses an over-budget request before anything else is said
+        note_preset(preset, reason, args)
+        note(f"wkviz fit: {train.kind} target '{args.target}', {len(train)} training and {len(test)} test "
+             f"structures; {cost}")
+        res_tt = engine.compute(train_frames, progress=FitProgress("kernels train×train"), **opts)
+        res_vt = engine.compute(test_frames, train_frames, progress=FitProgress("kernels test×train"), **opts)
 
-    how = "the GP evidence" if args.selection == "evidence" else "cross-validation"
-    note(f"fitting: choosing body-order weights and regularisation by {how} on the training set")
-    start = time.perf_counter()
-    pred, est = fit_predict(
-        KernelSet.from_result(res_tt), train, KernelSet.from_result(res_vt), test,
-        model=args.model, intensive=args.intensive, random_state=args.seed, weights=args.weights,
-        selection=args.selection, n_folds=args.folds, cv_loss=args.cv_loss,
-    )
-    note(f"model fitted in {time.perf_counter() - start:.1f} s")
+        how = "the GP evidence" if args.selection == "evidence" else "cross-validation"
+        note(f"fitting: choosing body-order weights and regularisation by {how} on the training set")
+        start = time.perf_counter()
+        pred, est = fit_predict(
+            KernelSet.from_result(res_tt), train, KernelSet.from_result(res_vt), test,
+            model=args.model, intensive=args.intensive, random_state=args.seed, weights=args.weights,
+            selection=args.selection, n_folds=args.folds, cv_loss=args.cv_loss,
+        )
+        note(f"model fitted in {time.perf_counter() - start:.1f} s")
     # with R² of the target minus the training set's composition baseline and, if extensive, the per-atom MAE
     m = score_predictions(train, test, pred, intensive=args.intensive)
     if args.out:

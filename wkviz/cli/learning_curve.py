@@ -13,6 +13,7 @@ from ..errors import InputError
 from .common import (KIND_HELP, FitProgress, add_hyper_flags, add_model_flags, check_intensive_hint,
                      check_model_args, check_out, check_tensor_rank, cost_line, hypers_from_args, kernel_options,
                      memory_budget_bytes, note, note_preset, preset_from_args, read_structures)
+from .sparse import add_sparse_flags, run_sparse_learning_curve
 
 __all__ = ["MAX_REPEATS", "add_learning_curve_parser", "run_learning_curve"]
 
@@ -39,6 +40,7 @@ def add_learning_curve_parser(subparsers):
                    help="comma-separated models (default: composition, nu=1..nu_max, mixed)")
     p.add_argument("--out", required=True, metavar="CSV", help="output CSV: model,n_train,repeat,mae,rmse")
     add_model_flags(p)
+    add_sparse_flags(p)
     add_hyper_flags(p)
     p.set_defaults(func=run_learning_curve)
     return p
@@ -91,6 +93,17 @@ def run_learning_curve(args) -> int:
     splits = [(remap[t], remap[p]) for t, p in splits]
     frames_used = [frames[i] for i in used]
     target = target.subset(used)
+    if args.active_environments is not None:
+        note_preset(preset, reason, args)
+        # one active set and one kernel per repeat, for the largest size; smaller sizes use prefixes of its rows
+        note(f"wkviz learning-curve: sparse model on {args.active_environments} active environments, target "
+             f"'{args.target}', sizes {sizes}, {args.repeats} repeat(s)")
+        rows = run_sparse_learning_curve(args, frames_used, target, sizes, splits, hypers)
+        for n in sizes:
+            maes = [r["mae"] for r in rows if r["n_train"] == n]
+            print(f"sparse-mixed n_train={n}: MAE {np.mean(maes):.6g} ({len(maes)} repeat(s))")
+        print(f"wrote {args.out}")
+        return 0
 
     opts = kernel_options(target.kind)
     engine = WignerKernel(hypers, memory_budget=budget)

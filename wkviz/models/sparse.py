@@ -22,10 +22,13 @@ model of :class:`wkviz.models.MixedKernelRidge`. Predictive variance (projected 
 
 Hyperparameters are those of the exact model — the same parameter check, weight families (``"exponential"``,
 ``"free"`` or fixed), per-element baseline, grouped k folds (same seed → same folds) and CV loss, all from
-:mod:`wkviz.models.ridge` — and are searched the same way in spirit: a coarse grid of weight *shapes*, then a
-local refinement. Because only one eigendecomposition per fold is needed for all overall scales of a given shape,
-the overall signal-to-noise ratio is optimised exactly for every shape (a profile), and the shape is refined by
-Nelder–Mead on that profile.
+:mod:`wkviz.models.ridge`. ``selection="evidence"`` (default, as the exact model's CLI and app) maximises the GP
+evidence of the projected-process model with its exact gradient, by the exact model's own search (grid, single-ν
+corners, L-BFGS-B); it is computed from M × M products accumulated once from row blocks of K_NM, so that an
+evaluation costs O(M³) whatever N, and K_NM never has to be in memory (:meth:`SparseKernelRidge.fit_blocks`,
+:mod:`wkviz.models.sparse_evidence`). ``selection="cv"`` minimises the k-fold CV loss profiled over the overall
+scale, shapes refined by Nelder–Mead (:mod:`wkviz.models.sparse_cv`; slow at large M: it factorises N × M
+feature matrices at every shape).
 
 With *every* training environment active the environment model is again the exact model
 (P K_AA K_AA⁺ K_AA Pᵀ = P K_AA Pᵀ = K_NN for the atom-to-structure sum P). The active points, their kernels and
@@ -59,18 +62,19 @@ from .active import (
     sparse_estimate,
     sparse_kernels,
 )
+from .mixed import MixedKernelRidge
 from .ridge import (
-    WeightParam,
     as_kernel_stack,
     as_target,
     check_params,
     fit_baseline,
-    fold_residuals,
     make_folds,
     mix_kernels,
     store_weights,
     weight_family,
 )
+from .sparse_cv import _Nystrom, _ProfileCV, profile_search
+from .sparse_evidence import SparseEvidence, SparseGram, cv_errors
 from .targets import ScalarRegressor, align_columns, warn_unrepresented
 from .tasks import TargetData, model_nus
 
@@ -91,93 +95,18 @@ __all__ = [
 
 # Relative eigenvalue floor of K_MM: directions below it carry no information the data could constrain.
 _RCOND = 1e-10
-# Overall log-scale grid of the profile (relative to the regulariser): c/λ from 1e-4 to 1e9.
-_PROFILE_GRID = np.log(10.0) * np.arange(-4.0, 9.5, 1.0)
+# Jitter of K_MM(c) for the evidence route, relative to Σc, along the whitening reference (sparse_evidence).
+_JITTER = 1e-8
+# Above this many active points the evidence's grid is scored on this many (a random subset) first.
+_COARSE_ACTIVE = 1000
+# Relative tolerance of the refinement on all active points after the coarse search (the evidence is per row).
+_FULL_FTOL = 1e-7
+# Rows of K_NM per block of the evidence's products when K_NM is in memory.
+_ROW_BLOCK = 2048
 
 
 # the projected-process estimator
 # ----------------------------------------------------------------------------------------------------------------
-class _Nystrom:
-    """Nyström map of one weight vector: K_MM(c) = U S Uᵀ, φ(x) = k_xM(c) U S^{-1/2}."""
-
-    def __init__(self, K_MM, nus, scales, c, rcond):
-        Kmm = mix_kernels(K_MM, nus, scales, c)
-        s, U = scipy.linalg.eigh(Kmm, check_finite=False)
-        keep = s > rcond * max(float(s[-1]), 1e-300)
-        self.P = U[:, keep] / np.sqrt(s[keep])  # M × r
-        self.rank = int(keep.sum())
-
-
-class _ProfileCV:
-    """CV loss of the projected-process model for a weight shape, minimised over the overall scale.
-
-    For weights e^δ·c the Nyström features scale as e^{δ/2}·φ, so with the decomposition G_t = V E Vᵀ of each
-    fold's ΦᵀΦ (from a thin SVD of Φ_t) the validation predictions for every δ are
-    e^δ (Φ_v V) (Vᵀ Φ_tᵀ r_t) / (λ + e^δ E): one decomposition per fold and shape, any number of scales.
-    """
-
-    def __init__(self, K_NM, K_MM, nus, scales, y, folds, features, lam, loss, rcond, cancel):
-        self.K_NM, self.K_MM, self.nus, self.scales = K_NM, K_MM, nus, scales
-        self.y, self.lam, self.loss, self.rcond, self.cancel = y, lam, loss, rcond, cancel
-        self.folds = fold_residuals(folds, features, y)
-        self.n_rows = sum(len(v) for _, v in folds)
-        self.n_evals = 0
-
-    def prepare(self, c):
-        """Per-fold spectral pieces for the weight vector c (one shape)."""
-        check_cancel(self.cancel)
-        ny = _Nystrom(self.K_MM, self.nus, self.scales, c, self.rcond)
-        Phi = mix_kernels(self.K_NM, self.nus, self.scales, c) @ ny.P
-        parts = []
-        for t, v, r_t, b_v, y_v in self.folds:
-            # thin SVD Φ_t = W Σ Vᵀ: G_t = V Σ² Vᵀ without forming ΦᵀΦ, and Φ_tᵀ r_t lies in span(V), so
-            # the directions outside it (more active points than training rows) never matter
-            _, sv, Vt = scipy.linalg.svd(Phi[t], full_matrices=False, check_finite=False, lapack_driver="gesdd")
-            parts.append((Phi[v] @ Vt.T, Vt @ (Phi[t].T @ r_t), sv**2, b_v, y_v))
-        return parts
-
-    def loss_at(self, parts, delta):
-        self.n_evals += 1
-        s = math.exp(delta)
-        sum_abs = sum_sq = 0.0
-        for PvV, q, E, b_v, y_v in parts:
-            e = PvV @ (s * q / (self.lam + s * E)) + b_v - y_v
-            sum_abs += float(np.abs(e).sum())
-            sum_sq += float(e @ e)
-        mae = sum_abs / self.n_rows
-        rmse = math.sqrt(sum_sq / self.n_rows)
-        return (mae if self.loss == "mae" else rmse), mae, rmse
-
-    def profile(self, c, lo, hi):
-        """Best shift δ of log-weights (within [lo, hi]) for weights c; returns (loss, δ, mae, rmse)."""
-        parts = self.prepare(c)
-        grid = [d for d in _PROFILE_GRID if lo <= d <= hi] or [0.5 * (lo + hi)]
-        values = [self.loss_at(parts, d)[0] for d in grid]
-        k = int(np.argmin(values))
-        a, b = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
-        best = grid[k]
-        if b > a:
-            res = scipy.optimize.minimize_scalar(lambda d: self.loss_at(parts, d)[0], bounds=(a, b),
-                                                 method="bounded", options={"xatol": 1e-3, "maxiter": 30})
-            if res.fun <= values[k]:
-                best = float(res.x)
-        loss, mae, rmse = self.loss_at(parts, best)
-        return loss, best, mae, rmse
-
-
-def _split_theta(param: WeightParam):
-    """(indices of θ that carry the overall scale, indices that set the shape)."""
-    n = param.n_theta
-    if param.kind == "exponential":
-        scale_idx = [0, 2] if param.has_c0 else [0]
-        shape_idx = [1] + ([2] if param.has_c0 else [])
-    elif param.kind == "free":
-        scale_idx, shape_idx = list(range(n)), list(range(1, n))
-    else:  # "scale": no shape
-        scale_idx, shape_idx = [0], []
-    return scale_idx, shape_idx
-
-
 class SparseKernelRidge(RegressorMixin, BaseEstimator):
     """Projected-process (Nyström / subset-of-regressors) kernel ridge model on mixed body-order kernels.
 
@@ -191,29 +120,46 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
     ----------
     nus, weights, regularization, baseline, n_folds, cv_loss, random_state
         As :class:`~wkviz.models.MixedKernelRidge`.
+    selection : {"evidence", "cv"}
+        Weights and regularisation by the GP evidence of the projected-process model (default) or by k-fold CV.
     max_iter : int
-        Nelder–Mead iterations refining the weight shape after the grid (0: grid only).
+        Iterations of each refinement after the grid (L-BFGS-B for the evidence, Nelder–Mead for CV).
     rcond : float
-        Eigenvalues of K_MM below ``rcond`` × the largest are dropped (Nyström pseudo-inverse).
+        CV route: eigenvalues of K_MM below ``rcond`` × the largest are dropped (Nyström pseudo-inverse).
+    jitter : float
+        Evidence route: K_MM(c) gets ``jitter``·Σc times the whitening reference (mean normalised K_MM), which
+        keeps it positive definite with repeated active points; 1e-8 moves predictions by ~1e-10 and the
+        predictive std by ~1e-5 (relative) against the exact model with every point active.
+    coarse_active : int
+        Evidence route: above this many active points the grid and a first refinement run on a random
+        ``coarse_active`` of them, then L-BFGS-B refines on all (as the exact model scores its grid on a subset).
 
     Attributes
     ----------
     n_active_ : int
     nystrom_rank_ : int
-        Directions of K_MM kept.
+        Directions of K_MM kept (CV route; M for the evidence route).
+    log_marginal_likelihood_ : float
+        Evidence route: the projected-process log marginal likelihood at the chosen weights (NaN for CV).
+    products_seconds_, search_seconds_ : float
+        Evidence route: time of the M × M products and of the hyperparameter search.
     """
 
-    def __init__(self, *, nus=None, weights="exponential", regularization=None, baseline=True, n_folds=5,
-                 cv_loss="mae", max_iter=50, random_state=0, rcond=_RCOND):
+    def __init__(self, *, nus=None, weights="exponential", regularization=None, baseline=True, selection="evidence",
+                 n_folds=5, cv_loss="mae", max_iter=50, random_state=0, rcond=_RCOND, jitter=_JITTER,
+                 coarse_active=_COARSE_ACTIVE):
         self.nus = nus
         self.weights = weights
         self.regularization = regularization
         self.baseline = baseline
+        self.selection = selection
         self.n_folds = n_folds
         self.cv_loss = cv_loss
         self.max_iter = max_iter
         self.random_state = random_state
         self.rcond = rcond
+        self.jitter = jitter
+        self.coarse_active = coarse_active
 
     def _check(self, K_NM, K_MM):
         if K_NM.shape[0] != K_MM.shape[0] or K_MM.shape[1] != K_MM.shape[2] or K_NM.shape[2] != K_MM.shape[1]:
@@ -221,8 +167,8 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
                              "(n_kernels, N, M) and (n_kernels, M, M)")
         return check_params(self, K_NM.shape[0])
 
-    def fit(self, K_NM, K_MM, y, *, features=None, groups=None, cancel=None):
-        """Choose the weights by k-fold CV (projected-process model on the training rows), then fit on all.
+    def fit(self, K_NM, K_MM, y, *, features=None, groups=None, cancel=None, progress=None):
+        """Choose the weights (GP evidence or k-fold CV of the projected-process model), then fit on all rows.
 
         Parameters
         ----------
@@ -236,15 +182,164 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
         groups : ndarray of shape (n_samples,), optional
             CV groups (default: one per sample).
         cancel : optional
-            Checked at every shape evaluation.
+            Checked at every evaluation.
+        progress : callable, optional
+            ``progress(fraction_done, eta_seconds)`` of the evidence's products (:meth:`fit_blocks`).
         """
         K_NM = as_kernel_stack(K_NM, "K_NM")
         K_MM = as_kernel_stack(K_MM, "K_MM")
+        if self.selection == "evidence":
+            self._check(K_NM, K_MM)
+            n = K_NM.shape[1]
+
+            def blocks():
+                for s in range(0, n, _ROW_BLOCK):
+                    yield np.arange(s, min(s + _ROW_BLOCK, n)), K_NM[:, s:s + _ROW_BLOCK]
+
+            return self.fit_blocks(blocks, K_MM, y, features=features, groups=groups, cancel=cancel, K_NM=K_NM,
+                                   progress=progress)
         with blas_threads(max(K_MM.shape[1], 1)):
             return self._fit(K_NM, K_MM, y, features, groups, cancel)
 
+    def fit_blocks(self, blocks, K_MM, y, *, features=None, groups=None, cancel=None, progress=None, K_NM=None):
+        """Evidence fit from row blocks of K_NM, never holding all of it (``selection="evidence"`` only).
+
+        Parameters
+        ----------
+        blocks : callable
+            ``blocks()`` returns an iterable of ``(rows, K_block)``: training-row indices and their kernels
+            ``(n_kernels, len(rows), n_active)``; every row exactly once (e.g. tiles read from a kernel store).
+        K_MM : ndarray of shape (n_kernels, n_active, n_active)
+        y : ndarray of shape (n_samples,)
+        features, groups, cancel
+            As :meth:`fit`.
+        progress : callable, optional
+            ``progress(fraction_done, eta_seconds)`` while the products are accumulated.
+        K_NM : ndarray, optional
+            The whole K_NM when it is in memory: then the CV errors at the chosen weights are computed too
+            (``cv_mae_``; NaN otherwise).
+
+        Notes
+        -----
+        The products K̃ʲ_MN K̃ᵏ_NM (:class:`wkviz.models.sparse_evidence.SparseGram`) cost O(N M² J²/2) once and
+        take J(J+1)/2 + J + 1 matrices of M × M (:func:`wkviz.models.sparse_evidence.gram_bytes`); each evidence
+        evaluation is then O(M³) whatever N. With more than ``coarse_active`` active points the grid (and a first
+        refinement) run on a random ``coarse_active`` of them, as the exact model scores its grid on a subset.
+        """
+        if self.selection != "evidence":
+            raise InputError("fit_blocks needs selection='evidence' (cross-validation needs all of K_NM: use fit)")
+        K_MM = as_kernel_stack(K_MM, "K_MM")
+        if K_MM.shape[1] != K_MM.shape[2]:
+            raise InputError(f"K_MM must be square in its last two axes, got shape {K_MM.shape}")
+        nus, shape = check_params(self, K_MM.shape[0])
+        y = np.asarray(y, dtype=np.float64)
+        n, m = len(y), K_MM.shape[1]
+        y = as_target(y, n)
+        if y.ndim != 1:
+            raise InputError(f"y must be one-dimensional, got shape {y.shape}")
+        groups = np.arange(n) if groups is None else np.asarray(groups)
+        if groups.shape != (n,):
+            raise InputError(f"groups must have one label per training row ({n}), got shape {groups.shape}")
+        if features is not None:
+            features = as_target(features, n, "features")
+            if features.ndim != 2:
+                raise InputError(f"features must be 2-D (n_samples, n_features), got shape {features.shape}")
+        scales = np.einsum("kii->k", K_MM) / m
+        used = np.array([nu for nu in nus if scales[nu] > 0 and (shape is None or shape[nu] > 0)], dtype=np.int64)
+        self.kernel_scales_ = np.where(np.isin(np.arange(K_MM.shape[0]), used), scales, 0.0)
+        self.nus_ = used
+        self.n_features_in_ = K_MM.shape[0]
+        self.n_active_ = m
+        param, lam = weight_family(self.weights, self.regularization, used, shape)
+        use_features = features if (self.baseline and features is not None) else None
+        self.baseline_coef_, r = fit_baseline(use_features, y)
+        self._route = "evidence"
+        self.cv_mae_ = self.cv_rmse_ = float("nan")
+        self.cv_n_evals_ = 0
+        if not len(used):
+            c = store_weights(self, param, param.default() if param.n_theta else np.zeros(0), used, K_MM.shape[0],
+                              lam)
+            self._gram = None
+            self.dual_coef_ = np.zeros(m)
+            self.nystrom_rank_ = 0
+            self.gp_variance_ = float(r @ r) / n
+            self.noise_std_ = math.sqrt(self.gp_variance_)
+            self.log_marginal_likelihood_ = float("nan")
+            return self
+        order = np.random.default_rng(self.random_state).permutation(m)
+        t0 = time.perf_counter()
+        gram = SparseGram(K_MM, used, scales, r, y=y, features=use_features, order=order)
+        for rows, K_block in blocks():
+            check_cancel(cancel)
+            gram.add(rows, as_kernel_stack(K_block, "K_NM block"))
+            if progress is not None:
+                frac = gram.rows_seen / n
+                progress(frac, (time.perf_counter() - t0) * (1 - frac) / frac if frac > 0 else None)
+        gram.finish()
+        self.products_seconds_ = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        full = SparseEvidence(gram, lam, param, jitter=self.jitter, cancel=cancel)
+        if param.n_theta and n >= 2:
+            coarse = None
+            if m > self.coarse_active:
+                coarse = SparseEvidence(gram, lam, param, jitter=self.jitter, sub=self.coarse_active, cancel=cancel)
+            theta = self._search_evidence(full, param, coarse)
+            self.cv_n_evals_ = full.n_evals + (coarse.n_evals if coarse is not None else 0)
+            self.coarse_n_evals_ = coarse.n_evals if coarse is not None else 0
+            if theta is None:
+                warnings.warn("the evidence failed at every hyperparameter tried; using defaults", RuntimeWarning,
+                              stacklevel=2)
+                theta = param.default()
+        else:
+            theta = param.default() if param.n_theta else np.zeros(0)
+        self.search_seconds_ = time.perf_counter() - t0
+        c = store_weights(self, param, theta, used, K_MM.shape[0], lam)
+        st = full.state(c)
+        if st is None:
+            raise InputError("the sparse model's matrices are not positive definite at the chosen weights; "
+                             "use fewer or more distinct active points, or a larger jitter")
+        self._gram, self._state = gram, st
+        self.dual_coef_ = gram.unpermute(scipy.linalg.solve_triangular(gram.L0, st["u"], lower=True, trans=1,
+                                                                        check_finite=False))
+        self.nystrom_rank_ = m
+        self.gp_variance_ = max(st["q"] / n, 0.0)
+        self.noise_std_ = math.sqrt(self.gp_variance_ * lam)
+        self.log_marginal_likelihood_ = float(-0.5 * n * (1.0 + math.log(2.0 * math.pi * max(self.gp_variance_,
+                                                                                                1e-300)))
+                                              - 0.5 * st["logdet"])
+        if K_NM is not None:
+            folds = make_folds(groups, self.n_folds, self.random_state)
+            if folds:
+                self.cv_mae_, self.cv_rmse_ = cv_errors(K_NM, gram, full, c, folds, use_features, y)
+        return self
+
+    def _search_evidence(self, full, param, coarse):
+        """The exact model's search (grid, single-ν corners, L-BFGS-B with the exact gradient) on the evidence.
+
+        With a coarse problem: the whole search on it first, then the full problem re-scores the coarse grid's
+        best distinct points and refines from the best with L-BFGS-B."""
+        if coarse is None:
+            return MixedKernelRidge._optimise(self, full, param)
+        MixedKernelRidge._optimise(self, coarse, param)
+        start = coarse.best_theta
+        if start is None:
+            return MixedKernelRidge._optimise(self, full, param)
+        if self.max_iter > 0:
+            try:
+                # from the coarse optimum; stop once a step gains less than 1e-7 nats per training row
+                scipy.optimize.minimize(full, start, jac=True, method="L-BFGS-B", bounds=param.bounds,
+                                        options={"maxiter": int(self.max_iter), "ftol": _FULL_FTOL})
+            except (ValueError, np.linalg.LinAlgError, FloatingPointError):
+                pass
+        else:
+            full(start, need_grad=False)
+        if full.best_theta is None:  # the coarse optimum is beyond what the full problem resolves: search it all
+            return MixedKernelRidge._optimise(self, full, param)
+        return full.best_theta
+
     def _fit(self, K_NM, K_MM, y, features, groups, cancel):
         nus, shape = self._check(K_NM, K_MM)
+        self._route = "cv"
         n, m = K_NM.shape[1], K_MM.shape[1]
         y = as_target(y, n)
         if y.ndim != 1:
@@ -270,7 +365,7 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
 
         if folds:
             cv = _ProfileCV(K_NM, K_MM, used, scales, y, folds, use_features, lam, self.cv_loss, self.rcond, cancel)
-            theta, metrics = self._search(cv, param)
+            theta, metrics = profile_search(cv, param, self.max_iter)
             self.cv_mae_, self.cv_rmse_ = metrics
             self.cv_n_evals_ = cv.n_evals
         else:
@@ -301,56 +396,9 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
             self.dual_coef_ = np.zeros(m)
             self.gp_variance_ = float(r @ r) / n
         self.noise_std_ = math.sqrt(self.gp_variance_ * lam) if len(used) else math.sqrt(self.gp_variance_)
-        # the projected-process evidence is not computed: sparse weights are chosen by CV only
+        # this route (selection="cv") does not compute the evidence
         self.log_marginal_likelihood_ = float("nan")
         return self
-
-    def _search(self, cv: _ProfileCV, param: WeightParam):
-        scale_idx, shape_idx = _split_theta(param)
-        lo_b, hi_b = param.bounds[0]
-
-        def theta_of(shape_coords, delta):
-            th = np.zeros(param.n_theta)
-            th[scale_idx] = delta
-            if param.kind == "exponential":
-                th[1] = shape_coords[0]
-                if param.has_c0:
-                    th[2] = delta + shape_coords[1]
-            elif param.kind == "free":
-                th[1:] = delta + np.asarray(shape_coords)
-            return th
-
-        def shape_of(theta):
-            if param.kind == "exponential":
-                return [theta[1]] + ([theta[2] - theta[0]] if param.has_c0 else [])
-            if param.kind == "free":
-                return list(theta[1:] - theta[0])
-            return []
-
-        cache = {}
-
-        def evaluate(shape_coords):
-            key = tuple(np.round(shape_coords, 10))
-            if key not in cache:
-                c0 = param.weights(theta_of(shape_coords, 0.0))
-                loss, delta, mae, rmse = cv.profile(c0, lo_b, hi_b)
-                cache[key] = (loss, delta, mae, rmse)
-            return cache[key]
-
-        starts = {tuple(np.round(shape_of(th), 10)) for th in param.grid()}
-        scored = sorted((evaluate(np.array(s))[0], s) for s in starts)
-        best_shape = np.array(scored[0][1])
-        if shape_idx and self.max_iter > 0:
-            for _, s in scored[:2]:
-                # log-loss keeps the simplex tolerances independent of the target's units
-                res = scipy.optimize.minimize(lambda x: math.log(max(evaluate(x)[0], 1e-300)), np.array(s),
-                                              method="Nelder-Mead",
-                                              options={"maxiter": int(self.max_iter) * max(1, len(shape_idx)),
-                                                       "xatol": 1e-2, "fatol": 1e-4})
-                if evaluate(res.x)[0] < evaluate(best_shape)[0]:
-                    best_shape = np.array(res.x)
-        loss, delta, mae, rmse = evaluate(best_shape)
-        return param.clip(theta_of(best_shape, delta)), (mae, rmse)
 
     def _mix_test(self, K):
         return mix_kernels(K, self.nus_, self.kernel_scales_, self.coef_weights_[self.nus_])
@@ -382,11 +430,21 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
         K_diag = as_kernel_stack(K_diag, "K_diag", ndim=2)
         if K_diag.shape != (self.n_features_in_, t):
             raise InputError(f"K_diag must have shape ({self.n_features_in_}, {t}), got {K_diag.shape}")
-        if self._P is None:
-            return pred, np.zeros(t)
         prior = np.zeros(t)
         for nu in self.nus_:
             prior += (self.coef_weights_[nu] / self.kernel_scales_[nu]) * K_diag[nu]
+        if getattr(self, "_route", "cv") == "evidence":
+            if self._gram is None:
+                return pred, np.zeros(t)
+            # σ² = σ_f² [k(x,x) − ŷ K̂_MM⁻¹ ŷᵀ + λ ŷ B̂⁻¹ ŷᵀ], ŷ = k_xM L₀⁻ᵀ in the whitened basis
+            g, st = self._gram, self._state
+            Yx = scipy.linalg.solve_triangular(g.L0, mix[:, g.order].T, lower=True, check_finite=False)
+            a = scipy.linalg.solve_triangular(st["Lk"], Yx, lower=True, check_finite=False)
+            b = scipy.linalg.solve_triangular(st["Lb"], Yx, lower=True, check_finite=False)
+            var = prior - np.einsum("ij,ij->j", a, a) + self.regularization_ * np.einsum("ij,ij->j", b, b)
+            return pred, np.sqrt(np.clip(self.gp_variance_ * var, 0.0, None))
+        if self._P is None:
+            return pred, np.zeros(t)
         phi = mix @ self._P
         L = np.tril(self._chol[0])
         W = scipy.linalg.solve_triangular(L, phi.T, lower=True, check_finite=False)
@@ -415,19 +473,24 @@ class SparseScalarRegressor(ScalarRegressor):
     """
 
     def __init__(self, *, intensive=False, nus=None, weights="exponential", regularization=None, baseline=True,
-                 n_folds=5, cv_loss="mae", max_iter=50, random_state=0, rcond=_RCOND):
+                 selection="evidence", n_folds=5, cv_loss="mae", max_iter=50, random_state=0, rcond=_RCOND,
+                 jitter=_JITTER, coarse_active=_COARSE_ACTIVE):
         super().__init__(intensive=intensive, nus=nus, weights=weights, regularization=regularization,
-                         baseline=baseline, n_folds=n_folds, cv_loss=cv_loss, max_iter=max_iter,
-                         random_state=random_state)
+                         baseline=baseline, selection=selection, n_folds=n_folds, cv_loss=cv_loss,
+                         max_iter=max_iter, random_state=random_state)
         self.rcond = rcond
+        self.jitter = jitter
+        self.coarse_active = coarse_active
 
     def _core(self, **overrides):
-        params = {p: getattr(self, p) for p in ("nus", "weights", "regularization", "baseline", "n_folds",
-                                                "cv_loss", "max_iter", "random_state", "rcond")}
+        params = {p: getattr(self, p) for p in ("nus", "weights", "regularization", "baseline", "selection",
+                                                "n_folds", "cv_loss", "max_iter", "random_state", "rcond",
+                                                "jitter", "coarse_active")}
         params.update(overrides)
         return SparseKernelRidge(**params)
 
-    def fit(self, K_NM, K_MM, y, *, counts=None, species=None, n_atoms=None, n_atoms_active=None, cancel=None):
+    def fit(self, K_NM, K_MM, y, *, counts=None, species=None, n_atoms=None, n_atoms_active=None, cancel=None,
+            progress=None):
         """Fit on the training-vs-active kernels.
 
         Parameters
@@ -439,6 +502,8 @@ class SparseScalarRegressor(ScalarRegressor):
             As :meth:`wkviz.models.ScalarRegressor.fit`.
         n_atoms_active : ndarray of shape (M,), optional
             Atoms of the active structures; needed with ``intensive=True`` (all ones for active environments).
+        cancel, progress
+            As :meth:`SparseKernelRidge.fit`.
         """
         K_NM = as_kernel_stack(K_NM, "K_NM")
         K_MM = as_kernel_stack(K_MM, "K_MM")
@@ -461,7 +526,7 @@ class SparseScalarRegressor(ScalarRegressor):
         if features is not None:
             warn_unrepresented(np.asarray(counts), species)
         self.species_ = None if species is None else np.asarray(species).ravel().copy()
-        self.model_ = self._core().fit(K_NM, K_MM, y, features=features, cancel=cancel)
+        self.model_ = self._core().fit(K_NM, K_MM, y, features=features, cancel=cancel, progress=progress)
         self._expose(self.model_)
         self.baseline_coef_ = self.model_.baseline_coef_
         self.n_active_ = self.model_.n_active_
@@ -526,8 +591,8 @@ def fit_sparse(frames, target_key: str, train, test, *, hypers, n_active: int, a
                model: str = "mixed", weights="exponential", n_folds: int = 5, intensive: bool = False,
                K_diag=None, engine=None, seed: int = 0, progress=None, cancel=None) -> SparseFit:
     """Select M active structures or environments by FPS among the training structures, compute the kernels the
-    sparse model needs (:func:`sparse_kernels`), fit a :class:`SparseScalarRegressor` (CV on the training set:
-    the sparse model has no evidence search) and predict the test structures.
+    sparse model needs (:func:`sparse_kernels`), fit a :class:`SparseScalarRegressor` (weights by the GP evidence on
+    the training set) and predict the test structures.
 
     Parameters
     ----------

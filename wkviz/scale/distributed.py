@@ -85,8 +85,21 @@ def _light_frames(frames):
                   pbc=np.asarray(a.pbc)) for a in frames]
 
 
-def _tile_task(hypers_json: str, frames_i, frames_j, tensor_rank, memory_budget: int, numba_threads: int):
-    """One tile on a worker: the local engine, unchanged. Returns the arrays and what it cost."""
+def _centre_block(frames_B, centers):
+    """The structures of ``frames_B`` holding ``centers`` (global atom indices) and the centres' indices among
+    their atoms: an environment tile ships only the structures its centres live in."""
+    offsets = np.concatenate([[0], np.cumsum([len(b) for b in frames_B])])
+    owner = np.searchsorted(offsets, centers, side="right") - 1
+    holders = np.unique(owner)
+    local = np.concatenate([[0], np.cumsum([len(frames_B[h]) for h in holders])])
+    pos = np.searchsorted(holders, owner)
+    return [frames_B[h] for h in holders], local[pos] + (centers - offsets[owner])
+
+
+def _tile_task(hypers_json: str, frames_i, frames_j, tensor_rank, memory_budget: int, numba_threads: int,
+               centers_j=None):
+    """One tile on a worker: the local engine, unchanged (``centers_j``: the tile's columns are these centres of
+    ``frames_j``). Returns the arrays and what it cost."""
     import numba
 
     from ..engine.kernels import WignerKernel
@@ -97,7 +110,10 @@ def _tile_task(hypers_json: str, frames_i, frames_j, tensor_rank, memory_budget:
         if numba_threads:
             numba.set_num_threads(max(1, min(int(numba_threads), numba.config.NUMBA_NUM_THREADS)))
         engine = WignerKernel(Hypers.from_json(hypers_json), memory_budget=memory_budget)
-        res = engine.compute(frames_i, frames_j, tensor_rank=tensor_rank)
+        if centers_j is None:
+            res = engine.compute(frames_i, frames_j, tensor_rank=tensor_rank)
+        else:
+            res = engine.compute(frames_i, frames_j, centers_B=centers_j)
     finally:
         numba.set_num_threads(previous)
     return {"arrays": _tile_arrays(res), "n_pairs": int(res.n_pairs), "seconds": time.perf_counter() - start,
@@ -320,7 +336,7 @@ def compute_tiles(frames_A, frames_B=None, *, hypers: Hypers | None = None, stor
                   scheduler="local", n_workers: int = 2, tile_size: int | None = None, tensor_rank=0,
                   memory_budget: int = 2 * 2**30, worker_memory_budget: int | None = None, assemble: bool = True,
                   progress=None, cancel=None, max_in_flight: int | None = None,
-                  numba_threads: int = 1, note=None, disk_free=None) -> TileRun:
+                  numba_threads: int = 1, note=None, disk_free=None, centers_B=None) -> TileRun:
     """Compute a kernel request tile by tile on a Dask cluster (or in this process), streaming tiles into a
     kernel store.
 
@@ -367,6 +383,9 @@ def compute_tiles(frames_A, frames_B=None, *, hypers: Hypers | None = None, stor
     disk_free : callable, optional
         ``disk_free(path) -> bytes`` free on the store's disk (default: :func:`shutil.disk_usage`); a request
         whose missing tiles need more is refused with the numbers before anything runs.
+    centers_B : array of int, optional
+        Columns are these centres of ``frames_B`` (global atom indices; a sparse model's active environments):
+        the N × M kernel as tiles of structures × centres (:meth:`KernelStore.open`), scalar kernels only.
 
     Returns
     -------
@@ -395,15 +414,16 @@ def compute_tiles(frames_A, frames_B=None, *, hypers: Hypers | None = None, stor
 
     def open_store(workers):
         if isinstance(store, KernelStore):
-            want = store_key(frames_A, frames_B, hypers, kernel_kinds(ranks))["key"]
+            want = store_key(frames_A, frames_B, hypers, kernel_kinds(ranks), centers_B)["key"]
             if want != store.key:
                 raise WkvizError(f"the kernel store at {store.path} holds content hash {store.key} but this "
                                  f"request has hash {want}; open a store for this request instead")
             opened = store
         else:
-            t = tile_size or choose_tile_size(len(frames_A), None if frames_B is None else len(frames_B), workers)
+            n_B = None if frames_B is None else len(frames_B) if centers_B is None else len(centers_B)
+            t = tile_size or choose_tile_size(len(frames_A), n_B, workers)
             opened = KernelStore.open(store, frames_A, frames_B, hypers=hypers, tensor_rank=ranks, tile_size=t,
-                                      disk_free=disk_free)
+                                      disk_free=disk_free, centers_B=centers_B)
             if tmpdir is not None and assemble and opened.output_bytes() > memory_budget:
                 raise MemoryBudgetError(
                     f"the kernel needs {opened.output_bytes() / 2**30:.2f} GiB, above the memory budget of "
@@ -512,9 +532,13 @@ def _run_tiles_here(store: KernelStore, frames_A, frames_B, hypers, ranks, memor
             check_cancel(cancel, "tiled kernel computation")
             t0 = time.perf_counter()
             rows = frames_A[store.tile_rows(bi)]
-            # a diagonal tile of a symmetric store is itself a symmetric request, as on the workers
-            cols = None if store.symmetric and bi == bj else frames_B[store.tile_cols(bj)]
-            res = engine.compute(rows, cols, tensor_rank=ranks, cancel=cancel)
+            if store.centers_B is not None:
+                cols, centres = _centre_block(frames_B, store.centers_B[store.tile_cols(bj)])
+                res = engine.compute(rows, cols, centers_B=centres, cancel=cancel)
+            else:
+                # a diagonal tile of a symmetric store is itself a symmetric request, as on the workers
+                cols = None if store.symmetric and bi == bj else frames_B[store.tile_cols(bj)]
+                res = engine.compute(rows, cols, tensor_rank=ranks, cancel=cancel)
             tally.add(bi, bj, {"arrays": _tile_arrays(res), "n_pairs": int(res.n_pairs),
                                "seconds": time.perf_counter() - t0})
     return tally.out
@@ -538,7 +562,11 @@ def _run_tiles(client, store: KernelStore, frames_A, frames_B, hypers, ranks, me
     light_B = light_A if frames_B is None else _light_frames(frames_B)
     t = store.tile_size
     row_blocks = {bi: light_A[bi * t:(bi + 1) * t] for bi in sorted({bi for bi, _ in todo})}
-    col_blocks = {bj: light_B[bj * t:(bj + 1) * t] for bj in sorted({bj for _, bj in todo})}
+    if store.centers_B is None:
+        col_blocks = {bj: (light_B[bj * t:(bj + 1) * t], None) for bj in sorted({bj for _, bj in todo})}
+    else:
+        col_blocks = {bj: _centre_block(light_B, store.centers_B[store.tile_cols(bj)])
+                      for bj in sorted({bj for _, bj in todo})}
 
     hjson = hypers.to_json()
     pending = {}
@@ -550,8 +578,9 @@ def _run_tiles(client, store: KernelStore, frames_A, frames_B, hypers, ranks, me
             while queue and len(pending) < window:
                 bi, bj = queue.pop(0)
                 diag = store.symmetric and bi == bj
-                fut = client.submit(_tile_task, hjson, row_blocks[bi], None if diag else col_blocks[bj], ranks,
-                                    memory_budget, numba_threads, key=f"wkviz-tile-{run_id}-{bi}-{bj}",
+                cols, centres = col_blocks[bj]
+                fut = client.submit(_tile_task, hjson, row_blocks[bi], None if diag else cols, ranks,
+                                    memory_budget, numba_threads, centres, key=f"wkviz-tile-{run_id}-{bi}-{bj}",
                                     pure=False, retries=2)
                 pending[fut] = (bi, bj)
             if is_set(cancel):

@@ -90,8 +90,9 @@ def kernel_kinds(tensor_rank=0) -> tuple:
     return tuple(kinds)
 
 
-def store_key(frames_A, frames_B, hypers: Hypers, kinds=("K",)) -> dict:
-    """Content hashes identifying a kernel request.
+def store_key(frames_A, frames_B, hypers: Hypers, kinds=("K",), centers_B=None) -> dict:
+    """Content hashes identifying a kernel request (``centers_B``: B's columns are these centres, global atom
+    indices of ``frames_B``, as in :meth:`wkviz.engine.kernels.WignerKernel.compute`).
 
     Returns
     -------
@@ -101,7 +102,11 @@ def store_key(frames_A, frames_B, hypers: Hypers, kinds=("K",)) -> dict:
     """
     ha = hash_structures(frames_A)
     hb = "symmetric" if frames_B is None else hash_structures(frames_B)
-    key = hash_key(_KEY_FORMAT, ha, hb, hypers, list(kinds))
+    if centers_B is None:
+        key = hash_key(_KEY_FORMAT, ha, hb, hypers, list(kinds))
+    else:  # environment columns: a request of another shape, keyed by its centres too
+        key = hash_key(_KEY_FORMAT, ha, hb, hypers, list(kinds), "centers_B",
+                       [int(c) for c in np.asarray(centers_B).ravel()])
     return {"key": key, "structures_A": ha, "structures_B": hb, "hypers": str(hypers.digest())}
 
 
@@ -181,6 +186,9 @@ class KernelStore:
         self.nu_max = int(meta["nu_max"])
         self.kinds = tuple(meta["kinds"])
         self.hypers = Hypers.from_dict(meta["hypers"])
+        centers = meta.get("centers_B")
+        #: B's columns are these centres (global atom indices of B's structures), or None (structures)
+        self.centers_B = None if centers is None else np.asarray(centers, dtype=np.int64)
         self.grid = (math.ceil(self.n_A / self.tile_size), math.ceil(self.n_B / self.tile_size))
         self.flush_seconds = float(flush_seconds)
         self._group = zarr.open_group(str(self.path / _ZARR_DIR), mode="r+")
@@ -199,7 +207,7 @@ class KernelStore:
     # ------------------------------------------------------------------------------------------------------
     @classmethod
     def open(cls, path, frames_A, frames_B=None, *, hypers: Hypers, tensor_rank=0, tile_size: int = 128,
-             flush_seconds: float = 1.0, disk_free=None) -> "KernelStore":
+             flush_seconds: float = 1.0, disk_free=None, centers_B=None) -> "KernelStore":
         """Create the store for a request, or reopen the store of the *same* request.
 
         Parameters
@@ -219,6 +227,10 @@ class KernelStore:
         disk_free : callable, optional
             ``disk_free(path) -> bytes`` free on the disk of ``path`` (default: :func:`shutil.disk_usage`); a new
             store whose tiles need more is refused.
+        centers_B : array of int, optional
+            Columns are these centres of ``frames_B`` (global atom indices; the active environments of a sparse
+            model) instead of its structures: the kernel is (nu_max+1, len(A), len(centers_B)), tiles are
+            ``tile_size`` structures × ``tile_size`` centres. Scalar kernels only.
 
         Raises
         ------
@@ -231,13 +243,20 @@ class KernelStore:
         if not isinstance(hypers, Hypers):
             raise InputError("hypers must be a wkviz.Hypers instance")
         kinds = kernel_kinds(tensor_rank)
-        key = store_key(frames_A, frames_B, hypers, kinds)
+        if centers_B is not None:
+            if frames_B is None or kinds != ("K",):
+                raise InputError("a store of environment columns (centers_B) needs frames_B and scalar kernels only")
+            centers_B = np.asarray(centers_B, dtype=np.int64).ravel()
+            n_atoms_B = sum(len(b) for b in frames_B)
+            if centers_B.size == 0 or centers_B.min() < 0 or centers_B.max() >= n_atoms_B:
+                raise InputError(f"centers_B must be atom indices in 0..{n_atoms_B - 1}")
+        key = store_key(frames_A, frames_B, hypers, kinds, centers_B)
         path = Path(path)
         tile_size = int(tile_size)
         if tile_size < 1:
             raise InputError(f"tile_size must be a positive number of structures, got {tile_size}")
         n_A = len(frames_A)
-        n_B = n_A if frames_B is None else len(frames_B)
+        n_B = n_A if frames_B is None else len(frames_B) if centers_B is None else len(centers_B)
         meta = {
             "format": STORE_FORMAT, "key": key, "n_A": n_A, "n_B": n_B, "symmetric": frames_B is None,
             "tile_size": tile_size, "nu_max": hypers.nu_max, "kinds": list(kinds), "hypers": hypers.to_dict(),
@@ -246,6 +265,8 @@ class KernelStore:
             "species": sorted({int(z) for fr in (frames_A, frames_B or []) for a in fr for z in a.numbers}),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "id": uuid.uuid4().hex[:12],
         }
+        if centers_B is not None:
+            meta["centers_B"] = [int(c) for c in centers_B]
         for _ in range(3):  # a lost creation race is followed by opening the winner's store
             existing = cls._existing(path)
             if existing is not None:
@@ -389,6 +410,16 @@ class KernelStore:
 
     def tile_cols(self, bj: int) -> slice:
         return slice(bj * self.tile_size, min((bj + 1) * self.tile_size, self.n_B))
+
+    def row_blocks(self, rows=None, kind: str = "K"):
+        """``(row indices, K[:, rows_block, :])`` one tile row at a time (every column): what a streamed
+        consumer (the sparse model's products, :meth:`wkviz.models.sparse.SparseKernelRidge.fit_blocks`)
+        reads without holding the whole kernel. ``rows`` (structures of A, default all) keeps their order."""
+        rows = self._index(rows, self.n_A, "rows")
+        t = self.tile_size
+        for s in range(0, len(rows), t):
+            part = rows[s:s + t]
+            yield np.arange(s, s + len(part)), self.read(rows=part, kind=kind)
 
     # ------------------------------------------------------------------------------------------------------
     def _acquire_lock(self) -> None:
