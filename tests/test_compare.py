@@ -325,7 +325,7 @@ def test_models_page_with_splits_shows_mean_se_and_paired_chart():
     assert any("±" in str(v) for v in table.iloc[:, 1])
     assert any(c.startswith("R² of U0 − composition") for c in table.columns)
     labels = {m.label for m in at.metric}
-    assert "MAE per atom" in labels and any(label.startswith("R² of U0 − composition") for label in labels)
+    assert "MAE per atom (eV/atom)" in labels and any(label.startswith("R² of U0 − composition") for label in labels)
     import json
 
     specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]

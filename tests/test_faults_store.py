@@ -272,10 +272,12 @@ def _interrupt_cli(tmp_path, sig, scheduler):
     if scheduler:
         require("distributed")
     xyz = tmp_path / "mols.xyz"
-    write(xyz, [molecule(n) for n in NAMES * 2])
+    # 28 molecules in tiles of one: 406 tiles, so the run is still going when the signal arrives (with 14
+    # molecules in tiles of two an unloaded machine finished before the test had seen the first tile)
+    write(xyz, [molecule(n) for n in NAMES * 4])
     store = tmp_path / "st"
     cmd = [sys.executable, "-m", "wkviz", "kernels", str(xyz), "--out", str(tmp_path / "K.npz"), "--store",
-           str(store), "--tile-size", "2", *HYPER_FLAGS, *(["--scheduler", scheduler] if scheduler else [])]
+           str(store), "--tile-size", "1", *HYPER_FLAGS, *(["--scheduler", scheduler] if scheduler else [])]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
     children = set()
@@ -319,7 +321,7 @@ def test_ctrl_c_and_sigterm_end_a_tiled_run_with_one_line_and_resume(tmp_path, s
     done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)),
                           timeout=300)
     assert done.returncode == 0, done.stderr
-    frames = [molecule(n) for n in NAMES * 2]
+    frames = [molecule(n) for n in NAMES * 4]
     store = KernelStore.open(tmp_path / "st", frames, hypers=H)
     assert store.complete and store.write_counts().max() == 1
     assert [r["status"] for r in store.runs] == ["interrupted", "finished"]
