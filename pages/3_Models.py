@@ -195,7 +195,8 @@ def render() -> None:
         # were cut to "0.…" at 1,000 px
         with st.columns([1.3, 2.7])[0]:
             st.selectbox("Model shown", names, key="models.show", **state.KEEP, format_func=figures.model_label)
-        top = st.columns(5)
+        # three metrics a row: five in a row were cut to "0.…" in the ~510 px a 1,000 px window leaves
+        top = st.columns(3) + st.columns(3)[:2]
         shown = result["models"][ss["models.show"]]
         m = shown["metrics"]
         u, uu = (f" {unit}", f" ({unit})") if unit else ("", "")
@@ -205,17 +206,17 @@ def render() -> None:
         top[1].metric(f"MAE per atom ({unit}/atom)" if unit else "MAE per atom",
                       f"{per_atom:.3g}" if np.isfinite(per_atom) else "—",
                       help="Mean of |error| / atoms of the structure (extensive structure targets only).")
-        top[2].metric(f"Test RMSE{uu}", f"{m['rmse']:.4g}")
-        top[3].metric(f"Max error{uu}", f"{m['max_error']:.4g}")
+        top[3].metric(f"Test RMSE{uu}", f"{m['rmse']:.4g}")
+        top[4].metric(f"Max error{uu}", f"{m['max_error']:.4g}")
         r2_res = m.get("r2_residual", nan)
         if np.isfinite(r2_res):
-            top[4].metric(f"R² of {target} − composition", f"{r2_res:.4f}",
+            top[2].metric(f"R² of {target} − composition", f"{r2_res:.4f}",
                           help=f"R² of the target minus the per-element composition baseline fitted on the training "
                                f"set: the share of what composition does not explain that the model learned. R² of "
                                f"{target} itself: {m['r2']:.5f} (for total energies ~1 for any model, composition "
                                "only included: their spread is the molecule size).")
         else:
-            top[4].metric(f"R² of {target}", f"{m['r2']:.4f}")
+            top[2].metric(f"R² of {target}", f"{m['r2']:.4f}")
 
         y_true = np.asarray(result["y_true"])
         y_pred = shown["pred"]
@@ -235,7 +236,7 @@ def render() -> None:
         if ss.get("wk.selected") not in set(int(i) for i in ids):
             ss["wk.selected"] = int(ids[int(np.argmax(err))])
 
-        left, right = st.columns([1.25, 1], gap="large")
+        left, right = st.columns([1.6, 1], gap="large")
         with left:
             # Total energies span thousands of eV while errors are fractions of one: against the composition
             # baseline (Σ_Z n_Z ε_Z, fitted on the training set) the scatter shows what the kernels learned.

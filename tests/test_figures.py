@@ -226,7 +226,7 @@ def test_route_cost_by_basis_and_feature_counts():
     assert list(exact.y) == [0.12, 0.12] and list(exact.x) == [1, 8]
     stop = fig.layout.shapes[0]
     assert 4 < stop.x0 < 8 and np.isclose(fig.layout.annotations[0].x, np.log10(stop.x0))
-    assert fig.layout.title.text == "Time against radial basis size at ν=3"
+    assert fig.layout.title.text.replace("<br>", " ") == "Time against radial basis size at ν=3"
 
     counts = pd.DataFrame([dict(nu=nu, basis=b, features=n ** nu) for b, n in (("2 per l", 8), ("all", 50))
                            for nu in (1, 2, 3)])
