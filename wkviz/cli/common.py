@@ -21,7 +21,8 @@ from .reproduce import format_hyper_value
 __all__ = ["KIND_HELP", "NOT_GIVEN", "FitProgress", "ProgressLine", "add_hyper_flags", "add_model_flags",
            "check_intensive_hint", "check_model_args", "check_out", "check_tensor_rank", "cost_line",
            "explicit_hypers", "format_bytes", "format_seconds", "hypers_from_args", "kernel_options", "memory_budget_bytes", "note",
-           "note_preset", "optional_float", "preset_from_args", "read_structures"]
+           "note_preset", "optional_float", "preset_from_args", "read_data_target", "read_structures",
+           "restrict_to_splits"]
 
 
 def optional_float(text):
@@ -297,6 +298,47 @@ def check_model_args(args, models, nu_max):
         raise InputError(f"--folds must be at least 2, got {args.folds}")
     if getattr(args, "seed", 0) < 0:
         raise InputError(f"--seed must be a non-negative integer, got {args.seed}")
+
+
+def read_data_target(args, example_out: str):
+    """What ``learning-curve`` and ``compare`` share before their splits: ``--models`` and ``--out`` checked up
+    front, the structures of ``--data`` read, the preset chosen from them, the hyperparameters, the target and the
+    models to fit (checked against ``nu_max``, ``lambda_max`` and the target kind).
+
+    Returns
+    -------
+    frames, preset, reason, hypers, target, models, budget
+        ``preset``/``reason`` for :func:`note_preset`; ``budget`` the memory budget in bytes.
+    """
+    from ..models import TargetData, standard_models
+
+    if args.models is not None and not [m for m in args.models.split(",") if m.strip()]:
+        raise InputError(f"--models names no model, got {args.models!r}; give e.g. mixed,nu=2,composition")
+    budget = memory_budget_bytes(args.memory_budget)
+    check_out(args.out, example_out, inputs=[args.data])
+    frames = read_structures(args.data, "data")
+    preset, reason = preset_from_args(args, frames)
+    hypers = hypers_from_args(args, preset=preset)
+    target = TargetData.from_frames(frames, args.target)
+    check_intensive_hint(target, args.intensive)
+    if args.models:
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
+    else:
+        models = standard_models(hypers.nu_max, target.kind)
+    check_model_args(args, models, hypers.nu_max)
+    check_tensor_rank([kernel_options(target.kind)["tensor_rank"]], hypers.lambda_max, target)
+    return frames, preset, reason, hypers, target, models, budget
+
+
+def restrict_to_splits(frames, target, splits):
+    """Only the structures some split uses enter the kernel (their union): ``(frames, target, splits)`` of those
+    structures, the splits' indices renumbered into them."""
+    import numpy as np
+
+    used = np.unique(np.concatenate([np.concatenate([t, p]) for t, p in splits]))
+    remap = np.full(len(target), -1)
+    remap[used] = np.arange(len(used))
+    return [frames[i] for i in used], target.subset(used), [(remap[t], remap[p]) for t, p in splits]
 
 
 def note(text):

@@ -10,12 +10,10 @@ mean test MAE, that mean and its standard error over splits (``nan`` for one spl
 
 from __future__ import annotations
 
-import numpy as np
 
 from ..errors import InputError
-from .common import (KIND_HELP, FitProgress, add_hyper_flags, add_model_flags, check_intensive_hint,
-                     check_model_args, check_out, check_tensor_rank, cost_line, hypers_from_args, kernel_options,
-                     memory_budget_bytes, note, note_preset, preset_from_args, read_structures)
+from .common import (FitProgress, KIND_HELP, add_hyper_flags, add_model_flags, cost_line, kernel_options, note,
+                     note_preset, read_data_target, restrict_to_splits)
 
 __all__ = ["add_compare_parser", "run_compare"]
 
@@ -55,41 +53,21 @@ def run_compare(args) -> int:
     """Run ``compare`` from parsed arguments; returns the exit code (0)."""
     from ..engine.kernels import WignerKernel
     from ..evaluation.compare import compare, compare_splits, format_comparison
-    from ..models import KernelSet, TargetData, standard_models
+    from ..models import KernelSet
 
     if args.splits < 1:
         raise InputError(f"--splits must be at least 1, got {args.splits}")
-    if args.models is not None and not [m for m in args.models.split(",") if m.strip()]:
-        raise InputError(f"--models names no model, got {args.models!r}; give e.g. mixed,nu=2,composition")
-    budget = memory_budget_bytes(args.memory_budget)
-    check_out(args.out, "compare.csv", inputs=[args.data])
-    frames = read_structures(args.data, "data")
-    preset, reason = preset_from_args(args, frames)
-    hypers = hypers_from_args(args, preset=preset)
-    target = TargetData.from_frames(frames, args.target)
-    check_intensive_hint(target, args.intensive)
-    if args.models:
-        models = [m.strip() for m in args.models.split(",") if m.strip()]
-    else:
-        models = standard_models(hypers.nu_max, target.kind)
-    check_model_args(args, models, hypers.nu_max)
-    check_tensor_rank([kernel_options(target.kind)["tensor_rank"]], hypers.lambda_max, target)
+    frames, preset, reason, hypers, target, models, budget = read_data_target(args, "compare.csv")
     splits = compare_splits(target, args.train_size, args.test_size, args.splits, args.seed, args.stratify)
-
-    # Only the structures some split uses enter the kernel (the union over splits), computed once.
-    used = np.unique(np.concatenate([np.concatenate(s) for s in splits]))
-    remap = np.full(len(target), -1)
-    remap[used] = np.arange(len(used))
-    splits = [(remap[tr], remap[te]) for tr, te in splits]
-    frames_used = [frames[i] for i in used]
-    target = target.subset(used)
+    # one kernel, over the structures some split uses
+    frames_used, target, splits = restrict_to_splits(frames, target, splits)
 
     opts = kernel_options(target.kind)
     engine = WignerKernel(hypers, memory_budget=budget)
     est = engine.estimate(frames_used, **opts)
     cost = cost_line(est)  # refuses an over-budget request before anything else is said
     note_preset(preset, reason, args)
-    note(f"wkviz compare: {target.kind} target '{args.target}', {len(used)} structures in the kernel ("
+    note(f"wkviz compare: {target.kind} target '{args.target}', {len(frames_used)} structures in the kernel ("
          f"{cost}), {args.splits} split(s) of {len(splits[0][0])}/{len(splits[0][1])}, models "
          f"{', '.join(models)}")
     res = engine.compute(frames_used, progress=FitProgress("kernels"), **opts)

@@ -10,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from .common import (KIND_HELP, FitProgress, add_hyper_flags, add_model_flags, check_intensive_hint,
-                     check_model_args, check_out, check_tensor_rank, cost_line, hypers_from_args, kernel_options,
-                     memory_budget_bytes, note, note_preset, preset_from_args, read_structures)
+from .common import (FitProgress, KIND_HELP, add_hyper_flags, add_model_flags, cost_line, kernel_options, note,
+                     note_preset, read_data_target, restrict_to_splits)
 from .sparse import add_sparse_flags, run_sparse_learning_curve
 
 __all__ = ["MAX_REPEATS", "add_learning_curve_parser", "run_learning_curve"]
@@ -60,7 +59,7 @@ def run_learning_curve(args) -> int:
     """Run ``learning-curve`` from parsed arguments; returns the exit code (0)."""
     from ..evaluation import format_summary, learning_curve, learning_curve_splits
     from ..engine.kernels import WignerKernel
-    from ..models import KernelSet, TargetData, standard_models
+    from ..models import KernelSet
 
     sizes = _parse_sizes(args.sizes)
     if not 1 <= args.repeats <= MAX_REPEATS:
@@ -69,30 +68,10 @@ def run_learning_curve(args) -> int:
     if args.test_size is not None and args.test_size < 1:
         raise InputError(f"--test-size must be at least 1 structure, got {args.test_size}; leave it out to test on "
                          "every structure beyond the largest size")
-    if args.models is not None and not [m for m in args.models.split(",") if m.strip()]:
-        raise InputError(f"--models names no model, got {args.models!r}; give e.g. mixed,nu=2,composition")
-    budget = memory_budget_bytes(args.memory_budget)
-    check_out(args.out, "lc.csv", inputs=[args.data])
-    frames = read_structures(args.data, "data")
-    preset, reason = preset_from_args(args, frames)
-    hypers = hypers_from_args(args, preset=preset)
-    target = TargetData.from_frames(frames, args.target)
-    check_intensive_hint(target, args.intensive)
-    if args.models:
-        models = [m.strip() for m in args.models.split(",") if m.strip()]
-    else:
-        models = standard_models(hypers.nu_max, target.kind)
-    check_model_args(args, models, hypers.nu_max)
-    check_tensor_rank([kernel_options(target.kind)["tensor_rank"]], hypers.lambda_max, target)
-
-    # Only the structures some split uses enter the kernel (the union over repeats).
+    frames, preset, reason, hypers, target, models, budget = read_data_target(args, "lc.csv")
     splits = learning_curve_splits(len(target), sizes, args.repeats, args.test_size, args.seed)
-    used = np.unique(np.concatenate([np.concatenate([t, p]) for t, p in splits]))
-    remap = np.full(len(target), -1)
-    remap[used] = np.arange(len(used))
-    splits = [(remap[t], remap[p]) for t, p in splits]
-    frames_used = [frames[i] for i in used]
-    target = target.subset(used)
+    # one kernel, over the structures some split uses (the union over repeats)
+    frames_used, target, splits = restrict_to_splits(frames, target, splits)
     if args.active_environments is not None:
         note_preset(preset, reason, args)
         # one active set and one kernel per repeat, for the largest size; smaller sizes use prefixes of its rows
@@ -110,7 +89,7 @@ def run_learning_curve(args) -> int:
     est = engine.estimate(frames_used, **opts)
     cost = cost_line(est)  # refuses an over-budget request before anything else is said
     note_preset(preset, reason, args)
-    note(f"wkviz learning-curve: {target.kind} target '{args.target}', {len(used)} structures in the kernel "
+    note(f"wkviz learning-curve: {target.kind} target '{args.target}', {len(frames_used)} structures in the kernel "
           f"({cost}), sizes {sizes}, {args.repeats} repeat(s), models {', '.join(models)}")
     res = engine.compute(frames_used, progress=FitProgress("kernels"), **opts)
     curve = learning_curve(

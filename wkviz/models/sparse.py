@@ -308,7 +308,7 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
                                                                                                 1e-300)))
                                               - 0.5 * st["logdet"])
         if K_NM is not None:
-            folds = make_folds(groups, self.n_folds, self.random_state)
+            folds = make_folds(groups, self.n_folds, self.random_state, features=use_features)
             if folds:
                 self.cv_mae_, self.cv_rmse_ = cv_errors(K_NM, gram, full, c, folds, use_features, y)
         return self
