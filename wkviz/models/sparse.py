@@ -234,24 +234,7 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
         nus, shape = check_params(self, K_MM.shape[0])
         y = np.asarray(y, dtype=np.float64)
         n, m = len(y), K_MM.shape[1]
-        y = as_target(y, n)
-        if y.ndim != 1:
-            raise InputError(f"y must be one-dimensional, got shape {y.shape}")
-        groups = np.arange(n) if groups is None else np.asarray(groups)
-        if groups.shape != (n,):
-            raise InputError(f"groups must have one label per training row ({n}), got shape {groups.shape}")
-        if features is not None:
-            features = as_target(features, n, "features")
-            if features.ndim != 2:
-                raise InputError(f"features must be 2-D (n_samples, n_features), got shape {features.shape}")
-        scales = np.einsum("kii->k", K_MM) / m
-        used = np.array([nu for nu in nus if scales[nu] > 0 and (shape is None or shape[nu] > 0)], dtype=np.int64)
-        self.kernel_scales_ = np.where(np.isin(np.arange(K_MM.shape[0]), used), scales, 0.0)
-        self.nus_ = used
-        self.n_features_in_ = K_MM.shape[0]
-        self.n_active_ = m
-        param, lam = weight_family(self.weights, self.regularization, used, shape)
-        use_features = features if (self.baseline and features is not None) else None
+        y, groups, features, used, param, lam, use_features = self._prepare(n, K_MM, nus, shape, y, groups, features)
         self.baseline_coef_, r = fit_baseline(use_features, y)
         self._route = "evidence"
         self.cv_mae_ = self.cv_rmse_ = float("nan")
@@ -268,7 +251,7 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
             return self
         order = np.random.default_rng(self.random_state).permutation(m)
         t0 = time.perf_counter()
-        gram = SparseGram(K_MM, used, scales, r, y=y, features=use_features, order=order)
+        gram = SparseGram(K_MM, used, self.kernel_scales_, r, y=y, features=use_features, order=order)
         for rows, K_block in blocks():
             check_cancel(cancel)
             gram.add(rows, as_kernel_stack(K_block, "K_NM block"))
@@ -337,10 +320,11 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
             return MixedKernelRidge._optimise(self, full, param)
         return full.best_theta
 
-    def _fit(self, K_NM, K_MM, y, features, groups, cancel):
-        nus, shape = self._check(K_NM, K_MM)
-        self._route = "cv"
-        n, m = K_NM.shape[1], K_MM.shape[1]
+    def _prepare(self, n, K_MM, nus, shape, y, groups, features):
+        """What both routes (evidence and CV) check and set before their search: the target, groups and baseline
+        features of the ``n`` training rows, the used kernel slices and their scales (from K_MM's diagonal), the
+        weight family; returns ``(y, groups, features, used, param, lam, use_features)``."""
+        m = K_MM.shape[1]
         y = as_target(y, n)
         if y.ndim != 1:
             raise InputError(f"y must be one-dimensional, got shape {y.shape}")
@@ -353,18 +337,25 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
                 raise InputError(f"features must be 2-D (n_samples, n_features), got shape {features.shape}")
         scales = np.einsum("kii->k", K_MM) / m
         used = np.array([nu for nu in nus if scales[nu] > 0 and (shape is None or shape[nu] > 0)], dtype=np.int64)
-        self.kernel_scales_ = np.where(np.isin(np.arange(K_NM.shape[0]), used), scales, 0.0)
+        self.kernel_scales_ = np.where(np.isin(np.arange(K_MM.shape[0]), used), scales, 0.0)
         self.nus_ = used
-        self.n_features_in_ = K_NM.shape[0]
+        self.n_features_in_ = K_MM.shape[0]
         self.n_active_ = m
-
         param, lam = weight_family(self.weights, self.regularization, used, shape)
         use_features = features if (self.baseline and features is not None) else None
+        return y, groups, features, used, param, lam, use_features
+
+    def _fit(self, K_NM, K_MM, y, features, groups, cancel):
+        nus, shape = self._check(K_NM, K_MM)
+        self._route = "cv"
+        n, m = K_NM.shape[1], K_MM.shape[1]
+        y, groups, features, used, param, lam, use_features = self._prepare(n, K_MM, nus, shape, y, groups, features)
         folds = (make_folds(groups, self.n_folds, self.random_state, features=use_features)
                  if len(used) and param.n_theta else [])
 
         if folds:
-            cv = _ProfileCV(K_NM, K_MM, used, scales, y, folds, use_features, lam, self.cv_loss, self.rcond, cancel)
+            cv = _ProfileCV(K_NM, K_MM, used, self.kernel_scales_, y, folds, use_features, lam, self.cv_loss,
+                            self.rcond, cancel)
             theta, metrics = profile_search(cv, param, self.max_iter)
             self.cv_mae_, self.cv_rmse_ = metrics
             self.cv_n_evals_ = cv.n_evals
@@ -379,8 +370,8 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
         c = store_weights(self, param, theta, used, K_NM.shape[0], lam)
         self.baseline_coef_, r = fit_baseline(use_features, y)
         if len(used):
-            ny = _Nystrom(K_MM, used, scales, c, self.rcond)
-            Phi = mix_kernels(K_NM, used, scales, c) @ ny.P
+            ny = _Nystrom(K_MM, used, self.kernel_scales_, c, self.rcond)
+            Phi = mix_kernels(K_NM, used, self.kernel_scales_, c) @ ny.P
             A = Phi.T @ Phi
             A.flat[:: A.shape[0] + 1] += lam
             self._chol = scipy.linalg.cho_factor(A, lower=True, check_finite=False)
