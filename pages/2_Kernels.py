@@ -162,8 +162,9 @@ def render() -> None:
     if est is not None:
         m = st.columns([1, 1, 1, 1.3])
         m[0].metric("Structures", f"{ds.n:,}")
-        m[1].metric("Atom pairs (same element)", f"{est['n_pairs']:,}",
-                    help="Ordered pairs of same-element central atoms; symmetric requests compute each pair once.")
+        m[1].metric("Atom pairs (same element)", widgets.format_count(est["n_pairs"]),
+                    help=f"{est['n_pairs']:,} ordered pairs of same-element central atoms; symmetric requests compute "
+                         "each pair once.")
         m[2].metric("Memory", widgets.format_bytes(est["memory_bytes"]),
                     help=f"Peak of what grows with the request: neighbour lists ({est['neighbours']:,} pairs within "
                          f"the cutoff), densities, the largest tile's working set and the kernels "
@@ -306,8 +307,8 @@ def render() -> None:
             t = kres.timings or {}
             m = st.columns(4)
             m[0].metric("Wall time", widgets.format_seconds(kres.seconds))
-            m[1].metric("Atom pairs", f"{kres.n_pairs:,}")
-            m[2].metric("Throughput", f"{kres.n_pairs / max(kres.seconds, 1e-9):,.0f} pairs/s")
+            m[1].metric("Atom pairs", widgets.format_count(kres.n_pairs), help=f"{kres.n_pairs:,}")
+            m[2].metric("Throughput (pairs/s)", widgets.format_count(kres.n_pairs / max(kres.seconds, 1e-9)))
             m[3].metric("Estimate was", widgets.format_seconds(est["seconds"]) if est else "–")
             if t:
                 st.dataframe(pd.DataFrame({"stage": list(t), "seconds": [float(v) for v in t.values()]}), hide_index=True,

@@ -71,11 +71,20 @@ def format_seconds(s: float | None) -> str:
 
 
 def format_bytes(b: float) -> str:
+    """Bytes in three significant digits ("225 MB"): a metric's value must fit a quarter of a 1,000 px page."""
     for unit in ("B", "kB", "MB", "GB"):
         if b < 1024 or unit == "GB":
-            return f"{b:.0f} {unit}" if unit == "B" else f"{b:.1f} {unit}"
+            return f"{b:.0f} {unit}" if unit == "B" else f"{b:.3g} {unit}"
         b /= 1024
-    return f"{b:.1f} GB"
+    return f"{b:.3g} GB"
+
+
+def format_count(n: float) -> str:
+    """A count in three significant digits with k/M/G ("281 k", "9.26 M"), for metrics in narrow columns."""
+    for div, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{suffix}"
+    return f"{n:,.0f}"
 
 
 # --------------------------------------------------------------------------------------------------------------
