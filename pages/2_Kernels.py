@@ -61,7 +61,7 @@ def _store_panel(ds, hypers, request, est, kres, running):
             "tiles, and a later session reuses them. A store made by `python -m wkviz kernels … --store PATH` loads "
             "the same way if it holds exactly these structures and hyperparameters.")
         if request["atomic"]:
-            st.info("Atom-level kernels are not computed as tiles: untick 'atom-level kernels too' to use a store "
+            st.info("Atom-level kernels are not computed as tiles: untick 'atom kernels too' to use a store "
                     "(per-atom targets need the in-memory computation on fewer structures).", icon=":material/info:")
             return None
         default = jobs.default_store_path(ds, hypers, request)
@@ -124,22 +124,23 @@ def render() -> None:
             _hyper_input("cutoff")
             _hyper_input("cutoff_width")
             _hyper_input("density_width")
-            st.checkbox("down-weight far neighbours", key="kernels.radial_on", **state.KEEP,
-                        help="Multiply every neighbour by u(r) = 1/(1 + (r/r₀)^m) (featomic's Willatt2018 radial "
+            # short labels: a column of the form is ~150 px wide in a 1,000 px window and longer ones were cut off
+            st.checkbox("radial weight", key="kernels.radial_on", **state.KEEP,
+                        help="Down-weight far neighbours: multiply every neighbour by u(r) = 1/(1 + (r/r₀)^m) (featomic's Willatt2018 radial "
                              "scaling): how much distant atoms count, independently of how wide they are. On by "
                              "default; it was the largest single accuracy gain on QM9.")
             _hyper_input("radial_scale")
             _hyper_input("radial_exponent")
         with c3:
-            st.checkbox("width grows with distance", key="kernels.scaling_on", **state.KEEP,
-                        help="σ(r) = σ₀·exp(r/r_s) with unit-integral Gaussians, so far neighbours are wider and weigh "
+            st.checkbox("growing width", key="kernels.scaling_on", **state.KEEP,
+                        help="The width grows with distance: σ(r) = σ₀·exp(r/r_s) with unit-integral Gaussians, so far neighbours are wider and weigh "
                              "less. Off: constant σ (featomic's convention).")
             _hyper_input("density_scaling")
             _hyper_input("species_coupling")
             _hyper_input("hydrogen_weight")
             _hyper_input("hydrogen_center_weight")
             _hyper_input("normalization")
-            st.checkbox("atom-level kernels too", key="kernels.atomic", **state.KEEP,
+            st.checkbox("atom kernels too", key="kernels.atomic", **state.KEEP,
                         help="Kernels between every pair of atoms, for per-atom targets (always on for them) and environment "
                              "maps; memory grows as (total atoms)².")
         submitted = st.form_submit_button("Apply and estimate the cost", type="primary", key="kernels.apply.btn",
