@@ -126,7 +126,8 @@ def render() -> None:
             _hyper_input("density_width")
             # short labels: a column of the form is ~150 px wide in a 1,000 px window and longer ones were cut off
             st.checkbox("radial weight", key="kernels.radial_on", **state.KEEP,
-                        help="Down-weight far neighbours: multiply every neighbour by u(r) = 1/(1 + (r/r₀)^m) (featomic's Willatt2018 radial "
+                        help="Down-weight far neighbours: multiply every neighbour by u(r) = 1/(1 + (r/r₀)^m) "
+                             "(featomic's Willatt2018 radial "
                              "scaling): how much distant atoms count, independently of how wide they are. On by "
                              "default; it was the largest single accuracy gain on QM9.")
             _hyper_input("radial_scale")

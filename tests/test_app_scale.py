@@ -99,7 +99,7 @@ def test_large_limits_come_from_one_place_and_the_environment(monkeypatch):
     assert not jobs.is_large(small) and not jobs.is_large(None)
     assert jobs.is_large({"seconds": 121.0, "output_bytes": 0})
     assert jobs.is_large({"seconds": 1.0, "output_bytes": state.MEMORY_BUDGET // 4 + 1})
-    assert "2.0 min" in jobs.large_rule() and "512.0 MB" in jobs.large_rule()
+    assert "2.0 min" in jobs.large_rule() and "512 MB" in jobs.large_rule()
     monkeypatch.setenv("WKVIZ_LARGE_SECONDS", "1")
     assert jobs.is_large(small)
     monkeypatch.setenv("WKVIZ_LARGE_SECONDS", "soon")  # unreadable: the default stays in force
