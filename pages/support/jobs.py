@@ -461,3 +461,88 @@ def sparse_python(meta: dict, train_name: str, test_name: str) -> str:
         "pred = model.predict(k['K_TM'], counts=te.counts, species=te.species, n_atoms=te.n_atoms)",
         "print(evaluation.metrics(te.values, pred).as_dict())",
     ])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Energy-and-force models (data with forces)
+# --------------------------------------------------------------------------------------------------------------
+#: Hyperparameters that give good forces on EMT gold (BENCHMARKS.md §12, benchmarks/bench_forces.py): EMT's gold
+#: interactions reach about 5.4 Å plus a smooth tail, so a 6 Å cutoff switching from 5 Å sees them all; the metals
+#: preset's 4.5 Å misses the third neighbour shell, which the forces then disagree with.
+FORCE_HYPERS = Hypers(nu_max=3, lambda_max=2, cutoff=6.0, cutoff_width=1.0, density_width=0.5, radial_scale=None)
+
+
+def energy_of(atoms) -> float | None:
+    """The reference energy (eV) of a structure: ``info['energy']`` or its calculator's; None if absent."""
+    if "energy" in atoms.info:
+        return float(atoms.info["energy"])
+    results = getattr(getattr(atoms, "calc", None), "results", None) or {}
+    return float(results["energy"]) if "energy" in results else None
+
+
+def has_forces(frames) -> bool:
+    """Whether every structure has an energy and forces (:func:`wkviz.models.forces.forces_of`)."""
+    from wkviz.models.forces import forces_of
+
+    return len(frames) > 0 and all(forces_of(a) is not None and energy_of(a) is not None for a in frames)
+
+
+def _eta_progress(progress):
+    """``progress(fraction, message)`` of a model fit → the job's ``progress(fraction, eta_seconds)``."""
+    start = time.perf_counter()
+
+    def report(fraction, message=None):
+        elapsed = time.perf_counter() - start
+        progress(fraction, elapsed * (1 - fraction) / fraction if fraction > 0.01 else None)
+
+    return report
+
+
+def fit_force_model(frames, train, test, *, hypers: Hypers, n_active: int, seed: int = 0, progress=None,
+                    cancel=None) -> dict:
+    """Fit :class:`wkviz.models.forces.EnergyForceModel` on the energies and forces of ``train`` and score it on
+    ``test``: energy MAE/RMSE (eV) and force MAE/RMSE (eV/Å per Cartesian component), each structure's true and
+    predicted forces.
+
+    Runs in a worker thread (no streamlit calls).
+    """
+    from wkviz.models.forces import EnergyForceModel, forces_of
+
+    train, test = np.asarray(train), np.asarray(test)
+    tr = [frames[i] for i in train]
+    te = [frames[i] for i in test]
+    report = _eta_progress(progress) if progress is not None else None
+    model = EnergyForceModel(hypers, n_active=int(n_active), seed=int(seed)).fit(
+        tr, [energy_of(a) for a in tr], [forces_of(a) for a in tr],
+        progress=None if report is None else (lambda f, m: report(0.9 * f)), cancel=cancel)
+    E_pred, F_pred = model.predict(te, forces=True)
+    if progress is not None:
+        report(1.0)
+    E_true = np.array([energy_of(a) for a in te])
+    F_true = [forces_of(a) for a in te]
+    f_err = np.concatenate([(p - t).ravel() for p, t in zip(F_pred, F_true)])
+    e_err = np.asarray(E_pred) - E_true
+    return {"model": model, "test": test, "E_true": E_true, "E_pred": np.asarray(E_pred), "F_true": F_true,
+            "F_pred": [np.asarray(f) for f in F_pred],
+            "energy_mae": float(np.mean(np.abs(e_err))), "energy_rmse": float(np.sqrt(np.mean(e_err ** 2))),
+            "force_mae": float(np.mean(np.abs(f_err))), "force_rmse": float(np.sqrt(np.mean(f_err ** 2))),
+            "summary": model.summary(), "seconds": float(model.fit_seconds_)}
+
+
+def start_force_job(ds: Dataset, train, test, *, hypers: Hypers, n_active: int, hypers_label: str):
+    """Start :func:`fit_force_model` as the session's energy-and-force job (``wk.force_job``); the result is stored
+    in :data:`wkviz.cache.RESULTS` under the content hash of the data, split, hyperparameters and M."""
+    train, test = np.asarray(train), np.asarray(test)
+    key = "forces:" + cache.hash_key(ds.digest, hypers, train, test, int(n_active))
+    frames = ds.frames
+
+    def work(progress, cancel):
+        return fit_force_model(frames, train, test, hypers=hypers, n_active=n_active, progress=progress,
+                               cancel=cancel)
+
+    meta = {"key": key, "dataset": ds.digest, "train": train, "test": test, "hypers": hypers,
+            "n_active": int(n_active), "hypers_label": hypers_label}
+    job = cache.BackgroundJob(work, label=f"energy + force model on {len(train)} structures, "
+                                          f"{int(n_active)} active environments", key=key, meta=meta).start()
+    st.session_state["wk.force_job"] = job
+    return job
