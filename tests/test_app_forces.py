@@ -50,3 +50,29 @@ def test_models_page_fits_energy_and_force_model_on_gold():
     at.radio(key="models.forces.mode").set_value("norm").run()
     assert not any(_problems(at))
     assert any("Forces of |F|" in c.proto.spec for c in at.get("plotly_chart"))
+
+
+@pytest.mark.slow
+def test_teach_page_runs_md_with_learned_gold_potential_and_emt():
+    at = _app().run()
+    _goto(at, "teach")
+    at.number_input(key="teach.md_steps").set_value(30)  # inside a form: sent with the submit click
+    at.button(key="teach.md.btn").click().run()
+    exc, err = _problems(at)
+    assert not exc and not err, (exc, err)
+    res = cache.RESULTS.get(at.session_state["wk.md_request"])
+    runs = res["runs"]
+    assert set(runs) == {"learned", "EMT"} and res["n_train"] > 0
+    # same start and velocities: identical first frames and kinetic energies, then both conserve their energy
+    np.testing.assert_allclose(runs["learned"]["positions"][0], runs["EMT"]["positions"][0])
+    assert runs["learned"]["kinetic"][0] == pytest.approx(runs["EMT"]["kinetic"][0])
+    for run in runs.values():
+        assert len(run["time_fs"]) == 31 and run["time_fs"][-1] == pytest.approx(60.0)
+        assert np.ptp(run["total"]) < 0.2 * np.ptp(run["kinetic"])
+    # the learned potential is close to EMT: starting energies within a few tenths of an eV of a ~20 eV cluster energy
+    assert abs(runs["learned"]["potential"][0] - runs["EMT"]["potential"][0]) < 0.5
+    labels = [m.label for m in at.metric]
+    assert "Drift, learned (meV/atom/ps)" in labels and "Drift, EMT (meV/atom/ps)" in labels
+    assert any("Energy conservation" in c.proto.spec for c in at.get("plotly_chart"))
+    at.slider(key="teach.md_frame").set_value(30).run()
+    assert not any(_problems(at))

@@ -546,3 +546,66 @@ def start_force_job(ds: Dataset, train, test, *, hypers: Hypers, n_active: int, 
                                           f"{int(n_active)} active environments", key=key, meta=meta).start()
     st.session_state["wk.force_job"] = job
     return job
+
+
+def gold_md_setup(n_train: int = 24, seed: int = 0):
+    """The Teach page's MD experiment on the bundled EMT gold clusters: the smallest cluster as the start
+    structure and ``n_train`` other clusters (drawn with ``seed``) to learn from. Returns ``(start, train)``."""
+    from wkviz.data.samples import load_sample
+
+    clusters = [a for a in load_sample("gold") if a.info.get("config_type") == "cluster"]
+    order = sorted(range(len(clusters)), key=lambda i: (len(clusters[i]), i))
+    rest = np.asarray(order[1:])
+    pick = np.random.default_rng(seed).choice(len(rest), size=min(n_train, len(rest)), replace=False)
+    return clusters[order[0]], [clusters[i] for i in rest[np.sort(pick)]]
+
+
+def md_comparison(start, *, model=None, train=None, n_active: int = 60, steps: int, timestep_fs: float,
+                  temperature_K: float, seed: int = 0, progress=None, cancel=None) -> dict:
+    """NVE runs (:func:`wkviz.calculator.run_md`) from the same start structure and velocities with the learned
+    potential and with EMT. Without ``model`` an energy-and-force model is first fitted on ``train`` (with
+    :data:`FORCE_HYPERS`). Runs in a worker thread (no streamlit calls); returns ``{"runs": {"learned": …,
+    "EMT": …}, "fit_seconds", "n_train"}``."""
+    from ase.calculators.emt import EMT
+
+    from wkviz.calculator import WignerCalculator, run_md
+    from wkviz.models.forces import EnergyForceModel, forces_of
+
+    report = _eta_progress(progress) if progress is not None else (lambda f, m=None: None)
+    w_fit = 0.0 if model is not None else 0.5
+    fit_seconds = 0.0
+    if model is None:
+        if not train:
+            raise InputError("no model and no training structures; fit a model on the Models page or give clusters")
+        model = EnergyForceModel(FORCE_HYPERS, n_active=n_active, seed=seed).fit(
+            train, [energy_of(a) for a in train], [forces_of(a) for a in train],
+            progress=lambda f, m: report(w_fit * f), cancel=cancel)
+        fit_seconds = float(model.fit_seconds_)
+    interval = max(1, int(steps) // 150)  # at most about 150 frames to play
+    kw = dict(steps=steps, timestep_fs=timestep_fs, temperature_K=temperature_K, seed=seed, interval=interval)
+    w_md = 1.0 - w_fit
+    learned = run_md(start, WignerCalculator(model), cancel=cancel,
+                     progress=lambda f, eta: report(w_fit + 0.9 * w_md * f), **kw)
+    emt = run_md(start, EMT(), cancel=cancel, progress=lambda f, eta: report(w_fit + w_md * (0.9 + 0.1 * f)), **kw)
+    return {"runs": {"learned": learned, "EMT": emt}, "fit_seconds": fit_seconds,
+            "n_train": 0 if train is None else len(train)}
+
+
+def start_md_job(start, *, model=None, model_key: str | None = None, train=None, n_active: int = 60, steps: int,
+                 timestep_fs: float, temperature_K: float, seed: int = 0) -> cache.BackgroundJob:
+    """Start :func:`md_comparison` as the session's MD job (``wk.md_job``), cached by the content hash of the start
+    structure, the model (its key) or training structures, and the run settings."""
+    train_digest = None if train is None else cache.hash_structures(train)
+    key = "md:" + cache.hash_key(cache.hash_structures([start]), model_key or "", train_digest or "", int(n_active),
+                                 int(steps), float(timestep_fs), float(temperature_K), int(seed))
+
+    def work(progress, cancel):
+        return md_comparison(start, model=model, train=train, n_active=n_active, steps=steps,
+                             timestep_fs=timestep_fs, temperature_K=temperature_K, seed=seed, progress=progress,
+                             cancel=cancel)
+
+    what = "fitting the gold potential, then " if model is None else ""
+    job = cache.BackgroundJob(work, label=f"{what}{int(steps)} MD steps with the learned potential and EMT", key=key,
+                              meta={"key": key}).start()
+    st.session_state["wk.md_job"] = job
+    return job
