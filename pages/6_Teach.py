@@ -474,6 +474,10 @@ def md_section() -> None:
     meta = ss.get("wk.force_fit")
     fitted = cache.RESULTS.get(meta["key"]) if meta is not None else None
     sources = ["fit on gold clusters here"] + (["the Models page's energy + force model"] if fitted else [])
+    for key, value in (("teach.md_steps", 150), ("teach.md_dt", 2.0), ("teach.md_temp", 300.0)):
+        ss.setdefault(key, value)
+    if ss.get("teach.md_source") not in sources:
+        ss["teach.md_source"] = sources[0]
     with st.form("teach.md.form", border=True):
         c1, c2, c3, c4 = st.columns([1.6, 1, 1, 1], gap="medium")
         with c1:
@@ -482,13 +486,13 @@ def md_section() -> None:
                                    "long-range gold settings (about half a minute). The Models page's model was "
                                    "fitted on its own training split, which may hold the start cluster.")
         with c2:
-            steps = st.number_input("Steps", min_value=10, max_value=1000, value=150, step=10, key="teach.md_steps")
+            steps = st.number_input("Steps", min_value=10, max_value=1000, step=10, key="teach.md_steps", **state.KEEP)
         with c3:
-            dt = st.number_input("Time step (fs)", min_value=0.5, max_value=5.0, value=2.0, step=0.5,
-                                 key="teach.md_dt")
+            dt = st.number_input("Time step (fs)", min_value=0.5, max_value=5.0, step=0.5, key="teach.md_dt",
+                                 **state.KEEP)
         with c4:
-            temp = st.number_input("Temperature (K)", min_value=0.0, max_value=2000.0, value=300.0, step=50.0,
-                                   key="teach.md_temp")
+            temp = st.number_input("Temperature (K)", min_value=0.0, max_value=2000.0, step=50.0,
+                                   key="teach.md_temp", **state.KEEP)
         go = st.form_submit_button("Run both", type="primary", key="teach.md.btn", icon=":material/play_arrow:")
     job = ss.get("wk.md_job")
     running = job is not None and not job.done
@@ -530,7 +534,9 @@ def md_section() -> None:
         {"time_fs": runs["EMT"]["time_fs"],
          **{f"{part}_{name}_eV": runs[name][part] for name in runs for part in ("kinetic", "potential", "total")}}))
     times = runs["EMT"]["time_fs"]
-    k = st.slider("Frame", min_value=0, max_value=len(times) - 1, value=0, key="teach.md_frame",
+    if not 0 <= int(ss.get("teach.md_frame", 0)) < len(times):  # a shorter run than the last one
+        ss["teach.md_frame"] = 0
+    k = st.slider("Frame", min_value=0, max_value=len(times) - 1, key="teach.md_frame",
                   help="Move along the two trajectories (every recorded step).")
     st.caption(f"t = {times[k]:.0f} fs; the two clusters {dev[k]:.3g} Å apart (RMSD).")
     v1, v2 = st.columns(2, gap="medium")

@@ -46,6 +46,10 @@ def test_models_page_fits_energy_and_force_model_on_gold():
     # the force parity plot and the 3D view with one error arrow per atom of the shown test structure
     spec = [c for c in at.get("plotly_chart") if "Forces per component" in c.proto.spec]
     assert spec, "no force parity plot"
+    html = at.get("iframe")[-1].proto.srcdoc
+    pick = at.selectbox(key="models.forces.structure").value
+    shown = frames[int(meta["test"][pick])]
+    assert html.count(".addArrow({\"start\"") == len(shown)  # one error arrow per atom
     # |F| mode plots one point per test atom
     at.radio(key="models.forces.mode").set_value("norm").run()
     assert not any(_problems(at))
