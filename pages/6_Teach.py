@@ -482,9 +482,10 @@ def md_section() -> None:
         c1, c2, c3, c4 = st.columns([1.6, 1, 1, 1], gap="medium")
         with c1:
             source = st.radio("Learned potential", sources, key="teach.md_source", **state.KEEP,
-                              help=f"Here: {len(train)} bundled EMT gold clusters, 60 active environments, the "
-                                   "long-range gold settings (about half a minute). The Models page's model was "
-                                   "fitted on its own training split, which may hold the start cluster.")
+                              help=f"Here: {len(train)} bundled EMT gold clusters, {jobs.MD_ACTIVE} active "
+                                   "environments, the long-range gold settings (about 15 s on two cores). The Models "
+                                   "page's model was fitted on its own training split (the start cluster is the "
+                                   "smallest bundled one, relaxed with EMT).")
         with c2:
             steps = st.number_input("Steps", min_value=10, max_value=1000, step=10, key="teach.md_steps", **state.KEEP)
         with c3:
@@ -516,8 +517,9 @@ def md_section() -> None:
     res = cache.RESULTS.get(ss.get("wk.md_request") or "")
     if res is None:
         if not running:
-            st.info(f"Press **Run both**: {start.get_chemical_formula()} ({len(start)} atoms) from the bundled gold "
-                    "clusters.", icon=":material/info:")
+            st.info(f"Press **Run both**: {start.get_chemical_formula()} ({len(start)} atoms), the smallest "
+                    "bundled gold cluster relaxed with EMT (the bundled clusters are rattled several eV above a "
+                    "minimum, and a run from there would heat up by thousands of K).", icon=":material/info:")
         return
     runs = res["runs"]
     n_atoms = len(start)

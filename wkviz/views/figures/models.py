@@ -384,9 +384,10 @@ def force_parity(
 
 
 def energy_conservation(runs: Mapping[str, Mapping[str, np.ndarray]], *, title: str | None = None) -> go.Figure:
-    """Total, potential and kinetic energy against time of one or more MD runs, each relative to its own total
-    energy at t = 0 (so runs on different potentials share one axis); the drift of the total energy (linear slope,
-    eV/ps) of each run in the legend.
+    """Total, potential and kinetic energy against time of one or more MD runs, each as its change since t = 0 (so
+    the exchange between kinetic and potential energy and the much smaller wobble of the total share one axis, and
+    runs on different potentials can be compared); the drift of the total energy (linear slope, eV/ps) of each run
+    in the legend.
 
     Parameters
     ----------
@@ -409,16 +410,15 @@ def energy_conservation(runs: Mapping[str, Mapping[str, np.ndarray]], *, title: 
         if any(len(v) != len(t) for v in parts.values()):
             raise ValueError(f"run {name!r}: the energies and the times differ in length")
         parts["total"] = np.asarray(run["total"], dtype=float) if "total" in run else parts["kinetic"] + parts["potential"]
-        ref = parts["total"][0] if len(t) else 0.0
         drift = float(np.polyfit(t / 1000.0, parts["total"], 1)[0]) if len(t) > 1 else 0.0
         color = run_colors[k % len(run_colors)]
         for part in ("total", "potential", "kinetic"):
             label = f"{name}: total (drift {drift:+.3g} eV/ps)" if part == "total" else f"{name}: {part}"
             fig.add_trace(go.Scatter(
-                x=t, y=parts[part] - ref, mode="lines", name=label,
+                x=t, y=parts[part] - (parts[part][0] if len(t) else 0.0), mode="lines", name=label,
                 line=dict(color=color, dash=dashes[part], width=2.5 if part == "total" else 1.5),
                 hovertemplate=f"{name}, {part}<br>t %{{x:.1f}} fs<br>%{{y:.4f}} eV<extra></extra>"))
     fig.update_layout(height=460)
     fig.update_xaxes(title=_axis_title("time", "fs"))
-    fig.update_yaxes(title=_axis_title("energy − total energy at t = 0", "eV"))
+    fig.update_yaxes(title=_axis_title("change since t = 0", "eV"))
     return _style(fig, title=title or "Energy conservation (NVE)")
