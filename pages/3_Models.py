@@ -519,6 +519,122 @@ def render() -> None:
     elif kres is not None and not fit_running:
         st.info("Choose the options and press **Fit models**. The test set is only used for the final scores.",
                 icon=":material/info:")
+    force_section(ds)
+
+
+FORCE_HYPER_CHOICES = {
+    "long-range gold settings": "cutoff 6 Å (switching from 5 Å), ν ≤ 3, λ ≤ 2, density width 0.5 Å, no radial "
+                                "weight: the settings of BENCHMARKS.md §12, which see all of EMT's gold interactions",
+    "the Kernels page's hyperparameters": "the preset or hand-set values applied on the Kernels page (the metals "
+                                          "preset's 4.5 Å cutoff misses EMT's third neighbour shell, and the forces "
+                                          "come out worse)",
+}
+
+
+def force_section(ds) -> None:
+    """Energies and forces: fit an energy-and-force model (sparse GP on active environments) on the training
+    split, force parity plot, each test atom's force error in 3D."""
+    ss = st.session_state
+    if not jobs.has_forces(ds.frames):
+        return
+    st.divider()
+    st.subheader("Energies and forces")
+    st.markdown("Every structure of this data set has an energy and forces, so a potential can learn both: the energy "
+                "is a sum of atomic energies from a sparse GP on M active atomic environments, and the forces are its "
+                "exact negative gradient, fitted as derivative observations (body-order weights and the separate "
+                "energy and force noises by the GP evidence on the training split).")
+    job = ss.get("wk.force_job")
+    running = job is not None and not job.done
+    try:
+        train, test = state.split()
+    except (WkvizError, ValueError) as exc:
+        st.error(f"Cannot split: {exc}", icon=":material/error:")
+        return
+    n_env = int(sum(len(ds.frames[i]) for i in train))
+    c1, c2 = st.columns([1.6, 1], gap="large")
+    with c1:
+        choice = st.radio("Hyperparameters", list(FORCE_HYPER_CHOICES), key="models.forces.hypers", **state.KEEP,
+                          help="Which kernel hyperparameters the energy-and-force model uses.")
+        st.caption(FORCE_HYPER_CHOICES[choice])
+    with c2:
+        if "models.forces.m" not in ss:
+            ss["models.forces.m"] = min(100, n_env)
+        if int(ss["models.forces.m"]) > n_env:
+            ss["models.forces.m"] = n_env
+        n_active = st.number_input(f"M · active environments (at most {n_env:,})", min_value=1, max_value=n_env,
+                                   step=10, key="models.forces.m", **state.KEEP,
+                                   help="Atomic environments of the training set chosen by farthest-point sampling; "
+                                        "cost grows as (force components) × M. 200 on 200 gold clusters takes a few "
+                                        "minutes on two cores.")
+    hypers = jobs.FORCE_HYPERS if choice == "long-range gold settings" else state.applied_hypers()
+    if st.button("Fit energy + force model", key="models.forces.btn", icon=":material/bolt:", disabled=running):
+        with widgets.user_errors("Cannot fit the energy + force model"):
+            job = jobs.start_force_job(ds, train, test, hypers=hypers, n_active=int(n_active), hypers_label=choice)
+            running = True
+    if running:
+        jobs.poll_job(job, cancel_key="models.forces.cancel.btn", what=job.label)
+    if job is not None and job.done:
+        js = job.state()
+        if js.status == "done" and ss.get("wk.force_fit", {}).get("key") != job.meta["key"]:
+            ss["wk.force_fit"] = dict(job.meta)
+        elif js.status == "failed" and ss.get("wk.force_fit", {}).get("key") != job.meta["key"]:
+            widgets.show_job_failure(job)
+        elif js.status == "cancelled":
+            st.warning("Fitting the energy + force model was cancelled.", icon=":material/cancel:")
+    meta = ss.get("wk.force_fit")
+    result = None
+    if meta is not None and meta["dataset"] == ds.digest:
+        result = cache.RESULTS.get(meta["key"])
+    if result is None:
+        if not running:
+            st.info("Press **Fit energy + force model** to learn energies and forces of the training structures.",
+                    icon=":material/info:")
+        return
+    if not (np.array_equal(meta["train"], train) and np.array_equal(meta["test"], test)):
+        st.caption("Showing the last fit; the split has changed since. Press the button to fit on the current one.")
+    test_ids = result["test"]
+    n_atoms = sum(len(f) for f in result["F_true"])
+    m = st.columns(4)
+    m[0].metric("Energy MAE (eV)", f"{result['energy_mae']:.4g}", help=f"over {len(test_ids)} test structures")
+    m[1].metric("Force MAE (eV/Å)", f"{result['force_mae']:.4g}",
+                help=f"per Cartesian component, over {n_atoms} test atoms")
+    m[2].metric("Force RMSE (eV/Å)", f"{result['force_rmse']:.4g}")
+    m[3].metric("Fit time", widgets.format_seconds(result["seconds"]))
+    summ = result["summary"]
+    st.caption(f"{meta['hypers_label']}, M = {meta['n_active']} active environments, {len(meta['train'])} training "
+               f"structures. Chosen by the evidence: σ_E = {summ['sigma_energy']:.3g} eV, "
+               f"σ_F = {summ['sigma_force']:.3g} eV/Å.")
+    formulas = datasets.formulas(ds)
+    per_structure = [float(np.abs(p - t).mean()) for p, t in zip(result["F_pred"], result["F_true"])]
+    order = [int(k) for k in np.argsort(per_structure)[::-1]]
+    left, right = st.columns([1.2, 1], gap="large")
+    with left:
+        mode = st.radio("Plot", ["components", "norm"], horizontal=True, key="models.forces.mode",
+                        format_func=lambda k: {"components": "each component", "norm": "|F| per atom"}[k])
+        fig = figures.force_parity(result["F_true"], result["F_pred"], mode=mode,
+                                   structure_ids=np.repeat(test_ids, [len(f) for f in result["F_true"]]))
+        widgets.chart(fig, "models.forces.chart")
+        widgets.downloads(fig, name="force_parity", key="models.forces.dl", table=pd.DataFrame({
+            "structure": np.repeat(test_ids, [len(f) for f in result["F_true"]]),
+            "atom": np.concatenate([np.arange(len(f)) for f in result["F_true"]]),
+            **{f"F{c}_true": np.concatenate([f[:, k] for f in result["F_true"]]) for k, c in enumerate("xyz")},
+            **{f"F{c}_pred": np.concatenate([f[:, k] for f in result["F_pred"]]) for k, c in enumerate("xyz")}}))
+    with right:
+        pick = st.selectbox("Test structure (largest force error first)", order, key="models.forces.structure",
+                            format_func=lambda r: f"{int(test_ids[r])} · {formulas[int(test_ids[r])]} · mean "
+                                                  f"|ΔF| {per_structure[r]:.3f} eV/Å")
+        r = int(pick)
+        atoms = ds.frames[int(test_ids[r])]
+        err = result["F_pred"][r] - result["F_true"][r]
+        norms = np.linalg.norm(err, axis=1)
+        scale = 1.5 / max(float(norms.max()), 1e-12)
+        arrows = [viewer.Arrow(tuple(map(float, p)), tuple(float(x) * scale for x in e), "#c92a2a")
+                  for p, e in zip(atoms.positions, err)]
+        st.markdown(f"**structure {int(test_ids[r])} · {formulas[int(test_ids[r])]}** — arrows: force error "
+                    f"(predicted − true) of each atom, the largest ({norms.max():.3f} eV/Å, atom "
+                    f"{int(norms.argmax())}) drawn 1.5 Å long; energy error "
+                    f"{result['E_pred'][r] - result['E_true'][r]:+.3g} eV.")
+        widgets.show_structure(atoms, structure_id=int(test_ids[r]), height=400, arrows=arrows)
 
 
 nav.run_page(render, "Models")

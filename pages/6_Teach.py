@@ -451,12 +451,111 @@ def cost_section() -> None:
     show_cost(res, request)
 
 
+
+@st.cache_resource(show_spinner="Reading the gold clusters…")
+def gold_md_setup():
+    return jobs.gold_md_setup()
+
+
+def md_section() -> None:
+    """A learned gold potential against EMT itself: the same start and velocities, NVE, the trajectory in 3D and
+    the energy conservation of both."""
+    from ase import Atoms
+
+    ss = st.session_state
+    st.divider()
+    st.header("4 · A learned potential in molecular dynamics")
+    st.markdown("A potential learned from EMT's energies and forces drives molecular dynamics like EMT itself. Both "
+                "start from the same gold cluster with the same velocities (Maxwell–Boltzmann, no net momentum or "
+                "rotation) and run at constant energy (velocity Verlet): a potential whose forces are the exact "
+                "gradient of its energy conserves the total energy, whatever its errors; the trajectories drift "
+                "apart as the errors add up.")
+    start, train = gold_md_setup()
+    meta = ss.get("wk.force_fit")
+    fitted = cache.RESULTS.get(meta["key"]) if meta is not None else None
+    sources = ["fit on gold clusters here"] + (["the Models page's energy + force model"] if fitted else [])
+    for key, value in (("teach.md_steps", 150), ("teach.md_dt", 2.0), ("teach.md_temp", 300.0)):
+        ss.setdefault(key, value)
+    if ss.get("teach.md_source") not in sources:
+        ss["teach.md_source"] = sources[0]
+    with st.form("teach.md.form", border=True):
+        c1, c2, c3, c4 = st.columns([1.6, 1, 1, 1], gap="medium")
+        with c1:
+            source = st.radio("Learned potential", sources, key="teach.md_source", **state.KEEP,
+                              help=f"Here: {len(train)} bundled EMT gold clusters, {jobs.MD_ACTIVE} active "
+                                   "environments, the long-range gold settings (about 15 s on two cores). The Models "
+                                   "page's model was fitted on its own training split (the start cluster is the "
+                                   "smallest bundled one, relaxed with EMT).")
+        with c2:
+            steps = st.number_input("Steps", min_value=10, max_value=1000, step=10, key="teach.md_steps", **state.KEEP)
+        with c3:
+            dt = st.number_input("Time step (fs)", min_value=0.5, max_value=5.0, step=0.5, key="teach.md_dt",
+                                 **state.KEEP)
+        with c4:
+            temp = st.number_input("Temperature (K)", min_value=0.0, max_value=2000.0, step=50.0,
+                                   key="teach.md_temp", **state.KEEP)
+        go = st.form_submit_button("Run both", type="primary", key="teach.md.btn", icon=":material/play_arrow:")
+    job = ss.get("wk.md_job")
+    running = job is not None and not job.done
+    if go and not running:
+        use_models = source != "fit on gold clusters here" and fitted is not None
+        with widgets.user_errors("Cannot run the molecular dynamics"):
+            job = jobs.start_md_job(start, model=fitted["model"] if use_models else None,
+                                    model_key=meta["key"] if use_models else None,
+                                    train=None if use_models else train, steps=int(steps), timestep_fs=float(dt),
+                                    temperature_K=float(temp))
+            ss["wk.md_request"] = job.meta["key"]
+            running = True
+    if running:
+        jobs.poll_job(job, cancel_key="teach.md.cancel.btn", what=job.label)
+    if job is not None and job.done and job.meta["key"] == ss.get("wk.md_request"):
+        js = job.state()
+        if js.status == "cancelled":
+            st.warning("The molecular dynamics was cancelled.", icon=":material/cancel:")
+        elif js.status == "failed":
+            widgets.show_job_failure(job)
+    res = cache.RESULTS.get(ss.get("wk.md_request") or "")
+    if res is None:
+        if not running:
+            st.info(f"Press **Run both**: {start.get_chemical_formula()} ({len(start)} atoms), the smallest "
+                    "bundled gold cluster relaxed with EMT (the bundled clusters are rattled several eV above a "
+                    "minimum, and a run from there would heat up by thousands of K).", icon=":material/info:")
+        return
+    runs = res["runs"]
+    n_atoms = len(start)
+    m = st.columns(3)
+    for col, name in zip(m, runs):
+        col.metric(f"Drift, {name} (meV/atom/ps)", f"{1000 * runs[name]['drift_eV_per_ps'] / n_atoms:+.3g}",
+                   help="Slope of a straight line through the total energy, per atom.")
+    dev = np.sqrt(np.mean(np.sum((runs["learned"]["positions"] - runs["EMT"]["positions"]) ** 2, axis=2), axis=1))
+    m[2].metric("Position RMSD at the end (Å)", f"{dev[-1]:.3g}",
+                help="Root-mean-square distance between the atoms of the two trajectories at the last frame.")
+    fig = figures.energy_conservation(runs, title="Energy conservation: learned potential and EMT")
+    widgets.chart(fig, "teach.md.chart")
+    widgets.downloads(fig, name="energy_conservation", key="teach.md.dl", table=pd.DataFrame(
+        {"time_fs": runs["EMT"]["time_fs"],
+         **{f"{part}_{name}_eV": runs[name][part] for name in runs for part in ("kinetic", "potential", "total")}}))
+    times = runs["EMT"]["time_fs"]
+    if not 0 <= int(ss.get("teach.md_frame", 0)) < len(times):  # a shorter run than the last one
+        ss["teach.md_frame"] = 0
+    k = st.slider("Frame", min_value=0, max_value=len(times) - 1, key="teach.md_frame",
+                  help="Move along the two trajectories (every recorded step).")
+    st.caption(f"t = {times[k]:.0f} fs; the two clusters {dev[k]:.3g} Å apart (RMSD).")
+    v1, v2 = st.columns(2, gap="medium")
+    for col, name in zip((v1, v2), runs):
+        with col:
+            run = runs[name]
+            frame = Atoms(numbers=run["numbers"], positions=run["positions"][k], cell=run["cell"], pbc=run["pbc"])
+            widgets.show_structure(frame, height=320, title=f"{name} · t = {times[k]:.0f} fs")
+
+
 def render() -> None:
-    widgets.page_header("Teach", "Three experiments for a lecture: what a body order can see, what equivariance means, "
-                                "and why Wigner kernels stay cheap.")
+    widgets.page_header("Teach", "Four experiments for a lecture: what a body order can see, what equivariance means, "
+                                "why Wigner kernels stay cheap, and a learned potential in molecular dynamics.")
     body_order_section()
     equivariance_section()
     cost_section()
+    md_section()
 
 
 nav.run_page(render, "Teach")

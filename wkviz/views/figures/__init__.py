@@ -41,8 +41,8 @@ from .kernels import (
     vector_kernel_block,
 )
 from .maps import histogram
-from .models import (COMPONENT_NAMES, error_by_group, model_comparison, paired_difference_chart, parity_plot,
-                     weights_bar)
+from .models import (COMPONENT_NAMES, energy_conservation, error_by_group, force_parity, model_comparison,
+                     paired_difference_chart, parity_plot, weights_bar)
 from .style import (
     BODY_ORDER_COLORS,
     FONT_SIZE,
@@ -73,6 +73,8 @@ __all__ = [
     "spectrum_table",
     "body_order_spectrum",
     "parity_plot",
+    "force_parity",
+    "energy_conservation",
     "learning_curve_slopes",
     "learning_curve_plot",
     "error_by_group",

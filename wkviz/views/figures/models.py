@@ -19,6 +19,8 @@ __all__ = [
     "error_by_group",
     "model_comparison",
     "paired_difference_chart",
+    "force_parity",
+    "energy_conservation",
 ]
 
 
@@ -305,3 +307,118 @@ def paired_difference_chart(paired, *, unit: str | None = None, target: str = "t
     n = int(table["n"].max()) if len(table) else 0
     return _style(fig, title=title or f"Paired difference to {ref_label} over {n} splits (±1 se; negative: better)",
                   legend=False)
+
+
+def force_parity(
+    forces_true,
+    forces_pred,
+    *,
+    mode: str = "components",
+    structure_ids: Sequence[int] | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Predicted against true forces (eV/Å): each Cartesian component (one trace per x, y, z) or the magnitude |F|
+    of each atom's force; MAE and RMSE of what is plotted in the title.
+
+    Parameters
+    ----------
+    forces_true, forces_pred : ndarray of shape (n_atoms, 3), or lists of (n_atoms_i, 3) arrays (one per structure)
+    mode : {"components", "norm"}
+        Per Cartesian component, or |F| per atom.
+    structure_ids : sequence of int, optional
+        The structure of each atom (``customdata[0]`` of every point, shown on hover and returned by selections);
+        default: the structure's position in the lists (or 0 for one array).
+    title : str, optional
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+    """
+    if mode not in ("components", "norm"):
+        raise ValueError(f"mode must be 'components' or 'norm', got {mode!r}")
+
+    def stack(f):
+        if isinstance(f, np.ndarray) and f.ndim == 2:
+            return np.asarray(f, dtype=float), np.zeros(len(f), dtype=int)
+        arrs = [np.asarray(a, dtype=float).reshape(-1, 3) for a in f]
+        return (np.concatenate(arrs) if arrs else np.zeros((0, 3)),
+                np.repeat(np.arange(len(arrs)), [len(a) for a in arrs]))
+
+    ft, owner = stack(forces_true)
+    fp, _ = stack(forces_pred)
+    if ft.shape != fp.shape or ft.ndim != 2 or ft.shape[1] != 3:
+        raise ValueError(f"true and predicted forces must both be (n_atoms, 3); got {ft.shape} and {fp.shape}")
+    if structure_ids is not None:
+        owner = np.asarray(structure_ids, dtype=int)
+        if len(owner) != len(ft):
+            raise ValueError(f"{len(owner)} structure ids for {len(ft)} atoms")
+    atom = np.concatenate([np.arange(c) for c in np.unique(owner, return_counts=True)[1]]) if len(owner) else owner
+    if mode == "norm":
+        xs, ys, names = [np.linalg.norm(ft, axis=1)], [np.linalg.norm(fp, axis=1)], ["|F| per atom"]
+        colors, label = ["#2f5d9e"], "|F|"
+    else:
+        xs, ys, names = [ft[:, c] for c in range(3)], [fp[:, c] for c in range(3)], ["F_x", "F_y", "F_z"]
+        colors, label = ["#c92a2a", "#2e9e4f", "#4a90d9"], "force component"
+    x_all, y_all = np.concatenate(xs), np.concatenate(ys)
+    err = y_all - x_all
+    mae = float(np.mean(np.abs(err))) if len(err) else float("nan")
+    rmse = float(np.sqrt(np.mean(err ** 2))) if len(err) else float("nan")
+    lo = float(min(x_all.min(), y_all.min())) if len(err) else 0.0
+    hi = float(max(x_all.max(), y_all.max())) if len(err) else 1.0
+    pad = 0.04 * (hi - lo if hi > lo else 1.0)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[lo - pad, hi + pad], y=[lo - pad, hi + pad], mode="lines",
+                             line=dict(color="#888", dash="dash", width=1.5), name="y = x", hoverinfo="skip"))
+    for x, y, name, color in zip(xs, ys, names, colors):
+        custom = np.stack([owner, atom, y - x], axis=1)
+        fig.add_trace(go.Scatter(
+            x=x, y=y, mode="markers", name=name, customdata=custom,
+            marker=dict(size=6, color=color, opacity=0.6, line=dict(width=0)),
+            hovertemplate=("structure %{customdata[0]:d}, atom %{customdata[1]:d}<br>true %{x:.3f} eV/Å<br>"
+                           f"predicted %{{y:.3f}} eV/Å<br>error %{{customdata[2]:+.3f}} eV/Å<extra>{name}</extra>")))
+    fig.update_layout(height=520, legend=dict(x=0.02, xanchor="left", y=0.98, yanchor="top"))
+    fig.update_xaxes(title=_axis_title(f"true {label}", "eV/Å"), range=[lo - pad, hi + pad])
+    fig.update_yaxes(title=_axis_title(f"predicted {label}", "eV/Å"), range=[lo - pad, hi + pad], scaleanchor="x")
+    what = "per component" if mode == "components" else "of |F|"
+    return _style(fig, title=title or f"Forces {what}: MAE {mae:.3g} eV/Å, RMSE {rmse:.3g} eV/Å (n = {len(err)})")
+
+
+def energy_conservation(runs: Mapping[str, Mapping[str, np.ndarray]], *, title: str | None = None) -> go.Figure:
+    """Total, potential and kinetic energy against time of one or more MD runs, each as its change since t = 0 (so
+    the exchange between kinetic and potential energy and the much smaller wobble of the total share one axis, and
+    runs on different potentials can be compared); the drift of the total energy (linear slope, eV/ps) of each run
+    in the legend.
+
+    Parameters
+    ----------
+    runs : mapping
+        ``name → {"time_fs", "kinetic", "potential"}`` (arrays in fs and eV, e.g. from
+        :func:`wkviz.calculator.run_md`); ``"total"`` is kinetic + potential when absent.
+    title : str, optional
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+    """
+    run_colors = ["#2f5d9e", "#c92a2a", "#2e9e4f", "#7b4fc4"]
+    dashes = {"total": "solid", "potential": "dash", "kinetic": "dot"}
+    fig = go.Figure()
+    for k, (name, run) in enumerate(runs.items()):
+        t = np.asarray(run["time_fs"], dtype=float)
+        parts = {"kinetic": np.asarray(run["kinetic"], dtype=float),
+                 "potential": np.asarray(run["potential"], dtype=float)}
+        if any(len(v) != len(t) for v in parts.values()):
+            raise ValueError(f"run {name!r}: the energies and the times differ in length")
+        parts["total"] = np.asarray(run["total"], dtype=float) if "total" in run else parts["kinetic"] + parts["potential"]
+        drift = float(np.polyfit(t / 1000.0, parts["total"], 1)[0]) if len(t) > 1 else 0.0
+        color = run_colors[k % len(run_colors)]
+        for part in ("total", "potential", "kinetic"):
+            label = f"{name}: total (drift {drift:+.3g} eV/ps)" if part == "total" else f"{name}: {part}"
+            fig.add_trace(go.Scatter(
+                x=t, y=parts[part] - (parts[part][0] if len(t) else 0.0), mode="lines", name=label,
+                line=dict(color=color, dash=dashes[part], width=2.5 if part == "total" else 1.5),
+                hovertemplate=f"{name}, {part}<br>t %{{x:.1f}} fs<br>%{{y:.4f}} eV<extra></extra>"))
+    fig.update_layout(height=460)
+    fig.update_xaxes(title=_axis_title("time", "fs"))
+    fig.update_yaxes(title=_axis_title("change since t = 0", "eV"))
+    return _style(fig, title=title or "Energy conservation (NVE)")
