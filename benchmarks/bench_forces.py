@@ -54,7 +54,8 @@ def _errors(model, test, stress=False):
     e_abs = np.abs(E - E_true)
     f_abs = [np.abs(f - forces_of(a)).mean() for f, a in zip(F, test)]
     f_all = np.concatenate([(f - forces_of(a)).ravel() for f, a in zip(F, test)])
-    row = {"energy_mae": float(e_abs.mean()), "energy_mae_se": _se(e_abs),
+    row = {"energy_abs": e_abs.tolist(), "force_abs": [float(x) for x in f_abs],
+           "energy_mae": float(e_abs.mean()), "energy_mae_se": _se(e_abs),
            "energy_mae_per_atom": float(np.mean(e_abs / [len(a) for a in test])),
            "force_mae": float(np.abs(f_all).mean()), "force_mae_se": _se(f_abs),
            "force_rmse": float(np.sqrt(np.mean(f_all ** 2))), "n_test": len(test)}
@@ -79,9 +80,14 @@ def accuracy(kind, n_train, n_test, n_active, seed, model_path, hypers):
         row = _errors(model, test, stress=kind == "bulk")
         row.update(fit_seconds=fit_s, **{k: v for k, v in model.summary().items() if k != "baseline"})
         rows[name] = row
-        print(name, json.dumps(row), flush=True)
+        print(name, json.dumps({k: v for k, v in row.items() if not k.endswith("_abs")}), flush=True)
         if forces is not None and model_path:
             model.save(model_path)
+    # paired over the same test structures: energy+force minus energy-only absolute error, per structure
+    for what in ("energy", "force"):
+        d = np.subtract(rows["energy+force"][f"{what}_abs"], rows["energy"][f"{what}_abs"])
+        print(f"paired {what}: {d.mean():+.5g} ± {_se(d):.2g} (energy+force better on {int((d < 0).sum())} of "
+              f"{len(d)} test structures)", flush=True)
     return rows
 
 
