@@ -124,26 +124,21 @@ def render() -> None:
             _hyper_input("cutoff")
             _hyper_input("cutoff_width")
             _hyper_input("density_width")
-            # short labels: a column of the form is ~150 px wide in a 1,000 px window and longer ones were cut off
-            st.checkbox("radial weight", key="kernels.radial_on", **state.KEEP,
-                        help="Down-weight far neighbours: multiply every neighbour by u(r) = 1/(1 + (r/r₀)^m) "
-                             "(featomic's Willatt2018 radial "
-                             "scaling): how much distant atoms count, independently of how wide they are. On by "
-                             "default; it was the largest single accuracy gain on QM9.")
+            # short labels and no tooltip (it is on the field below): a column of the form is ~150 px wide in a 1,000 px
+            # window, and a checkbox label beside a tooltip icon was cut off
+            st.checkbox("radial weight", key="kernels.radial_on", **state.KEEP)
             _hyper_input("radial_scale")
             _hyper_input("radial_exponent")
         with c3:
-            st.checkbox("growing width", key="kernels.scaling_on", **state.KEEP,
-                        help="The width grows with distance: σ(r) = σ₀·exp(r/r_s) with unit-integral Gaussians, so far neighbours are wider and weigh "
-                             "less. Off: constant σ (featomic's convention).")
+            st.checkbox("growing width", key="kernels.scaling_on", **state.KEEP)
             _hyper_input("density_scaling")
             _hyper_input("species_coupling")
             _hyper_input("hydrogen_weight")
             _hyper_input("hydrogen_center_weight")
             _hyper_input("normalization")
-            st.checkbox("atom kernels too", key="kernels.atomic", **state.KEEP,
-                        help="Kernels between every pair of atoms, for per-atom targets (always on for them) and environment "
-                             "maps; memory grows as (total atoms)².")
+            st.checkbox("atom kernels too", key="kernels.atomic", **state.KEEP)
+            st.caption("Kernels between every pair of atoms, for per-atom targets (always on for them) and environment "
+                       "maps; memory grows as (total atoms)².")
         submitted = st.form_submit_button("Apply and estimate the cost", type="primary", key="kernels.apply.btn",
                                           icon=":material/calculate:")
     if submitted:
@@ -162,7 +157,7 @@ def render() -> None:
     with widgets.user_errors("Cannot estimate this request"):
         est = jobs.estimate(ds, hypers, request)
     if est is not None:
-        m = st.columns([1, 1, 1, 1.3])
+        m = st.columns([0.8, 1, 1.2, 1.2])
         m[0].metric("Structures", f"{ds.n:,}")
         m[1].metric("Atom pairs (same element)", widgets.format_count(est["n_pairs"]),
                     help=f"{est['n_pairs']:,} ordered pairs of same-element central atoms; symmetric requests compute "

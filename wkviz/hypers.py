@@ -245,13 +245,18 @@ class Hypers:
         help="r_s of σ(r) = σ₀·exp(r/r_s)",
         widget={"label": "density scaling r_s (Å)", "step": 0.1, "toggle": "kernels.scaling_on",
                 "value_when_off": 2.0,
-                "help": ("Length over which the width grows by a factor e (used only when the box above is ticked).")}))
+                "help": ("With 'growing width' ticked, σ(r) = σ₀·exp(r/r_s) with unit-integral Gaussians, so far "
+                         "neighbours are wider and weigh less; r_s is the length over which the width grows by a "
+                         "factor e. Unticked: a constant σ (featomic's convention).")}))
     radial_scale: float | None = field(default=1.5, metadata=_spec(
         float, unit="Å", bounds=(0.2, 20.0), none_means="no radial weight",
         help="r₀ of the radial weight 1/(1+(r/r₀)^m)",
         widget={"label": "radial weight r₀ (Å)", "step": 0.1, "toggle": "kernels.radial_on",
                 "value_when_off": 1.5,
-                "help": ("Distance at which a neighbour counts half (used only when the box above is ticked).")}))
+                "help": ("With 'radial weight' ticked, every neighbour is multiplied by u(r) = 1/(1 + (r/r₀)^m) "
+                         "(featomic's Willatt2018 radial scaling): how much far atoms count, independently of how wide "
+                         "they are; r₀ is the distance at which a neighbour counts half. On by default: the largest "
+                         "single accuracy gain on QM9.")}))
     radial_exponent: float = field(default=6.0, metadata=_spec(
         float, bounds=(1.0, 20.0), help="m of the radial weight",
         widget={"label": "radial weight exponent m", "step": 1.0,
