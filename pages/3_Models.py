@@ -203,14 +203,15 @@ def render() -> None:
         nan = float("nan")
         top[0].metric(f"Test MAE{uu}", f"{m['mae']:.4g}", help=f"over {m['n']} test values")
         per_atom = m.get("mae_per_atom", nan)
-        top[1].metric(f"MAE per atom ({unit}/atom)" if unit else "MAE per atom",
+        # short labels: longer ones were cut off in a third of a 1,000 px window
+        top[1].metric(f"MAE/atom{uu}",
                       f"{per_atom:.3g}" if np.isfinite(per_atom) else "—",
                       help="Mean of |error| / atoms of the structure (extensive structure targets only).")
         top[3].metric(f"Test RMSE{uu}", f"{m['rmse']:.4g}")
         top[4].metric(f"Max error{uu}", f"{m['max_error']:.4g}")
         r2_res = m.get("r2_residual", nan)
         if np.isfinite(r2_res):
-            top[2].metric(f"R² of {target} − composition", f"{r2_res:.4f}",
+            top[2].metric("R² residual", f"{r2_res:.4f}",
                           help=f"R² of the target minus the per-element composition baseline fitted on the training "
                                f"set: the share of what composition does not explain that the model learned. R² of "
                                f"{target} itself: {m['r2']:.5f} (for total energies ~1 for any model, composition "
@@ -244,9 +245,9 @@ def render() -> None:
             if base is not None:
                 if "models.relative" not in ss:
                     ss["models.relative"] = True
-                st.checkbox("minus the composition baseline (fitted on the training set)", key="models.relative",
+                st.checkbox("minus composition baseline", key="models.relative",
                             **state.KEEP, help="Plot target − Σ_Z n_Z ε_Z, the per-element least-squares baseline "
-                                               "of the training set, on both axes; the errors are unchanged.")
+                                               "fitted on the training set, on both axes; the errors are unchanged.")
                 if ss["models.relative"]:
                     base = np.asarray(base).reshape(len(ids), -1)
                 else:

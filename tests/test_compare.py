@@ -254,7 +254,7 @@ def test_paired_difference_chart_and_residual_parity():
     fig = figures.parity_plot(y, y + 0.1, ids=range(3), target="U0", unit="eV", baseline=y - 1.0)
     pts = fig.data[1]
     assert np.allclose(pts.x, 1.0) and np.allclose(pts.y, 1.1)
-    assert fig.layout.xaxis.title.text == "true U0 − composition baseline (eV)"
+    assert fig.layout.xaxis.title.text == "true U0 − baseline (eV)"
 
 
 # ---- the Models page ---------------------------------------------------------------------------------------------
@@ -325,12 +325,12 @@ def test_models_page_with_splits_shows_mean_se_and_paired_chart():
     assert any("±" in str(v) for v in table.iloc[:, 1])
     assert any(c.startswith("R² of U0 − composition") for c in table.columns)
     labels = {m.label for m in at.metric}
-    assert "MAE per atom (eV/atom)" in labels and any(label.startswith("R² of U0 − composition") for label in labels)
+    assert "MAE/atom (eV)" in labels and "R² residual" in labels
     import json
 
     specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     assert any("Paired difference" in (s["layout"].get("title") or {}).get("text", "") for s in specs)
-    assert any("composition baseline" in s["layout"]["xaxis"].get("title", {}).get("text", "") for s in specs)
+    assert any("− baseline" in s["layout"]["xaxis"].get("title", {}).get("text", "") for s in specs)
 
 
 def test_paired_difference_chart_zooms_on_the_close_models():

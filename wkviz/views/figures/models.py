@@ -67,7 +67,7 @@ def parity_plot(
         Ids to ring (the structure shown in 3D).
     title : str, optional
     baseline : ndarray like ``y_true``, optional
-        Subtracted from both true and predicted values (the axis titles say "− composition baseline").
+        Subtracted from both true and predicted values (the axis titles say "− baseline").
 
     Returns
     -------
@@ -82,7 +82,8 @@ def parity_plot(
         if baseline.shape != y_true.shape:
             raise ValueError(f"the baseline has shape {baseline.shape}, the values {y_true.shape}")
         y_true, y_pred = y_true - baseline, y_pred - baseline
-        target = f"{target} − composition baseline"
+        # "composition baseline" made the axis titles longer than a figure in a 1,000 px window's column
+        target = f"{target} − baseline"
     if y_true.ndim == 1:
         y_true, y_pred = y_true[:, None], y_pred[:, None]
         sigma = None if sigma is None else np.asarray(sigma, dtype=float)[:, None]
