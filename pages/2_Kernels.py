@@ -61,7 +61,7 @@ def _store_panel(ds, hypers, request, est, kres, running):
             "tiles, and a later session reuses them. A store made by `python -m wkviz kernels … --store PATH` loads "
             "the same way if it holds exactly these structures and hyperparameters.")
         if request["atomic"]:
-            st.info("Atom-level kernels are not computed as tiles: untick 'atom kernels too' to use a store "
+            st.info("Atom-level kernels are not computed as tiles: untick 'per atom' to use a store "
                     "(per-atom targets need the in-memory computation on fewer structures).", icon=":material/info:")
             return None
         default = jobs.default_store_path(ds, hypers, request)
@@ -130,14 +130,14 @@ def render() -> None:
             _hyper_input("radial_scale")
             _hyper_input("radial_exponent")
         with c3:
-            st.checkbox("growing width", key="kernels.scaling_on", **state.KEEP)
+            st.checkbox("σ grows", key="kernels.scaling_on", **state.KEEP)
             _hyper_input("density_scaling")
             _hyper_input("species_coupling")
             _hyper_input("hydrogen_weight")
             _hyper_input("hydrogen_center_weight")
             _hyper_input("normalization")
-            st.checkbox("atom kernels too", key="kernels.atomic", **state.KEEP)
-            st.caption("Kernels between every pair of atoms, for per-atom targets (always on for them) and environment "
+            st.checkbox("per atom", key="kernels.atomic", **state.KEEP)
+            st.caption("Per atom: kernels between every pair of atoms, for per-atom targets (always on for them) and environment "
                        "maps; memory grows as (total atoms)².")
         submitted = st.form_submit_button("Apply and estimate the cost", type="primary", key="kernels.apply.btn",
                                           icon=":material/calculate:")

@@ -341,7 +341,7 @@ def test_main_flow_in_a_real_browser(page):
     pg.get_by_role("button", name="Compute learning curves").click()
     pg.get_by_text("Learning curves of U0").first.wait_for(timeout=240_000)
     wait_idle(pg)
-    assert pg.get_by_text("12 test structures each").count() == 1  # the title's second line
+    assert pg.get_by_text("repeat, 12 test structures").count() == 1  # the title's second line
     screenshot(pg, "05_learning_curves")
 
     # Map on chemiscope: the parity plot's structure is selected there; selecting another in chemiscope selects it

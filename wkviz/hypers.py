@@ -245,7 +245,7 @@ class Hypers:
         help="r_s of σ(r) = σ₀·exp(r/r_s)",
         widget={"label": "density scaling r_s (Å)", "step": 0.1, "toggle": "kernels.scaling_on",
                 "value_when_off": 2.0,
-                "help": ("With 'growing width' ticked, σ(r) = σ₀·exp(r/r_s) with unit-integral Gaussians, so far "
+                "help": ("With 'σ grows' ticked, σ(r) = σ₀·exp(r/r_s) with unit-integral Gaussians, so far "
                          "neighbours are wider and weigh less; r_s is the length over which the width grows by a "
                          "factor e. Unticked: a constant σ (featomic's convention).")}))
     radial_scale: float | None = field(default=1.5, metadata=_spec(

@@ -333,7 +333,7 @@ def compute_store_tiles(frames, hypers: Hypers, request: dict, path, *, n_worker
     from wkviz.scale import distributed
 
     if request["atomic"]:
-        raise InputError("atom-level kernels are not computed as tiles; untick 'atom kernels too' (per-atom "
+        raise InputError("atom-level kernels are not computed as tiles; untick 'per atom' (per-atom "
                          "targets need the in-memory computation on fewer structures)")
     return distributed.compute_store(frames, hypers, path, tensor_rank=request["tensor_rank"], n_workers=n_workers,
                                      memory_budget=MEMORY_BUDGET, progress=progress, cancel=cancel)

@@ -108,9 +108,9 @@ def _axis_title(label: str, unit: str | None) -> str:
     return f"{label} ({unit})" if unit else label
 
 
-#: Characters of a title line: a figure in a column of a 1,000 px window is about 300 px wide, where a longer line
-#: of the title font was clipped (and ran under the plotly toolbar at the top right).
-TITLE_WIDTH = 34
+#: Characters of a title line: a figure in a column of a 1,000 px window is about 300 px wide (~30 characters of
+#: the 20 px title font), where a longer line was clipped (and ran under the plotly toolbar at the top right).
+TITLE_WIDTH = 28
 
 
 def wrap_title(text: str, width: int = TITLE_WIDTH) -> str:
