@@ -30,11 +30,11 @@ import time
 import numpy as np
 
 from wkviz.data.samples import load_sample
-from wkviz.hypers import Hypers
+from wkviz.evaluation.forces import GOLD_FORCE_HYPERS
 from wkviz.models.forces import EnergyForceModel, forces_of
 
 # EMT's gold interactions reach about 5.4 Å plus a smooth tail: a 6 Å cutoff (switching from 5 Å) sees them all
-GOLD = Hypers(nu_max=3, lambda_max=2, cutoff=6.0, cutoff_width=1.0, density_width=0.5, radial_scale=None)
+GOLD = GOLD_FORCE_HYPERS  # one place: wkviz.evaluation.forces
 
 
 def _se(x):

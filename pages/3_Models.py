@@ -14,6 +14,7 @@ from wkviz import cache
 from wkviz.views import export, figures
 from wkviz.views import viewer
 from wkviz.errors import WkvizError
+from wkviz.evaluation import forces as forces_eval
 
 
 def render() -> None:
@@ -536,7 +537,7 @@ def force_section(ds) -> None:
     """Energies and forces: fit an energy-and-force model (sparse GP on active environments) on the training
     split, force parity plot, each test atom's force error in 3D."""
     ss = st.session_state
-    if not jobs.has_forces(ds.frames):
+    if not forces_eval.has_forces(ds.frames):
         return
     st.divider()
     st.subheader("Energies and forces")
@@ -567,7 +568,7 @@ def force_section(ds) -> None:
                                    help="Atomic environments of the training set chosen by farthest-point sampling; "
                                         "cost grows as (force components) × M. 200 on 200 gold clusters takes a few "
                                         "minutes on two cores.")
-    hypers = jobs.FORCE_HYPERS if choice == "long-range gold settings" else state.applied_hypers()
+    hypers = forces_eval.GOLD_FORCE_HYPERS if choice == "long-range gold settings" else state.applied_hypers()
     if st.button("Fit energy + force model", key="models.forces.btn", icon=":material/bolt:", disabled=running):
         with widgets.user_errors("Cannot fit the energy + force model"):
             job = jobs.start_force_job(ds, train, test, hypers=hypers, n_active=int(n_active), hypers_label=choice)

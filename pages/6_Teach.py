@@ -8,6 +8,7 @@ import streamlit as st
 from pages.support import datasets, jobs, nav, state, widgets
 from wkviz import Hypers
 from wkviz import cache, runtime
+from wkviz.evaluation import forces as forces_eval
 from wkviz.views import figures
 from wkviz.views import viewer
 
@@ -454,7 +455,7 @@ def cost_section() -> None:
 
 @st.cache_resource(show_spinner="Reading the gold clusters…")
 def gold_md_setup():
-    return jobs.gold_md_setup()
+    return forces_eval.gold_md_setup()
 
 
 def md_section() -> None:
@@ -482,7 +483,7 @@ def md_section() -> None:
         c1, c2, c3, c4 = st.columns([1.6, 1, 1, 1], gap="medium")
         with c1:
             source = st.radio("Learned potential", sources, key="teach.md_source", **state.KEEP,
-                              help=f"Here: {len(train)} bundled EMT gold clusters, {jobs.MD_ACTIVE} active "
+                              help=f"Here: {len(train)} bundled EMT gold clusters, {forces_eval.MD_ACTIVE} active "
                                    "environments, the long-range gold settings (about 15 s on two cores). The Models "
                                    "page's model was fitted on its own training split (the start cluster is the "
                                    "smallest bundled one, relaxed with EMT).")

@@ -39,7 +39,7 @@ from ..hypers import Hypers
 from ..runtime import blas_threads, check_cancel
 from .active import select_active_environments
 
-__all__ = ["EnergyForceModel", "environment_clusters", "forces_of"]
+__all__ = ["EnergyForceModel", "energy_of", "environment_clusters", "forces_of"]
 
 # K_MM eigenvalues below this fraction of the largest are dropped (as in wkviz.models.sparse)
 _RCOND = 1e-10
@@ -56,6 +56,14 @@ def forces_of(atoms, key: str = "forces") -> np.ndarray | None:
     if key in results:
         return np.asarray(results[key], dtype=np.float64)
     return None
+
+
+def energy_of(atoms) -> float | None:
+    """The reference energy (eV) of a structure: ``info['energy']`` or its calculator's; None if absent."""
+    if "energy" in atoms.info:
+        return float(atoms.info["energy"])
+    results = getattr(getattr(atoms, "calc", None), "results", None) or {}
+    return float(results["energy"]) if "energy" in results else None
 
 
 def environment_clusters(frames, centres, hypers) -> list:
