@@ -36,16 +36,15 @@ def add_force_flags(parser) -> None:
 
 
 def _energies(frames, key, what):
+    from ..models.forces import energy_of
+
     out = []
     for k, atoms in enumerate(frames):
-        value = atoms.info.get(key)
+        value = energy_of(atoms, key)
         if value is None:
-            results = getattr(getattr(atoms, "calc", None), "results", None) or {}
-            value = results.get(key)
-        if value is None or np.size(value) != 1:
             raise InputError(f"structure {k} of the {what} file has no scalar '{key}' in atoms.info or its "
                              "calculator results; give the energy key with --target")
-        out.append(float(np.asarray(value).ravel()[0]))
+        out.append(value)
     return np.array(out)
 
 

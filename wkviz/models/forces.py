@@ -58,12 +58,16 @@ def forces_of(atoms, key: str = "forces") -> np.ndarray | None:
     return None
 
 
-def energy_of(atoms) -> float | None:
-    """The reference energy (eV) of a structure: ``info['energy']`` or its calculator's; None if absent."""
-    if "energy" in atoms.info:
-        return float(atoms.info["energy"])
-    results = getattr(getattr(atoms, "calc", None), "results", None) or {}
-    return float(results["energy"]) if "energy" in results else None
+def energy_of(atoms, key: str = "energy") -> float | None:
+    """The scalar ``key`` (eV) of a structure: ``atoms.info[key]`` or its calculator's result; None if absent or not
+    a single number."""
+    value = atoms.info.get(key)
+    if value is None:
+        results = getattr(getattr(atoms, "calc", None), "results", None) or {}
+        value = results.get(key)
+    if value is None or np.size(value) != 1:
+        return None
+    return float(np.asarray(value).ravel()[0])
 
 
 def environment_clusters(frames, centres, hypers) -> list:
