@@ -322,6 +322,27 @@ def test_environment_selection_and_kernels(data, atomic):
     assert _mae(model.predict(out["K_TM"], counts=c[te], species=sp), y[te]) <= 5 * e_exact
 
 
+def test_fps_pool_keeps_each_elements_share_and_is_fps_within_the_pool(data):
+    train = [data["frames"][i] for i in data["tr"]]
+    numbers = np.concatenate([a.numbers for a in train])
+    offsets = np.concatenate([[0], np.cumsum([len(a) for a in train])])
+    n_total = len(numbers)
+    full = select_active_environments(train, 40, H, seed=3)
+    # a pool that holds every environment is the plain selection, bit for bit
+    np.testing.assert_array_equal(select_active_environments(train, 40, H, seed=3, pool=n_total), full)
+    pool = n_total // 3
+    act = select_active_environments(train, 40, H, seed=3, pool=pool)
+    np.testing.assert_array_equal(act, select_active_environments(train, 40, H, seed=3, pool=pool))  # seeded
+    assert len(np.unique(act)) == 40 and not np.array_equal(np.sort(act), np.sort(full))
+    elements = np.unique(numbers)
+    assert [int(np.sum(numbers[act] == z)) for z in elements] == [int(np.sum(numbers[full] == z)) for z in elements]
+    # the chosen environments come from about a third of the structures (whole structures form the pool)
+    used = np.unique(np.searchsorted(offsets, act, side="right") - 1)
+    assert sum(len(train[f]) for f in used) <= n_total // 2
+    with pytest.raises(InputError, match="pool"):
+        select_active_environments(train, 40, H, pool=20)
+
+
 def test_environment_kernels_are_the_atom_kernel_columns_for_any_batching():
     frames = make_molecules() + [make_periodic_cell()]  # H, C, N, O and a periodic Na/Cl cell
     test = make_molecules(("CH3OH", "NH3"))

@@ -141,31 +141,71 @@ def _allocate(n_active, sizes):
 
 
 def select_active_environments(frames, n_active: int, hypers, *, seed: int = 0, method: str = "fps",
-                               n_radial: int = 4):
+                               n_radial: int = 4, pool: int | None = None):
     """Global atom indices (atoms of all ``frames`` in order) of ``n_active`` active environments.
 
     Environments of different elements never share a kernel, so the active set is split over the elements in
     proportion to their number of atoms (at least one each) and each element's share is chosen by FPS on the
     ν = 2 power spectra (:func:`environment_features`) or at random (``method="random"``).
+
+    Parameters
+    ----------
+    frames : sequence of ase.Atoms
+    n_active : int
+    hypers : Hypers
+    seed : int
+        Chooses the first FPS point of every element (and the pool).
+    method : {"fps", "random"}
+    n_radial : int
+        Optimal radial functions per l of the selection features.
+    pool : int, optional
+        FPS among the environments of a seeded random subset of the structures holding about ``pool``
+        environments (structures are added until every element has at least its share of the active set)
+        instead of among all of them. FPS costs (environments × M) and its features (environments × d) memory:
+        on full QM9 (≈ 2 million environments, M = 5,000) that is hours and tens of GB, while a pool of a few
+        times M per element already covers the space FPS samples. Default: all environments.
     """
+    frames = list(frames)
     n_total = sum(len(a) for a in frames)
     n_active = int(n_active)
     if not 1 <= n_active <= n_total:
         raise InputError(f"n_active must be between 1 and the {n_total} training environments, got {n_active}")
     if method not in ("fps", "random"):
         raise InputError(f"active-set method must be 'fps' or 'random', got {method!r}")
+    if pool is not None and int(pool) < n_active:
+        raise InputError(f"the FPS pool ({int(pool)} environments) must hold at least the {n_active} active "
+                         "environments; use a larger pool or none")
     numbers = np.concatenate([np.asarray(a.numbers) for a in frames])
-    X = environment_features(frames, hypers, n_radial=n_radial)[0] if method == "fps" else None
     elements, sizes = np.unique(numbers, return_counts=True)
+    alloc = _allocate(n_active, sizes)
     rng = np.random.default_rng(seed)
+    if method == "random":
+        return np.concatenate([np.sort(rng.choice(np.flatnonzero(numbers == z), size=int(m), replace=False))
+                               for z, m in zip(elements, alloc)])
+    offsets = np.concatenate([[0], np.cumsum([len(a) for a in frames])])
+    use = np.arange(len(frames))
+    if pool is not None and int(pool) < n_total:
+        use = _pool_structures(frames, elements, alloc, int(pool), np.random.default_rng([seed, 1]))
+    # global atom index of every row of the pooled features (the pool's atoms in structure order)
+    rows = np.concatenate([np.arange(offsets[f], offsets[f + 1]) for f in use])
+    X = environment_features([frames[f] for f in use], hypers, n_radial=n_radial)[0]
+    pooled = numbers[rows]
     out = []
-    for z, m in zip(elements, _allocate(n_active, sizes)):
-        idx = np.flatnonzero(numbers == z)
-        if method == "random":
-            out.append(np.sort(rng.choice(idx, size=int(m), replace=False)))
-        else:
-            out.append(idx[fps(X[idx], int(m), seed=seed)[0]])
+    for z, m in zip(elements, alloc):
+        idx = np.flatnonzero(pooled == z)
+        out.append(rows[idx[fps(X[idx], int(m), seed=seed)[0]]])
     return np.concatenate(out)
+
+
+def _pool_structures(frames, elements, alloc, pool, rng):
+    """Sorted indices of a random subset of the structures with about ``pool`` atoms and, per element, at
+    least ``alloc`` of its atoms (the structures are taken in one random order until both hold)."""
+    counts = np.array([[np.count_nonzero(np.asarray(a.numbers) == z) for z in elements] for a in frames])
+    order = rng.permutation(len(frames))
+    cum = np.cumsum(counts[order], axis=0)
+    enough_atoms = int(np.searchsorted(cum.sum(axis=1), pool))
+    enough_each = max(int(np.searchsorted(cum[:, k], alloc[k])) for k in range(len(elements)))
+    return np.sort(order[: max(enough_atoms, enough_each) + 1])
 
 
 def sparse_kernels(frames, active, hypers, *, kind: str = "structures", frames_test=None, engine=None,
