@@ -185,13 +185,11 @@ def test_cv_weights_follow_their_law_and_beat_bad_fixed_choices():
         assert free.cv_mae_ <= single.cv_mae_ * (1 + 1e-9)
 
 
-def test_large_training_sets_use_a_subset_grid_then_refine_on_all(monkeypatch):
-    from wkviz.models import mixed
-
+def test_large_training_sets_use_a_subset_grid_then_refine_on_all():
     K, y = learnable_problem(n=120)
     full = MixedKernelRidge(weights="free", baseline=False).fit(K, y)
-    monkeypatch.setattr(mixed, "_GRID_SUBSET", 50)
-    quick = MixedKernelRidge(weights="free", baseline=False).fit(K, y)
+    quick = MixedKernelRidge(weights="free", baseline=False, grid_subset=50).fit(K, y)
+    assert quick.cv_n_evals_ != full.cv_n_evals_ or not np.allclose(quick.weights_, full.weights_)
     # the refinement runs on all 120 samples: the CV error is that of the full objective, and close to the
     # full-grid search
     assert np.isfinite(quick.cv_mae_) and quick.cv_mae_ <= 1.1 * full.cv_mae_

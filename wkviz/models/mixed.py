@@ -56,7 +56,7 @@ __all__ = ["MixedKernelRidge"]
 
 # Above this many training groups the coarse grid is scored on a random subset of this size (its optimum is
 # close, and L-BFGS then refines on the full training set): the grid is most of the evaluations.
-_GRID_SUBSET = 800
+GRID_SUBSET = 800
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -250,7 +250,10 @@ class MixedKernelRidge(RegressorMixin, BaseEstimator):
     max_iter : int
         Iterations of each L-BFGS-B refinement after the grid (0: grid only).
     random_state : int
-        Seed of the fold assignment.
+        Seed of the fold assignment (and of the coarse grid's subset).
+    grid_subset : int
+        Above this many training groups the coarse grid is scored on a random subset of this many groups;
+        the refinement always runs on the whole training set.
 
     Attributes
     ----------
@@ -298,6 +301,7 @@ class MixedKernelRidge(RegressorMixin, BaseEstimator):
         cv_loss="mae",
         max_iter=50,
         random_state=0,
+        grid_subset=GRID_SUBSET,
     ):
         self.nus = nus
         self.weights = weights
@@ -308,6 +312,7 @@ class MixedKernelRidge(RegressorMixin, BaseEstimator):
         self.cv_loss = cv_loss
         self.max_iter = max_iter
         self.random_state = random_state
+        self.grid_subset = grid_subset
 
     # -- fitting ---------------------------------------------------------------------------------------------
     def fit(self, K, y, *, features=None, groups=None, block_size=1, cancel=None):
@@ -397,9 +402,10 @@ class MixedKernelRidge(RegressorMixin, BaseEstimator):
         if objective is not None:
             coarse = None
             uniq = np.unique(groups)
-            if len(uniq) > _GRID_SUBSET:
+            subset = int(self.grid_subset)
+            if len(uniq) > subset:
                 rng = np.random.default_rng(self.random_state)
-                coarse = make(np.flatnonzero(np.isin(groups, rng.choice(uniq, _GRID_SUBSET, replace=False))))
+                coarse = make(np.flatnonzero(np.isin(groups, rng.choice(uniq, subset, replace=False))))
             theta = self._optimise(objective, param, coarse)
             self.cv_n_evals_ = objective.n_evals + (coarse.n_evals if coarse is not None else 0)
             del coarse
