@@ -3,19 +3,15 @@
 Molecular dynamics with a saved energy-and-force model (:class:`wkviz.calculator.WignerCalculator`): NVE (velocity
 Verlet) by default, Langevin at ``--temperature`` when ``--friction`` is given. Velocities start from a
 Maxwell–Boltzmann distribution at ``--temperature`` (``--seed``), without net momentum or rotation. Progress on
-stderr; the trajectory (positions, velocities, energy, forces every ``--interval`` steps) is written to a temporary
-file next to ``--out`` and moved into place at the end, so ``--out`` is never half-written. The last stdout line is
+stderr; the trajectory (positions, momenta, energy, forces every ``--interval`` steps) is written atomically, so
+``--out`` is never half-written. The dynamics is :func:`wkviz.calculator.run_md`. The last stdout line is
 ``STEPS=<n> E_START=<eV> E_END=<eV> DRIFT=<eV/ps>`` (total energy, linear slope).
 """
 
 from __future__ import annotations
 
-import os
 import time
 
-import numpy as np
-
-from ..errors import InputError
 from .common import ProgressLine, note, read_structures
 
 __all__ = ["add_md_parser", "run_md"]
@@ -42,86 +38,39 @@ def add_md_parser(subparsers):
     return p
 
 
-def _check(args):
-    if args.steps < 1:
-        raise InputError(f"--steps must be at least 1, got {args.steps}")
-    if not 0 < args.timestep <= 10:
-        raise InputError(f"--timestep must be above 0 and at most 10 fs, got {args.timestep}")
-    if args.temperature < 0:
-        raise InputError(f"--temperature must be at least 0 K, got {args.temperature}")
-    if args.friction is not None and args.friction <= 0:
-        raise InputError(f"--friction must be above 0 (1/fs), got {args.friction}")
-    if args.interval < 1:
-        raise InputError(f"--interval must be at least 1, got {args.interval}")
-
-
 def run_md(args) -> int:
     """Run ``md`` from parsed arguments; returns the exit code (0)."""
-    from ase import units
+    from ase import Atoms
     from ase.calculators.singlepoint import SinglePointCalculator
-    from ase.io import write
-    from ase.md.langevin import Langevin
-    from ase.md import velocitydistribution as vd
-    from ase.md.verlet import VelocityVerlet
 
-    from ..calculator import WignerCalculator
+    from .. import calculator
+    from ..files import check_output_path, write_atomic_bytes
+    from ..views.export import structures_extxyz
 
-    _check(args)
-    calc = WignerCalculator.load(args.model)
-    atoms = read_structures(args.start, "starting")[0].copy()
-    # the file's own labels would clash with (and be mistaken for) the model's in the trajectory
-    for key in ("energy", "free_energy", "stress"):
-        atoms.info.pop(key, None)
-    atoms.arrays.pop("forces", None)
-    atoms.calc = calc
-    rng = np.random.default_rng(args.seed)
-    # thermalize_momenta replaces MaxwellBoltzmannDistribution from ase 3.29 on
-    thermalize = getattr(vd, "thermalize_momenta", None) or vd.MaxwellBoltzmannDistribution
-    thermalize(atoms, temperature_K=args.temperature, rng=rng)
-    vd.Stationary(atoms)
-    if not atoms.pbc.any():
-        vd.ZeroRotation(atoms)
-    dt = args.timestep * units.fs
-    if args.friction is None:
-        dyn = VelocityVerlet(atoms, timestep=dt)
-        kind = "NVE (velocity Verlet)"
-    else:
-        dyn = Langevin(atoms, timestep=dt, temperature_K=args.temperature, friction=args.friction / units.fs,
-                       fixcm=False, rng=rng)
-        kind = f"Langevin (friction {args.friction} /fs)"
-    note(f"wkviz md: {len(atoms)} atoms, {args.steps} steps of {args.timestep} fs, {kind}, {args.temperature} K")
-    frames, etot = [], []
-    progress = ProgressLine("md")
-    start = time.perf_counter()
-
-    def record():
-        step = dyn.nsteps
-        e_pot = atoms.get_potential_energy()
-        e_tot = e_pot + atoms.get_kinetic_energy()
-        etot.append(e_tot)
-        if step % args.interval == 0 or step == args.steps:
-            snap = atoms.copy()
-            snap.calc = SinglePointCalculator(snap, energy=e_pot, forces=atoms.get_forces())
-            snap.info.update(step=step, time_fs=step * args.timestep, total_energy=e_tot,
-                             temperature_K=float(atoms.get_temperature()))
-            frames.append(snap)
-        elapsed = time.perf_counter() - start
-        frac = step / args.steps
-        progress(frac, elapsed * (1 - frac) / frac if frac > 0 else None)
-
-    dyn.attach(record, interval=1)  # called at step 0 and after every step
-    dyn.run(args.steps)
-    tmp = f"{args.out}.tmp-{os.getpid()}"
-    try:
-        write(tmp, frames, format="extxyz")
-        os.replace(tmp, args.out)
-    except OSError as exc:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise InputError(f"cannot write {args.out}: {exc.strerror}; check the directory exists and is writable") \
-            from None
-    note(f"wrote {len(frames)} frames to {args.out} in {time.perf_counter() - start:.1f} s")
-    t_ps = np.arange(len(etot)) * args.timestep / 1000.0
-    drift = float(np.polyfit(t_ps, etot, 1)[0]) if len(etot) > 1 else 0.0
-    print(f"STEPS={args.steps} E_START={etot[0]:.8g} E_END={etot[-1]:.8g} DRIFT={drift:.6g}")
+    calculator.check_md_settings(steps=args.steps, timestep_fs=args.timestep, temperature_K=args.temperature,
+                                 interval=args.interval, friction_per_fs=args.friction,
+                                 names={"steps": "--steps", "timestep_fs": "--timestep",
+                                        "temperature_K": "--temperature", "interval": "--interval",
+                                        "friction_per_fs": "--friction"})
+    check_output_path(args.out, example="traj.extxyz")
+    calc = calculator.WignerCalculator.load(args.model)
+    start = read_structures(args.start, "starting")[0]
+    kind = "NVE (velocity Verlet)" if args.friction is None else f"Langevin (friction {args.friction} /fs)"
+    note(f"wkviz md: {len(start)} atoms, {args.steps} steps of {args.timestep} fs, {kind}, {args.temperature} K")
+    t0 = time.perf_counter()
+    run = calculator.run_md(start, calc, steps=args.steps, timestep_fs=args.timestep,
+                            temperature_K=args.temperature, seed=args.seed, interval=args.interval,
+                            friction_per_fs=args.friction, progress=ProgressLine("md"))
+    frames = []
+    for k, t_fs in enumerate(run["time_fs"]):
+        snap = Atoms(numbers=run["numbers"], positions=run["positions"][k], momenta=run["momenta"][k],
+                     cell=run["cell"], pbc=run["pbc"])
+        snap.calc = SinglePointCalculator(snap, energy=float(run["potential"][k]), forces=run["forces"][k])
+        snap.info.update(step=int(round(t_fs / args.timestep)), time_fs=float(t_fs),
+                         total_energy=float(run["total"][k]), temperature_K=float(run["temperature_K"][k]))
+        frames.append(snap)
+    write_atomic_bytes(args.out, structures_extxyz(frames))  # --out is never half-written
+    note(f"wrote {len(frames)} frames to {args.out} in {time.perf_counter() - t0:.1f} s")
+    total = run["step_total"]
+    print(f"STEPS={args.steps} E_START={total[0]:.8g} E_END={total[-1]:.8g} DRIFT={run['drift_eV_per_ps']:.6g}")
     return 0
