@@ -1,0 +1,169 @@
+"""The stored QM9 U0 learning curve (issue 17): the packaged benchmark result, its loader
+(wkviz.evaluation.stored), its figures (wkviz.views.figures.curves) and the Learning curves page that shows it
+beside the user's own curves, before any of them is computed."""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import json
+import pathlib
+import re
+import shutil
+import sys
+import tomllib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from wkviz import Hypers, cache
+from wkviz.errors import InputError
+from wkviz.evaluation import stored
+from wkviz.views import figures
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # pages.support, as the page files import it
+    sys.path.insert(0, str(ROOT))
+PAGE = str(ROOT / "pages" / "4_Learning_curves.py")
+BENCHMARK_CSV = ROOT / "benchmarks" / "results" / "sparse_curve_qm9_u0.csv"
+
+
+# ---- the packaged file ------------------------------------------------------------------------------------------
+
+def test_the_packaged_curve_parses_and_is_consistent():
+    ref = stored.load_stored_curve()
+    assert ref.target == "U0" and ref.unit == "eV" and ref.quantity == "total energy"
+    assert ref.label == "QM9 U0, sparse Wigner kernel (stored, BENCHMARKS §13)"
+    with open(ref.path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for repeat in {r["repeat"] for r in rows}:  # the file itself lists each repeat's sizes in increasing order
+        sizes = [int(r["n_train"]) for r in rows if r["repeat"] == repeat]
+        assert sizes == sorted(set(sizes)), "training sizes must increase down the file"
+    assert len(ref.n_train) >= 3 and np.all(np.diff(ref.n_train) > 0)
+    assert np.all(np.diff(ref.n_active) >= 0), "the active sets are FPS prefixes: M never shrinks as N grows"
+    assert np.all(ref.mae > 0) and np.all(ref.rmse >= ref.mae), "RMSE ≥ MAE for any set of errors"
+    # in eV, as the metadata says: a QM9 U0 MAE of a kernel model on 10³–10⁵ molecules is 5–100 meV, so numbers
+    # written in meV (or Hartree, or kcal/mol) fall outside
+    assert np.all((0.003 < ref.mae) & (ref.mae < 0.2))
+    assert ref.mae[-1] < ref.mae[0], "more data, smaller error"
+    assert ref.n_test >= 100
+    assert isinstance(ref.hypers, Hypers) and ref.hypers.nu_max >= 2
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", ref.date)
+    assert "bench_sparse_curve.py" in ref.command and "{" not in ref.command
+    assert f"--sizes {','.join(map(str, ref.n_train))}" in ref.command
+    assert f"--active {','.join(map(str, ref.n_active))}" in ref.command
+    assert f"--n-test {ref.n_test}" in ref.command
+    text = ref.provenance()
+    for fact in (ref.date, ref.command, "BENCHMARKS.md §13", "2-core", f"{ref.n_test:,}"):
+        assert fact in text
+
+
+def test_the_benchmarks_section_it_names_is_the_sparse_qm9_curve():
+    ref = stored.load_stored_curve()
+    heading = next(line for line in (ROOT / "BENCHMARKS.md").read_text().splitlines()
+                   if line.startswith(f"## {ref.section}."))
+    assert "QM9 learning curve" in heading and "sparse" in heading.lower()
+
+
+def test_the_packaged_copy_is_the_benchmark_output():
+    """One fact in one place: the app's stored curve is the benchmark's CSV, byte for byte. After a new run of
+    benchmarks/bench_sparse_curve.py, copy its CSV to wkviz/evaluation/stored_results/qm9_u0_sparse_curve.csv."""
+    if not BENCHMARK_CSV.exists():
+        pytest.skip("no benchmarks/results/sparse_curve_qm9_u0.csv in this checkout")
+    packaged = stored.STORED_DIR / f"{stored.QM9_U0_SPARSE}.csv"
+    assert packaged.read_bytes() == BENCHMARK_CSV.read_bytes(), (
+        f"copy {BENCHMARK_CSV.relative_to(ROOT)} to {packaged.relative_to(ROOT)}")
+
+
+def test_the_stored_files_are_package_data():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["wkviz"]
+    files = [p.relative_to(ROOT / "wkviz").as_posix() for p in stored.STORED_DIR.iterdir()]
+    assert {f"{stored.QM9_U0_SPARSE}.csv", f"{stored.QM9_U0_SPARSE}.json"} <= {pathlib.Path(f).name for f in files}
+    for f in files:
+        assert any(fnmatch.fnmatch(f, p) for p in patterns), f"{f} would not be installed"
+
+
+# ---- the loader, on files written here --------------------------------------------------------------------------
+
+def _copy_meta(tmp_path, name="curve"):
+    shutil.copy(stored.STORED_DIR / f"{stored.QM9_U0_SPARSE}.json", tmp_path / f"{name}.json")
+
+
+def _write_csv(path, rows):
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _row(n, m, mae, repeat=0, **extra):
+    return {"model": "sparse-mixed", "n_train": n, "repeat": repeat, "mae": mae, "rmse": 1.5 * mae, "n_active": m,
+            "n_test": 500, "fit_seconds": n / 10, **extra}
+
+
+def test_loader_averages_repeats_reads_the_date_and_fills_the_command(tmp_path):
+    _copy_meta(tmp_path)
+    rows = [_row(4000, 2000, 0.030, 1, date="2027-01-03", load="1.0 1.0 1.0"),
+            _row(1000, 1000, 0.050, 0, date="2027-01-02", load="3.5 2.0 1.0"),
+            _row(1000, 1000, 0.054, 1, date="2027-01-02", load="3.5 2.0 1.0"),
+            _row(4000, 2000, 0.028, 0, date="2027-01-03", load="1.0 1.0 1.0")]
+    _write_csv(tmp_path / "curve.csv", rows)
+    ref = stored.load_stored_curve("curve", tmp_path)
+    assert list(ref.n_train) == [1000, 4000] and list(ref.n_active) == [1000, 2000]
+    assert np.allclose(ref.mae, [0.052, 0.029]) and np.allclose(ref.rmse, 1.5 * ref.mae)
+    assert np.allclose(ref.mae_std, [np.std([0.050, 0.054], ddof=1), np.std([0.028, 0.030], ddof=1)])
+    assert list(ref.n_repeats) == [2, 2] and ref.n_test == 500
+    assert ref.date == "2027-01-03", "the CSV's date wins over the JSON's"
+    assert "--sizes 1000,4000 --active 1000,2000 --n-test 500" in ref.command
+    assert "500 random held-out QM9 molecules" in ref.dataset and "4,000 others" in ref.dataset
+    assert ref.load == ("3.5 2.0 1.0", "1.0 1.0 1.0")
+    mean, std = ref.errors("rmse")
+    assert np.allclose(mean, ref.rmse) and np.allclose(std, ref.rmse_std)
+    with pytest.raises(InputError, match="'mae' and 'rmse'"):
+        ref.errors("r2")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda rows: rows[1].update(mae="-0.01"), r"line 3: column 'mae' is '-0.01', not a positive number"),
+    (lambda rows: rows[1].update(mae="0.03 eV"), r"line 3: column 'mae' is '0.03 eV', not a number"),
+    (lambda rows: rows[1].update(n_test=1000), r"mixes test sets of \[500, 1000\]"),
+    (lambda rows: rows[1].update(model="exact-mixed"), r"holds the models exact-mixed, sparse-mixed"),
+    (lambda rows: [r.pop("n_active") for r in rows], r"no column 'n_active'"),
+])
+def test_loader_refuses_a_malformed_csv_in_one_sentence(tmp_path, change, message):
+    _copy_meta(tmp_path)
+    rows = [_row(1000, 1000, 0.05), _row(2000, 1500, 0.04)]
+    change(rows)
+    _write_csv(tmp_path / "curve.csv", rows)
+    with pytest.raises(InputError, match=message):
+        stored.load_stored_curve("curve", tmp_path)
+
+
+def test_loader_refuses_missing_files_and_bad_metadata(tmp_path):
+    with pytest.raises(InputError, match="is missing; reinstall wkviz"):
+        stored.load_stored_curve("nothing", tmp_path)
+    _write_csv(tmp_path / "curve.csv", [_row(1000, 1000, 0.05)])
+    meta = json.loads((stored.STORED_DIR / f"{stored.QM9_U0_SPARSE}.json").read_text())
+    (tmp_path / "curve.json").write_text(json.dumps({**meta, "command": "bench --sizes {size}"}))
+    with pytest.raises(InputError, match="'command' has a placeholder other than"):
+        stored.load_stored_curve("curve", tmp_path)
+    (tmp_path / "curve.json").write_text(json.dumps({**meta, "hypers": {"nu_max": 4, "sigma": 1}}))
+    with pytest.raises(InputError, match="'hypers' are not valid"):
+        stored.load_stored_curve("curve", tmp_path)
+    (tmp_path / "curve.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "unit"}))
+    with pytest.raises(InputError, match="lacks 'unit'"):
+        stored.load_stored_curve("curve", tmp_path)
+
+
+def test_only_total_energies_in_ev_share_the_stored_curves_axes():
+    ref = stored.load_stored_curve()
+    assert ref.comparable_to("U0", "eV") and ref.comparable_to("H", "eV") and ref.comparable_to("energy", "eV")
+    assert not ref.comparable_to("U0", "kcal/mol"), "a unit the user set is not converted"
+    assert not ref.comparable_to("gap", "eV", extensive=False), "an intensive energy: errors of another quantity"
+    assert not ref.comparable_to("zpve", "eV")
+    assert not ref.comparable_to("mulliken_dipole", "e·Å", kind="vector")
+    assert not ref.comparable_to("dipole_norm", "D", extensive=False)
+
+
