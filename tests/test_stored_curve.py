@@ -167,3 +167,65 @@ def test_only_total_energies_in_ev_share_the_stored_curves_axes():
     assert not ref.comparable_to("dipole_norm", "D", extensive=False)
 
 
+# ---- the figures ------------------------------------------------------------------------------------------------
+
+def _user_table():
+    rows = [{"model": m, "n_train": n, "repeat": r, "mae": (3.0 if m == "composition" else 1.0) / n ** 0.5 * (1 + 0.02 * r),
+             "rmse": 1.3 / n ** 0.5} for m in ("composition", "nu=1", "mixed") for n in (10, 30, 90) for r in range(2)]
+    return pd.DataFrame(rows)
+
+
+def _stored_traces(fig):
+    return [t for t in fig.data if t.legendgroup == "stored"]
+
+
+@pytest.mark.parametrize("metric", ["mae", "rmse"])
+def test_learning_curve_plot_draws_the_stored_curve_beside_the_users(metric):
+    ref = stored.load_stored_curve()
+    table = _user_table()
+    plain = figures.learning_curve_plot(table, metric=metric, unit="eV", target="U0")
+    fig = figures.learning_curve_plot(table, metric=metric, unit="eV", target="U0", reference=ref)
+    assert len(fig.data) == len(plain.data) + 1, "the user's curves stay, one trace is added"
+    for mine, before in zip(fig.data[:-1], plain.data):
+        assert mine.name == before.name and np.allclose(mine.y, before.y)
+    (trace,) = _stored_traces(fig)
+    assert trace.name.replace("<br>", " ").startswith("QM9 U0, sparse Wigner kernel (stored, BENCHMARKS §13)")
+    assert "slope -0." in trace.name
+    assert trace.line.dash == "dash" and trace.line.color == figures.STORED_COLOR
+    assert trace.marker.symbol == "diamond" and trace.mode == "lines+markers"
+    assert figures.STORED_COLOR not in {t.line.color for t in plain.data}
+    assert np.array_equal(trace.x, ref.n_train) and np.allclose(trace.y, getattr(ref, metric)), "in eV, on the eV axis"
+    # the hover: N, M, the error in meV, the fit time
+    custom = np.asarray(trace.customdata, dtype=object)
+    assert list(custom[:, 0]) == [f"{n:,}" for n in ref.n_train] and list(custom[:, 1]) == [f"{m:,}" for m in ref.n_active]
+    assert np.allclose(custom[:, 2].astype(float), 1000 * getattr(ref, metric))
+    assert custom[0, 3] == f"{ref.fit_seconds[0]:,.0f} s"
+    assert f"{metric.upper()} %{{customdata[2]:.1f}} meV" in trace.hovertemplate
+    assert "active environments" in trace.hovertemplate and "fit %{customdata[3]}" in trace.hovertemplate
+    assert fig.layout.yaxis.title.text.startswith(f"test {metric.upper()} of U0 (eV)")
+    assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
+    assert int(ref.n_train[-1]) in fig.layout.xaxis.tickvals and 10 in fig.layout.xaxis.tickvals
+    assert min(fig.layout.yaxis.tickvals) <= getattr(ref, metric).min()
+
+
+def test_the_stored_curve_is_refused_on_an_axis_of_another_unit():
+    ref = stored.load_stored_curve()
+    with pytest.raises(ValueError, match="stored_curve_plot"):
+        figures.learning_curve_plot(_user_table(), unit="D", target="dipole_norm", reference=ref)
+    with pytest.raises(ValueError, match="no unit"):
+        figures.learning_curve_plot(_user_table(), unit=None, reference=ref)
+
+
+def test_stored_curve_plot_stands_alone_in_its_own_unit():
+    ref = stored.load_stored_curve()
+    fig = figures.stored_curve_plot(ref, metric="rmse")
+    (trace,) = fig.data
+    assert trace.legendgroup == "stored" and np.allclose(trace.y, ref.rmse)
+    assert fig.layout.yaxis.title.text.startswith("test RMSE of U0 (eV)")
+    assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
+    assert list(fig.layout.xaxis.ticktext) == [f"{n:,}" for n in ref.n_train]
+    inside = [t for t in fig.layout.yaxis.tickvals if ref.rmse.min() <= t <= ref.rmse.max()]
+    assert len(inside) >= 2, "a curve within one decade still gets labelled ticks"
+    assert fig.layout.height < figures.learning_curve_plot(_user_table(), unit="eV").layout.height
+
+
