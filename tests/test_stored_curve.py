@@ -229,3 +229,98 @@ def test_stored_curve_plot_stands_alone_in_its_own_unit():
     assert fig.layout.height < figures.learning_curve_plot(_user_table(), unit="eV").layout.height
 
 
+# ---- the page -----------------------------------------------------------------------------------------------------
+
+def _values(v):
+    """A plotly JSON array: a list, or (plotly ≥ 6) a base64 typed array {"dtype", "bdata"}."""
+    if isinstance(v, dict) and "bdata" in v:
+        import base64
+
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"])).tolist()
+    return list(v)
+
+
+def _charts(at):
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def _stored_in(spec):
+    return [t for t in spec["data"] if t.get("legendgroup") == "stored"]
+
+
+def _captions(at):
+    return " ".join(c.value for c in at.caption)
+
+
+def test_the_page_shows_the_stored_curve_before_anything_is_computed():
+    from streamlit.testing.v1 import AppTest
+
+    cache.RESULTS.clear()
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    assert not at.exception and not at.error
+    assert any("kernels" in i.value.lower() for i in at.info), "no kernels yet: the page asks for them"
+    box = at.checkbox(key="curves.stored")
+    assert box.label == "Show the stored QM9 curve" and box.value is True, "on for QM9 with U0"
+    ref = stored.load_stored_curve()
+    (spec,) = _charts(at)
+    (trace,) = _stored_in(spec)
+    assert trace["line"]["dash"] == "dash" and np.allclose(_values(trace["x"]), ref.n_train)
+    assert np.allclose(_values(trace["y"]), ref.mae)
+    text = _captions(at)
+    for fact in (ref.command, ref.date, "2-core", "BENCHMARKS.md §13"):
+        assert fact in text
+    assert len(cache.RESULTS) == 0, "nothing was computed: no kernels, no learning curves"
+
+    box.uncheck().run()
+    assert not _charts(at) and ref.command not in _captions(at)
+    box = at.checkbox(key="curves.stored")
+    box.check().run()
+    assert len(_charts(at)) == 1
+
+    # another target: the default is off (the curve is of U0); ticked, it is drawn on its own axes
+    at.session_state["data.target"] = "gap"
+    at.run()
+    assert at.checkbox(key="curves.stored").value is False and not _charts(at)
+    at.checkbox(key="curves.stored").check().run()
+    (spec,) = _charts(at)
+    assert _stored_in(spec) and "(eV)" in spec["layout"]["yaxis"]["title"]["text"]
+    assert "U0" in spec["layout"]["yaxis"]["title"]["text"]
+
+
+def test_the_page_draws_the_stored_curve_on_the_users_axes_only_for_an_energy():
+    """With the user's own curve: U0 (a total energy in eV) shares its axes with the stored curve; the HOMO-LUMO
+    gap (eV too, but not a total energy) gets the stored curve on separate axes, with a caption saying why."""
+    from streamlit.testing.v1 import AppTest
+
+    from pages.support.state import kernel_key
+    from wkviz.engine.kernels import WignerKernel
+
+    cache.RESULTS.clear()
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.session_state["data.n"] = 24  # small: the kernels take a fraction of a second once compiled
+    at.session_state["wk.hypers"] = Hypers(nu_max=2, lambda_max=2)
+    at.run()
+    ds, hypers = at.session_state["wk.dataset"], at.session_state["wk.hypers"]
+    assert ds.n == 24
+    cache.RESULTS.put(kernel_key(ds, hypers, {"tensor_rank": 0, "atomic": False}), WignerKernel(hypers).compute(ds.frames))
+    at.run()
+    at.slider(key="curves.n_sizes").set_value(2)
+    at.slider(key="curves.repeats").set_value(1)
+    at.button(key="curves.run.btn").click().run()
+    assert not at.exception and not at.error
+    (spec,) = _charts(at)  # one figure: the user's curves and the stored one
+    (trace,) = _stored_in(spec)
+    assert {t["legendgroup"] for t in spec["data"]} >= {"mixed", "composition", "stored"}
+    assert "(eV)" in spec["layout"]["yaxis"]["title"]["text"]
+    assert "Dashed grey diamonds" in _captions(at)
+
+    at.session_state["data.target"] = "gap"
+    at.run()
+    at.checkbox(key="curves.stored").check().run()
+    at.button(key="curves.run.btn").click().run()
+    assert not at.exception and not at.error
+    mine, alone = _charts(at)
+    assert not _stored_in(mine) and "gap" in mine["layout"]["yaxis"]["title"]["text"]
+    assert [t["legendgroup"] for t in alone["data"]] == ["stored"]
+    assert "not a total energy" in _captions(at) and "slopes" in _captions(at)
