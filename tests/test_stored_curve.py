@@ -48,6 +48,7 @@ def test_the_packaged_curve_parses_and_is_consistent():
     assert np.all((0.003 < ref.mae) & (ref.mae < 0.2))
     assert ref.mae[-1] < ref.mae[0], "more data, smaller error"
     assert ref.n_test >= 100
+    assert np.all(ref.fit_seconds > 0) and "{" not in ref.model
     assert isinstance(ref.hypers, Hypers) and ref.hypers.nu_max >= 2
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", ref.date)
     assert "bench_sparse_curve.py" in ref.command and "{" not in ref.command
@@ -105,10 +106,11 @@ def _row(n, m, mae, repeat=0, **extra):
 
 def test_loader_averages_repeats_reads_the_date_and_fills_the_command(tmp_path):
     _copy_meta(tmp_path)
-    rows = [_row(4000, 2000, 0.030, 1, date="2027-01-03", load="1.0 1.0 1.0"),
-            _row(1000, 1000, 0.050, 0, date="2027-01-02", load="3.5 2.0 1.0"),
-            _row(1000, 1000, 0.054, 1, date="2027-01-02", load="3.5 2.0 1.0"),
-            _row(4000, 2000, 0.028, 0, date="2027-01-03", load="1.0 1.0 1.0")]
+    extra = dict(fit_cpu_seconds=50.0, pool=30000)
+    rows = [_row(4000, 2000, 0.030, 1, date="2027-01-03", load="1.0 1.0 1.0", **extra),
+            _row(1000, 1000, 0.050, 0, date="2027-01-02", load="3.5 2.0 1.0", **extra),
+            _row(1000, 1000, 0.054, 1, date="2027-01-02", load="3.5 2.0 1.0", **extra),
+            _row(4000, 2000, 0.028, 0, date="2027-01-03", load="1.0 1.0 1.0", **extra)]
     _write_csv(tmp_path / "curve.csv", rows)
     ref = stored.load_stored_curve("curve", tmp_path)
     assert list(ref.n_train) == [1000, 4000] and list(ref.n_active) == [1000, 2000]
@@ -116,13 +118,36 @@ def test_loader_averages_repeats_reads_the_date_and_fills_the_command(tmp_path):
     assert np.allclose(ref.mae_std, [np.std([0.050, 0.054], ddof=1), np.std([0.028, 0.030], ddof=1)])
     assert list(ref.n_repeats) == [2, 2] and ref.n_test == 500
     assert ref.date == "2027-01-03", "the CSV's date wins over the JSON's"
-    assert "--sizes 1000,4000 --active 1000,2000 --n-test 500" in ref.command
+    assert "--sizes 1000,4000 --active 1000,2000 --n-test 500 --pool 30000 --kernels" in ref.command
+    assert "random structures holding about 30,000" in ref.model
+    assert np.allclose(ref.fit_seconds, [100, 400]) and np.allclose(ref.fit_cpu_seconds, 50.0)
     assert "500 random held-out QM9 molecules" in ref.dataset and "4,000 others" in ref.dataset
     assert ref.load == ("3.5 2.0 1.0", "1.0 1.0 1.0")
+    (trace,) = figures.stored_curve_plot(ref).data
+    assert list(trace.customdata[:, 3]) == ["100 s (50 s CPU)", "400 s (50 s CPU)"]
+    assert list(trace.customdata[:, 4]) == [" at load 3.5", " at load 1.0"]
     mean, std = ref.errors("rmse")
     assert np.allclose(mean, ref.rmse) and np.allclose(std, ref.rmse_std)
     with pytest.raises(InputError, match="'mae' and 'rmse'"):
         ref.errors("r2")
+
+
+def test_loader_reads_every_column_the_benchmark_writes(tmp_path):
+    """The header of benchmarks/bench_sparse_curve.py's CSV as it is now (a CSV without 'date': the JSON's)."""
+    _copy_meta(tmp_path)
+    header = ("model,n_train,repeat,mae,rmse,n_active,n_test,fit_seconds,fit_cpu_seconds,products_seconds,"
+              "search_seconds,evaluations,kernel_seconds_all_sizes,selection_seconds,pool,peak_rss_mib,cv_mae,"
+              "relative_regularization,load")
+    lines = [header,
+             "sparse-mixed,2000,0,0.034,0.050,2000,10000,210.0,105.0,27,139,194,2532,230,all,3118,0.039,2e-05,9.3 8.3 9.2",
+             "sparse-mixed,20000,0,0.016,0.024,5000,10000,900.0,650.0,500,300,150,4000,900,all,11000,0.017,1e-05,2.1 2.0 2.2"]
+    (tmp_path / "curve.csv").write_text("\n".join(lines) + "\n")
+    ref = stored.load_stored_curve("curve", tmp_path)
+    assert list(ref.n_train) == [2000, 20000] and ref.n_test == 10000 and np.allclose(ref.fit_cpu_seconds, [105, 650])
+    assert ref.date == json.loads((tmp_path / "curve.json").read_text())["date"]
+    assert "--n-test 10000 --kernels benchmarks/results/sparse_curve_kernels_20000_10000_s0.npz" in ref.command
+    assert "--pool" not in ref.command and "random structures" not in ref.model
+    assert "10,000 random held-out" in ref.dataset
 
 
 @pytest.mark.parametrize("change, message", [
@@ -130,6 +155,7 @@ def test_loader_averages_repeats_reads_the_date_and_fills_the_command(tmp_path):
     (lambda rows: rows[1].update(mae="0.03 eV"), r"line 3: column 'mae' is '0.03 eV', not a number"),
     (lambda rows: rows[1].update(n_test=1000), r"mixes test sets of \[500, 1000\]"),
     (lambda rows: rows[1].update(model="exact-mixed"), r"holds the models exact-mixed, sparse-mixed"),
+    (lambda rows: [r.update(pool=p) for r, p in zip(rows, (20000, 30000))], r"mixes FPS pools \[20000, 30000\]"),
     (lambda rows: [r.pop("n_active") for r in rows], r"no column 'n_active'"),
 ])
 def test_loader_refuses_a_malformed_csv_in_one_sentence(tmp_path, change, message):
@@ -199,7 +225,7 @@ def test_learning_curve_plot_draws_the_stored_curve_beside_the_users(metric):
     custom = np.asarray(trace.customdata, dtype=object)
     assert list(custom[:, 0]) == [f"{n:,}" for n in ref.n_train] and list(custom[:, 1]) == [f"{m:,}" for m in ref.n_active]
     assert np.allclose(custom[:, 2].astype(float), 1000 * getattr(ref, metric))
-    assert custom[0, 3] == f"{ref.fit_seconds[0]:,.0f} s"
+    assert custom[0, 3].startswith(f"{ref.fit_seconds[0]:,.0f} s")
     assert f"{metric.upper()} %{{customdata[2]:.1f}} meV" in trace.hovertemplate
     assert "active environments" in trace.hovertemplate and "fit %{customdata[3]}" in trace.hovertemplate
     assert fig.layout.yaxis.title.text.startswith(f"test {metric.upper()} of U0 (eV)")

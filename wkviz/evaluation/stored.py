@@ -8,9 +8,10 @@ A stored curve is two files in :data:`STORED_DIR`:
 - ``<name>.json``: what it is (target, unit, data, model, hyperparameters, command, machine, date, BENCHMARKS
   section).
 
-Re-measuring replaces the CSV only: the sizes, numbers of active environments, test-set size, the command line
-and (when the CSV has a ``date`` column) the date are read from it; the JSON's text may name them as ``{sizes}``,
-``{active}``, ``{n_test}``, ``{n_max}`` and ``{section}``.
+Re-measuring replaces the CSV only: the sizes, numbers of active environments, test-set size, FPS pool, the
+command line and (when the CSV has a ``date`` column) the date are read from it; the JSON's text may name them as
+``{sizes}``, ``{active}``, ``{n_test}``, ``{n_max}``, ``{pool_option}`` (`` --pool N`` or nothing), ``{fps_pool}``
+(words for the pool, or nothing) and ``{section}``.
 """
 
 from __future__ import annotations
@@ -77,9 +78,9 @@ class StoredCurve:
     mae, rmse, mae_std, rmse_std : numpy.ndarray
         Test errors, mean and standard deviation over repeats (0 for one repeat), in ``unit``.
     n_repeats : numpy.ndarray of int
-    fit_seconds : numpy.ndarray
-        Wall time of the fit at each size (kernels excluded: they were computed once for all sizes); NaN when
-        not recorded.
+    fit_seconds, fit_cpu_seconds : numpy.ndarray
+        Wall and CPU time of the fit at each size (kernels excluded: they were computed once for all sizes); NaN
+        when not recorded. On a shared machine the CPU time is the comparable one.
     load : tuple of str
         Load average (1, 5, 15 min) when each size was fitted ("" when not recorded): wall times grow with it.
     path : pathlib.Path
@@ -108,6 +109,7 @@ class StoredCurve:
     rmse_std: np.ndarray
     n_repeats: np.ndarray
     fit_seconds: np.ndarray
+    fit_cpu_seconds: np.ndarray
     load: tuple
     path: Path
 
@@ -231,19 +233,26 @@ def load_stored_curve(name: str = QM9_U0_SPARSE, directory: str | Path | None = 
     if len(models) != 1:
         raise InputError(f"{csv_path.name} holds the models {', '.join(models)}; a stored curve is one model.")
     by_size: dict[int, list[dict]] = {}
-    n_tests = set()
+    n_tests, pools = set(), set()
     for i, row in enumerate(rows, start=2):  # line numbers as an editor shows them (line 1 is the header)
         where = f"{csv_path.name}, line {i}"
         parsed = {"n_train": _number(row, "n_train", where, integer=True),
                   "n_active": _number(row, "n_active", where, integer=True),
                   "mae": _number(row, "mae", where), "rmse": _number(row, "rmse", where),
-                  "fit_seconds": (_number(row, "fit_seconds", where, positive=False)
-                                  if (row.get("fit_seconds") or "").strip() else float("nan")),
+                  **{key: (_number(row, key, where, positive=False) if (row.get(key) or "").strip()
+                           else float("nan")) for key in ("fit_seconds", "fit_cpu_seconds")},
                   "load": (row.get("load") or "").strip(), "date": (row.get("date") or "").strip()}
+        pool = (row.get("pool") or "all").strip()
+        if pool != "all":
+            pools.add(_number(row, "pool", where, integer=True))
         n_tests.add(_number(row, "n_test", where, integer=True))
         by_size.setdefault(parsed["n_train"], []).append(parsed)
     if len(n_tests) != 1:
         raise InputError(f"{csv_path.name} mixes test sets of {sorted(n_tests)} structures; a curve has one test set.")
+    if len(pools) > 1:
+        raise InputError(f"{csv_path.name} mixes FPS pools {sorted(pools)}; one selection of active environments "
+                         "per curve.")
+    pool = pools.pop() if pools else None
     sizes = sorted(by_size)
     for n in sizes:
         if len({p["n_active"] for p in by_size[n]}) != 1:
@@ -255,7 +264,9 @@ def load_stored_curve(name: str = QM9_U0_SPARSE, directory: str | Path | None = 
     n_train = np.array(sizes, dtype=np.int64)
     n_active = column("n_active", reduce=lambda v: v[0], dtype=np.int64)
     fields = {"sizes": ",".join(str(n) for n in n_train), "active": ",".join(str(m) for m in n_active),
-              "n_test": n_tests.pop(), "n_max": int(n_train[-1]), "section": meta["section"]}
+              "n_test": n_tests.pop(), "n_max": int(n_train[-1]), "section": meta["section"],
+              "pool_option": f" --pool {pool}" if pool else "",
+              "fps_pool": f" (among the environments of random structures holding about {pool:,})" if pool else ""}
     text = {}
     for key in _TEXT:
         try:
@@ -276,5 +287,6 @@ def load_stored_curve(name: str = QM9_U0_SPARSE, directory: str | Path | None = 
         n_train=n_train, n_active=n_active, mae=column("mae"), rmse=column("rmse"),
         mae_std=column("mae", reduce=_spread), rmse_std=column("rmse", reduce=_spread),
         n_repeats=column("mae", reduce=len, dtype=np.int64), fit_seconds=column("fit_seconds"),
+        fit_cpu_seconds=column("fit_cpu_seconds"),
         load=tuple(by_size[n][0]["load"] for n in sizes), path=csv_path,
     )

@@ -64,7 +64,9 @@ def _stored_trace(reference: StoredCurve, metric: str) -> go.Scatter:
     slope = _slope(reference.n_train, mean)
     # the label on two lines: at full length it would double the width of the legend beside the user's curves
     name = reference.label.replace(" (", "<br>(", 1) + ("" if math.isnan(slope) else f"  (slope {slope:+.2f})")
-    fit = [f"{s:,.0f} s" if math.isfinite(s) else "not recorded" for s in reference.fit_seconds]
+    # wall time grows with the load of a shared machine; the CPU time, when recorded, is the comparable figure
+    fit = [(f"{w:,.0f} s" if math.isfinite(w) else "not recorded") + (f" ({c:,.0f} s CPU)" if math.isfinite(c) else "")
+           for w, c in zip(reference.fit_seconds, reference.fit_cpu_seconds)]
     load = [f" at load {text.split()[0]}" if text else "" for text in reference.load]
     custom = np.empty((len(mean), 5), dtype=object)
     custom[:, 0] = [f"{n:,}" for n in reference.n_train]
