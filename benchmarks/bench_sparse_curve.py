@@ -1,5 +1,5 @@
 """QM9 U0 learning curve of the sparse (projected-process) model on FPS active environments, with time and peak
-memory per phase — the measured part of issue 17 (BENCHMARKS.md §7).
+memory per phase — the measured part of issue 17 (BENCHMARKS.md §13).
 
 One held-out test set of random QM9 molecules (``load_qm9_split``: a random draw, randomly partitioned) and the
 largest training set, in a random order whose prefixes are the smaller training sets. The active environments
@@ -16,6 +16,11 @@ Run (2-core machine: selection ~4 min, kernels ~25 min for 5,000 + 1,000 molecul
     .venv/bin/python benchmarks/bench_sparse_curve.py --sizes 1000,2000,5000 --active 1500,3000,4000 \
         --n-test 1000 --kernels benchmarks/results/sparse_curve_kernels.npz \
         --out benchmarks/results/sparse_curve_qm9_u0.csv
+
+The app's Learning curves page draws this CSV as the stored QM9 curve: copy it, unchanged, to
+``wkviz/evaluation/stored_results/qm9_u0_sparse_curve.csv`` (``tests/test_stored_curve.py`` checks that the two are
+the same file; the JSON beside the copy describes it, and its sizes, M, test-set size, command and date are read
+from the CSV).
 """
 
 from __future__ import annotations
@@ -145,7 +150,8 @@ def main(argv=None) -> int:
                "kernel_seconds_all_sizes": round(ker_s, 1), "selection_seconds": round(sel_s, 1),
                "pool": args.pool or "all",
                "peak_rss_mib": round(_rss_mib()), "cv_mae": float(core.cv_mae_),
-               "relative_regularization": float(core.relative_regularization_), "load": _load()}
+               "relative_regularization": float(core.relative_regularization_), "load": _load(),
+               "date": time.strftime("%Y-%m-%d", time.gmtime())}
         rows.append(row)
         print(f"N={n} M={m}: test MAE {1000 * row['mae']:.1f} meV, fit {fit_s:.0f} s (products "
               f"{row['products_seconds']} s, search {row['search_seconds']} s, {row['evaluations']} evaluations), "

@@ -6,6 +6,7 @@ import streamlit as st
 from pages.support import jobs, nav, state, widgets
 from wkviz.cli.reproduce import cli_command
 from wkviz import cache
+from wkviz.evaluation import stored
 from wkviz.views import figures
 
 
@@ -18,6 +19,24 @@ def render() -> None:
     info = state.target_info()
     state.sync_target_defaults(info)
     kres, kkey = state.current_kernel()
+    reference = None
+    with widgets.user_errors("The stored QM9 curve cannot be shown"):
+        reference = stored.load_stored_curve(stored.QM9_U0_SPARSE)
+    state.sync_stored_curve_default(ds, info, reference)
+    if reference is not None:
+        st.checkbox("Show the stored QM9 curve", key="curves.stored", **state.KEEP,
+                    help=f"A QM9 {reference.target} learning curve measured once, to "
+                         f"{int(reference.n_train[-1]):,} training molecules, with the sparse Wigner-kernel model, "
+                         f"and shipped with wkviz ({reference.benchmarks}): where a curve goes with far more data "
+                         f"than this page computes.")
+    show_stored = reference is not None and bool(ss["curves.stored"])
+    # Beside the user's curves, on the same axes, only when both are errors of a total energy in eV: then the
+    # heights compare and the user sees their curve continue toward the measured one. For any other target (a gap
+    # in eV too, a dipole, a unit the user set) the stored curve gets its own small axes and a caption saying that
+    # only the slopes compare: a teacher keeps the measured curve's lesson (how fast error falls with data) without
+    # inviting a comparison of U0 errors with errors of another quantity. Skipping it would hide that lesson.
+    comparable = info is not None and reference is not None and reference.comparable_to(
+        info.key, info.unit, kind=info.kind, extensive=info.extensive)
 
 
     def lc_options():
@@ -52,6 +71,19 @@ def render() -> None:
         return job
 
 
+    def show_stored_alone(metric, beside_other_target):
+        fig = figures.stored_curve_plot(reference, metric=metric, title=f"Stored QM9 {reference.target} curve")
+        widgets.chart(fig, "curves.stored.chart")
+        if beside_other_target:
+            st.caption(f"Your target ({info.key}, {state.unit_label(ds, info)}) is not a total energy in "
+                       f"{reference.unit}, so the stored {reference.target} curve has its own axes: compare how "
+                       f"steeply the curves fall (their slopes), not their heights.")
+        else:
+            st.caption("A curve measured once with far more data than this page computes. Compute your own curve "
+                       "above" + (" to draw it beside this one." if comparable else "."))
+        st.caption(reference.provenance())
+
+
     def show_curve(meta, curve):
         table = pd.DataFrame(curve.rows, columns=["model", "n_train", "repeat", "mae", "rmse"])
         unit = curve.unit or None
@@ -60,13 +92,18 @@ def render() -> None:
             st.radio("Error measure", ["mae", "rmse"], key="curves.metric", **state.KEEP, horizontal=True,
                      format_func=str.upper)
         metric = ss["curves.metric"]
-        fig = figures.learning_curve_plot(table, metric=metric, unit=unit, target=meta["target"],
+        overlay = show_stored and comparable
+        fig = figures.learning_curve_plot(table, metric=metric, unit=reference.unit if overlay else unit,
+                                          target=meta["target"],
                                           title=f"Learning curves of {meta['target']}: {meta['repeats']} "
                                                 f"repeat{'s' if meta['repeats'] > 1 else ''}, "
-                                                f"{meta['n_test']} test structures each")
+                                                f"{meta['n_test']} test structures each",
+                                          reference=reference if overlay else None)
         widgets.chart(fig, "curves.plot.chart")
         st.caption("Lines: mean over repeats; bands: ± one standard deviation; slope: least-squares slope of log(error) "
                    "against log(training size). Steeper (more negative) learns faster.")
+        if overlay:
+            st.caption("Dashed grey diamonds: " + reference.provenance())
         widgets.downloads(fig, name="learning_curves", key="curves.plot", table=table)
 
         slopes = figures.learning_curve_slopes(table, metric)
@@ -91,8 +128,10 @@ def render() -> None:
                                  "learning_curve": {k: v for k, v in meta.items() if k not in ("key", "dataset",
                                                                                               "kernel_key")}},
                          key="curves", files={"structures": (fname, payload, mime)})
+        return overlay
 
 
+    drawn = None  # True: the user's curve with the stored one on its axes; False: the user's curve alone
     if info is None:
         st.warning("This data set has no learnable target; pick another data set on the Data page.",
                    icon=":material/warning:")
@@ -139,11 +178,13 @@ def render() -> None:
         lc = ss.get("wk.lc")
         curve = cache.RESULTS.get(lc["key"]) if lc else None
         if curve is not None and lc["dataset"] == ds.digest and lc["kernel_key"] == kkey and lc["target"] == info.key:
-            show_curve(lc, curve)
+            drawn = show_curve(lc, curve)
         elif not running:
             n_models = kres.K.shape[0] + (0 if info.kind == "vector" else 1)
             st.info(f"Press **Compute learning curves**: the composition baseline, each single ν and the mixed kernel "
                     f"({n_models} models) are fitted at every size and repeat.", icon=":material/info:")
+    if show_stored and not drawn:
+        show_stored_alone(ss.get("curves.metric", "mae"), beside_other_target=drawn is False)
 
 
 nav.run_page(render, "Learning curves")

@@ -77,6 +77,7 @@ WIDGET_DEFAULTS = {
     "curves.repeats": 3,
     "curves.n_sizes": 5,
     "curves.metric": "mae",
+    "curves.stored": True,  # the bundled QM9 subset with U0 is the default data; sync_stored_curve_default after
     "map.level": "structures",
     "map.nu": "mixed",
     "map.color": "target",
@@ -241,6 +242,21 @@ def sync_target_defaults(info) -> None:
     ss["models.intensive"] = intensive
     ss["curves.intensive"] = intensive
     ss["wk.defaults_for_target"] = info.key
+
+
+def sync_stored_curve_default(ds: Dataset, info, reference) -> None:
+    """Tick "Show the stored QM9 curve" for QM9 data with a target the stored curve compares with (a total energy
+    in eV, :meth:`wkviz.evaluation.stored.StoredCurve.comparable_to`), untick it otherwise.
+
+    Decided again only when the data set's kind, the target or its unit changes, so the user's own tick stays while
+    they stay. Call before the checkbox is created (Learning curves page)."""
+    ss = st.session_state
+    key = (ds.name, None if info is None else (info.key, info.unit))
+    if reference is None or ss.get("wk.stored_default_for") == key:
+        return
+    ss["curves.stored"] = bool(ds.name in ("qm9", "qm9pack") and info is not None and reference.comparable_to(
+        info.key, info.unit, kind=info.kind, extensive=info.extensive))
+    ss["wk.stored_default_for"] = key
 
 
 def target_values(key: str | None = None) -> np.ndarray:

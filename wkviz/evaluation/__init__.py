@@ -1,3 +1,4 @@
-"""Evaluation: metrics, grouped errors, learning curves, kernel-PCA projections and cost comparisons."""
+"""Evaluation: metrics, grouped errors, learning curves, kernel-PCA projections and cost comparisons; stored
+(measured once, shipped) learning curves in :mod:`.stored`."""
 
 from .learning import *  # noqa: F401,F403

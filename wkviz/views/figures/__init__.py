@@ -5,7 +5,7 @@ Every function here takes plain data (numpy arrays, pandas tables, ase structure
 none imports streamlit. The app calls them; so can a notebook or a script.
 
 The modules follow the subjects: :mod:`.style` (colours, labels, the house layout), :mod:`.kernels`,
-:mod:`.models`, :mod:`.curves` (learning curves), :mod:`.maps` (kernel PCA, histograms) and :mod:`.cost`.
+:mod:`.models`, :mod:`.curves` (learning curves, and stored ones beside them), :mod:`.maps` (kernel PCA, histograms) and :mod:`.cost`.
 Every public name is importable from here, so ``figures.parity_plot(...)`` works whichever module holds it.
 
 Colours are one vocabulary across the product: body order ν has one colour everywhere
@@ -28,7 +28,7 @@ from ..export import (
     table_csv,
 )
 from .cost import body_order_picture, cost_vs_nu, feature_count_plot, route_cost_by_basis, route_cost_by_nu
-from .curves import learning_curve_plot, learning_curve_slopes
+from .curves import learning_curve_plot, learning_curve_slopes, stored_curve_plot
 from .kernels import (
     body_order_spectrum,
     distance_by_nu,
@@ -47,6 +47,7 @@ from .style import (
     BODY_ORDER_COLORS,
     FONT_SIZE,
     MIXED_COLOR,
+    STORED_COLOR,
     TEMPLATE,
     body_order_color,
     body_order_label,
@@ -58,6 +59,7 @@ from .style import (
 __all__ = [
     "BODY_ORDER_COLORS",
     "MIXED_COLOR",
+    "STORED_COLOR",
     "FONT_SIZE",
     "TEMPLATE",
     "COMPONENT_NAMES",
@@ -77,6 +79,7 @@ __all__ = [
     "energy_conservation",
     "learning_curve_slopes",
     "learning_curve_plot",
+    "stored_curve_plot",
     "error_by_group",
     "model_comparison",
     "paired_difference_chart",

@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 __all__ = [
     "BODY_ORDER_COLORS",
     "MIXED_COLOR",
+    "STORED_COLOR",
     "FONT_SIZE",
     "TEMPLATE",
     "body_order_color",
@@ -44,6 +45,9 @@ BODY_ORDER_COLORS: dict[int, str] = {
 }
 #: The mixed kernel Σ_ν c_ν K^ν.
 MIXED_COLOR = "#111111"
+#: A stored (measured once, shipped with wkviz) result drawn beside the user's own: a slate grey, darker and bluer
+#: than the composition baseline's, always dashed with diamond markers, so it never reads as one of the user's models.
+STORED_COLOR = "#5b6675"
 
 FONT_SIZE = 16
 TEMPLATE = "plotly_white"
