@@ -51,7 +51,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ..errors import InputError
-from ..runtime import blas_threads, check_cancel
+from ..runtime import blas_threads, check_cancel, search_threads
 from .active import (
     ACTIVE_KINDS,
     environment_features,
@@ -143,6 +143,8 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
         Evidence route: the projected-process log marginal likelihood at the chosen weights (NaN for CV).
     products_seconds_, search_seconds_ : float
         Evidence route: time of the M × M products and of the hyperparameter search.
+    search_threads_ : int
+        Evidence route: BLAS threads of the full-size evaluations (:func:`wkviz.runtime.search_threads`).
     """
 
     def __init__(self, *, nus=None, weights="exponential", regularization=None, baseline=True, selection="evidence",
@@ -261,7 +263,8 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
         gram.finish()
         self.products_seconds_ = time.perf_counter() - t0
         t0 = time.perf_counter()
-        full = SparseEvidence(gram, lam, param, jitter=self.jitter, cancel=cancel)
+        self.search_threads_ = search_threads(m)
+        full = SparseEvidence(gram, lam, param, jitter=self.jitter, cancel=cancel, threads=self.search_threads_)
         if param.n_theta and n >= 2:
             coarse = None
             if m > self.coarse_active:
