@@ -3,8 +3,10 @@ into the evidence fit; a killed run resumes."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -113,3 +115,189 @@ def test_a_killed_environment_tile_run_resumes(tmp_path):
     act = select_active_environments(frames, 160, H, seed=0)
     ref = sparse_kernels(frames, act, H, kind="environments")["K_NM"]
     np.testing.assert_allclose(np.load(out), ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# fit / learning-curve --active-environments M --store PATH: the same numbers as the in-memory route, resumable
+
+_MAE = re.compile(r"^MAE=(\S+) RMSE=(\S+)$")
+_SMALL = ["--nu-max", "3", "--lambda-max", "2"]
+
+
+@pytest.fixture(scope="module")
+def fit_files(tmp_path_factory):
+    require("zarr")
+    import ase.io
+
+    frames = ase.io.read(ROOT / "sample_data" / "qm9_subset.extxyz.gz", index=":28")  # not all 2,000
+    d = tmp_path_factory.mktemp("sparse-store")
+    ase.io.write(d / "train.extxyz", frames[:20])
+    ase.io.write(d / "test.extxyz", frames[20:28])
+    return d
+
+
+def _fit_argv(d, *extra):
+    return ["fit", "--train", str(d / "train.extxyz"), "--test", str(d / "test.extxyz"), "--target", "U0",
+            "--active-environments", "40", *_SMALL, *map(str, extra)]
+
+
+def _main(argv, capsys):
+    from wkviz.cli import main
+
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out, err
+
+
+def _predictions(path):
+    with open(path, newline="") as fh:
+        return np.array([float(r["predicted"]) for r in csv.DictReader(fh)])
+
+
+def _tile_counts(err):
+    """(computed, reused, total) from the '  tiles: …' line of a store run."""
+    m = re.search(r"tiles: (\d+) computed, (\d+) reused of (\d+)", err)
+    assert m, err
+    return tuple(int(g) for g in m.groups())
+
+
+@pytest.fixture(scope="module")
+def in_memory(fit_files):
+    """The in-memory route's predictions and last stdout line (what every store run must reproduce)."""
+    import contextlib
+    import io
+
+    from wkviz.cli import main
+
+    out, stdout = fit_files / "pred-memory.csv", io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(io.StringIO()):
+        assert main(_fit_argv(fit_files, "--out", out)) == 0
+    return _predictions(out), stdout.getvalue().strip().splitlines()[-1]
+
+
+def _same_as_in_memory(stdout, pred_csv, in_memory):
+    pred, last = in_memory
+    np.testing.assert_allclose(_predictions(pred_csv), pred, rtol=0, atol=1e-10)
+    mae, rmse = map(float, _MAE.match(stdout.strip().splitlines()[-1]).groups())
+    np.testing.assert_allclose([mae, rmse], list(map(float, _MAE.match(last).groups())), rtol=1e-10)
+
+
+def test_fit_through_the_store_is_the_in_memory_fit_and_a_rerun_reuses_it(fit_files, in_memory, tmp_path, capsys):
+    store = tmp_path / "store"
+    out, err = _main(_fit_argv(fit_files, "--store", store, "--tile-size", 8, "--out", tmp_path / "p.csv"), capsys)
+    assert _tile_counts(err) == (4 * 5, 0, 4 * 5)  # 28 structures × 40 environments in tiles of 8
+    assert "as tiles in this process" in err and "active × active kernel (40 × 40)" in err
+    _same_as_in_memory(out, tmp_path / "p.csv", in_memory)
+
+    # a second fit with other model options asks for the same kernels: every tile is reused
+    out, err = _main(_fit_argv(fit_files, "--store", store, "--weights", "exponential"), capsys)
+    assert _tile_counts(err) == (0, 20, 20) and "20 of 20 tiles are finished" in err
+    assert _MAE.match(out.strip().splitlines()[-1])
+
+    # a damaged tile is found before it is reused and recomputed, alone
+    chunk = store / "kernels.zarr" / "K" / "c" / "0" / "1" / "2"
+    raw = bytearray(chunk.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    chunk.write_bytes(bytes(raw))
+    out, err = _main(_fit_argv(fit_files, "--store", store, "--out", tmp_path / "p2.csv"), capsys)
+    assert "tile (1, 2)" in err and "recomputing it" in err
+    assert _tile_counts(err) == (1, 19, 20)
+    _same_as_in_memory(out, tmp_path / "p2.csv", in_memory)
+
+
+def test_learning_curve_through_stores_is_the_in_memory_curve(fit_files, tmp_path, capsys):
+    argv = ["learning-curve", "--data", str(fit_files / "train.extxyz"), "--target", "U0", "--sizes", "6,12",
+            "--repeats", "2", "--test-size", "6", "--active-environments", "24", *_SMALL]
+    _main([*argv, "--out", str(tmp_path / "memory.csv")], capsys)
+    _, err = _main([*argv, "--out", str(tmp_path / "store.csv"), "--store", str(tmp_path / "s"), "--tile-size", "8"],
+                   capsys)
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["repeat-1", "repeat-2"]  # a store per repeat
+    assert err.count("0 reused of") == 2
+    with open(tmp_path / "memory.csv") as a, open(tmp_path / "store.csv") as b:
+        mem, sto = list(csv.DictReader(a)), list(csv.DictReader(b))
+    assert [(r["model"], r["n_train"], r["repeat"]) for r in sto] == [(r["model"], r["n_train"], r["repeat"])
+                                                                         for r in mem]
+    for key in ("mae", "rmse"):
+        np.testing.assert_allclose([float(r[key]) for r in sto], [float(r[key]) for r in mem], rtol=1e-10)
+    _, err = _main([*argv, "--out", str(tmp_path / "again.csv"), "--store", str(tmp_path / "s")], capsys)
+    assert [c for c, _, _ in re.findall(r"tiles: (\d+) computed, (\d+) reused of (\d+)", err)] == ["0", "0"]
+
+
+def test_store_flags_are_refused_where_they_do_not_apply(fit_files, tmp_path, capsys):
+    require("zarr")
+    from wkviz.cli import main
+
+    plain = [a for a in _fit_argv(fit_files) if a not in ("--active-environments", "40")]
+    store = ["--store", str(tmp_path / "s")]
+    for argv, words in ((plain + store, "--store computes kernel tiles for --active-environments M only"),
+                        (plain + ["--scheduler", "local"], "add --active-environments M or drop --scheduler"),
+                        (_fit_argv(fit_files, "--tile-size", 4), "--tile-size sets the tiles of a --store"),
+                        (_fit_argv(fit_files, *store, "--tile-size", 0), "--tile-size must be a positive"),
+                        (_fit_argv(fit_files, *store, "--workers", 0), "--workers must be at least 1"),
+                        (_fit_argv(fit_files, *store, "--forces", "forces"), "drop --store/--scheduler")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and words in err[0], err
+    assert not (tmp_path / "s").exists()
+    # a single request's store is no folder of per-repeat stores
+    _main(_fit_argv(fit_files, *store, "--tile-size", 16), capsys)
+    lc = ["learning-curve", "--data", str(fit_files / "train.extxyz"), "--target", "U0", "--sizes", "10",
+          "--repeats", "1", "--active-environments", "20", "--out", str(tmp_path / "lc.csv"), *store, *_SMALL]
+    assert main(lc) == 2
+    assert "learning-curve keeps one store per repeat" in capsys.readouterr().err
+
+
+def _run_until(cmd, env, store, enough, sig):
+    """Start ``cmd``, send ``sig`` once ``enough(manifest)`` holds (polling the store's manifest), return
+    (exit code, stderr, finished tiles the manifest listed when the signal was sent)."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            m = json.loads((store / "manifest.json").read_text())
+        except (OSError, ValueError):
+            m = None
+        if m is not None and enough(m):
+            seen = len(m["digests"])
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before the signal: " + proc.communicate()[1]
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode, err, seen
+
+
+@pytest.mark.slow
+def test_a_killed_sparse_fit_resumes_where_it_stopped(fit_files, in_memory, tmp_path, capsys):
+    """SIGKILL mid-tiles, then Ctrl-C during the resumed run (exit 130), then the same command finishes: no
+    finished tile is computed again and the result is the uninterrupted one."""
+    store = tmp_path / "store"
+    argv = _fit_argv(fit_files, "--store", store, "--tile-size", 2, "--out", tmp_path / "p.csv")
+    cmd = [sys.executable, "-m", "wkviz", *argv]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    total = 14 * 20  # 28 structures × 40 environments in tiles of 2
+    code, err, killed_at = _run_until(cmd, env, store, lambda m: len(m["digests"]) >= 30, signal.SIGKILL)
+    assert code == -signal.SIGKILL and 30 <= killed_at < total, err
+    assert not (tmp_path / "p.csv").exists()
+
+    code, err, _ = _run_until(cmd, env, store, lambda m: len(m["runs"]) == 2 and m["runs"][-1]["tiles_computed"],
+                              signal.SIGINT)
+    assert code == 130 and err.strip().splitlines()[-1] == "error: interrupted" and "Traceback" not in err, err
+    resumed = int(re.search(r"(\d+) of 280 tiles are finished", err).group(1))
+    assert resumed >= killed_at
+    runs = json.loads((store / "manifest.json").read_text())["runs"]
+    assert [r["status"] for r in runs] == ["running", "interrupted"]  # the killed run never closed its record
+
+    from wkviz.cli import main
+
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    computed, reused, n = _tile_counts(err)
+    assert n == total and reused >= resumed and computed == total - reused and computed > 0
+    assert f"{reused} of 280 tiles are finished" in err
+    _same_as_in_memory(out, tmp_path / "p.csv", in_memory)
+    from wkviz.scale.store import KernelStore
+
+    assert KernelStore.load(store).write_counts().max() == 1  # nothing was computed twice

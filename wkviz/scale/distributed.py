@@ -378,8 +378,8 @@ def compute_tiles(frames_A, frames_B=None, *, hypers: Hypers | None = None, stor
         Numba threads inside each task (1 on a LocalCluster; raise it on cluster nodes that run one
         multi-core worker each).
     note : callable, optional
-        ``note(line)`` for what the run found (tiles that failed their check and are recomputed); a
-        ``RuntimeWarning`` when omitted.
+        ``note(line)`` for what the run found: finished tiles it reuses, tiles that failed their check and are
+        recomputed (a ``RuntimeWarning`` when omitted).
     disk_free : callable, optional
         ``disk_free(path) -> bytes`` free on the store's disk (default: :func:`shutil.disk_usage`); a request
         whose missing tiles need more is refused with the numbers before anything runs.
@@ -412,6 +412,8 @@ def compute_tiles(frames_A, frames_B=None, *, hypers: Hypers | None = None, stor
         tmpdir = tempfile.TemporaryDirectory(prefix="wkviz-tiles-")
         store = os.path.join(tmpdir.name, "store")
 
+    said = []
+
     def open_store(workers):
         if isinstance(store, KernelStore):
             want = store_key(frames_A, frames_B, hypers, kernel_kinds(ranks), centers_B)["key"]
@@ -432,6 +434,11 @@ def compute_tiles(frames_A, frames_B=None, *, hypers: Hypers | None = None, stor
         repaired.extend(opened.recheck(note))
         check_free_disk(opened.path, opened.bytes_missing(),
                         f"the {len(opened.missing_tiles())} missing tiles of {opened.path}", disk_free)
+        if note is not None and opened.n_done and not said:  # a resumed or reused store, said once
+            said.append(True)
+            missing = len(opened.missing_tiles())
+            note(f"{opened.n_done} of {opened.n_tiles} tiles are finished in the kernel store {opened.path} and "
+                 f"are reused; {f'computing the other {missing}' if missing else 'nothing to compute'}")
         return opened
 
     try:
