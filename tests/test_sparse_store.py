@@ -43,12 +43,17 @@ def test_environment_tiles_are_the_sparse_kernels_and_stream_into_the_fit(tmp_pa
     act = select_active_environments(frames, 30, H, seed=1)
     ref = sparse_kernels(frames, act, H, kind="environments")
     run = compute_tiles(frames, frames, hypers=H, store=tmp_path / "s", scheduler=IN_PROCESS, tile_size=7,
-                        centers_B=act)
+                        centers_B=act, tile_size_B=7)
     assert run.tiles_total == 4 * 5 and run.tiles_computed == 20
     K = run.store.read()
     np.testing.assert_allclose(K, ref["K_NM"], rtol=0, atol=1e-12 * np.abs(ref["K_NM"]).max())
     again = compute_tiles(frames, frames, hypers=H, store=tmp_path / "s", scheduler=IN_PROCESS, centers_B=act)
     assert again.tiles_computed == 0 and again.tiles_reused == 20  # a finished request is reused
+    # by default a tile holds as many centres as its structures hold atoms: 1 structure × 18 centres here
+    wide = compute_tiles(frames, frames, hypers=H, store=tmp_path / "w", scheduler=IN_PROCESS, tile_size=1,
+                         centers_B=act)
+    assert sum(map(len, frames)) == 429 and wide.store.tile_size_B == 18 and wide.store.grid == (24, 2)
+    np.testing.assert_allclose(wide.store.read(), ref["K_NM"], rtol=0, atol=1e-12 * np.abs(ref["K_NM"]).max())
     with pytest.raises(WkvizError, match="hash"):  # other active environments: another request
         KernelStore.open(tmp_path / "s", frames, frames, hypers=H, centers_B=act[::-1])
     # the evidence fit from the store's row blocks is the fit on the whole array
@@ -69,7 +74,8 @@ from wkviz.models.sparse import select_active_environments
 from wkviz.scale.distributed import IN_PROCESS, compute_tiles
 frames = _frames(120)
 act = select_active_environments(frames, 160, H, seed=0)
-run = compute_tiles(frames, frames, hypers=H, store={store!r}, scheduler=IN_PROCESS, tile_size=12, centers_B=act)
+run = compute_tiles(frames, frames, hypers=H, store={store!r}, scheduler=IN_PROCESS, tile_size=12, centers_B=act,
+                    tile_size_B=12)
 np.save({out!r}, run.store.read())
 print(run.tiles_computed, run.tiles_reused)
 """
@@ -129,16 +135,16 @@ def fit_files(tmp_path_factory):
     require("zarr")
     import ase.io
 
-    frames = ase.io.read(ROOT / "sample_data" / "qm9_subset.extxyz.gz", index=":28")  # not all 2,000
+    frames = ase.io.read(ROOT / "sample_data" / "qm9_subset.extxyz.gz", index=":60")  # not all 2,000
     d = tmp_path_factory.mktemp("sparse-store")
-    ase.io.write(d / "train.extxyz", frames[:20])
-    ase.io.write(d / "test.extxyz", frames[20:28])
+    ase.io.write(d / "train.extxyz", frames[:48])
+    ase.io.write(d / "test.extxyz", frames[48:60])
     return d
 
 
 def _fit_argv(d, *extra):
     return ["fit", "--train", str(d / "train.extxyz"), "--test", str(d / "test.extxyz"), "--target", "U0",
-            "--active-environments", "40", *_SMALL, *map(str, extra)]
+            "--active-environments", "60", *_SMALL, *map(str, extra)]
 
 
 def _main(argv, capsys):
@@ -178,31 +184,38 @@ def in_memory(fit_files):
 
 def _same_as_in_memory(stdout, pred_csv, in_memory):
     pred, last = in_memory
-    np.testing.assert_allclose(_predictions(pred_csv), pred, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(_predictions(pred_csv), pred, rtol=1e-12)  # −8,000 eV: 2e-14 relative seen
     mae, rmse = map(float, _MAE.match(stdout.strip().splitlines()[-1]).groups())
     np.testing.assert_allclose([mae, rmse], list(map(float, _MAE.match(last).groups())), rtol=1e-10)
 
 
 def test_fit_through_the_store_is_the_in_memory_fit_and_a_rerun_reuses_it(fit_files, in_memory, tmp_path, capsys):
+    from wkviz.cli import main
+
     store = tmp_path / "store"
     out, err = _main(_fit_argv(fit_files, "--store", store, "--tile-size", 8, "--out", tmp_path / "p.csv"), capsys)
-    assert _tile_counts(err) == (4 * 5, 0, 4 * 5)  # 28 structures × 40 environments in tiles of 8
-    assert "as tiles in this process" in err and "active × active kernel (40 × 40)" in err
+    # 60 structures × 60 environments in tiles of 8 structures × all 60 environments (8 × 14 atoms and more)
+    assert _tile_counts(err) == (8, 0, 8) and "8 structures × 60 environments per tile" in err
+    assert "as tiles in this process" in err and "active × active kernel (60 × 60)" in err
     _same_as_in_memory(out, tmp_path / "p.csv", in_memory)
 
     # a second fit with other model options asks for the same kernels: every tile is reused
     out, err = _main(_fit_argv(fit_files, "--store", store, "--weights", "exponential"), capsys)
-    assert _tile_counts(err) == (0, 20, 20) and "20 of 20 tiles are finished" in err
+    assert _tile_counts(err) == (0, 8, 8) and "8 of 8 tiles are finished" in err
     assert _MAE.match(out.strip().splitlines()[-1])
 
     # a damaged tile is found before it is reused and recomputed, alone
-    chunk = store / "kernels.zarr" / "K" / "c" / "0" / "1" / "2"
+    chunk = store / "kernels.zarr" / "K" / "c" / "0" / "1" / "0"
     raw = bytearray(chunk.read_bytes())
     raw[len(raw) // 2] ^= 0x01
     chunk.write_bytes(bytes(raw))
+    assert main(["store", "verify", str(store)]) == 1
+    report = capsys.readouterr().out
+    assert report.startswith("tile (1, 0):") and "8 tiles of 8 structures × 60 environments (K), 7 good, 1 bad" \
+        in report
     out, err = _main(_fit_argv(fit_files, "--store", store, "--out", tmp_path / "p2.csv"), capsys)
-    assert "tile (1, 2)" in err and "recomputing it" in err
-    assert _tile_counts(err) == (1, 19, 20)
+    assert "tile (1, 0)" in err and "recomputing it" in err
+    assert _tile_counts(err) == (1, 7, 8)
     _same_as_in_memory(out, tmp_path / "p2.csv", in_memory)
 
 
@@ -228,7 +241,7 @@ def test_store_flags_are_refused_where_they_do_not_apply(fit_files, tmp_path, ca
     require("zarr")
     from wkviz.cli import main
 
-    plain = [a for a in _fit_argv(fit_files) if a not in ("--active-environments", "40")]
+    plain = [a for a in _fit_argv(fit_files) if a not in ("--active-environments", "60")]
     store = ["--store", str(tmp_path / "s")]
     for argv, words in ((plain + store, "--store computes kernel tiles for --active-environments M only"),
                         (plain + ["--scheduler", "local"], "add --active-environments M or drop --scheduler"),
@@ -274,10 +287,10 @@ def test_a_killed_sparse_fit_resumes_where_it_stopped(fit_files, in_memory, tmp_
     """SIGKILL mid-tiles, then Ctrl-C during the resumed run (exit 130), then the same command finishes: no
     finished tile is computed again and the result is the uninterrupted one."""
     store = tmp_path / "store"
-    argv = _fit_argv(fit_files, "--store", store, "--tile-size", 2, "--out", tmp_path / "p.csv")
+    argv = _fit_argv(fit_files, "--store", store, "--tile-size", 1, "--out", tmp_path / "p.csv")
     cmd = [sys.executable, "-m", "wkviz", *argv]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    total = 14 * 20  # 28 structures × 40 environments in tiles of 2
+    total = 60 * 5  # 60 structures × 60 environments in tiles of 1 structure × 14 environments (its atoms)
     code, err, killed_at = _run_until(cmd, env, store, lambda m: len(m["digests"]) >= 30, signal.SIGKILL)
     assert code == -signal.SIGKILL and 30 <= killed_at < total, err
     assert not (tmp_path / "p.csv").exists()
@@ -285,7 +298,7 @@ def test_a_killed_sparse_fit_resumes_where_it_stopped(fit_files, in_memory, tmp_
     code, err, _ = _run_until(cmd, env, store, lambda m: len(m["runs"]) == 2 and m["runs"][-1]["tiles_computed"],
                               signal.SIGINT)
     assert code == 130 and err.strip().splitlines()[-1] == "error: interrupted" and "Traceback" not in err, err
-    resumed = int(re.search(r"(\d+) of 280 tiles are finished", err).group(1))
+    resumed = int(re.search(r"(\d+) of 300 tiles are finished", err).group(1))
     assert resumed >= killed_at
     runs = json.loads((store / "manifest.json").read_text())["runs"]
     assert [r["status"] for r in runs] == ["running", "interrupted"]  # the killed run never closed its record
@@ -296,7 +309,7 @@ def test_a_killed_sparse_fit_resumes_where_it_stopped(fit_files, in_memory, tmp_
     out, err = capsys.readouterr()
     computed, reused, n = _tile_counts(err)
     assert n == total and reused >= resumed and computed == total - reused and computed > 0
-    assert f"{reused} of 280 tiles are finished" in err
+    assert f"{reused} of 300 tiles are finished" in err
     _same_as_in_memory(out, tmp_path / "p.csv", in_memory)
     from wkviz.scale.store import KernelStore
 

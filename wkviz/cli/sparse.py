@@ -111,8 +111,10 @@ def _tiled_kernels(train_frames, test_frames, active, engine, tiles):
                         progress=FitProgress("kernels structures×active (tiles)"), note=lambda line: note("  " + line),
                         centers_B=active)
     store = run.store
-    note(f"  tiles: {run.tiles_computed} computed, {run.tiles_reused} reused of {run.tiles_total}"
-         f"{f' (store {path}, {store.tile_size} per side)' if store is not None else ''} in {run.seconds:.1f} s")
+    layout = "" if store is None else (f" (store {path}; {store.tile_size} structures × {store.tile_size_B} "
+                                       "environments per tile)")
+    note(f"  tiles: {run.tiles_computed} computed, {run.tiles_reused} reused of {run.tiles_total}{layout} in "
+         f"{run.seconds:.1f} s")
     if store is not None:  # the training and test rows apart: one copy of each, as the in-memory route holds
         K_NM, K_TM = store.read(rows=np.arange(n)), store.read(rows=np.arange(n, store.n_A))
     else:  # a temporary store (--scheduler without --store), read back whole by compute_tiles
