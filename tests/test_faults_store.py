@@ -100,7 +100,9 @@ def test_a_damaged_tile_is_never_returned_and_the_next_run_recomputes_it(store_p
     run = compute_tiles(frames, hypers=H, store=store_path, scheduler=IN_PROCESS, note=notes.append)
     assert [t for t, _ in run.repaired] == [bad]
     assert (run.tiles_computed, run.tiles_reused) == (1, 5)
-    assert len(notes) == 1 and notes[0].startswith("tile (0, 1) of the kernel store") and "recomputing it" in notes[0]
+    assert len(notes) == 2 and notes[0].startswith("tile (0, 1) of the kernel store") and "recomputing it" in notes[0]
+    assert notes[1] == (f"5 of 6 tiles are finished in the kernel store {store_path} and are reused; computing the "
+                        "other 1")
     # a flipped byte already fails the zstd frame checksum; a whole chunk in the wrong place fails the digest
     expected = {"flip": "does not decode", "neighbour": "failed its checksum", "delete": "its K chunk is missing",
                 "truncate": "does not decode"}[how]

@@ -157,3 +157,43 @@ def _write(res, tmp_path):
     path = tmp_path / "full.npz"
     res.to_npz(path)
     return path
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_centres_of_both_sides_are_the_atom_kernel_block(frames, route):
+    """centers_A too: rows are single centres, K = K_atomic = the full atom kernel's block (unweighted), as a
+    sparse model's K_MM among its active environments; repeats, the npz round trip and the cost follow."""
+    h = Hypers(**{**H.to_dict(), "nu1_route": route})
+    A, B = frames[:3] + frames[-1:], frames[2:]
+    full = WignerKernel(h).compute(A, B, atomic=True)
+    n_a, n_b = sum(map(len, A)), sum(map(len, B))
+    rows, cols = np.array([n_a - 1, 5, 0, 7, 5]), np.array([n_b - 1, 4, 0, 6, 2])  # Cl, H, O, C; a repeat
+    eng = WignerKernel(h)
+    res = eng.compute(A, B, atomic=True, centers_A=rows, centers_B=cols)
+    block = full.K_atomic[:, rows][:, :, cols]
+    z_a = np.concatenate([a.numbers for a in A])[rows]
+    assert np.any(z_a == 1) and np.abs(block[1:, 0]).max() > 0
+    _close(res.K_atomic, block)
+    _close(res.K, block)  # no centre weights on either side: the hydrogen rows are the atom kernel itself
+    np.testing.assert_array_equal(res.K[0], z_a[:, None] == np.concatenate([b.numbers for b in B])[cols][None, :])
+    np.testing.assert_array_equal(res.K[:, 1], res.K[:, 4])
+    assert res.n_atoms_A.tolist() == [1] * len(rows) and res.K.shape == (4, 5, 5)
+    np.testing.assert_array_equal(res.centers_A, rows)
+    est = eng.estimate(A, B, centers_A=rows, centers_B=cols)
+    assert est["n_pairs"] == res.n_pairs == int((block[0] > 0).sum())
+    assert est["computed_pairs"] < est["n_pairs"]  # the repeated row computed once
+    # B = A with both sides restricted is a rectangular request, not a symmetric one
+    same = eng.compute(A, centers_A=rows[:3], centers_B=rows[:3], atomic=True)
+    _close(same.K, WignerKernel(h).compute(A, atomic=True).K_atomic[:, rows[:3]][:, :, rows[:3]])
+
+
+def test_centres_of_A_are_checked_and_kept_in_the_npz(frames, tmp_path):
+    eng = WignerKernel(H)
+    for bad, match in [([99], "centers_A holds atom index 99, outside A's"), ([], "centers_A is empty")]:
+        with pytest.raises(InputError, match=match):
+            eng.compute(frames[:1], frames[1:3], centers_A=bad, centers_B=[0])
+    res = eng.compute(frames[:2], frames[1:3], centers_A=[0, 2], centers_B=[1])
+    res.to_npz(tmp_path / "K.npz")
+    back = KernelResult.from_npz(tmp_path / "K.npz")
+    np.testing.assert_array_equal(back.centers_A, [0, 2])
+    np.testing.assert_array_equal(back.K, res.K)

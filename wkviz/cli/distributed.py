@@ -3,7 +3,9 @@
 The ``kernels`` sub-command (:mod:`wkviz.cli.kernels`) adds the flags with :func:`add_distributed_flags` and hands
 the request to :func:`compute_distributed` when ``--scheduler`` or ``--store`` is given (``--store`` alone: the
 tiles run one after another in this process, into the store); everything else (reading structures, the
-hyperparameter flags, ``--out``, error lines) stays with the ``kernels`` sub-command.
+hyperparameter flags, ``--out``, error lines) stays with the ``kernels`` sub-command. ``fit`` and
+``learning-curve`` add the same flags for their sparse models' environment kernels (:mod:`wkviz.cli.sparse`);
+:func:`tile_options` reads and checks them for all three.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import sys
 from ..errors import InputError
 from .common import ProgressLine, format_bytes, format_seconds, note
 
-__all__ = ["add_distributed_flags", "compute_distributed"]
+__all__ = ["add_distributed_flags", "compute_distributed", "tile_options", "tiles_where"]
 
 
 def add_distributed_flags(parser: argparse.ArgumentParser) -> None:
-    """Add ``--scheduler --workers --store --tile-size`` to the ``kernels`` sub-command."""
+    """Add ``--scheduler --workers --store --tile-size`` (``kernels``, and ``fit``/``learning-curve`` for the
+    kernels of their sparse models)."""
     g = parser.add_argument_group("distributed tiles (dask.distributed)")
     g.add_argument("--scheduler", default=None, metavar="ADDRESS|local",
                    help="compute kernel tiles on Dask: 'local' starts a LocalCluster of --workers processes, "
@@ -31,6 +34,57 @@ def add_distributed_flags(parser: argparse.ArgumentParser) -> None:
                         "damaged tiles are recomputed). Without --scheduler the tiles run in this process")
     g.add_argument("--tile-size", type=int, default=None,
                    help="structures per tile side for a new store (default: chosen from the request size)")
+
+
+def tile_options(args, flag_needs: str | None = None) -> dict | None:
+    """The tiled route asked for on the command line, its flags checked; None without ``--store`` and
+    ``--scheduler`` (the kernels are then computed in memory).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        From a parser that went through :func:`add_distributed_flags`.
+    flag_needs : str, optional
+        What the tiled route needs that is missing (e.g. ``"--active-environments M"``): then ``--store``,
+        ``--scheduler`` and ``--tile-size`` are refused, naming it.
+
+    Returns
+    -------
+    dict or None
+        ``store`` (path or None: a temporary store), ``scheduler`` (an address, ``"local"``, or None: in this
+        process), ``workers``, ``tile_size`` (None: chosen from the request).
+
+    Raises
+    ------
+    InputError
+        ``--workers`` or ``--tile-size`` below 1, ``--tile-size`` without ``--store`` or ``--scheduler``, or any
+        of them when ``flag_needs`` names what is missing.
+    """
+    store, scheduler = getattr(args, "store", None), getattr(args, "scheduler", None)
+    tile_size = getattr(args, "tile_size", None)
+    given = [f for f, v in (("--store", store), ("--scheduler", scheduler), ("--tile-size", tile_size)) if v]
+    if given and flag_needs:
+        raise InputError(f"{given[0]} computes kernel tiles for {flag_needs} only; add {flag_needs} or drop "
+                         f"{' '.join(given)}")
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
+    if tile_size is not None and tile_size < 1:
+        raise InputError(f"--tile-size must be a positive number of structures, got {tile_size}")
+    if not (store or scheduler):
+        if tile_size is not None:
+            raise InputError("--tile-size sets the tiles of a --store or --scheduler run; add --store PATH, or "
+                             "drop --tile-size")
+        return None
+    return {"store": store, "scheduler": scheduler, "workers": args.workers, "tile_size": tile_size}
+
+
+def tiles_where(scheduler) -> str:
+    """Where the tiles run, for a progress note (``scheduler`` as given; None: in this process)."""
+    from ..scale.distributed import IN_PROCESS
+
+    scheduler = scheduler or IN_PROCESS
+    return {"local": "on a local cluster", IN_PROCESS: "in this process (no --scheduler)"}.get(
+        str(scheduler).lower(), f"on scheduler {scheduler}")
 
 
 def compute_distributed(args, frames_a, frames_b, hypers) -> int:
@@ -57,17 +111,13 @@ def compute_distributed(args, frames_a, frames_b, hypers) -> int:
     flag = "--scheduler" if args.scheduler else "--store"
     if getattr(args, "atomic", False):
         raise InputError(f"atomic kernels are not tiled; drop --atomic or compute without {flag}")
-    if args.workers is not None and args.workers < 1:
-        raise InputError(f"--workers must be at least 1, got {args.workers}")
-    if args.tile_size is not None and args.tile_size < 1:
-        raise InputError(f"--tile-size must be a positive number of structures, got {args.tile_size}")
+    tile_options(args)
     ranks = tuple(sorted(set(getattr(args, "tensor_rank", None) or [0]) - {0}))
     budget = int(float(getattr(args, "memory_budget", 2.0)) * 2**30)
 
     n_b = len(frames_b) if frames_b is not None else len(frames_a)
     scheduler = args.scheduler or IN_PROCESS
-    where = {"local": "on a local cluster", IN_PROCESS: "in this process (no --scheduler)"}.get(
-        str(scheduler).lower(), f"on scheduler {scheduler}")
+    where = tiles_where(scheduler)
     # the whole request's estimate: its time is the work of all tiles at this machine's rate, its disk the store
     # (each tile's own memory is checked by the engine of the worker that computes it)
     est = WignerKernel(hypers, memory_budget=budget).estimate(frames_a, frames_b, tensor_rank=ranks,

@@ -18,6 +18,7 @@ from ..files import atomic_write
 from .common import (KIND_HELP, FitProgress, add_hyper_flags, add_model_flags, check_intensive_hint,
                      check_model_args, check_out, check_tensor_rank, cost_line, hypers_from_args, kernel_options,
                      memory_budget_bytes, note, note_preset, preset_from_args, read_structures)
+from .distributed import add_distributed_flags, tile_options
 from .forces import add_force_flags, run_force_fit
 from .sparse import add_sparse_flags, sparse_fit_predict
 
@@ -42,6 +43,7 @@ def add_fit_parser(subparsers):
     add_model_flags(p)
     add_sparse_flags(p)
     add_force_flags(p)  # after the sparse flags: it shares --active-environments
+    add_distributed_flags(p)  # the sparse model's environment kernels as tiles into a resumable store
     add_hyper_flags(p)
     p.set_defaults(func=run_fit)
     return p
@@ -65,7 +67,12 @@ def run_fit(args) -> int:
     from ..models import KernelSet, TargetData, fit_predict
 
     if getattr(args, "forces", None):
+        if tile_options(args) is not None:
+            raise InputError("--store and --scheduler compute the kernels of energy fits; an energy-and-force fit "
+                             "(--forces) computes its kernels and gradients in memory: drop --store/--scheduler")
         return run_force_fit(args)
+    # the tiled route is the sparse model's (an exact model's kernels: `python -m wkviz kernels --store`)
+    tiles = tile_options(args, None if args.active_environments is not None else "--active-environments M")
     budget = memory_budget_bytes(args.memory_budget)
     check_out(args.out, "predictions.csv", inputs=[args.train, args.test])
     train_frames = read_structures(args.train, "training")
@@ -86,7 +93,7 @@ def run_fit(args) -> int:
         note_preset(preset, reason, args)
         note(f"wkviz fit: sparse model, {train.kind} target '{args.target}', {len(train)} training and {len(test)} "
              f"test structures, {args.active_environments} active environments")
-        pred, est = sparse_fit_predict(args, train_frames, test_frames, train, test, hypers)
+        pred, est = sparse_fit_predict(args, train_frames, test_frames, train, test, hypers, tiles)
     else:
         opts = kernel_options(train.kind)
         check_tensor_rank([opts["tensor_rank"]], hypers.lambda_max, train)

@@ -6,7 +6,7 @@ import sys
 
 from .common import (ProgressLine, add_hyper_flags, check_out, check_tensor_rank, cost_line, hypers_from_args,
                      memory_budget_bytes, note_preset, preset_from_args, read_structures)
-from .distributed import add_distributed_flags
+from .distributed import add_distributed_flags, tile_options
 
 __all__ = ["add_kernels_parser", "run_kernels"]
 
@@ -32,6 +32,7 @@ def run_kernels(args) -> int:
     from ..engine.kernels import WignerKernel
 
     budget = memory_budget_bytes(args.memory_budget)
+    tile_options(args)  # --workers, --tile-size checked before anything is read
     check_out(args.out, "K.npz", inputs=[args.structures, args.other])
     frames_a = read_structures(args.structures, "structures")
     frames_b = read_structures(args.other, "--other") if args.other else None

@@ -12,6 +12,7 @@ import numpy as np
 from ..errors import InputError
 from .common import (FitProgress, KIND_HELP, add_hyper_flags, add_model_flags, cost_line, kernel_options, note,
                      note_preset, read_data_target, restrict_to_splits)
+from .distributed import add_distributed_flags, tile_options
 from .sparse import add_sparse_flags, run_sparse_learning_curve
 
 __all__ = ["MAX_REPEATS", "add_learning_curve_parser", "run_learning_curve"]
@@ -26,7 +27,9 @@ def add_learning_curve_parser(subparsers):
     p = subparsers.add_parser(
         "learning-curve",
         help="test error against training size for the mixed kernel, each single ν and composition",
-        description="Learning curves from one kernel matrix (sub-blocks, never recomputed); " + KIND_HELP + ".",
+        description="Learning curves from one kernel matrix (sub-blocks, never recomputed); " + KIND_HELP + ". "
+                    "With --active-environments and --store PATH, each repeat's kernel tiles go to its own store "
+                    "PATH/repeat-<r>.",
     )
     p.add_argument("--data", required=True, help="structures with the target (any file ase can read)")
     p.add_argument("--target", required=True, metavar="KEY", help="atoms.info or atoms.arrays key to learn")
@@ -40,6 +43,7 @@ def add_learning_curve_parser(subparsers):
     p.add_argument("--out", required=True, metavar="CSV", help="output CSV: model,n_train,repeat,mae,rmse")
     add_model_flags(p)
     add_sparse_flags(p)
+    add_distributed_flags(p)  # the sparse model's environment kernels as tiles into resumable stores
     add_hyper_flags(p)
     p.set_defaults(func=run_learning_curve)
     return p
@@ -62,6 +66,7 @@ def run_learning_curve(args) -> int:
     from ..models import KernelSet
 
     sizes = _parse_sizes(args.sizes)
+    tiles = tile_options(args, None if args.active_environments is not None else "--active-environments M")
     if not 1 <= args.repeats <= MAX_REPEATS:
         raise InputError(f"--repeats must be between 1 and {MAX_REPEATS:,} random splits per size, got "
                          f"{args.repeats:,}")
@@ -77,7 +82,7 @@ def run_learning_curve(args) -> int:
         # one active set and one kernel per repeat, for the largest size; smaller sizes use prefixes of its rows
         note(f"wkviz learning-curve: sparse model on {args.active_environments} active environments, target "
              f"'{args.target}', sizes {sizes}, {args.repeats} repeat(s)")
-        rows = run_sparse_learning_curve(args, frames_used, target, sizes, splits, hypers)
+        rows = run_sparse_learning_curve(args, frames_used, target, sizes, splits, hypers, tiles)
         for n in sizes:
             maes = [r["mae"] for r in rows if r["n_train"] == n]
             print(f"sparse-mixed n_train={n}: MAE {np.mean(maes):.6g} ({len(maes)} repeat(s))")

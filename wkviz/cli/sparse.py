@@ -4,6 +4,14 @@ The model is the projected-process model of :mod:`wkviz.models.sparse` on M acti
 per-element farthest-point sampling on the training structures (``--active-seed``): kernels cost (training + test
 atoms) × M instead of N², and the fit O(N M² + M³) (GP evidence from precomputed M × M products). Both
 sub-commands keep their output contracts; the extra lines (phases, ETA, memory) go to stderr.
+
+With ``--store PATH`` (and/or ``--scheduler``, the flags of :func:`wkviz.cli.distributed.add_distributed_flags`)
+the (training + test structures) × M kernel is computed as tiles into the resumable kernel store
+(:func:`wkviz.scale.distributed.compute_tiles` with ``centers_B``), in this process or on Dask: a killed run
+resumes where it stopped and a finished store is reused by the next run of the same request (the FPS active set
+is deterministic, so the request is the same). K_MM, the atom kernel among the M active environments, is
+computed apart with centres restricted on both sides (M × M pairs, ``WignerKernel.compute(centers_A=)``).
+``learning-curve`` keeps one store per repeat, ``PATH/repeat-<r>``.
 """
 
 from __future__ import annotations
@@ -16,10 +24,11 @@ import numpy as np
 
 from ..errors import InputError
 from ..files import atomic_write
-from .common import FitProgress, note
+from .common import FitProgress, format_seconds, note
+from .distributed import tiles_where
 
 __all__ = ["add_sparse_flags", "sparse_memory_bytes", "check_memory", "peak_rss_mib", "sparse_fit_predict",
-           "run_sparse_learning_curve"]
+           "repeat_store", "run_sparse_learning_curve"]
 
 
 def add_sparse_flags(parser) -> None:
@@ -84,7 +93,47 @@ class _Eta:
         self.line(fraction, el * (1 - fraction) / fraction if fraction > 0.02 else None)
 
 
-def _select_and_kernels(train_frames, test_frames, n_active, hypers, seed, memory_budget):
+def _tiled_kernels(train_frames, test_frames, active, engine, tiles):
+    """K_NM and K_TM as tiles of (training + test structures) × active environments in the store of ``tiles``
+    (:func:`wkviz.cli.distributed.tile_options`), K_MM apart; the dict of
+    :func:`wkviz.models.sparse.sparse_kernels`."""
+    from ..scale.distributed import IN_PROCESS, compute_tiles
+
+    t0 = time.perf_counter()
+    n, m, nu1 = len(train_frames), len(active), engine.hypers.nu_max + 1
+    path = tiles["store"]
+    # the sparse memory check has admitted the kernels; the engine of every tile keeps the --memory-budget
+    whole = 8 * nu1 * (n + len(test_frames)) * m
+    run = compute_tiles(list(train_frames) + list(test_frames), list(train_frames), hypers=engine.hypers,
+                        store=path, scheduler=tiles["scheduler"] or IN_PROCESS, n_workers=tiles["workers"],
+                        tile_size=tiles["tile_size"], memory_budget=max(whole, engine.memory_budget),
+                        worker_memory_budget=engine.memory_budget, assemble=path is None,
+                        progress=FitProgress("kernels structures×active (tiles)"), note=lambda line: note("  " + line),
+                        centers_B=active)
+    store = run.store
+    layout = "" if store is None else (f" (store {path}; {store.tile_size} structures × {store.tile_size_B} "
+                                       "environments per tile)")
+    note(f"  tiles: {run.tiles_computed} computed, {run.tiles_reused} reused of {run.tiles_total}{layout} in "
+         f"{run.seconds:.1f} s")
+    if store is not None:  # the training and test rows apart: one copy of each, as the in-memory route holds
+        K_NM, K_TM = store.read(rows=np.arange(n)), store.read(rows=np.arange(n, store.n_A))
+    else:  # a temporary store (--scheduler without --store), read back whole by compute_tiles
+        K_NM, K_TM = np.ascontiguousarray(run.result.K[:, :n]), np.ascontiguousarray(run.result.K[:, n:])
+    t = time.perf_counter()
+    # The atom kernel among the active environments, with both sides restricted to them: M × M pairs
+    # (sparse_kernels takes its rows from the atom kernels of the training structures, which tiles of structure
+    # sums do not keep). With no centre weight on either side K is that atom kernel itself. Columns in blocks
+    # whose output takes at most half the engine's budget, as sparse_kernels sizes its calls.
+    K_MM = np.empty((nu1, m, m))
+    step = max(1, int(engine.memory_budget // 2 // (8 * nu1 * m)))
+    for s in range(0, m, step):
+        K_MM[:, :, s:s + step] = engine.compute(train_frames, train_frames, centers_A=active,
+                                                centers_B=active[s:s + step]).K
+    note(f"  active × active kernel ({m} × {m}) in {format_seconds(time.perf_counter() - t)}")
+    return {"K_NM": K_NM, "K_MM": K_MM, "K_TM": K_TM, "seconds": time.perf_counter() - t0}
+
+
+def _select_and_kernels(train_frames, test_frames, n_active, hypers, seed, memory_budget, tiles=None):
     from ..engine.kernels import WignerKernel
     from ..models.sparse import select_active_environments, sparse_kernels
 
@@ -100,16 +149,21 @@ def _select_and_kernels(train_frames, test_frames, n_active, hypers, seed, memor
     note(f"  done in {time.perf_counter() - t:.1f} s")
     engine = WignerKernel(hypers, memory_budget=int(memory_budget))
     est = engine.estimate(train_frames + test_frames, train_frames, centers_B=active)
+    how = "" if tiles is None else f" as tiles {tiles_where(tiles['scheduler'])}"
     note(f"phase 2/3: kernels of {len(train_frames)} training and {len(test_frames)} test structures against "
-         f"{n_active} environments (about {est['seconds']:.0f} s)")
-    kern = sparse_kernels(train_frames, active, hypers, kind="environments", frames_test=test_frames, engine=engine,
-                          progress=_Eta("kernels structures×active"))
+         f"{n_active} environments{how} (about {est['seconds']:.0f} s)")
+    if tiles is None:
+        kern = sparse_kernels(train_frames, active, hypers, kind="environments", frames_test=test_frames,
+                              engine=engine, progress=_Eta("kernels structures×active"))
+    else:
+        kern = _tiled_kernels(train_frames, test_frames, active, engine, tiles)
     note(f"  kernels in {kern['seconds']:.1f} s; peak RSS {peak_rss_mib():.0f} MiB")
     return active, kern
 
 
-def sparse_fit_predict(args, train_frames, test_frames, train, test, hypers):
-    """Select, compute the kernels, fit and predict; returns ``(pred, estimator)``."""
+def sparse_fit_predict(args, train_frames, test_frames, train, test, hypers, tiles=None):
+    """Select, compute the kernels (as tiles into a store with ``tiles``, :func:`wkviz.cli.distributed.tile_options`),
+    fit and predict; returns ``(pred, estimator)``."""
     from ..models import model_nus
     from ..models.sparse import SparseScalarRegressor
 
@@ -117,7 +171,7 @@ def sparse_fit_predict(args, train_frames, test_frames, train, test, hypers):
         raise InputError(f"--active-environments fits structure scalars only; '{args.target}' is a {train.kind} "
                          "target: drop --active-environments (exact model)")
     active, kern = _select_and_kernels(train_frames, test_frames, int(args.active_environments), hypers,
-                                       args.active_seed, args.memory_budget * 2**30)
+                                       args.active_seed, args.memory_budget * 2**30, tiles)
     how = "the GP evidence" if args.selection == "evidence" else "cross-validation"
     note(f"phase 3/3: fitting the sparse model (weights and regularisation by {how} on the training set)")
     t = time.perf_counter()
@@ -132,9 +186,25 @@ def sparse_fit_predict(args, train_frames, test_frames, train, test, hypers):
     return pred, est
 
 
-def run_sparse_learning_curve(args, frames, target, sizes, splits, hypers):
+def repeat_store(tiles, r):
+    """The tile options of repeat ``r`` (0-based) of a sparse learning curve: its own store, ``PATH/repeat-<r+1>``
+    under ``--store PATH`` (a folder of stores, one per repeat)."""
+    if tiles is None or tiles["store"] is None:
+        return tiles
+    from pathlib import Path
+
+    root = Path(tiles["store"])
+    if (root / "manifest.json").exists():
+        raise InputError(f"--store {root} is the kernel store of a single request, but learning-curve keeps one "
+                         f"store per repeat inside its --store folder ({root}/repeat-1, ...); pass a new or other "
+                         "folder")
+    return {**tiles, "store": str(root / f"repeat-{r + 1}")}
+
+
+def run_sparse_learning_curve(args, frames, target, sizes, splits, hypers, tiles=None):
     """The sparse learning curve: per repeat, the active set is chosen by FPS on the largest training set and
-    its kernels (all structures of the repeat × M) computed once; every size fits on a prefix of its rows.
+    its kernels (all structures of the repeat × M) computed once (as tiles into ``PATH/repeat-<r>`` with
+    ``tiles``, :func:`repeat_store`); every size fits on a prefix of its rows.
     Writes the ``model,n_train,repeat,mae,rmse`` CSV (model ``sparse-mixed``); returns the rows."""
     from ..models import model_nus
     from ..models.sparse import SparseScalarRegressor
@@ -148,7 +218,7 @@ def run_sparse_learning_curve(args, frames, target, sizes, splits, hypers):
         te_frames = [frames[i] for i in test_idx]
         note(f"repeat {r + 1}/{len(splits)}")
         active, kern = _select_and_kernels(tr_frames, te_frames, int(args.active_environments), hypers,
-                                           args.active_seed, args.memory_budget * 2**30)
+                                           args.active_seed, args.memory_budget * 2**30, repeat_store(tiles, r))
         te = target.subset(test_idx)
         nu_max = kern["K_NM"].shape[0] - 1
         for n in sizes:

@@ -35,7 +35,9 @@ def run_store_verify(args, out=None) -> int:
         print(f"tile ({bi}, {bj}): {problem}", file=out)
     bad_tiles = {t for t, _ in bad}
     missing = set(store.missing_tiles())
-    summary = (f"{store.path}: {store.n_tiles} tiles of {store.tile_size} × {store.tile_size} structures "
+    shape = (f"{store.tile_size} × {store.tile_size} structures" if store.centers_B is None else
+             f"{store.tile_size} structures × {store.tile_size_B} environments")
+    summary = (f"{store.path}: {store.n_tiles} tiles of {shape} "
                f"({', '.join(store.kinds)}), {store.n_tiles - len(missing | bad_tiles)} good, {len(bad)} bad, "
                f"{len(missing - bad_tiles)} not computed yet")
     if not bad:

@@ -73,6 +73,10 @@ class KernelResult:
         Ordered same-species centre pairs represented by the result.
     centers_B : ndarray of int or None
         The selected centres of B (global atom indices) when the request restricted them.
+    centers_A : ndarray of int or None
+        The selected centres of A when the request restricted them too: then every row is one centre (``K`` and
+        ``K_atomic`` are the atom kernel between the selected centres of A and of B, unweighted, and
+        ``n_atoms_A`` is all ones).
     """
 
     K: np.ndarray
@@ -87,17 +91,18 @@ class KernelResult:
     n_pairs: int = 0
     timings: dict = field(default_factory=dict)
     centers_B: np.ndarray | None = None
+    centers_A: np.ndarray | None = None
 
     def to_npz(self, path) -> None:
         """Write the arrays of DESIGN.md §3 (``K``, optional ``K_atomic``/``K_vector``/``K_tensor``, ``species``,
-        ``hypers`` as a JSON string; ``centers_B`` when the request restricted B's centres) to ``path``.
+        ``hypers`` as a JSON string; ``centers_B``/``centers_A`` when the request restricted the centres) to ``path``.
 
         A path is written atomically (:func:`wkviz.files.atomic_write`: a killed process leaves the previous
         file, never a truncated one) under exactly the name given (``np.savez`` alone would add ``.npz``); a
         binary file object (``io.BytesIO``) is written directly."""
         arrays = {"K": self.K, "species": self.species, "hypers": np.array(self.hypers.to_json()),
                   "n_atoms_A": self.n_atoms_A, "n_atoms_B": self.n_atoms_B}
-        for name in ("K_atomic", "K_vector", "K_tensor", "centers_B"):
+        for name in ("K_atomic", "K_vector", "K_tensor", "centers_B", "centers_A"):
             value = getattr(self, name)
             if value is not None:
                 arrays[name] = value
@@ -114,7 +119,8 @@ class KernelResult:
             get = lambda k: data[k] if k in data.files else None  # noqa: E731
             return cls(K=data["K"], species=data["species"], hypers=Hypers.from_json(str(data["hypers"])),
                        n_atoms_A=get("n_atoms_A"), n_atoms_B=get("n_atoms_B"), K_atomic=get("K_atomic"),
-                       K_vector=get("K_vector"), K_tensor=get("K_tensor"), centers_B=get("centers_B"))
+                       K_vector=get("K_vector"), K_tensor=get("K_tensor"), centers_B=get("centers_B"),
+                       centers_A=get("centers_A"))
 
 
 def _as_frames(frames, name):
@@ -150,22 +156,24 @@ def _tensor_lams(tensor_rank, lambda_max: int | None = None) -> tuple:
     return tuple(sorted(set(out)))
 
 
-def _as_centres(centers, frames) -> np.ndarray:
-    """Validated global atom indices into the atoms of ``frames`` (structure 0's atoms first)."""
+def _as_centres(centers, frames, side: str = "B") -> np.ndarray:
+    """Validated global atom indices into the atoms of ``frames`` (structure 0's atoms first); ``side`` names
+    the argument (``centers_A`` or ``centers_B``) in the messages."""
+    name = f"centers_{side}"
     n_total = sum(len(a) for a in frames)
     arr = np.asarray(centers)
     if arr.ndim != 1:
-        raise InputError(f"centers_B must be a one-dimensional sequence of atom indices, got shape {arr.shape}")
+        raise InputError(f"{name} must be a one-dimensional sequence of atom indices, got shape {arr.shape}")
     if arr.size == 0:
-        raise InputError("centers_B is empty; give at least one atom index of B, or None for every atom")
+        raise InputError(f"{name} is empty; give at least one atom index of {side}, or None for every atom")
     if arr.dtype.kind not in "iu":
-        raise InputError(f"centers_B must hold integer atom indices, got dtype {arr.dtype}; for a boolean mask "
+        raise InputError(f"{name} must hold integer atom indices, got dtype {arr.dtype}; for a boolean mask "
                          "pass np.flatnonzero(mask)")
     arr = arr.astype(np.int64)
     bad = arr[(arr < 0) | (arr >= n_total)]
     if bad.size:
-        raise InputError(f"centers_B holds atom index {int(bad[0])}, outside B's {n_total} atoms; give indices "
-                         f"from 0 to {n_total - 1} (atoms of all structures of B in order)")
+        raise InputError(f"{name} holds atom index {int(bad[0])}, outside {side}'s {n_total} atoms; give indices "
+                         f"from 0 to {n_total - 1} (atoms of all structures of {side} in order)")
     return arr
 
 
@@ -176,6 +184,11 @@ def _element_counts(env, species, n_structures, hydrogen_weight=1.0):
     w = np.where(env.numbers == 1, float(hydrogen_weight), 1.0)
     np.add.at(counts, (np.searchsorted(species, env.numbers), env.structure), w)
     return counts
+
+
+def _expanded(numbers, expand):
+    """``numbers`` of the distinct centres, repeated as the given centres were (``expand`` None: as they are)."""
+    return numbers if expand is None else numbers[expand]
 
 
 def _unique_in_order(centres):
@@ -237,6 +250,9 @@ class _Request(NamedTuple):
     centres: np.ndarray | None  # centers_B as given
     distinct: np.ndarray | None  # its distinct values, in order of first appearance
     expand: np.ndarray | None  # column of ``distinct`` for every given centre; None when already distinct
+    centres_a: np.ndarray | None = None  # centers_A as given (rows are single centres of A)
+    distinct_a: np.ndarray | None = None
+    expand_a: np.ndarray | None = None  # row of ``distinct_a`` for every given centre of A
 
 
 class _Outputs(NamedTuple):
@@ -313,7 +329,7 @@ class WignerKernel:
         return 8 * nu1 * per
 
     def estimate(self, frames_A, frames_B=None, *, atomic=False, tensor_rank=0, centers_B=None,
-                 timed=True) -> dict:
+                 centers_A=None, timed=True) -> dict:
         """Time, memory and disk of a request before computing it (arguments as :meth:`compute`).
 
         The neighbours of every centre are counted first (no neighbour list is built); memory follows from the
@@ -336,15 +352,16 @@ class WignerKernel:
             uncompressed), ``neighbours`` (pairs within the cutoff), ``tile_side``, ``fits`` and ``reason`` (the
             sentence refusing the request, or None), ``measured`` (whether ``seconds`` comes from the micro-run),
             ``compile_seconds`` (first calls of the kernels, not in ``seconds``) and ``rates``. With
-            ``centers_B`` everything counts the selected centres of B only.
+            ``centers_B`` everything counts the selected centres of B only; with ``centers_A`` those of A only
+            (and ``seconds`` is the reference machine's throughput: the micro-run samples whole structures).
         """
-        req = self._validate(frames_A, frames_B, atomic, tensor_rank, centers_B, refuse=False)
+        req = self._validate(frames_A, frames_B, atomic, tensor_rank, centers_B, refuse=False, centers_A=centers_A)
         return self._estimate(req, timed)
 
     def _estimate(self, req, timed: bool) -> dict:
         h = self.hypers
         t_scan = time.perf_counter()
-        scan_a = cost.prescan(req.frames_A, h.cutoff)
+        scan_a = cost.prescan(req.frames_A, h.cutoff, req.distinct_a)
         scan_b = scan_a if req.symmetric else cost.prescan(req.frames_B, h.cutoff, req.distinct)
         t_scan = time.perf_counter() - t_scan
         plan = self._plan(req.tensor_lams)
@@ -353,11 +370,14 @@ class WignerKernel:
         tiles = _work_list(scan_a.numbers, scan_b.numbers, species, side, req.symmetric)
         computed = sum(t.work for t in tiles)
         pairs = sum(len(t.rows) * len(t.cols) * (2 if req.symmetric and not t.diag else 1) for t in tiles)
-        if req.expand is not None:
-            pairs, _ = self._count_pairs(scan_a.numbers, scan_b.numbers[req.expand], False)
+        if req.expand is not None or req.expand_a is not None:
+            pairs, _ = self._count_pairs(_expanded(scan_a.numbers, req.expand_a),
+                                         _expanded(scan_b.numbers, req.expand), False)
         n_b = len(req.frames_B) if req.centres is None else len(req.centres)
         atoms_b = len(scan_b.numbers) if req.centres is None else len(req.centres)
-        sizes = (len(req.frames_A), n_b, len(scan_a.numbers), atoms_b)
+        n_a = len(req.frames_A) if req.centres_a is None else len(req.centres_a)
+        atoms_a = len(scan_a.numbers) if req.centres_a is None else len(req.centres_a)
+        sizes = (n_a, n_b, atoms_a, atoms_b)
         out_bytes = self._output_bytes(*sizes, req.atomic, req.tensor_lams)
         parts = cost.memory_parts(h, scan_a, scan_b, req.symmetric, side, plan, out_bytes, req.atomic,
                                  req.tensor_lams, self.radial_basis)
@@ -369,7 +389,8 @@ class WignerKernel:
                   "neighbours": scan_a.rows + (0 if req.symmetric else scan_b.rows), "tile_side": int(side),
                   "fits": reason is None, "reason": reason, "budget": self.memory_budget, "measured": False,
                   "compile_seconds": 0.0, "rates": None, "seconds": cost.fallback_seconds(plan, computed)}
-        if timed and reason is None and tiles:
+        # the micro-run samples whole structures of A, which selected centres of A are not
+        if timed and reason is None and tiles and req.centres_a is None:
             big = max(tiles, key=lambda t: len(t.rows) * len(t.cols))
             rates = cost.measure_rates(self, req.frames_A, scan_a, cost.channels(h, scan_a, scan_b), plan,
                                        (len(big.rows), len(big.cols)),
@@ -382,8 +403,8 @@ class WignerKernel:
         return result
 
     # ----------------------------------------------------------------------------------------------------
-    def compute(self, frames_A, frames_B=None, *, atomic=False, tensor_rank=0, centers_B=None, progress=None,
-                cancel=None) -> KernelResult:
+    def compute(self, frames_A, frames_B=None, *, atomic=False, tensor_rank=0, centers_B=None, centers_A=None,
+                progress=None, cancel=None) -> KernelResult:
         """Compute invariant (and optionally atomic and tensorial) Wigner kernels.
 
         Parameters
@@ -404,6 +425,12 @@ class WignerKernel:
             (computed once). Out-of-range, negative, non-integer or no indices raise
             :class:`~wkviz.errors.InputError`. With ``frames_B=None`` the request is A × (centres of A),
             computed as a rectangular one.
+        centers_A : sequence of int, optional
+            Restrict A's side the same way (global atom indices into the atoms of ``frames_A``): every row is
+            then one given centre with its full neighbourhood, unweighted. With both ``centers_A`` and
+            ``centers_B``, ``K[ν]`` (and ``K_atomic``) is the atom kernel k^ν between the two sets of centres —
+            e.g. a sparse model's K_MM among its active environments, at the cost of len(centers_A) ×
+            len(centers_B) pairs instead of the atoms of every structure holding one.
         progress : callable, optional
             Called as ``progress(fraction_done, eta_seconds)`` after every tile (eta ``None`` at the start).
         cancel : threading.Event or callable, optional
@@ -414,7 +441,7 @@ class WignerKernel:
         KernelResult
         """
         start = time.perf_counter()
-        req = self._validate(frames_A, frames_B, atomic, tensor_rank, centers_B)
+        req = self._validate(frames_A, frames_B, atomic, tensor_rank, centers_B, centers_A=centers_A)
         reason = self._estimate(req, timed=False)["reason"]  # neighbours counted, not listed: refused up front
         if reason:
             raise MemoryBudgetError(reason)
@@ -435,7 +462,8 @@ class WignerKernel:
         timings.update(self._run_tiles(req, tiles, seed, plan, env_a, env_b, out, start, progress, cancel))
         return self._result(req, out, env_a, env_b, species, n_pairs, timings, start)
 
-    def _validate(self, frames_A, frames_B, atomic, tensor_rank, centers_B, refuse=True) -> "_Request":
+    def _validate(self, frames_A, frames_B, atomic, tensor_rank, centers_B, refuse=True,
+                  centers_A=None) -> "_Request":
         """The checked request: frames, symmetry, tensor ranks, selected centres, and (``refuse``) the output
         fits the budget."""
         h = self.hypers
@@ -449,14 +477,23 @@ class WignerKernel:
             distinct, expand = _unique_in_order(centres)
             if len(distinct) == len(centres):
                 expand = None  # already distinct: the columns come out in the given order
+        centres_a = distinct_a = expand_a = None
+        if centers_A is not None:
+            centres_a = _as_centres(centers_A, frames_A, "A")
+            distinct_a, expand_a = _unique_in_order(centres_a)
+            if len(distinct_a) == len(centres_a):
+                expand_a = None
 
-        req = _Request(frames_A=frames_A, frames_B=frames_B, b_is_a=b_is_a, symmetric=b_is_a and centers_B is None,
-                       atomic=atomic, tensor_lams=tensor_lams, centres=centres, distinct=distinct, expand=expand)
+        symmetric = b_is_a and centers_B is None and centers_A is None
+        req = _Request(frames_A=frames_A, frames_B=frames_B, b_is_a=b_is_a, symmetric=symmetric,
+                       atomic=atomic, tensor_lams=tensor_lams, centres=centres, distinct=distinct, expand=expand,
+                       centres_a=centres_a, distinct_a=distinct_a, expand_a=expand_a)
         if refuse:
             n_b = len(frames_B) if centres is None else len(centres)
             atoms_b = sum(len(b) for b in frames_B) if centres is None else len(centres)
-            reason = self._output_refusal(req, self._output_bytes(len(frames_A), n_b, sum(len(a) for a in frames_A),
-                                                                  atoms_b, atomic, tensor_lams))
+            n_a = len(frames_A) if centres_a is None else len(centres_a)
+            atoms_a = sum(len(a) for a in frames_A) if centres_a is None else len(centres_a)
+            reason = self._output_refusal(req, self._output_bytes(n_a, n_b, atoms_a, atoms_b, atomic, tensor_lams))
             if reason:
                 raise MemoryBudgetError(reason)
         # with selected centres B is never A (rows are atoms' structures, columns centres): no mirror symmetry
@@ -470,28 +507,33 @@ class WignerKernel:
                 f"{self.memory_budget / 2**30:.2f} GiB; use fewer structures"
                 f"{', drop the atomic kernels' if req.atomic else ''}"
                 f"{', drop the tensor kernels' if req.tensor_lams else ''}"
-                f"{', select fewer centres of B' if req.centres is not None else ''} or raise the budget")
+                f"{', select fewer centres of B' if req.centres is not None else ''}"
+                f"{', select fewer centres of A' if req.centres_a is not None else ''} or raise the budget")
 
     def _environments(self, req):
-        """Environments of A's atoms and of B's side: its atoms, or only its distinct selected centres."""
+        """Environments of each side: its atoms, or only its distinct selected centres."""
         h = self.hypers
-        env_a = environments_for(req.frames_A, h)
+        if req.centres_a is None:
+            env_a = environments_for(req.frames_A, h)
+        else:
+            env_a = _centre_environments(req.frames_A, req.distinct_a, h)
         if req.symmetric:
             return env_a, env_a
         if req.centres is None:
             return env_a, environments_for(req.frames_B, h)
-        return env_a, _centre_environments(req.frames_B, req.distinct, h, env_all=env_a if req.b_is_a else None)
+        every_a = req.b_is_a and req.centres_a is None  # env_a then holds every atom of B
+        return env_a, _centre_environments(req.frames_B, req.distinct, h, env_all=env_a if every_a else None)
 
     def _allocate(self, req, env_a, env_b, species) -> "_Outputs":
         """Zeroed outputs, with ν = 0 (composition and same-element indicator) filled in."""
         h = self.hypers
         # distinct centres while computing; repeats are copied at the end
-        n_a = len(req.frames_A)
+        n_a = len(req.frames_A) if req.centres_a is None else env_a.n_centers
         n_b = len(req.frames_B) if req.centres is None else env_b.n_centers
         # K[0] = Σ w_i w_j over same-element atom pairs, like every K[ν]; selected centres carry no weight of
         # their own (see _run_tiles)
         w_c = h.hydrogen_center_weight
-        counts_a = _element_counts(env_a, species, n_a, w_c)
+        counts_a = _element_counts(env_a, species, n_a, 1.0 if req.centres_a is not None else w_c)
         counts_b = counts_a if req.symmetric else _element_counts(env_b, species, n_b,
                                                                    1.0 if req.centres is not None else w_c)
         nu1 = h.nu_max + 1
@@ -536,9 +578,10 @@ class WignerKernel:
             t_seed += t1 - t0
             t_iter += t2 - t1
             # a tile holds centres of one element: structure sums weigh its pairs by w_i w_j = w_z²; a structure
-            # against single selected centres by the structure's w_i only (cov(Σ_i w_i ε_i, ε_m) of the GP)
+            # against single selected centres by the structure's w_i only (cov(Σ_i w_i ε_i, ε_m) of the GP); two
+            # selected centres not at all
             w_z = h.hydrogen_center_weight if t.species == 1 else 1.0
-            scale = w_z if req.centres is not None else w_z * w_z
+            scale = w_z ** (2 - (req.centres is not None) - (req.centres_a is not None))
             self._accumulate(pair_out, pi, pj, nI, nJ, t.diag, req.symmetric, t.rows, t.cols, env_a, env_b,
                              inv_rows, lam_rows, scale, out.K, out.K_atomic, out.K_lam)
             t_acc += time.perf_counter() - t2
@@ -567,12 +610,24 @@ class WignerKernel:
             K_vector = None if K_vector is None else K_vector[:, :, :, expand]
             K_tensor = None if K_tensor is None else K_tensor[:, :, :, expand]
             n_atoms_B = n_atoms_B[expand]
-            n_pairs, _ = self._count_pairs(env_a.numbers, env_b.numbers[expand], False)
+        n_atoms_A = env_a.n_atoms.copy()
+        if req.expand_a is not None:
+            # repeated centres of A: every occurrence gets its row
+            rows = req.expand_a
+            K = K[:, rows]
+            K_atomic = None if K_atomic is None else K_atomic[:, rows]
+            K_vector = None if K_vector is None else K_vector[:, rows]
+            K_tensor = None if K_tensor is None else K_tensor[:, rows]
+            n_atoms_A = n_atoms_A[rows]
+        if expand is not None or req.expand_a is not None:
+            n_pairs, _ = self._count_pairs(_expanded(env_a.numbers, req.expand_a), _expanded(env_b.numbers, expand),
+                                           False)
         centres = req.centres
-        return KernelResult(K=K, species=species, hypers=self.hypers, n_atoms_A=env_a.n_atoms.copy(),
+        return KernelResult(K=K, species=species, hypers=self.hypers, n_atoms_A=n_atoms_A,
                             n_atoms_B=n_atoms_B, K_atomic=K_atomic, K_vector=K_vector,
                             K_tensor=K_tensor, seconds=time.perf_counter() - start, n_pairs=n_pairs,
-                            timings=timings, centers_B=None if centres is None else centres.copy())
+                            timings=timings, centers_B=None if centres is None else centres.copy(),
+                            centers_A=None if req.centres_a is None else req.centres_a.copy())
 
     def _auto_tile(self, n_seed, n_out, n_rows):
         # working memory per pair: the ν=1 blocks (basis route: H^l matrices; exact route: packed per pair),

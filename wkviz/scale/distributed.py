@@ -1,7 +1,9 @@
 """Kernel tiles as tasks on Dask (``dask.distributed``), streamed into a :class:`~wkviz.scale.store.KernelStore`.
 
 A request A × B (or A × A) is cut into tiles of ``tile_size`` structures × ``tile_size`` structures; a
-symmetric request keeps only tiles on and above the diagonal. Every tile is one task that calls the very engine
+symmetric request keeps only tiles on and above the diagonal. A request of environment columns (``centers_B``, a
+sparse model's N × M kernel) has tiles of ``tile_size`` structures × ``tile_size_B`` centres
+(:func:`centre_tile_size`). Every tile is one task that calls the very engine
 of the local path — ``WignerKernel(hypers).compute(frames_I, frames_J)``, or ``compute(frames_I)`` on the
 diagonal — so a tiled kernel equals the local one up to floating-point summation order (≤ 1e-15 relative,
 measured in ``tests/test_distributed.py``; ``K[0]`` is bit-identical).
@@ -50,8 +52,8 @@ from ..runtime import check_cancel, is_set
 from .store import KernelStore, kernel_kinds, store_key
 from .tilecheck import check_free_disk
 
-__all__ = ["compute_tiles", "compute_store", "TileRun", "local_cluster", "choose_tile_size", "tile_pair_counts",
-           "WORKER_ENV", "IN_PROCESS"]
+__all__ = ["compute_tiles", "compute_store", "TileRun", "local_cluster", "choose_tile_size", "centre_tile_size",
+           "tile_pair_counts", "WORKER_ENV", "IN_PROCESS"]
 
 #: ``scheduler`` value of :func:`compute_tiles` that runs the tiles in the calling process, without Dask.
 IN_PROCESS = "in-process"
@@ -172,6 +174,20 @@ def choose_tile_size(n_A: int, n_B: int | None = None, n_workers: int = 2, *, la
             break
         t //= 2
     return max(smallest, min(t, max(n_A, n_B)))
+
+
+def centre_tile_size(tile_size: int, frames_A, n_centres: int) -> int:
+    """Centres per tile of a request of environment columns: as many as the atoms in ``tile_size`` structures of
+    A (at least ``tile_size``), or all ``n_centres`` when fewer.
+
+    Every tile is one engine call, whose fixed costs grow with both sides: the neighbour lists and densities of
+    its structures, and those of the structures holding its centres. Tiles with as many centres as atoms keep
+    both small next to the tile's pairs. For 700 QM9 structures × 1,000 environments (in memory: 30 s), square
+    tiles of 64 structures × 64 centres took 107 s, tiles of 64 × 1,000 48 s and of 256 × 1,000 32 s: the
+    structures per tile (``tile_size``) matter too.
+    """
+    mean_atoms = sum(len(a) for a in frames_A) / max(1, len(frames_A))
+    return int(min(int(n_centres), max(int(tile_size), math.ceil(int(tile_size) * mean_atoms))))
 
 
 def tile_pair_counts(n_atoms_by_species_A: np.ndarray, n_atoms_by_species_B: np.ndarray | None = None) -> int:
@@ -336,7 +352,8 @@ def compute_tiles(frames_A, frames_B=None, *, hypers: Hypers | None = None, stor
                   scheduler="local", n_workers: int = 2, tile_size: int | None = None, tensor_rank=0,
                   memory_budget: int = 2 * 2**30, worker_memory_budget: int | None = None, assemble: bool = True,
                   progress=None, cancel=None, max_in_flight: int | None = None,
-                  numba_threads: int = 1, note=None, disk_free=None, centers_B=None) -> TileRun:
+                  numba_threads: int = 1, note=None, disk_free=None, centers_B=None,
+                  tile_size_B: int | None = None) -> TileRun:
     """Compute a kernel request tile by tile on a Dask cluster (or in this process), streaming tiles into a
     kernel store.
 
@@ -358,7 +375,8 @@ def compute_tiles(frames_A, frames_B=None, *, hypers: Hypers | None = None, stor
     n_workers : int
         Workers of the local cluster (ignored with ``client`` or an address).
     tile_size : int, optional
-        Structures per tile side for a new store (:func:`choose_tile_size` when omitted).
+        Structures per tile side for a new store (:func:`choose_tile_size` when omitted; with ``centers_B`` the
+        centres count as the structures of A that hold as many atoms).
     tensor_rank : int or tuple
         As in :meth:`WignerKernel.compute` (atomic kernels are not tiled).
     memory_budget : int
@@ -378,14 +396,16 @@ def compute_tiles(frames_A, frames_B=None, *, hypers: Hypers | None = None, stor
         Numba threads inside each task (1 on a LocalCluster; raise it on cluster nodes that run one
         multi-core worker each).
     note : callable, optional
-        ``note(line)`` for what the run found (tiles that failed their check and are recomputed); a
-        ``RuntimeWarning`` when omitted.
+        ``note(line)`` for what the run found: finished tiles it reuses, tiles that failed their check and are
+        recomputed (a ``RuntimeWarning`` when omitted).
     disk_free : callable, optional
         ``disk_free(path) -> bytes`` free on the store's disk (default: :func:`shutil.disk_usage`); a request
         whose missing tiles need more is refused with the numbers before anything runs.
     centers_B : array of int, optional
         Columns are these centres of ``frames_B`` (global atom indices; a sparse model's active environments):
         the N × M kernel as tiles of structures × centres (:meth:`KernelStore.open`), scalar kernels only.
+    tile_size_B : int, optional
+        Centres per tile for a new store of environment columns (:func:`centre_tile_size` when omitted).
 
     Returns
     -------
@@ -412,6 +432,8 @@ def compute_tiles(frames_A, frames_B=None, *, hypers: Hypers | None = None, stor
         tmpdir = tempfile.TemporaryDirectory(prefix="wkviz-tiles-")
         store = os.path.join(tmpdir.name, "store")
 
+    said = []
+
     def open_store(workers):
         if isinstance(store, KernelStore):
             want = store_key(frames_A, frames_B, hypers, kernel_kinds(ranks), centers_B)["key"]
@@ -420,10 +442,15 @@ def compute_tiles(frames_A, frames_B=None, *, hypers: Hypers | None = None, stor
                                  f"request has hash {want}; open a store for this request instead")
             opened = store
         else:
-            n_B = None if frames_B is None else len(frames_B) if centers_B is None else len(centers_B)
+            n_B = None if frames_B is None else len(frames_B)
+            if centers_B is not None:  # the centres count as the structures of A that hold as many atoms
+                n_B = math.ceil(len(centers_B) * len(frames_A) / max(1, sum(len(a) for a in frames_A)))
             t = tile_size or choose_tile_size(len(frames_A), n_B, workers)
+            tb = None
+            if centers_B is not None:
+                tb = tile_size_B or centre_tile_size(t, frames_A, len(centers_B))
             opened = KernelStore.open(store, frames_A, frames_B, hypers=hypers, tensor_rank=ranks, tile_size=t,
-                                      disk_free=disk_free, centers_B=centers_B)
+                                      disk_free=disk_free, centers_B=centers_B, tile_size_B=tb)
             if tmpdir is not None and assemble and opened.output_bytes() > memory_budget:
                 raise MemoryBudgetError(
                     f"the kernel needs {opened.output_bytes() / 2**30:.2f} GiB, above the memory budget of "
@@ -432,6 +459,11 @@ def compute_tiles(frames_A, frames_B=None, *, hypers: Hypers | None = None, stor
         repaired.extend(opened.recheck(note))
         check_free_disk(opened.path, opened.bytes_missing(),
                         f"the {len(opened.missing_tiles())} missing tiles of {opened.path}", disk_free)
+        if note is not None and opened.n_done and not said:  # a resumed or reused store, said once
+            said.append(True)
+            missing = len(opened.missing_tiles())
+            note(f"{opened.n_done} of {opened.n_tiles} tiles are finished in the kernel store {opened.path} and "
+                 f"are reused; {f'computing the other {missing}' if missing else 'nothing to compute'}")
         return opened
 
     try:
@@ -563,7 +595,7 @@ def _run_tiles(client, store: KernelStore, frames_A, frames_B, hypers, ranks, me
     t = store.tile_size
     row_blocks = {bi: light_A[bi * t:(bi + 1) * t] for bi in sorted({bi for bi, _ in todo})}
     if store.centers_B is None:
-        col_blocks = {bj: (light_B[bj * t:(bj + 1) * t], None) for bj in sorted({bj for _, bj in todo})}
+        col_blocks = {bj: (light_B[store.tile_cols(bj)], None) for bj in sorted({bj for _, bj in todo})}
     else:
         col_blocks = {bj: _centre_block(light_B, store.centers_B[store.tile_cols(bj)])
                       for bj in sorted({bj for _, bj in todo})}

@@ -2,7 +2,8 @@
 
 A store is a directory holding a zarr (v3) group. Each kernel kind of the request (``K``, and ``K_vector`` /
 ``K_tensor`` when tensor kernels were asked for) is one zarr array whose chunks are exactly the tiles of the
-request: ``tile_size`` structures × ``tile_size`` structures (× all body orders and components). A tile is
+request: ``tile_size`` structures × ``tile_size`` structures (× all body orders and components), or, for a
+request of environment columns (``centers_B``), ``tile_size`` structures × ``tile_size_B`` centres. A tile is
 therefore written as one chunk file, by one writer, and never touched again.
 
 Identity. The store is keyed by a content hash of what the numbers depend on: the structures of A and B
@@ -124,12 +125,19 @@ def _tail_shape(kind: str) -> tuple:
     return {"K": (), "K_vector": (3,), "K_tensor": (5,)}[kind]
 
 
+def _tile_sides(meta: dict) -> tuple:
+    """Rows and columns per tile: ``tile_size`` both, unless the store records ``tile_size_B`` (its columns
+    are centres)."""
+    t = int(meta["tile_size"])
+    return t, int(meta.get("tile_size_B", t))
+
+
 def _tile_bytes(meta: dict, grid, tiles) -> int:
     """Dense float64 bytes of ``tiles`` over all kinds (edge tiles are smaller)."""
-    t, n_A, n_B = int(meta["tile_size"]), int(meta["n_A"]), int(meta["n_B"])
+    (t, tb), n_A, n_B = _tile_sides(meta), int(meta["n_A"]), int(meta["n_B"])
     per_pair = 8 * (int(meta["nu_max"]) + 1) * sum(int(np.prod(_tail_shape(k))) ** 2 for k in meta["kinds"])
     ij = np.asarray(list(tiles), dtype=np.int64).reshape(-1, 2)
-    pairs = np.minimum(t, n_A - ij[:, 0] * t) * np.minimum(t, n_B - ij[:, 1] * t)
+    pairs = np.minimum(t, n_A - ij[:, 0] * t) * np.minimum(tb, n_B - ij[:, 1] * tb)
     return per_pair * int(pairs.sum())
 
 
@@ -167,6 +175,8 @@ class KernelStore:
         B is A: only tiles with ``bi ≤ bj`` exist.
     tile_size : int
         Structures per tile side (= zarr chunk size along both structure axes).
+    tile_size_B : int
+        Columns per tile: ``tile_size``, or the centres per tile of a store of environment columns.
     grid : tuple of int
         Tile rows × tile columns.
     nu_max : int
@@ -182,14 +192,14 @@ class KernelStore:
         self.n_A = int(meta["n_A"])
         self.n_B = int(meta["n_B"])
         self.symmetric = bool(meta["symmetric"])
-        self.tile_size = int(meta["tile_size"])
+        self.tile_size, self.tile_size_B = _tile_sides(meta)
         self.nu_max = int(meta["nu_max"])
         self.kinds = tuple(meta["kinds"])
         self.hypers = Hypers.from_dict(meta["hypers"])
         centers = meta.get("centers_B")
         #: B's columns are these centres (global atom indices of B's structures), or None (structures)
         self.centers_B = None if centers is None else np.asarray(centers, dtype=np.int64)
-        self.grid = (math.ceil(self.n_A / self.tile_size), math.ceil(self.n_B / self.tile_size))
+        self.grid = (math.ceil(self.n_A / self.tile_size), math.ceil(self.n_B / self.tile_size_B))
         self.flush_seconds = float(flush_seconds)
         self._group = zarr.open_group(str(self.path / _ZARR_DIR), mode="r+")
         self._writes = _decode_counts(manifest["writes"], self.grid)
@@ -207,7 +217,8 @@ class KernelStore:
     # ------------------------------------------------------------------------------------------------------
     @classmethod
     def open(cls, path, frames_A, frames_B=None, *, hypers: Hypers, tensor_rank=0, tile_size: int = 128,
-             flush_seconds: float = 1.0, disk_free=None, centers_B=None) -> "KernelStore":
+             flush_seconds: float = 1.0, disk_free=None, centers_B=None,
+             tile_size_B: int | None = None) -> "KernelStore":
         """Create the store for a request, or reopen the store of the *same* request.
 
         Parameters
@@ -230,7 +241,10 @@ class KernelStore:
         centers_B : array of int, optional
             Columns are these centres of ``frames_B`` (global atom indices; the active environments of a sparse
             model) instead of its structures: the kernel is (nu_max+1, len(A), len(centers_B)), tiles are
-            ``tile_size`` structures × ``tile_size`` centres. Scalar kernels only.
+            ``tile_size`` structures × ``tile_size_B`` centres. Scalar kernels only.
+        tile_size_B : int, optional
+            Centres per tile for a new store of environment columns (default ``tile_size``); an existing store
+            keeps its own. Structure columns always have ``tile_size``.
 
         Raises
         ------
@@ -255,6 +269,9 @@ class KernelStore:
         tile_size = int(tile_size)
         if tile_size < 1:
             raise InputError(f"tile_size must be a positive number of structures, got {tile_size}")
+        tile_size_B = tile_size if tile_size_B is None or centers_B is None else int(tile_size_B)
+        if tile_size_B < 1:
+            raise InputError(f"tile_size_B must be a positive number of centres, got {tile_size_B}")
         n_A = len(frames_A)
         n_B = n_A if frames_B is None else len(frames_B) if centers_B is None else len(centers_B)
         meta = {
@@ -267,12 +284,13 @@ class KernelStore:
         }
         if centers_B is not None:
             meta["centers_B"] = [int(c) for c in centers_B]
+            meta["tile_size_B"] = tile_size_B
         for _ in range(3):  # a lost creation race is followed by opening the winner's store
             existing = cls._existing(path)
             if existing is not None:
                 cls._check_key(path, existing["meta"], key, kinds)
                 return cls(path, existing["meta"], existing, flush_seconds)
-            grid = (math.ceil(n_A / tile_size), math.ceil(n_B / tile_size))
+            grid = (math.ceil(n_A / tile_size), math.ceil(n_B / tile_size_B))
             need = _tile_bytes(meta, grid, [(i, j) for i in range(grid[0]) for j in range(grid[1])
                                             if not (frames_B is None and j < i)])
             check_free_disk(path, need, f"{n_A:,} × {n_B:,} structures ({', '.join(kinds)}, ν ≤ {hypers.nu_max})",
@@ -359,11 +377,11 @@ class KernelStore:
         from zarr.codecs import ZstdCodec
 
         group = zarr.open_group(str(path / _ZARR_DIR), mode="w")
-        nu1, t = meta["nu_max"] + 1, meta["tile_size"]
+        nu1, (t, tb) = meta["nu_max"] + 1, _tile_sides(meta)
         for kind in meta["kinds"]:
             tail = _tail_shape(kind)
             shape = (nu1, meta["n_A"], *tail, meta["n_B"], *tail)
-            chunks = (nu1, min(t, meta["n_A"]), *tail, min(t, meta["n_B"]), *tail)
+            chunks = (nu1, min(t, meta["n_A"]), *tail, min(tb, meta["n_B"]), *tail)
             # NaN fill: a chunk that was never written reads as NaN, never as a plausible zero kernel; the zstd
             # frame checksum makes a damaged chunk fail to decode (the tile digest catches the rest)
             group.create_array(kind, shape=shape, chunks=chunks, dtype="float64", fill_value=np.nan,
@@ -409,7 +427,7 @@ class KernelStore:
         return slice(bi * self.tile_size, min((bi + 1) * self.tile_size, self.n_A))
 
     def tile_cols(self, bj: int) -> slice:
-        return slice(bj * self.tile_size, min((bj + 1) * self.tile_size, self.n_B))
+        return slice(bj * self.tile_size_B, min((bj + 1) * self.tile_size_B, self.n_B))
 
     def row_blocks(self, rows=None, kind: str = "K"):
         """``(row indices, K[:, rows_block, :])`` one tile row at a time (every column): what a streamed
@@ -558,8 +576,8 @@ class KernelStore:
                                     f"{nbytes / 2**30:.2f} GiB, above the {memory_budget / 2**30:.2f} GiB budget; "
                                     "read smaller blocks")
         out = np.empty((self.nu_max + 1, len(rows), *tail, len(cols), *tail))
-        t = self.tile_size
-        row_tiles, col_tiles = rows // t, cols // t
+        t, tb = self.tile_size, self.tile_size_B  # equal in a symmetric store, whose tiles are transposed
+        row_tiles, col_tiles = rows // t, cols // tb
         # each stored tile is read (and checked) once, also when a symmetric read needs it twice
         places = {}
         for bi in np.unique(row_tiles):
@@ -581,7 +599,7 @@ class KernelStore:
                 r_sel = np.flatnonzero(row_tiles == bi)
                 c_sel = np.flatnonzero(col_tiles == bj)
                 ri = rows[r_sel] - bi * t
-                ci = cols[c_sel] - bj * t
+                ci = cols[c_sel] - bj * tb
                 if tail:
                     out[:, r_sel[:, None], :, c_sel[None, :], :] = block[:, ri[:, None], :, ci[None, :], :]
                 else:
@@ -720,4 +738,5 @@ class KernelStore:
 
     def __repr__(self) -> str:
         return (f"KernelStore({str(self.path)!r}, key={self.key}, {self.n_A}×{self.n_B}"
-                f"{' symmetric' if self.symmetric else ''}, tiles {self.n_done}/{self.n_tiles} of {self.tile_size})")
+                f"{' symmetric' if self.symmetric else ''}, tiles {self.n_done}/{self.n_tiles} of {self.tile_size}"
+                f"{'' if self.tile_size_B == self.tile_size else f' × {self.tile_size_B}'})")
