@@ -55,8 +55,9 @@ def test_fit_with_active_environments_is_the_library_model(files, tmp_path):
 def test_learning_curve_with_active_environments_keeps_the_csv_contract(tmp_path):
     out = tmp_path / "lc.csv"
     proc = run("learning-curve", "--data", QM9, "--target", "U0", "--sizes", "20,40", "--repeats", 1,
-               "--test-size", 15, "--active-environments", 100, "--out", out, *SMALL)
+               "--test-size", 15, "--active-environments", 100, "--fps-pool", 300, "--out", out, *SMALL)
     assert proc.returncode == 0, proc.stderr
+    assert "FPS among a pool of about 300 of the" in proc.stderr
     with open(out, newline="") as fh:
         rows = list(csv.reader(fh))
     assert rows[0] == ["model", "n_train", "repeat", "mae", "rmse"]
@@ -72,6 +73,7 @@ def test_sparse_flags_refuse_bad_input_before_kernels(files, tmp_path):
     for args, words in (
         (("--active-environments", 100000), "training environments"),
         (("--active-environments", 50, "--memory-budget", 1e6), "GiB of memory"),
+        (("--active-environments", 50, "--fps-pool", 10), "FPS pool (10 environments)"),
     ):
         proc = run("fit", "--train", train, "--test", test, "--target", "U0", *args, *SMALL)
         assert proc.returncode == 2
