@@ -3,7 +3,8 @@
 Parts:
 
 * ``--part clusters``: 200 training / 100 test gold clusters (a random split, ``--seed``), energy-only vs
-  energy+force :class:`wkviz.models.forces.EnergyForceModel` (same hyperparameters, same active environments):
+  energy+force :class:`wkviz.models.forces.EnergyForceModel` (same hyperparameters, same active environments, energy
+  noise σ_E·√n_atoms unless ``--sigma-per-structure``):
   energy MAE (eV) and force MAE (eV/Å per Cartesian component), each ± the standard error over test structures
   (per-structure mean absolute force error for the force spread). Saves the energy+force model (``--model``) for
   the MD part.
@@ -67,7 +68,7 @@ def _errors(model, test, stress=False):
     return row
 
 
-def accuracy(kind, n_train, n_test, n_active, seed, model_path, hypers):
+def accuracy(kind, n_train, n_test, n_active, seed, model_path, hypers, sigma_per_atom=True):
     frames = [a for a in load_sample("gold") if a.info.get("config_type") == kind]
     train, test = _split(frames, n_train, n_test, seed)
     E = [a.get_potential_energy() for a in train]
@@ -75,7 +76,8 @@ def accuracy(kind, n_train, n_test, n_active, seed, model_path, hypers):
     rows = {}
     for name, forces in (("energy", None), ("energy+force", F)):
         t0 = time.perf_counter()
-        model = EnergyForceModel(hypers, n_active=n_active, seed=seed).fit(train, E, forces)
+        model = EnergyForceModel(hypers, n_active=n_active, seed=seed, sigma_per_atom=sigma_per_atom).fit(
+            train, E, forces)
         fit_s = time.perf_counter() - t0
         row = _errors(model, test, stress=kind == "bulk")
         row.update(fit_seconds=fit_s, **{k: v for k, v in model.summary().items() if k != "baseline"})
@@ -150,13 +152,15 @@ def main():
     p.add_argument("--temperature", type=float, default=300.0)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--cutoff", type=float, default=GOLD.cutoff, help="Å (default 6)")
+    p.add_argument("--sigma-per-structure", action="store_true",
+                   help="energy noise σ_E per structure instead of the default σ_E·√n_atoms")
     args = p.parse_args()
     hypers = GOLD.replace(cutoff=args.cutoff)
     print("load", os.getloadavg(), "hypers", hypers.to_json(), flush=True)
     if args.part == "clusters":
-        accuracy("cluster", 200, 100, args.n_active, args.seed, args.model, hypers)
+        accuracy("cluster", 200, 100, args.n_active, args.seed, args.model, hypers, not args.sigma_per_structure)
     elif args.part == "bulk":
-        accuracy("bulk", 120, 80, args.n_active, args.seed, args.model, hypers)
+        accuracy("bulk", 120, 80, args.n_active, args.seed, args.model, hypers, not args.sigma_per_structure)
     else:
         md(args.model, args.steps, args.timestep, args.temperature, args.runs, args.seed)
     print("load", os.getloadavg(), flush=True)

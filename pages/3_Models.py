@@ -604,7 +604,8 @@ def force_section(ds) -> None:
     m[3].metric("Fit time", widgets.format_seconds(result["seconds"]))
     summ = result["summary"]
     st.caption(f"{meta['hypers_label']}, M = {meta['n_active']} active environments, {len(meta['train'])} training "
-               f"structures. Chosen by the evidence: σ_E = {summ['sigma_energy']:.3g} eV, "
+               f"structures. Chosen by the evidence: σ_E = {summ['sigma_energy']:.3g} "
+               f"{'eV/√atom' if summ.get('sigma_per_atom') else 'eV'}, "
                f"σ_F = {summ['sigma_force']:.3g} eV/Å.")
     formulas = datasets.formulas(ds)
     per_structure = [float(np.abs(p - t).mean()) for p, t in zip(result["F_pred"], result["F_true"])]

@@ -101,6 +101,7 @@ def test_save_load_round_trip_without_pickle(model, gold, tmp_path):
     with np.load(path, allow_pickle=False) as data:
         assert {"meta", "active_numbers", "active_positions", "active_lengths", "active_weights"} <= set(data.files)
     again = EnergyForceModel.load(path)
+    assert again.sigma_per_atom is model.sigma_per_atom is True  # the default, kept by the file
     E1, F1 = model.predict(clusters[-3:])
     E2, F2 = again.predict(clusters[-3:])
     assert np.array_equal(E1, E2) and all(np.array_equal(a, b) for a, b in zip(F1, F2))
@@ -108,6 +109,23 @@ def test_save_load_round_trip_without_pickle(model, gold, tmp_path):
     np.savez(bad, x=np.zeros(2))
     with pytest.raises(InputError, match="not a wkviz energy-force model"):
         EnergyForceModel.load(bad)
+
+
+def test_per_atom_energy_noise_is_sigma_times_root_n():
+    """With every structure of n atoms, the per-atom noise σ_E·√n is a per-structure noise: the evidence surface is
+    the same one, shifted by log √n in log σ_E, so both choose the same per-structure noise, evidence and model."""
+    frames = [a for a in load_sample("gold") if not a.pbc.any() and len(a) == 13][:8]
+    E = [a.get_potential_energy() for a in frames]
+    F = [forces_of(a) for a in frames]
+    per_atom = EnergyForceModel(HYPERS, n_active=15).fit(frames[:6], E[:6], F[:6])
+    per_structure = EnergyForceModel(HYPERS, n_active=15, sigma_per_atom=False).fit(frames[:6], E[:6], F[:6])
+    assert per_atom.sigma_energy_ * np.sqrt(13) == pytest.approx(per_structure.sigma_energy_, rel=2e-3)
+    assert per_atom.sigma_force_ == pytest.approx(per_structure.sigma_force_, rel=2e-3)
+    ev = per_structure.log_evidence_
+    assert per_atom.log_evidence_ == pytest.approx(ev, abs=1e-4 * abs(ev))  # the Σ log n_i term of log |Σ| included
+    e1, e2 = per_atom.predict(frames[6:], forces=False), per_structure.predict(frames[6:], forces=False)
+    assert np.abs(e1 - e2).max() <= 1e-2 * np.abs(np.asarray(E[6:]) - np.mean(E[:6])).max()
+    assert per_atom.summary()["sigma_per_atom"] and not per_structure.summary()["sigma_per_atom"]
 
 
 def test_bad_inputs(gold):

@@ -94,8 +94,9 @@ def run_force_fit(args) -> int:
         note(f"wrote {args.save_model}")
     s = model.summary()
     weights = ", ".join(f"ν={nu}: {w:.3g}" for nu, w in zip(s["nus"], s["weights"]))
-    print(f"model energy+force: weights {weights}; σ_E {s['sigma_energy']:.4g} eV, σ_F {s['sigma_force']:.4g} eV/Å; "
-          f"log evidence {s['log_evidence']:.6g}")
+    unit_e = "eV/√atom" if s["sigma_per_atom"] else "eV"
+    print(f"model energy+force: weights {weights}; σ_E {s['sigma_energy']:.4g} {unit_e}, "
+          f"σ_F {s['sigma_force']:.4g} eV/Å; log evidence {s['log_evidence']:.6g}")
     df = np.concatenate([(f - t).ravel() for f, t in zip(F, f_test)])
     de = E - y_test
     print(f"FORCE_MAE={np.abs(df).mean():.8g} FORCE_RMSE={np.sqrt(np.mean(df ** 2)):.8g}")
