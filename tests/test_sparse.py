@@ -1,5 +1,7 @@
 """Sparse (projected-process / Nyström) models: M = N is the exact model, M < N approaches it; FPS is FPS."""
 
+import time
+
 import numpy as np
 import pytest
 from ase.build import molecule
@@ -397,3 +399,16 @@ def test_fit_sparse_is_the_selection_kernels_and_fit_by_hand(data):
     env = sparse_estimate(tr, te, 12, "environments", H)
     assert 0 < env["pairs_sparse"] < cost["pairs_sparse"]
 
+
+
+def test_thread_choice_times_the_real_calls_then_keeps_the_faster():
+    from wkviz.runtime import ThreadChoice
+
+    choice = ThreadChoice(cores=2)
+    seen = []
+    for pause in (0.05, 0.0, 0.0, 0.0):  # the first call (every core) is slower: one thread wins
+        with choice.run() as threads:
+            seen.append(threads)
+            time.sleep(pause)
+    assert seen == [2, 1, 1, 1] and choice.threads == 1
+    assert ThreadChoice(cores=1).threads == 1

@@ -113,30 +113,39 @@ def blas_limit(threads: int, *, exclusive: bool = False):
         yield
 
 
-def search_threads(n: int) -> int:
-    """BLAS threads for the repeated n × n factorisations of a large hyperparameter search: 1 below
-    :data:`SMALL_SOLVE` rows; above it every core when a probe (a Cholesky factorisation of a 500 × 500 matrix
-    on one thread and on all: a few ms when idle, up to a few seconds on a busy machine) runs faster on all, i.e.
-    when the machine is not busy, else 1. Called once per fit, whose search then takes minutes.
+class ThreadChoice:
+    """BLAS threads for a run of similar large factorisations (a hyperparameter search), chosen by timing the
+    work itself: the first call runs on every core, the second on one thread, the rest on the faster of the two
+    (the first call also pays for first touches of memory, so the order favours one thread when in doubt).
 
-    On an idle 2-core machine two threads nearly halve an evidence evaluation at M = 3,000; on a busy one they
-    make it 3× slower (the spinning threads of the comment above), so the choice is measured, not assumed.
+    On an idle 2-core machine two threads cut an evidence evaluation at M = 3,000 from 1.8 to 1.4 s; on a busy
+    one they made a 3,000 × 3,000 factorisation 3× slower (the spinning threads of the comment above). A probe on
+    a small matrix cannot tell (small factorisations do not gain from threads on any machine), the real calls can.
+
+    Use ``with choice.run(): ...`` around each call.
     """
-    cores = os.cpu_count() or 1
-    if n < SMALL_SOLVE or cores < 2:
-        return 1
-    import numpy as np
-    from scipy.linalg import lapack
 
-    a = np.random.default_rng(0).normal(size=(500, 500))
-    a = a @ a.T + 500 * np.eye(500)
-    took = {}
-    for threads in (1, cores):
+    def __init__(self, cores: int | None = None):
+        self.cores = int(cores or os.cpu_count() or 1)
+        self.seconds: dict = {}
+
+    @property
+    def threads(self) -> int:
+        """Threads of the next call."""
+        if self.cores < 2:
+            return 1
+        for trial in (self.cores, 1):
+            if trial not in self.seconds:
+                return trial
+        return min(self.seconds, key=self.seconds.get)
+
+    @contextlib.contextmanager
+    def run(self):
+        threads = self.threads
+        start = time.perf_counter()
         with blas_limit(threads):
-            t = time.perf_counter()
-            lapack.dpotrf(a, lower=1, clean=0, overwrite_a=0)
-            took[threads] = time.perf_counter() - t
-    return cores if took[cores] < 0.8 * took[1] else 1
+            yield threads
+        self.seconds.setdefault(threads, time.perf_counter() - start)
 
 
 def blas_threads(n: int):

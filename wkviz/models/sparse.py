@@ -51,7 +51,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ..errors import InputError
-from ..runtime import blas_threads, check_cancel, search_threads
+from ..runtime import SMALL_SOLVE, ThreadChoice, blas_threads, check_cancel
 from .active import (
     ACTIVE_KINDS,
     environment_features,
@@ -147,7 +147,7 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
     products_seconds_, search_seconds_ : float
         Evidence route: time of the M × M products and of the hyperparameter search.
     search_threads_ : int
-        Evidence route: BLAS threads of the full-size evaluations (:func:`wkviz.runtime.search_threads`).
+        Evidence route: BLAS threads of the full-size evaluations (:class:`wkviz.runtime.ThreadChoice`).
     """
 
     def __init__(self, *, nus=None, weights="exponential", regularization=None, baseline=True, selection="evidence",
@@ -266,8 +266,9 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
         gram.finish()
         self.products_seconds_ = time.perf_counter() - t0
         t0 = time.perf_counter()
-        self.search_threads_ = search_threads(m)
-        full = SparseEvidence(gram, lam, param, jitter=self.jitter, cancel=cancel, threads=self.search_threads_)
+        # large full-size evaluations: threads chosen by timing the first two (one thread below SMALL_SOLVE)
+        threads = ThreadChoice() if m >= SMALL_SOLVE else 1
+        full = SparseEvidence(gram, lam, param, jitter=self.jitter, cancel=cancel, threads=threads)
         if param.n_theta and n >= 2:
             coarse = None
             if m > self.coarse_active:
@@ -282,6 +283,7 @@ class SparseKernelRidge(RegressorMixin, BaseEstimator):
         else:
             theta = param.default() if param.n_theta else np.zeros(0)
         self.search_seconds_ = time.perf_counter() - t0
+        self.search_threads_ = threads.threads if isinstance(threads, ThreadChoice) else threads
         c = store_weights(self, param, theta, used, K_MM.shape[0], lam)
         st = full.state(c)
         if st is None:

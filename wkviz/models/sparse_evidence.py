@@ -37,7 +37,7 @@ import scipy.linalg
 from scipy.linalg import lapack
 
 from ..errors import InputError
-from ..runtime import blas_limit, check_cancel
+from ..runtime import ThreadChoice, blas_limit, check_cancel
 from .ridge import fold_residuals, ridge_lstsq
 
 __all__ = ["SparseGram", "SparseEvidence", "gram_bytes", "cv_errors"]
@@ -106,7 +106,7 @@ class SparseGram:
                 raise InputError("the active points' kernel is not positive semi-definite even with a jitter; "
                                  "check the kernels (K_MM must be the kernel among the active points)") from None
             # K̂ʲ = L₀⁻¹ K̃ʲ L₀⁻ᵀ
-            self.Khat = np.empty_like(Kt)
+            self.Khat = np.empty((J, m, m))  # C order: every evaluation reads it as one (J, M²) matrix
             for j in range(J):
                 T = scipy.linalg.solve_triangular(self.L0, Kt[j], lower=True, check_finite=False)
                 T = scipy.linalg.solve_triangular(self.L0, T.T, lower=True, check_finite=False)
@@ -230,8 +230,8 @@ class SparseEvidence:
         # flat views and diagonals for the gradient: every trace against P̂ and K̂ is then one BLAS product that
         # reads each M × M matrix once (the products are memory-bound; per-matrix vdots read them three times)
         m = self._K.shape[1]
-        self._Kflat = self._K.reshape(len(self._K), m * m)
-        self._Pflat = self._P.reshape(len(self._P), m * m)
+        self._Kflat = np.ascontiguousarray(self._K).reshape(len(self._K), m * m)
+        self._Pflat = np.ascontiguousarray(self._P).reshape(len(self._P), m * m)
         self._Kdiag = np.ascontiguousarray(np.einsum("jii->ji", self._K))
         self._Pdiag = np.ascontiguousarray(np.einsum("pii->pi", self._P))
         self.best_loss = np.inf
@@ -271,13 +271,19 @@ class SparseEvidence:
         logdet = (n - m) * math.log(self.lam) + 2.0 * float(np.log(np.diag(Lb)).sum() - np.log(np.diag(Lk)).sum())
         return {"Lk": Lk, "Lb": Lb, "u": u, "v": v, "q": q, "logdet": logdet, "m": m}
 
+    def _threads(self):
+        """BLAS threads of one evaluation: a fixed count, or a :class:`wkviz.runtime.ThreadChoice`."""
+        if isinstance(self.threads, ThreadChoice):
+            return self.threads.run()
+        return blas_limit(self.threads)
+
     def __call__(self, theta, need_grad: bool = True):
         check_cancel(self.cancel)
         self.n_evals += 1
         theta = np.asarray(theta, dtype=np.float64)
         c = self.param.weights(theta)
         fail = (1e30, np.zeros_like(theta)) if need_grad else 1e30
-        with blas_limit(self.threads):
+        with self._threads():
             with np.errstate(all="ignore"):
                 st = self.state(c)
                 if st is None or not st["q"] > 0:
@@ -299,19 +305,17 @@ class SparseEvidence:
     def _grad(self, c, st):
         lam, eps, n, q, u = self.lam, self.jitter, self.g.n, st["q"], st["u"]
         b = self._b
-        # tr(A⁻¹X) for symmetric X from the lower triangle of A⁻¹ alone: 2 Σ_{i≥j} − the diagonal
-        Bl, Bd = _lower_inverse(st["Lb"])
-        Kl, Kd = _lower_inverse(st["Lk"])
-        uu = np.outer(u, u).ravel()
-        # one pass over the pair products: Σ_{i≥j} (B⁻¹)_ij S_p,ij and uᵀ S_p u
-        RP = self._Pflat @ np.stack([Bl.ravel(), uu], axis=1)
-        tr_BS = 2.0 * RP[:, 0] - self._Pdiag @ Bd
-        uSu = RP[:, 1]
-        # one pass over the slices: the same against B⁻¹, K_MM(c)⁻¹ and uuᵀ
-        RK = self._Kflat @ np.stack([Bl.ravel(), Kl.ravel(), uu], axis=1)
-        tr_BK = 2.0 * RK[:, 0] - self._Kdiag @ Bd
-        tr_KK = 2.0 * RK[:, 1] - self._Kdiag @ Kd
-        uKu = RK[:, 2]
+        m = len(u)
+        # tr(A⁻¹X) for symmetric X from one triangle of A⁻¹ alone: 2 Σ_{i≥j} − the diagonal; the triangles come
+        # as flat views (no copies: at M = 3,000 each copy of an M × M matrix costs as much as a factorisation)
+        Bv, Bd = _triangle_of_inverse(st["Lb"])
+        Kv, Kd = _triangle_of_inverse(st["Lk"])
+        # one matrix–vector product per pass over the pair products S_p and the slices K̂ʲ
+        tr_BS = 2.0 * (self._Pflat @ Bv) - self._Pdiag @ Bd
+        uSu = (self._Pflat.reshape(-1, m) @ u).reshape(len(self._P), m) @ u
+        tr_BK = 2.0 * (self._Kflat @ Bv) - self._Kdiag @ Bd
+        tr_KK = 2.0 * (self._Kflat @ Kv) - self._Kdiag @ Kd
+        uKu = (self._Kflat.reshape(-1, m) @ u).reshape(len(self._K), m) @ u
         _, dw = self.g.pair_weights(c)
         tr_B, tr_K, uuu = float(Bd.sum()), float(Kd.sum()), float(u @ u)
         # dB/dc_j = λ(K̂ʲ + εI) + Σ_p ∂w_p/∂c_j S_p
@@ -322,13 +326,18 @@ class SparseEvidence:
         return 0.5 * dq / q + (tr_dB - tr_dK) / (2.0 * n)
 
 
-def _lower_inverse(L):
-    """The lower triangle of A⁻¹ (zeros above) and its diagonal, from the lower Cholesky factor of A."""
+def _triangle_of_inverse(L):
+    """One triangle of A⁻¹ as a flat C-order view of m² numbers (zeros in the other triangle), whose element
+    (i, j) of the view is (A⁻¹)_ji, and the diagonal of A⁻¹, from the lower Cholesky factor L of A.
+
+    ``L`` must have zeros above its diagonal (``dpotrf(..., clean=1)``): dpotri leaves that triangle as it
+    finds it. For a symmetric X, Σ_{view} view·X = Σ_{i≥j} (A⁻¹)_ij X_ij.
+    """
     inv, info = lapack.dpotri(L, lower=1, overwrite_c=0)
     if info:
         raise np.linalg.LinAlgError("inverse from the Cholesky factor failed")
-    low = np.tril(inv)
-    return low, np.diagonal(low).copy()
+    view = inv.T if inv.flags.f_contiguous else np.tril(inv).T.copy()
+    return view.reshape(-1), np.diagonal(inv).copy()
 
 
 def cv_errors(K_NM, gram, full, c, folds, features, y):
