@@ -477,17 +477,12 @@ def render() -> None:
                 fit_running = True
         if fit_running:
             jobs.poll_job(fit_job, cancel_key="models.cancel.btn", what=fit_job.label)
-        if fit_job is not None and fit_job.done:
-            job_state = fit_job.state()
-            if job_state.status == "done" and ss.get("wk.fit", {}).get("key") != fit_job.meta["key"]:
-                ss["wk.fit"] = dict(fit_job.meta)
-                r = fit_job.result["models"]
-                best = r.get("mixed") or next(iter(r.values()))
-                ss["wk.fit"].update(mae=best["metrics"]["mae"], unit=fit_job.result["unit"], weights_fitted=best["weights"])
-            elif job_state.status == "failed" and ss.get("wk.fit_job_key") == fit_job.meta["key"]:
-                widgets.show_job_failure(fit_job)
-            elif job_state.status == "cancelled":
-                st.warning("Fitting was cancelled.", icon=":material/cancel:")
+        if fit_job is not None and fit_job.done and jobs.settle_job(
+                fit_job, result_key="wk.fit", cancelled="Fitting was cancelled.",
+                show_failure=ss.get("wk.fit_job_key") == fit_job.meta["key"]):
+            r = fit_job.result["models"]
+            best = r.get("mixed") or next(iter(r.values()))
+            ss["wk.fit"].update(mae=best["metrics"]["mae"], unit=fit_job.result["unit"], weights_fitted=best["weights"])
 
     # ---- the sparse model (large data sets) --------------------------------------------------------------------
     if large:
@@ -496,15 +491,9 @@ def render() -> None:
             sparse_job, sparse_running = started, True
     if sparse_running:
         jobs.poll_job(sparse_job, cancel_key="models.sparse_cancel.btn", what=sparse_job.label)
-    if sparse_job is not None and sparse_job.done:
-        job_state = sparse_job.state()
-        if job_state.status == "done" and ss.get("wk.sparse_fit", {}).get("key") != sparse_job.meta["key"]:
-            ss["wk.sparse_fit"] = dict(sparse_job.meta)
-            ss["models.show"] = sparse_job.meta["name"]  # show what was just fitted
-        elif job_state.status == "failed" and ss.get("wk.sparse_fit", {}).get("key") != sparse_job.meta["key"]:
-            widgets.show_job_failure(sparse_job)
-        elif job_state.status == "cancelled":
-            st.warning("Fitting the sparse model was cancelled.", icon=":material/cancel:")
+    if sparse_job is not None and sparse_job.done and jobs.settle_job(
+            sparse_job, result_key="wk.sparse_fit", cancelled="Fitting the sparse model was cancelled."):
+        ss["models.show"] = sparse_job.meta["name"]  # show what was just fitted
 
     # ---- results: the exact models and the sparse one in one table and parity plot -----------------------------
     exact = current_fit() if kres is not None else None
@@ -576,13 +565,7 @@ def force_section(ds) -> None:
     if running:
         jobs.poll_job(job, cancel_key="models.forces.cancel.btn", what=job.label)
     if job is not None and job.done:
-        js = job.state()
-        if js.status == "done" and ss.get("wk.force_fit", {}).get("key") != job.meta["key"]:
-            ss["wk.force_fit"] = dict(job.meta)
-        elif js.status == "failed" and ss.get("wk.force_fit", {}).get("key") != job.meta["key"]:
-            widgets.show_job_failure(job)
-        elif js.status == "cancelled":
-            st.warning("Fitting the energy + force model was cancelled.", icon=":material/cancel:")
+        jobs.settle_job(job, result_key="wk.force_fit", cancelled="Fitting the energy + force model was cancelled.")
     meta = ss.get("wk.force_fit")
     result = None
     if meta is not None and meta["dataset"] == ds.digest:

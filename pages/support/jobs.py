@@ -22,7 +22,7 @@ from wkviz.evaluation import forces as forces_eval
 
 from .datasets import Dataset
 from .state import MEMORY_BUDGET, kernel_key
-from .widgets import format_bytes, format_seconds
+from .widgets import format_bytes, format_seconds, show_job_failure
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -88,6 +88,26 @@ def poll_job(job: cache.BackgroundJob, *, cancel_key: str, what: str) -> None:
         bar.progress(min(max(s.fraction, 0.0), 1.0), text=text)
         time.sleep(0.25)
     st.rerun()
+
+
+def settle_job(job: cache.BackgroundJob, *, result_key: str, cancelled: str, show_failure: bool | None = None) -> bool:
+    """What a page does once ``job`` has ended: a finished job's ``meta`` is stored under ``result_key`` (True the
+    first time, so the caller can add to it), a failed one's error is shown, a cancelled one gets ``cancelled``
+    as a warning.
+
+    ``show_failure`` overrides when the error is shown (default: while the job's result is not the stored one).
+    """
+    ss = st.session_state
+    new = (ss.get(result_key) or {}).get("key") != job.meta["key"]
+    status = job.state().status
+    if status == "done" and new:
+        ss[result_key] = dict(job.meta)
+        return True
+    if status == "failed" and (new if show_failure is None else show_failure):
+        show_job_failure(job)
+    elif status == "cancelled":
+        st.warning(cancelled, icon=":material/cancel:")
+    return False
 
 
 # --------------------------------------------------------------------------------------------------------------
