@@ -175,8 +175,14 @@ def learning_curve_plot(
         sizes += list(reference.n_train)
         values += list(reference.errors(metric)[0])
     _log_axes(fig, sizes, values, metric=metric, target=target, unit=unit)
-    fig.update_layout(height=560, legend=dict(x=1.02, xanchor="left", y=1.0, yanchor="top"))
-    return _style(fig, title=title or "Learning curves (mean ± std over repeats)")
+    # the legend under the axes: beside them, its seven long entries (slopes, the stored curve) took two thirds
+    # of the width of a 1,000 px window and squeezed the axes to a sliver. Anchored to the bottom of the figure
+    # (not of the axes), so rotated tick labels and the axis title never run into it when it wraps on narrow screens
+    fig.update_layout(height=700, legend=dict(orientation="h", x=0.0, xanchor="left", y=0.0, yanchor="bottom",
+                                              yref="container"))
+    fig = _style(fig, title=title or "Learning curves (mean ± std over repeats)")
+    fig.update_layout(margin=dict(b=260))  # room for the legend wrapped on up to seven rows
+    return fig
 
 
 def stored_curve_plot(reference: StoredCurve, *, metric: str = "mae", title: str | None = None,
