@@ -152,12 +152,12 @@ def _label(atoms, config_type):
     return atoms
 
 
-def make_gold():
-    rng = np.random.default_rng(GOLD_SEED)
+def _clusters(rng, n):
+    """n EMT-labelled Au clusters drawn from ``rng`` (ase shapes, fcc fragments, grown clusters in turn)."""
     frames = []
     builders = [lambda: _shape_cluster(rng), lambda: _fcc_fragment(rng, int(rng.integers(10, 41))),
                 lambda: _grown_cluster(rng, int(rng.integers(10, 41)))]
-    for k in range(300):
+    for k in range(n):
         while True:
             atoms = builders[k % 3]()
             scale = rng.uniform(0.97, 1.03)
@@ -166,6 +166,19 @@ def make_gold():
             if 10 <= len(atoms) <= 40 and _min_distance(atoms) > 2.45:
                 break
         frames.append(_label(atoms, "cluster"))
+    return frames
+
+
+def gold_clusters(n, seed):
+    """n Au clusters made with the bundled set's recipe from their own generator (seed): ``gold_clusters(300,
+    GOLD_SEED)`` are the bundled set's clusters, another seed gives fresh ones for validation
+    (``benchmarks/bench_forces.py --part validate``)."""
+    return _clusters(np.random.default_rng(seed), n)
+
+
+def make_gold():
+    rng = np.random.default_rng(GOLD_SEED)
+    frames = _clusters(rng, 300)  # the same generator goes on to the bulk cells
     conventional = [(1, 1, 1), (2, 1, 1), (3, 1, 1), (2, 2, 1), (3, 2, 1), (2, 2, 2)]
     primitive = [(2, 2, 1), (2, 2, 2), (2, 2, 3), (3, 3, 1), (3, 3, 2), (2, 3, 4), (3, 3, 3)]
     for k in range(200):
