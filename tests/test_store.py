@@ -207,3 +207,49 @@ def test_compute_store_falls_back_to_this_process_and_reads_a_complete_store_bac
     np.testing.assert_array_equal(again.K, result.K)
     small, info = distributed.compute_store(frames, H, tmp_path / "s", memory_budget=100)
     assert small is None and not info["in_memory"]
+
+
+def test_ctrl_c_during_a_tile_write_lands_after_the_tile_is_written_and_recorded(tmp_path, frames, monkeypatch):
+    """zarr writes on its own event-loop thread: an interrupt raised mid-write used to leave the write in flight
+    (and "Task was destroyed but it is pending!" after the CLI's message). The Ctrl-C now waits for the tile."""
+    import signal
+
+    import wkviz.scale.store as store_module
+
+    store = KernelStore.open(tmp_path / "s", frames, hypers=H, tile_size=3)
+    original = store_module.tile_digest
+
+    def digest_then_ctrl_c(*args):
+        signal.raise_signal(signal.SIGINT)  # as if pressed while the chunk is being written
+        return original(*args)
+
+    monkeypatch.setattr(store_module, "tile_digest", digest_then_ctrl_c)
+    eng = WignerKernel(H)
+    with pytest.raises(KeyboardInterrupt):
+        store.write_tile(0, 0, {"K": eng.compute(frames[store.tile_rows(0)]).K})
+    monkeypatch.undo()
+    assert (0, 0) not in store.missing_tiles() and store.n_done == 1
+    assert store.read(range(3), range(3)).shape == (H.nu_max + 1, 3, 3)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
+
+
+def test_signals_deferred_hands_over_the_first_signal_once_and_restores_the_handlers():
+    import signal
+
+    from wkviz.runtime import signals_deferred
+
+    seen = []
+    previous = signal.signal(signal.SIGTERM, lambda s, f: seen.append(s))
+    try:
+        with signals_deferred():
+            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)
+            assert seen == []  # held while the block runs
+        assert seen == [signal.SIGTERM]
+        with pytest.raises(KeyboardInterrupt), signals_deferred():
+            signal.raise_signal(signal.SIGINT)
+        with signals_deferred():
+            pass
+        assert seen == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -7,12 +7,14 @@
 - :func:`check_cancel` is the one cancellation check of every long loop (kernels, features, models, cost
   comparisons, tiles): a ``threading.Event``-like object or a callable, ``None`` for "never".
 - :func:`blas_threads` and :func:`single_threaded_blas` limit BLAS threads for a block of linear algebra.
+- :func:`signals_deferred` holds Ctrl-C and SIGTERM for a short block of I/O that must not stop halfway.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import threading
 import time
 from typing import Callable
@@ -42,6 +44,39 @@ def check_cancel(cancel, what: str = "computation") -> None:
     """
     if is_set(cancel):
         raise Cancelled(f"{what} cancelled")
+
+
+@contextlib.contextmanager
+def signals_deferred(signums=(signal.SIGINT, signal.SIGTERM)):
+    """Hold Ctrl-C and SIGTERM while the block runs, then hand the first one that came to the handler that was
+    installed before (which raises ``KeyboardInterrupt``, the CLI's terminate exception, or ends the process).
+
+    For short I/O that must finish once started: zarr runs each read and write as a task on its own event-loop
+    thread, so an interrupt raised in the waiting thread leaves the task running, and the loop that zarr closes at
+    exit then reports it as destroyed while pending (noise after the CLI's one-line message, and a chunk written
+    after its store was given up). Outside the main thread (the app's background jobs, which stop through their
+    cancel flag) nothing changes; so does a signal whose handler was not installed from Python.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got = []
+    previous = {}
+    for signum in signums:
+        if signal.getsignal(signum) is not None:
+            previous[signum] = signal.signal(signum, lambda s, frame: got.append((s, frame)))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if got:
+            signum, frame = got[0]
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
 
 
 class engine_lock:

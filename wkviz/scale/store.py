@@ -51,6 +51,7 @@ import numpy as np
 from ..cache import hash_key, hash_structures
 from ..errors import InputError, MemoryBudgetError, WkvizError
 from ..hypers import Hypers
+from ..runtime import signals_deferred
 from .tilecheck import LostRace, check_free_disk, create_by_rename, describe_tiles, tile_digest
 
 __all__ = ["KernelStore", "store_key", "STORE_FORMAT", "kernel_kinds"]
@@ -499,25 +500,29 @@ class KernelStore:
         if not (0 <= bi < self.grid[0] and 0 <= bj < self.grid[1]) or (self.symmetric and bj < bi):
             raise WkvizError(f"tile ({bi}, {bj}) is not part of this store's {self.grid} grid")
         rows, cols = self.tile_rows(bi), self.tile_cols(bj)
-        digests = {}
-        self._digests.pop((bi, bj), None)  # rewritten: unfinished until the new digest is recorded
+        blocks = {}
         for kind in self.kinds:
             block = np.asarray(arrays[kind], dtype=np.float64)
             tail = _tail_shape(kind)
             expect = (self.nu_max + 1, rows.stop - rows.start, *tail, cols.stop - cols.start, *tail)
             if block.shape != expect:
                 raise WkvizError(f"tile ({bi}, {bj}) of {kind} has shape {block.shape}, expected {expect}")
-            index = (slice(None), rows, *([slice(None)] * len(tail)), cols)
-            self._group[kind][index] = block
-            digests[kind] = tile_digest(kind, bi, bj, block)
-        # the chunk is on disk before its digest can reach the manifest
-        self._digests[(bi, bj)] = digests
-        self._checked.add((bi, bj))
-        self._writes[bi, bj] = min(int(self._writes[bi, bj]) + 1, 255)
-        if self._run is not None:
-            self._run["tiles_computed"] += 1
-        self._dirty = True
-        self.flush()
+            blocks[kind] = ((slice(None), rows, *([slice(None)] * len(tail)), cols), block)
+        # a Ctrl-C meanwhile waits until the tile is written and recorded (signals_deferred says why)
+        with signals_deferred():
+            digests = {}
+            self._digests.pop((bi, bj), None)  # rewritten: unfinished until the new digest is recorded
+            for kind, (index, block) in blocks.items():
+                self._group[kind][index] = block
+                digests[kind] = tile_digest(kind, bi, bj, block)
+            # the chunk is on disk before its digest can reach the manifest
+            self._digests[(bi, bj)] = digests
+            self._checked.add((bi, bj))
+            self._writes[bi, bj] = min(int(self._writes[bi, bj]) + 1, 255)
+            if self._run is not None:
+                self._run["tiles_computed"] += 1
+            self._dirty = True
+            self.flush()
 
     def flush(self, force: bool = False) -> None:
         """Rewrite the manifest atomically if tiles landed (and ``flush_seconds`` passed, unless forced)."""
@@ -629,7 +634,8 @@ class KernelStore:
         """(block, None) for a finished tile whose chunk matches its digest, else (None, what is wrong)."""
         lead = [slice(None)] * len(_tail_shape(kind))
         try:
-            block = np.asarray(self._group[kind][(slice(None), self.tile_rows(bi), *lead, self.tile_cols(bj))])
+            with signals_deferred():
+                block = np.asarray(self._group[kind][(slice(None), self.tile_rows(bi), *lead, self.tile_cols(bj))])
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - a chunk that does not decode (truncated, garbled zstd frame)
