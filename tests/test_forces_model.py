@@ -94,6 +94,25 @@ def test_forces_improve_the_fit_on_training_forces(model, gold):
     assert model.sigma_force_ > 0 and energy_only.sigma_force_ is None
 
 
+@pytest.mark.parametrize("with_forces", [True, False])
+def test_evidence_gradient_equals_finite_differences_and_the_fit_is_its_maximum(model, gold, with_forces):
+    """The search runs on the analytic gradient of the evidence: it must equal central differences of the evidence
+    (away from the optimum, every coordinate: c_ν, σ_E, σ_F), and the chosen θ must be a maximum."""
+    clusters, cells = gold
+    train = clusters[:8] + cells[:4]
+    E = [a.get_potential_energy() for a in train]
+    m = model if with_forces else EnergyForceModel(HYPERS, n_active=25).fit(train, E)
+    theta = m.theta_ + np.random.default_rng(0).normal(scale=0.5, size=m.theta_.shape)
+    ev, alpha, grad = m._solve(theta, gradient=True)
+    assert ev == m._solve(theta)[0] and np.array_equal(alpha, m._solve(theta)[1])
+    h = 1e-5
+    fd = np.array([(m._solve(theta + d)[0] - m._solve(theta - d)[0]) / (2 * h) for d in h * np.eye(len(theta))])
+    assert np.abs(grad - fd).max() <= 1e-5 * np.abs(fd).max()
+    assert np.abs(fd).max() > 1e-2  # a point where the gradient is not trivially zero
+    for step in h * 100 * np.eye(len(theta)):
+        assert m._solve(m.theta_ + step)[0] <= m.log_evidence_ and m._solve(m.theta_ - step)[0] <= m.log_evidence_
+
+
 def test_save_load_round_trip_without_pickle(model, gold, tmp_path):
     clusters, _ = gold
     path = tmp_path / "model.npz"
