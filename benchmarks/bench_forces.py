@@ -47,7 +47,7 @@ import numpy as np
 
 from wkviz.data.samples import load_sample
 from wkviz.evaluation.forces import GOLD_FORCE_HYPERS
-from wkviz.models.forces import EnergyForceModel, forces_of
+from wkviz.models.forces import DEFAULT_ACTIVE, EnergyForceModel, forces_of
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -277,7 +277,7 @@ def md(model_path, steps, timestep, temperature, runs, seed):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--part", choices=("clusters", "bulk", "md", "validate"), required=True)
-    p.add_argument("--n-active", type=_n_active, default=[200],
+    p.add_argument("--n-active", type=_n_active, default=[DEFAULT_ACTIVE],
                    help="active environments; a comma list (200,400,800) for --part validate, else the first")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--validation-seed", type=int, default=1001, help="seed of the fresh clusters (--part validate)")

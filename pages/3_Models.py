@@ -532,8 +532,8 @@ def force_section(ds) -> None:
     st.subheader("Energies and forces")
     st.markdown("Every structure of this data set has an energy and forces, so a potential can learn both: the energy "
                 "is a sum of atomic energies from a sparse GP on M active atomic environments, and the forces are its "
-                "exact negative gradient, fitted as derivative observations (body-order weights and the separate "
-                "energy and force noises by the GP evidence on the training split).")
+                "exact negative gradient, fitted as derivative observations (body-order weights and the force noise "
+                "by the GP evidence on the training split, the energy noise by cross-validation on it).")
     job = ss.get("wk.force_job")
     running = job is not None and not job.done
     try:
@@ -549,14 +549,14 @@ def force_section(ds) -> None:
         st.caption(FORCE_HYPER_CHOICES[choice])
     with c2:
         if "models.forces.m" not in ss:
-            ss["models.forces.m"] = min(100, n_env)
+            ss["models.forces.m"] = min(forces_eval.DEFAULT_ACTIVE, n_env)
         if int(ss["models.forces.m"]) > n_env:
             ss["models.forces.m"] = n_env
         n_active = st.number_input(f"M · active environments (at most {n_env:,})", min_value=1, max_value=n_env,
                                    step=10, key="models.forces.m", **state.KEEP,
                                    help="Atomic environments of the training set chosen by farthest-point sampling; "
-                                        "cost grows as (force components) × M. 200 on 200 gold clusters takes a few "
-                                        "minutes on two cores.")
+                                        "cost grows as (force components) × M. 400 on 200 gold clusters takes about a "
+                                        "minute on two cores; 800 was no more accurate there.")
     hypers = forces_eval.GOLD_FORCE_HYPERS if choice == "long-range gold settings" else state.applied_hypers()
     if st.button("Fit energy + force model", key="models.forces.btn", icon=":material/bolt:", disabled=running):
         with widgets.user_errors("Cannot fit the energy + force model"):
@@ -587,9 +587,7 @@ def force_section(ds) -> None:
     m[3].metric("Fit time", widgets.format_seconds(result["seconds"]))
     summ = result["summary"]
     st.caption(f"{meta['hypers_label']}, M = {meta['n_active']} active environments, {len(meta['train'])} training "
-               f"structures. Chosen by the evidence: σ_E = {summ['sigma_energy']:.3g} "
-               f"{'eV/√atom' if summ.get('sigma_per_atom') else 'eV'}, "
-               f"σ_F = {summ['sigma_force']:.3g} eV/Å.")
+               f"structures. {forces_eval.describe_noise_choice(summ)}")
     formulas = datasets.formulas(ds)
     per_structure = [float(np.abs(p - t).mean()) for p, t in zip(result["F_pred"], result["F_true"])]
     order = [int(k) for k in np.argsort(per_structure)[::-1]]

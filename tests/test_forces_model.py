@@ -109,8 +109,9 @@ def test_evidence_gradient_equals_finite_differences_and_the_fit_is_its_maximum(
     fd = np.array([(m._solve(theta + d)[0] - m._solve(theta - d)[0]) / (2 * h) for d in h * np.eye(len(theta))])
     assert np.abs(grad - fd).max() <= 1e-5 * np.abs(fd).max()
     assert np.abs(fd).max() > 1e-2  # a point where the gradient is not trivially zero
+    best = m._solve(m.theta_evidence_)[0]
     for step in h * 100 * np.eye(len(theta)):
-        assert m._solve(m.theta_ + step)[0] <= m.log_evidence_ and m._solve(m.theta_ - step)[0] <= m.log_evidence_
+        assert m._solve(m.theta_evidence_ + step)[0] <= best and m._solve(m.theta_evidence_ - step)[0] <= best
 
 
 def test_save_load_round_trip_without_pickle(model, gold, tmp_path):
@@ -121,6 +122,7 @@ def test_save_load_round_trip_without_pickle(model, gold, tmp_path):
         assert {"meta", "active_numbers", "active_positions", "active_lengths", "active_weights"} <= set(data.files)
     again = EnergyForceModel.load(path)
     assert again.sigma_per_atom is model.sigma_per_atom is True  # the default, kept by the file
+    assert again.energy_noise == "cv" and again.energy_noise_cv_ == model.energy_noise_cv_
     E1, F1 = model.predict(clusters[-3:])
     E2, F2 = again.predict(clusters[-3:])
     assert np.array_equal(E1, E2) and all(np.array_equal(a, b) for a, b in zip(F1, F2))
@@ -212,3 +214,29 @@ def test_several_elements_with_qm9_default_weights_forces_are_the_energy_gradien
         assert abs(fd - Fp[0][a, x]) <= 1e-6 * np.abs(Fp[0]).max()
     with pytest.raises(InputError, match="not trained on element"):
         model.predict([ase.build.molecule("NH3")])
+
+
+def test_energy_noise_by_cross_validation_lowers_sigma_e_to_the_best_cv_step(model, gold):
+    """energy_noise="cv" (default): σ_E is the evidence's or below it, at the step with the smallest product of the
+    cross-validated energy and force RMSEs; "evidence" keeps the evidence's maximum. Both are described in words."""
+    from wkviz.models.forces import describe_noise_choice
+
+    cv = model.energy_noise_cv_
+    n = len(model.nus_)
+    assert len(cv) >= 2 and cv[0]["sigma_energy"] == pytest.approx(np.exp(model.theta_evidence_[n]))
+    scores = [np.log(r["cv_rmse_energy"]) + np.log(r["cv_rmse_force"]) for r in cv]
+    assert model.sigma_energy_ == pytest.approx(cv[int(np.argmin(scores))]["sigma_energy"])
+    assert model.sigma_energy_ <= cv[0]["sigma_energy"] * (1 + 1e-12)
+    assert model.sigma_force_ == pytest.approx(np.exp(model.theta_evidence_[n + 1]))  # σ_F stays the evidence's
+    assert all(r["cv_rmse_energy"] > 0 and r["cv_rmse_force"] > 0 for r in cv)
+    assert "cross-validation" in describe_noise_choice(model.summary())
+    clusters, cells = gold
+    train = clusters[:8] + cells[:4]
+    E = [a.get_potential_energy() for a in train]
+    F = [forces_of(a) for a in train]
+    plain = EnergyForceModel(HYPERS, n_active=25, energy_noise="evidence").fit(train, E, F)
+    assert plain.energy_noise_cv_ == [] and np.array_equal(plain.theta_, plain.theta_evidence_)
+    assert plain.log_evidence_ >= model.log_evidence_ - 1e-9
+    assert "chosen by the evidence" in describe_noise_choice(plain.summary())
+    with pytest.raises(InputError, match="energy_noise must be one of"):
+        EnergyForceModel(HYPERS, energy_noise="loo")

@@ -28,9 +28,16 @@ def add_force_flags(parser) -> None:
     g.add_argument("--save-model", metavar="NPZ", default=None,
                    help="with --forces: write the fitted model (npz + JSON, no pickle) for `wkviz md` and the ASE "
                         "calculator")
+    from ..models.forces import DEFAULT_ACTIVE, ENERGY_NOISE_CHOICES
+
+    g.add_argument("--energy-noise", choices=ENERGY_NOISE_CHOICES, default=ENERGY_NOISE_CHOICES[0],
+                   help="with --forces: how the energy noise σ_E is chosen; cv (default): the evidence's σ_E lowered "
+                        "to the step with the best 5-fold cross-validated energy and force errors (the evidence "
+                        "alone trades the energies for the many force components); evidence: by the evidence")
     if "--active-environments" not in parser._option_string_actions:
         g.add_argument("--active-environments", type=int, default=None, metavar="M",
-                       help="active environments of the sparse model (FPS; default min(200, training atoms))")
+                       help=f"active environments of the sparse model (FPS; default min({DEFAULT_ACTIVE}, training "
+                            "atoms))")
     if "--active-seed" not in parser._option_string_actions:
         g.add_argument("--active-seed", type=int, default=0, help="seed of the active-environment selection")
 
@@ -63,7 +70,7 @@ def _forces(frames, key, what):
 
 def run_force_fit(args) -> int:
     """``fit`` with ``--forces``; returns the exit code (0)."""
-    from ..models.forces import EnergyForceModel
+    from ..models.forces import DEFAULT_ACTIVE, EnergyForceModel, describe_noise_choice
 
     check_out(args.save_model, "model.npz", inputs=[args.train, args.test])
     train_frames = read_structures(args.train, "training")
@@ -77,7 +84,7 @@ def run_force_fit(args) -> int:
     if len(train_frames) < 2:
         raise InputError("the training file needs at least 2 structures")
     n_atoms = sum(len(a) for a in train_frames)
-    n_active = args.active_environments or min(200, n_atoms)
+    n_active = args.active_environments or min(DEFAULT_ACTIVE, n_atoms)
     if not 1 <= n_active <= n_atoms:
         raise InputError(f"--active-environments must be between 1 and the {n_atoms} training atoms, got {n_active}")
     note_preset(preset, reason, args)
@@ -85,7 +92,7 @@ def run_force_fit(args) -> int:
          f"{len(test_frames)} test structures; sparse GP on {n_active} active environments")
     start = time.perf_counter()
     progress = FitProgress("energy+force model")
-    model = EnergyForceModel(hypers, n_active=n_active, seed=args.active_seed)
+    model = EnergyForceModel(hypers, n_active=n_active, seed=args.active_seed, energy_noise=args.energy_noise)
     model.fit(train_frames, y_train, f_train, progress=lambda f, msg: progress(f))
     note(f"model fitted in {time.perf_counter() - start:.1f} s")
     E, F = model.predict(test_frames)
@@ -97,6 +104,7 @@ def run_force_fit(args) -> int:
     unit_e = "eV/√atom" if s["sigma_per_atom"] else "eV"
     print(f"model energy+force: weights {weights}; σ_E {s['sigma_energy']:.4g} {unit_e}, "
           f"σ_F {s['sigma_force']:.4g} eV/Å; log evidence {s['log_evidence']:.6g}")
+    note(describe_noise_choice(s))
     df = np.concatenate([(f - t).ravel() for f, t in zip(F, f_test)])
     de = E - y_test
     print(f"FORCE_MAE={np.abs(df).mean():.8g} FORCE_RMSE={np.sqrt(np.mean(df ** 2)):.8g}")

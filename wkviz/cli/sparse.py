@@ -33,11 +33,15 @@ __all__ = ["add_sparse_flags", "sparse_memory_bytes", "check_memory", "peak_rss_
 
 def add_sparse_flags(parser) -> None:
     """``--active-environments M`` and ``--active-seed S`` (sparse model on FPS environments)."""
+    from ..models.forces import DEFAULT_ACTIVE
+
     g = parser.add_argument_group("sparse model (large training sets)")
     g.add_argument("--active-environments", type=int, default=None, metavar="M",
                    help="fit the sparse (projected-process) model on M active atomic environments chosen by "
                         "farthest-point sampling on the training set: kernels cost atoms × M instead of "
-                        "structures², the fit O(N M² + M³); structure scalar targets only")
+                        "structures², the fit O(N M² + M³); structure scalar targets only; with --forces the "
+                        f"energy+force model's active environments (default there: min({DEFAULT_ACTIVE}, training "
+                        "atoms))")
     g.add_argument("--active-seed", type=int, default=0, metavar="S",
                    help="seed of the first FPS environment of every element (default 0)")
     g.add_argument("--fps-pool", type=int, default=None, metavar="N",

@@ -13,9 +13,9 @@ from ..calculator import WignerCalculator, run_md
 from ..data.samples import load_sample
 from ..errors import InputError
 from ..hypers import Hypers
-from ..models.forces import EnergyForceModel, energy_of, forces_of
+from ..models.forces import DEFAULT_ACTIVE, EnergyForceModel, describe_noise_choice, energy_of, forces_of
 
-__all__ = ["GOLD_FORCE_HYPERS", "MD_ACTIVE", "MD_TRAIN", "fit_force_model", "gold_md_setup", "has_forces",
+__all__ = ["DEFAULT_ACTIVE", "GOLD_FORCE_HYPERS", "describe_noise_choice", "MD_ACTIVE", "MD_TRAIN", "fit_force_model", "gold_md_setup", "has_forces",
            "md_comparison"]
 
 
