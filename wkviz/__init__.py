@@ -20,7 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from .errors import Cancelled, InputError, MemoryBudgetError, WkvizError  # noqa: E402
 from .hypers import Hypers  # noqa: E402
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 __all__ = ["Hypers", "WignerKernel", "KernelResult", "WkvizError", "InputError", "MemoryBudgetError", "Cancelled",
            "__version__"]
