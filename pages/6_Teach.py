@@ -484,7 +484,7 @@ def md_section() -> None:
         with c1:
             source = st.radio("Learned potential", sources, key="teach.md_source", **state.KEEP,
                               help=f"Here: {len(train)} bundled EMT gold clusters, {forces_eval.MD_ACTIVE} active "
-                                   "environments, the long-range gold settings (about 15 s on two cores). The Models "
+                                   "environments, the long-range gold settings (about 20 s on two cores). The Models "
                                    "page's model was fitted on its own training split (the start cluster is the "
                                    "smallest bundled one, relaxed with EMT).")
         with c2:
