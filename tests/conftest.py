@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import pathlib
+import signal
 import sys
 
 import numpy as np
@@ -49,6 +50,23 @@ def require_that(condition: bool, reason: str) -> None:
     if deps_required():
         pytest.fail(f"{reason}; CI=true or WKVIZ_REQUIRE_DEPS=1, so it must be there", pytrace=False)
     pytest.skip(reason)
+
+
+def ctrl_c_reaches_python() -> None:
+    """``preexec_fn`` of a child that a test interrupts with SIGINT: start it with SIGINT's default disposition.
+
+    A job started in the background by a non-interactive shell (``cmd &``, nohup) runs with SIGINT ignored, its
+    children inherit that, and Python then installs no KeyboardInterrupt handler: the child would ignore the test's
+    Ctrl-C. A terminal's Ctrl-C reaches a foreground process with the default disposition, which this restores."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture
+def ctrl_c_raises():
+    """Python's own SIGINT handler (KeyboardInterrupt) for the test, whatever this process inherited."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 def _rattled_molecule(name: str, seed: int):

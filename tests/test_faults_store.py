@@ -17,7 +17,7 @@ import pytest
 from ase.build import molecule
 from ase.io import write
 
-from conftest import require
+from conftest import ctrl_c_reaches_python, require
 
 require("zarr")
 
@@ -281,7 +281,7 @@ def _interrupt_cli(tmp_path, sig, scheduler):
     cmd = [sys.executable, "-m", "wkviz", "kernels", str(xyz), "--out", str(tmp_path / "K.npz"), "--store",
            str(store), "--tile-size", "1", *HYPER_FLAGS, *(["--scheduler", scheduler] if scheduler else [])]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)), preexec_fn=ctrl_c_reaches_python)
     children = set()
     deadline = time.time() + 120
     while proc.poll() is None and time.time() < deadline:

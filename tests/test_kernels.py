@@ -130,7 +130,9 @@ def test_estimate_and_memory_budget_count_the_selected_centres_only(frames):
     nu1, atoms_a = H.nu_max + 1, len(z_a)
     assert est["output_bytes"] == 8 * nu1 * (len(A) * 3 + atoms_a * 3)
     full = eng.estimate(A, B, atomic=True)
-    assert est["seconds"] < full["seconds"] and est["output_bytes"] < full["output_bytes"]
+    # work, not seconds: the two estimates time their own micro-runs (different tile shapes), so on a busy machine
+    # their seconds can come out in either order for structures this small
+    assert est["computed_pairs"] < full["computed_pairs"] and est["output_bytes"] < full["output_bytes"]
     res = eng.compute(A, B, atomic=True, centers_B=centres)
     assert res.n_pairs == pairs
     # a budget the full atom kernel exceeds but the selected columns fit in

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require
+from conftest import ctrl_c_reaches_python, require
 
 from wkviz import Hypers
 from wkviz.errors import WkvizError
@@ -264,7 +264,8 @@ def test_store_flags_are_refused_where_they_do_not_apply(fit_files, tmp_path, ca
 def _run_until(cmd, env, store, enough, sig):
     """Start ``cmd``, send ``sig`` once ``enough(manifest)`` holds (polling the store's manifest), return
     (exit code, stderr, finished tiles the manifest listed when the signal was sent)."""
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ctrl_c_reaches_python)
     seen = None
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:

@@ -209,7 +209,8 @@ def test_compute_store_falls_back_to_this_process_and_reads_a_complete_store_bac
     assert small is None and not info["in_memory"]
 
 
-def test_ctrl_c_during_a_tile_write_lands_after_the_tile_is_written_and_recorded(tmp_path, frames, monkeypatch):
+def test_ctrl_c_during_a_tile_write_lands_after_the_tile_is_written_and_recorded(tmp_path, frames, monkeypatch,
+                                                                                 ctrl_c_raises):
     """zarr writes on its own event-loop thread: an interrupt raised mid-write used to leave the write in flight
     (and "Task was destroyed but it is pending!" after the CLI's message). The Ctrl-C now waits for the tile."""
     import signal
@@ -233,7 +234,7 @@ def test_ctrl_c_during_a_tile_write_lands_after_the_tile_is_written_and_recorded
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
 
 
-def test_signals_deferred_hands_over_the_first_signal_once_and_restores_the_handlers():
+def test_signals_deferred_hands_over_the_first_signal_once_and_restores_the_handlers(ctrl_c_raises):
     import signal
 
     from wkviz.runtime import signals_deferred
