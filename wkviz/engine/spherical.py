@@ -159,6 +159,32 @@ def cartesian_to_lambda1() -> np.ndarray:
     return np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
 
 
+def rotation_matrix(alpha_deg: float, beta_deg: float, gamma_deg: float) -> np.ndarray:
+    """Proper rotation R = R_z(α) R_y(β) R_z(γ) (ZYZ Euler angles in degrees), det R = +1.
+
+    Parameters
+    ----------
+    alpha_deg, beta_deg, gamma_deg : float
+        Rotation angles about z, then y, then z again, in degrees (applied to a column vector right to left).
+
+    Returns
+    -------
+    ndarray of shape (3, 3)
+        Acting on Cartesian column vectors: ``R @ v``, or ``positions @ R.T`` for rows.
+    """
+
+    def rz(t):
+        c, s = np.cos(t), np.sin(t)
+        return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+    def ry(t):
+        c, s = np.cos(t), np.sin(t)
+        return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+    a, b, g = np.radians([alpha_deg, beta_deg, gamma_deg])
+    return rz(a) @ ry(b) @ rz(g)
+
+
 def random_rotation(rng, improper: bool = False) -> np.ndarray:
     """Haar-random rotation matrix (det +1), or an improper one (det −1) if ``improper``."""
     a = rng.normal(size=(3, 3))

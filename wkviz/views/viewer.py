@@ -24,6 +24,10 @@ from typing import Sequence
 
 import numpy as np
 
+# the sliders' rotation lives with the rest of the rotation maths (the evaluation layer needs it and may not import
+# views); re-exported here, where the viewers have always offered it
+from ..engine.spherical import rotation_matrix
+
 __all__ = [
     "Arrow",
     "ViewerUnavailable",
@@ -90,30 +94,6 @@ class Arrow:
     color: str = "#c92a2a"
     label: str | None = None
     radius: float = 0.09
-
-
-def rotation_matrix(alpha_deg: float, beta_deg: float, gamma_deg: float) -> np.ndarray:
-    """Proper rotation R = R_z(α) R_y(β) R_z(γ) (ZYZ Euler angles in degrees), det R = +1.
-
-    Parameters
-    ----------
-    alpha_deg, beta_deg, gamma_deg : float
-
-    Returns
-    -------
-    ndarray of shape (3, 3)
-    """
-
-    def rz(t):
-        c, s = np.cos(t), np.sin(t)
-        return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-    def ry(t):
-        c, s = np.cos(t), np.sin(t)
-        return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
-
-    a, b, g = np.radians([alpha_deg, beta_deg, gamma_deg])
-    return rz(a) @ ry(b) @ rz(g)
 
 
 def dipole_arrows(atoms, vectors: dict[str, tuple[Sequence[float], str]], *, length: float | None = 2.5,
