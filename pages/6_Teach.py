@@ -7,8 +7,10 @@ import streamlit as st
 
 from pages.support import datasets, jobs, nav, state, widgets
 from wkviz import Hypers
-from wkviz import cache, runtime
+from wkviz import cache
+from wkviz.engine.spherical import rotation_matrix
 from wkviz.evaluation import forces as forces_eval
+from wkviz.evaluation import teach
 from wkviz.views import figures
 from wkviz.views import viewer
 
@@ -30,52 +32,18 @@ def teaching_set():
 
 @st.cache_data(show_spinner="Computing the kernels of the pair…", max_entries=16)
 def pair_kernels(pair: int, hypers_json: str):
-    from wkviz.engine.kernels import WignerKernel
-
-    frames = [a for a in teaching_set() if int(a.info["pair"]) == pair]
-    frames = sorted(frames, key=lambda a: a.info["label"])
-    with runtime.engine_lock():
-        res = WignerKernel(Hypers.from_json(hypers_json)).compute(frames, atomic=True)
-    off = np.concatenate([[0], np.cumsum([len(a) for a in frames])])
-    i, j = off[0] + int(frames[0].info["center"]), off[1] + int(frames[1].info["center"])
-    rows = []
-    for nu in range(1, res.K_atomic.shape[0]):
-        K = res.K_atomic[nu]
-        rows.append({"nu": nu, "k(A,A)": K[i, i], "k(B,B)": K[j, j], "k(A,B)": K[i, j],
-                     "cosine": K[i, j] / np.sqrt(K[i, i] * K[j, j]),
-                     "distance": figures.kernel_distance(K[i, j], K[i, i], K[j, j])})
-    return pd.DataFrame(rows)
-
+    return teach.pair_kernel_table(teach.teaching_pair(teaching_set(), pair), Hypers.from_json(hypers_json))
 
 
 @st.cache_resource(show_spinner="Training a small λ=1 dipole model…", max_entries=4)
 def dipole_model(digest: str, key: str, hypers_json: str, _frames):
     """A mixed λ=1 model of a vector target on the last N_TRAIN molecules of the data set (trained once)."""
-    from wkviz import data, models
-    from wkviz.engine.kernels import WignerKernel
-
-    idx = [i for i in range(len(_frames)) if not _frames[i].pbc.any()][-N_TRAIN:]
-    train = [_frames[i] for i in idx]
-    y = data.get_target(train, key)
-    with runtime.engine_lock():
-        res = WignerKernel(Hypers.from_json(hypers_json)).compute(train, tensor_rank=1)
-    est = models.make_regressor("vector", "mixed", nu_max=res.K.shape[0] - 1, intensive=False)
-    est.fit(res.K_vector, y, n_atoms=res.n_atoms_A)
-    return est, idx
+    return teach.fit_dipole_model(_frames, key, Hypers.from_json(hypers_json), N_TRAIN)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def rotated_kernels(digest: str, i: int, angles: tuple, train_key: str, hypers_json: str, _atoms, _train):
-    from wkviz.engine.kernels import WignerKernel
-
-    R = viewer.rotation_matrix(*angles)
-    rot = _atoms.copy()
-    com = rot.get_center_of_mass()
-    rot.positions = (rot.positions - com) @ R.T + com
-    with runtime.engine_lock():
-        res = WignerKernel(Hypers.from_json(hypers_json)).compute([rot], [_atoms] + list(_train), tensor_rank=1)
-    return rot, res
-
+    return teach.rotated_kernels(_atoms, _train, angles, Hypers.from_json(hypers_json))
 
 
 def body_order_section() -> None:
@@ -96,7 +64,7 @@ def body_order_section() -> None:
             "angles, so every 3-body (ν=2) correlation — and with it SOAP — is identical. Only 4-body correlations "
             "(ν=3) see that the arrangements differ."
         )
-    frames = sorted([a for a in pairs if int(a.info["pair"]) == pid], key=lambda a: a.info["label"])
+    frames = teach.teaching_pair(pairs, pid)
     with c2:
         v1, v2 = st.columns(2)
         for col, atoms in zip((v1, v2), frames):
@@ -130,7 +98,7 @@ def equivariance_section() -> None:
     st.header("2 · Equivariance: rotate a molecule")
     ds = state.dataset()
     vector_targets = [t for t in datasets.target_infos(ds) if t.kind == "vector"]
-    molecules = [i for i, a in enumerate(ds.frames) if not a.pbc.any()]
+    molecules = teach.molecule_indices(ds.frames)
     # the applied density (every field, present and future), at a body order and λ small enough to be instant
     eq_hypers = state.applied_hypers().replace(nu_max=3, lambda_max=2, cutoff_width=0.5)
     if not molecules:
@@ -162,7 +130,7 @@ def equivariance_section() -> None:
         i = int(ss["teach.mol"]) if ss["teach.mol"] in molecules else molecules[0]
         atoms = ds.frames[i]
         angles = (float(ss["teach.alpha"]), float(ss["teach.beta"]), float(ss["teach.gamma"]))
-        R = viewer.rotation_matrix(*angles)
+        R = rotation_matrix(*angles)
         model, train_idx = None, []
         if vkey is not None:
             with widgets.user_errors("Cannot train the dipole model"):
@@ -172,16 +140,12 @@ def equivariance_section() -> None:
             rot, res = rotated_kernels(ds.digest, i, angles, str(train_idx), eq_hypers.to_json(), atoms, tuple(train))
             ref_rot, ref = rotated_kernels(ds.digest, i, (0.0, 0.0, 0.0), str(train_idx), eq_hypers.to_json(), atoms,
                                            tuple(train))
-            k_aa = ref.K[:, 0, 0]
-            inv = {nu: float(res.K[nu, 0, 0] / k_aa[nu]) for nu in range(1, res.K.shape[0])}
-            block = res.K_vector[nu_show, 0, :, 0, :]
-            block0 = ref.K_vector[nu_show, 0, :, 0, :]
-            scale = float(np.abs(block0).max()) or 1.0
-            dev = float(np.abs(block - R @ block0).max()) / scale
+            check = teach.equivariance_check(res, ref, R, nu_show)
+            inv, block, scale, dev = check["invariant"], check["block"], check["scale"], check["deviation"]
             arrows = {}
             if model is not None:
-                pred = model.predict(res.K_vector[:, :, :, 1:, :], n_atoms=res.n_atoms_A)[0]
-                pred0 = model.predict(ref.K_vector[:, :, :, 1:, :], n_atoms=ref.n_atoms_A)[0]
+                pred = teach.predict_vector(model, res)
+                pred0 = teach.predict_vector(model, ref)
                 true = R @ np.asarray(atoms.info[vkey], dtype=float) if vkey in atoms.info else None
                 arrows = {"predicted": (pred, "#c92a2a")}
                 if true is not None:

@@ -13,6 +13,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ...evaluation.projection import cosine_normalize
+# the teaching pair's kernel-induced distance lives with the pair table it is part of; re-exported for the figures'
+# callers
+from ...evaluation.teach import kernel_distance
 from .style import FONT_SIZE, _axis_title, _style, body_order_color, body_order_label
 
 __all__ = [
@@ -32,15 +35,6 @@ __all__ = [
 #: implementation is :func:`wkviz.evaluation.projection.cosine_normalize` (zero where a self-kernel is
 #: zero: an isolated atom has no ν ≥ 1 density).
 normalized_kernel = cosine_normalize
-
-
-def kernel_distance(k_ab: float, k_aa: float, k_bb: float) -> float:
-    """Kernel-induced distance between normalised feature vectors, √(2 − 2 k_ab/√(k_aa k_bb)), in [0, 2]."""
-    denom = math.sqrt(max(k_aa, 0.0) * max(k_bb, 0.0))
-    if denom == 0.0:
-        return 0.0 if k_aa == k_bb else float("nan")
-    cos = min(max(k_ab / denom, -1.0), 1.0)
-    return math.sqrt(max(2.0 - 2.0 * cos, 0.0))
 
 
 def kernel_heatmap(
