@@ -492,7 +492,7 @@ def md_section() -> None:
     for col, name in zip(m, runs):
         col.metric(f"Drift, {name} (meV/atom/ps)", f"{1000 * runs[name]['drift_eV_per_ps'] / n_atoms:+.3g}",
                    help="Slope of a straight line through the total energy, per atom.")
-    dev = np.sqrt(np.mean(np.sum((runs["learned"]["positions"] - runs["EMT"]["positions"]) ** 2, axis=2), axis=1))
+    dev = forces_eval.trajectory_rmsd(runs["learned"]["positions"], runs["EMT"]["positions"])
     m[2].metric("Position RMSD at the end (Å)", f"{dev[-1]:.3g}",
                 help="Root-mean-square distance between the atoms of the two trajectories at the last frame.")
     fig = figures.energy_conservation(runs, title="Energy conservation: learned potential and EMT")

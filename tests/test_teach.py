@@ -1,5 +1,5 @@
 """The Teach page's experiments as library functions (wkviz.evaluation.teach): the kernel table of a teaching pair,
-the kernels of a rotated molecule and the λ=1 dipole model.
+the kernels of a rotated molecule and the λ=1 dipole model, plus the RMSD of the MD demo.
 
 The engine itself is checked elsewhere: every teaching pair's ν ≤ 2 degeneracy and ν=3 difference in
 tests/test_data.py (``test_teaching_set_with_the_engine``), the rotation laws of K and K_vector in
@@ -19,6 +19,7 @@ from wkviz.engine.kernels import WignerKernel
 from wkviz.engine.spherical import rotation_matrix
 from wkviz.errors import InputError
 from wkviz.evaluation import teach
+from wkviz.evaluation.forces import trajectory_rmsd
 from wkviz.hypers import Hypers
 
 # the Teach page's settings at ν_max = 3 (the first order that tells a teaching pair apart)
@@ -208,3 +209,15 @@ def test_dipole_model_needs_molecules_and_a_positive_size():
     with pytest.raises(InputError, match="n_train must be at least 1, got 0"):
         teach.fit_dipole_model(make_molecules(), "mulliken_dipole", EQ_HYPERS, 0)
 
+
+# ---- 4. the MD demo's distance between trajectories -------------------------------------------------------------
+
+def test_trajectory_rmsd_per_frame():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4, 5, 3))
+    b = a.copy()
+    b[2, 3] += [0.0, 0.3, 0.4]  # one atom of frame 2 moved by 0.5 Å
+    np.testing.assert_allclose(trajectory_rmsd(a, b), [0.0, 0.0, 0.5 / np.sqrt(5), 0.0], atol=1e-15)
+    np.testing.assert_allclose(trajectory_rmsd(a, a + [1.0, 2.0, 2.0]), np.full(4, 3.0))
+    with pytest.raises(InputError, match=r"same shape are needed, got \(4, 5, 3\) and \(4, 4, 3\)"):
+        trajectory_rmsd(a, b[:, :4])

@@ -16,7 +16,7 @@ from ..hypers import Hypers
 from ..models.forces import DEFAULT_ACTIVE, EnergyForceModel, describe_noise_choice, energy_of, forces_of
 
 __all__ = ["DEFAULT_ACTIVE", "GOLD_FORCE_HYPERS", "describe_noise_choice", "MD_ACTIVE", "MD_TRAIN", "fit_force_model", "gold_md_setup", "has_forces",
-           "md_comparison"]
+           "md_comparison", "trajectory_rmsd"]
 
 
 #: Hyperparameters that give good forces on EMT gold (BENCHMARKS.md §12, benchmarks/bench_forces.py): EMT's gold
@@ -126,3 +126,25 @@ def md_comparison(start, *, model=None, train=None, n_active: int = MD_ACTIVE, s
     emt = run_md(start, EMT(), cancel=cancel, progress=lambda f, eta: report(w_fit + w_md * (0.9 + 0.1 * f)), **kw)
     return {"runs": {"learned": learned, "EMT": emt}, "fit_seconds": fit_seconds,
             "n_train": 0 if train is None else len(train)}
+
+
+def trajectory_rmsd(positions_a, positions_b) -> np.ndarray:
+    """Root-mean-square distance between the atoms of two trajectories of the same atoms, frame by frame.
+
+    Parameters
+    ----------
+    positions_a, positions_b : array of shape (n_frames, n_atoms, 3)
+        Positions in Å, e.g. ``runs["learned"]["positions"]`` and ``runs["EMT"]["positions"]`` of
+        :func:`md_comparison` (same start, same recording interval).
+
+    Returns
+    -------
+    ndarray of shape (n_frames,)
+        √(mean over atoms of |r_a − r_b|²) in Å, without aligning the frames (the two runs start from the same
+        positions with no net momentum or rotation).
+    """
+    a, b = np.asarray(positions_a, dtype=float), np.asarray(positions_b, dtype=float)
+    if a.shape != b.shape or a.ndim != 3 or a.shape[2] != 3:
+        raise InputError(f"two trajectories of shape (frames, atoms, 3) with the same shape are needed, got "
+                         f"{a.shape} and {b.shape}")
+    return np.sqrt(np.mean(np.sum((a - b) ** 2, axis=2), axis=1))
