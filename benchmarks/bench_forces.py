@@ -85,6 +85,12 @@ def _errors(model, test, stress=False):
     return row
 
 
+def _paired(rows, what):
+    """Energy+force minus energy-only absolute error per structure: mean, standard error, count better."""
+    d = np.subtract(rows["energy+force"][f"{what}_abs"], rows["energy"][f"{what}_abs"])
+    return {"mean": float(d.mean()), "se": _se(d), "better": int((d < 0).sum()), "n": len(d)}
+
+
 def accuracy(kind, n_train, n_test, n_active, seed, model_path, hypers, sigma_per_atom=True):
     frames = [a for a in load_sample("gold") if a.info.get("config_type") == kind]
     train, test = _split(frames, n_train, n_test, seed)
@@ -104,9 +110,9 @@ def accuracy(kind, n_train, n_test, n_active, seed, model_path, hypers, sigma_pe
             model.save(model_path)
     # paired over the same test structures: energy+force minus energy-only absolute error, per structure
     for what in ("energy", "force"):
-        d = np.subtract(rows["energy+force"][f"{what}_abs"], rows["energy"][f"{what}_abs"])
-        print(f"paired {what}: {d.mean():+.5g} ± {_se(d):.2g} (energy+force better on {int((d < 0).sum())} of "
-              f"{len(d)} test structures)", flush=True)
+        p = _paired(rows, what)
+        print(f"paired {what}: {p['mean']:+.5g} ± {p['se']:.2g} (energy+force better on {p['better']} of "
+              f"{p['n']} test structures)", flush=True)
     return rows
 
 
@@ -135,7 +141,7 @@ class _PhaseClock:
     """A ``progress`` callback for :meth:`EnergyForceModel.fit` that stamps wall and CPU time at every call, so the
     fit splits into its phases: active environments + K_MM (until the first "kernel gradients" message), kernel
     gradients (until the last one), R factors and baseline (until "maximising the evidence"), the evidence search
-    (until "done")."""
+    (until the cross-validation of σ_E, or "done"), that cross-validation (until "done"; zero without it)."""
 
     def __init__(self):
         self.marks = [(time.perf_counter(), time.process_time(), 0.0, "start")]
@@ -150,10 +156,13 @@ class _PhaseClock:
         def last(msg):
             return [m for m in self.marks if m[3] == msg][-1]
 
+        done = first("done")
+        cv = next((m for m in self.marks if m[3] == "choosing the energy noise by cross-validation"), done)
         bounds = [("active_environments", self.marks[0], first("kernel gradients")),
                   ("kernel_gradients", first("kernel gradients"), last("kernel gradients")),
                   ("r_factors", last("kernel gradients"), first("maximising the evidence")),
-                  ("evidence_search", first("maximising the evidence"), first("done"))]
+                  ("evidence_search", first("maximising the evidence"), cv),
+                  ("energy_noise_cv", cv, done)]
         return {name: {"wall_s": b[0] - a[0], "cpu_s": b[1] - a[1]} for name, a, b in bounds}
 
 
@@ -166,11 +175,6 @@ def _line(M, name, row):
             f"c_ν [{', '.join(f'{w:.3g}' for w in row['weights'])}], log evidence {row['log_evidence']:.2f}, fit "
             f"{row['fit_seconds']:.1f} s (" + ", ".join(f"{k} {v['wall_s']:.1f} s / {v['cpu_s']:.1f} CPU s"
                                                        for k, v in ph.items()) + ")")
-
-
-def _paired(rows, what):
-    d = np.subtract(rows["energy+force"][f"{what}_abs"], rows["energy"][f"{what}_abs"])
-    return {"mean": float(d.mean()), "se": _se(d), "better": int((d < 0).sum()), "n": len(d)}
 
 
 def validate(n_actives, seed, validation_seed, n_validation, hypers, sigma_per_atom, out_path):

@@ -116,7 +116,9 @@ def equivariance_section() -> None:
                 candidates = sorted(candidates, key=lambda i: -float(np.linalg.norm(
                     np.asarray(ds.frames[i].info.get(vkey, np.zeros(3)), dtype=float))))
             ss["teach.mol"] = int(candidates[0])
-        c1, c2, c3 = st.columns([1, 1.25, 1.15], gap="medium")
+        # two columns: a third one beside the viewer left the λ=1 heatmap about 180 px wide at a 1,000 px window,
+        # its numbers and axis titles on top of each other; the heatmap goes below, beside the invariant chart
+        c1, c2 = st.columns([1, 1.6], gap="medium")
         with c1:
             st.number_input("Molecule (index in the data set)", min_value=0, max_value=ds.n - 1, step=1,
                             key="teach.mol", **state.KEEP)
@@ -163,25 +165,24 @@ def equivariance_section() -> None:
                     st.markdown("  \n".join(lines))
                 else:
                     st.caption("This data set has no vector target; load the QM9 subset for the dipole arrow.")
-            with c3:
+            e1, e2 = st.columns([1, 1.2], gap="large")
+            with e1:
                 widgets.chart(figures.vector_kernel_block(block / scale, zmax=1.0,
-                                                         title=f"λ=1 block<br>K(R·A, A), ν={nu_show}"),
+                                                         title=f"λ=1 block K(R·A, A), ν={nu_show}"),
                              key="teach.block.chart")
                 st.markdown(f"K(R·A, A) − R·K(A, A): **{dev:.1e}** (relative)")
-            e1, e2 = st.columns([1.2, 1], gap="large")
-            with e1:
-                widgets.chart(figures.kernel_values_by_nu(inv, title="Invariant kernel k(R·A, A) / k(A, A)"),
-                             key="teach.invariant.chart")
             with e2:
-                st.markdown(
-                    "**What to watch.** Turn the sliders: the invariant (λ=0) kernels between the rotated molecule and "
-                    "the original stay exactly at 1, for every body order. The λ=1 block is a 3×3 matrix that turns "
-                    "with the molecule, K(R·A, A) = R·K(A, A), and so does the dipole predicted from it (red arrow): a "
-                    "λ=1 model cannot help rotating its prediction with the structure."
-                )
-                st.caption(f"Demo settings: ν_max {eq_hypers.nu_max}, λ_max {eq_hypers.lambda_max}, cutoff "
-                           f"{eq_hypers.cutoff:g} Å; dipole model: mixed λ=1 kernel ridge on {len(train_idx)} molecules "
-                           "of the data set.")
+                widgets.chart(figures.kernel_values_by_nu(inv, title="Invariant kernel k(R·A, A)"),
+                             key="teach.invariant.chart")
+            st.markdown(
+                "**What to watch.** Turn the sliders: the invariant (λ=0) kernels between the rotated molecule and "
+                "the original stay exactly at 1, for every body order. The λ=1 block is a 3×3 matrix that turns "
+                "with the molecule, K(R·A, A) = R·K(A, A), and so does the dipole predicted from it (red arrow): a "
+                "λ=1 model cannot help rotating its prediction with the structure."
+            )
+            st.caption(f"Demo settings: ν_max {eq_hypers.nu_max}, λ_max {eq_hypers.lambda_max}, cutoff "
+                       f"{eq_hypers.cutoff:g} Å; dipole model: mixed λ=1 kernel ridge on {len(train_idx)} molecules "
+                       "of the data set.")
 
 
 # ---- 3. cost ---------------------------------------------------------------------------------------------------

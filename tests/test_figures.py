@@ -61,12 +61,6 @@ def test_normalized_kernel_has_unit_diagonal_and_handles_zero_self_kernels():
     assert np.all(np.abs(Kn) <= 1 + 1e-12)
 
 
-def test_kernel_distance_matches_definition():
-    assert figures.kernel_distance(2.0, 2.0, 2.0) == pytest.approx(0.0)
-    assert figures.kernel_distance(0.0, 1.0, 4.0) == pytest.approx(np.sqrt(2.0))
-    assert figures.kernel_distance(1.0, 1.0, 4.0) == pytest.approx(1.0)  # cos = 0.5
-
-
 def test_kernel_heatmaps_one_panel_per_nu_and_axes_with_units():
     K = np.stack([_random_psd(20, 4, seed=s) for s in range(4)])
     fig = figures.kernel_heatmaps(K, [1, 3], max_size=12)

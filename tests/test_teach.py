@@ -96,11 +96,17 @@ def test_pair_table_refuses_anything_but_two_environments_with_a_centre(teaching
         teach.pair_kernel_table([a, bad], PAIR_HYPERS)
 
 
-def test_figures_use_the_one_kernel_distance():
-    from wkviz.views import figures, viewer
+def test_kernel_distance_matches_definition():
+    assert teach.kernel_distance(2.0, 2.0, 2.0) == pytest.approx(0.0)
+    assert teach.kernel_distance(0.0, 1.0, 4.0) == pytest.approx(np.sqrt(2.0))
+    assert teach.kernel_distance(1.0, 1.0, 4.0) == pytest.approx(1.0)  # cos = 0.5
 
-    assert figures.kernel_distance is teach.kernel_distance
-    assert viewer.rotation_matrix is rotation_matrix  # moved below evaluation, where teach can use it
+
+def test_rotation_matrix_is_a_proper_rotation():
+    R = rotation_matrix(30, 70, -110)
+    assert np.allclose(R @ R.T, np.eye(3))
+    assert np.linalg.det(R) == pytest.approx(1.0)
+    assert np.allclose(rotation_matrix(90, 0, 0) @ [1, 0, 0], [0, 1, 0])
 
 
 # ---- 2. equivariance: rotate a molecule ------------------------------------------------------------------------

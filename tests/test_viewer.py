@@ -97,8 +97,3 @@ def test_missing_library_gives_a_clear_message(monkeypatch, tmp_path):
     assert "never loads it from the internet" in viewer.missing_message()
 
 
-def test_rotation_matrix_is_a_proper_rotation():
-    R = viewer.rotation_matrix(30, 70, -110)
-    assert np.allclose(R @ R.T, np.eye(3))
-    assert np.linalg.det(R) == pytest.approx(1.0)
-    assert np.allclose(viewer.rotation_matrix(90, 0, 0) @ [1, 0, 0], [0, 1, 0])

@@ -54,8 +54,8 @@ def signals_deferred(signums=(signal.SIGINT, signal.SIGTERM)):
     For short I/O that must finish once started: zarr runs each read and write as a task on its own event-loop
     thread, so an interrupt raised in the waiting thread leaves the task running, and the loop that zarr closes at
     exit then reports it as destroyed while pending (noise after the CLI's one-line message, and a chunk written
-    after its store was given up). Outside the main thread (the app's background jobs, which stop through their
-    cancel flag) nothing changes; so does a signal whose handler was not installed from Python.
+    after its store was given up). Nothing changes outside the main thread (the app's background jobs stop through
+    their cancel flag), nor for a signal whose handler was not installed from Python.
     """
     if threading.current_thread() is not threading.main_thread():
         yield

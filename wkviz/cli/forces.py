@@ -28,12 +28,13 @@ def add_force_flags(parser) -> None:
     g.add_argument("--save-model", metavar="NPZ", default=None,
                    help="with --forces: write the fitted model (npz + JSON, no pickle) for `wkviz md` and the ASE "
                         "calculator")
-    from ..models.forces import DEFAULT_ACTIVE, ENERGY_NOISE_CHOICES
+    from ..models.forces import CV_FOLDS, DEFAULT_ACTIVE, ENERGY_NOISE_CHOICES
 
     g.add_argument("--energy-noise", choices=ENERGY_NOISE_CHOICES, default=ENERGY_NOISE_CHOICES[0],
-                   help="with --forces: how the energy noise σ_E is chosen; cv (default): the evidence's σ_E lowered "
-                        "to the step with the best 5-fold cross-validated energy and force errors (the evidence "
-                        "alone trades the energies for the many force components); evidence: by the evidence")
+                   help="with --forces: how the energy noise σ_E is chosen; cv (default): the evidence's σ_E "
+                        f"lowered to the step with the best {CV_FOLDS}-fold cross-validated energy and force errors "
+                        "(the evidence alone trades the energies for the many force components); evidence: by the "
+                        "evidence")
     if "--active-environments" not in parser._option_string_actions:
         g.add_argument("--active-environments", type=int, default=None, metavar="M",
                        help=f"active environments of the sparse model (FPS; default min({DEFAULT_ACTIVE}, training "

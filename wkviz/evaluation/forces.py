@@ -15,8 +15,8 @@ from ..errors import InputError
 from ..hypers import Hypers
 from ..models.forces import DEFAULT_ACTIVE, EnergyForceModel, describe_noise_choice, energy_of, forces_of
 
-__all__ = ["DEFAULT_ACTIVE", "GOLD_FORCE_HYPERS", "describe_noise_choice", "MD_ACTIVE", "MD_TRAIN", "fit_force_model", "gold_md_setup", "has_forces",
-           "md_comparison", "trajectory_rmsd"]
+__all__ = ["DEFAULT_ACTIVE", "GOLD_FORCE_HYPERS", "MD_ACTIVE", "MD_TRAIN", "describe_noise_choice", "fit_force_model",
+           "gold_md_setup", "has_forces", "md_comparison", "trajectory_rmsd"]
 
 
 #: Hyperparameters that give good forces on EMT gold (BENCHMARKS.md §12, benchmarks/bench_forces.py): EMT's gold

@@ -9,8 +9,8 @@ forces are derivative observations of the same latent function, so no second der
 
 Fitting: with noise σ_E·√n_A on the energy of a structure of n_A atoms (GAP's per-atom energy noise; σ_E per
 structure with ``sigma_per_atom=False``) and σ_F on force components (separate regularisation),
-Σ = diag(σ_E² n_A, …, σ_F², …) and Nyström features Φ = K_NM P, P = U S^{-1/2} from K_MM = U S Uᵀ (eigenvalues below 1e-10 × the
-largest dropped, as in :mod:`wkviz.models.sparse`),
+Σ = diag(σ_E² n_A, …, σ_F², …) and Nyström features Φ = K_NM P, P = U S^{-1/2} from K_MM = U S Uᵀ (eigenvalues
+below 1e-10 × the largest dropped, as in :mod:`wkviz.models.sparse`),
 
     z = (I + Φᵀ Σ⁻¹ Φ)⁻¹ Φᵀ Σ⁻¹ y,   α = P z.
 
@@ -41,15 +41,18 @@ from ..hypers import Hypers
 from ..runtime import blas_threads, check_cancel
 from .active import select_active_environments
 
-__all__ = ["DEFAULT_ACTIVE", "ENERGY_NOISE_CHOICES", "EnergyForceModel", "describe_noise_choice", "energy_of", "environment_clusters", "forces_of"]
+__all__ = ["CV_FOLDS", "DEFAULT_ACTIVE", "ENERGY_NOISE_CHOICES", "EnergyForceModel", "describe_noise_choice",
+           "energy_of", "environment_clusters", "forces_of"]
 
 # K_MM eigenvalues below this fraction of the largest are dropped (as in wkviz.models.sparse)
 _RCOND = 1e-10
 _FORMAT = "wkviz-energy-force-model"
-#: How σ_E is chosen (``EnergyForceModel(energy_noise=)``; the CLI's ``--energy-noise``).
+#: How σ_E is chosen (``EnergyForceModel(energy_noise=)``; the CLI's ``--energy-noise``); the first is the default.
 ENERGY_NOISE_CHOICES = ("cv", "evidence")
 # log σ_E steps below the evidence's choice tried by the "cv" choice
 _CV_SHIFTS = tuple(-0.5 * k for k in range(11))
+#: Folds of the "cv" choice of σ_E unless ``EnergyForceModel(cv_folds=)`` says otherwise.
+CV_FOLDS = 5
 #: Active environments of an energy+force model unless the user says otherwise (CLI, app, benchmarks). Chosen on
 #: 100 fresh EMT gold clusters (BENCHMARKS.md §12c): from 200 to 400 the validation errors fell by 31 % on energies and
 #: 27 % on forces; 800 tied with 400 on both at three times the fit time.
@@ -122,7 +125,7 @@ def describe_noise_choice(summary: dict) -> str:
     cv = summary.get("energy_noise_cv") or []
     if not cv:
         return f"Body-order weights, {se} and {sf} chosen by the evidence."
-    return (f"Body-order weights and {sf} chosen by the evidence; {se} by {summary.get('cv_folds', 5)}-fold "
+    return (f"Body-order weights and {sf} chosen by the evidence; {se} by {summary.get('cv_folds', CV_FOLDS)}-fold "
             f"cross-validation of energies and forces (the evidence's σ_E: {cv[0]['sigma_energy']:.3g} {unit}).")
 
 
@@ -149,7 +152,7 @@ class EnergyForceModel:
         with the energy-only model to clearly below it at the same force error (BENCHMARKS.md §12c). Energy-only
         fits use the evidence either way.
     cv_folds : int
-        Folds of the ``"cv"`` choice (default 5).
+        Folds of the ``"cv"`` choice (default :data:`CV_FOLDS`).
     sigma_per_atom : bool
         True (default): the energy noise of a structure of n atoms is σ_E·√n (σ_E in eV per √atom, GAP's
         ``sigma_per_atom``: the errors of n atomic energies add up as independent terms); False: σ_E per structure,
@@ -177,7 +180,7 @@ class EnergyForceModel:
     """
 
     def __init__(self, hypers: Hypers | None = None, *, n_active: int = DEFAULT_ACTIVE, nus=None, seed: int = 0,
-                 sigma_per_atom: bool = True, energy_noise: str = "cv", cv_folds: int = 5):
+                 sigma_per_atom: bool = True, energy_noise: str = ENERGY_NOISE_CHOICES[0], cv_folds: int = CV_FOLDS):
         self.hypers = hypers or Hypers()
         self.n_active = int(n_active)
         self.nus = None if nus is None else [int(n) for n in nus]
@@ -235,17 +238,19 @@ class EnergyForceModel:
                                progress=lambda f, eta: report(0.05 + 0.85 * f, "kernel gradients"))
         self.species_active_ = res.species_B
         # small factorisations (M below SMALL_SOLVE): OpenBLAS threads would only busy-wait
-        with blas_threads(len(res.species_B)):
-            report(0.9, "factorising the kernels")
-            self._prepare(frames, res, K_MM, y_e, y_f)
-            report(0.92, "maximising the evidence")
-            self._optimise(cancel)
-            self.energy_noise_cv_ = []
-            if self._NF and self.energy_noise == "cv":
-                report(0.95, "choosing the energy noise by cross-validation")
-                self._choose_energy_noise(cancel)
-        for name in ("_XE", "_XF", "_force_owner"):  # the stacked kernels are only needed while fitting
-            self.__dict__.pop(name, None)
+        try:
+            with blas_threads(len(res.species_B)):
+                report(0.9, "factorising the kernels")
+                self._prepare(frames, res, K_MM, y_e, y_f)
+                report(0.92, "maximising the evidence")
+                self._optimise(cancel)
+                self.energy_noise_cv_ = []
+                if self._NF and self.energy_noise == "cv":
+                    report(0.95, "choosing the energy noise by cross-validation")
+                    self._choose_energy_noise(cancel)
+        finally:  # the stacked kernels (N × ν M each) are only needed while fitting, also when it was cancelled
+            for name in ("_XE", "_XF", "_force_owner"):
+                self.__dict__.pop(name, None)
         self.fit_seconds_ = time.perf_counter() - t0
         report(1.0, "done")
         return self
@@ -410,7 +415,8 @@ class EnergyForceModel:
 
     def _choose_energy_noise(self, cancel):
         """Lower σ_E from the evidence's choice to the step with the smallest product of cross-validated energy and
-        force RMSEs (``energy_noise="cv"``); c_ν and σ_F stay the evidence's."""
+        force RMSEs (``energy_noise="cv"``); c_ν and σ_F stay the evidence's. The folds share the per-element
+        baseline fitted on all training energies (one number per element: a negligible leak)."""
         n = len(self.nus_)
         nm = self._XE.shape[1] - 1
         floor = math.log(1e-4 * self._std_e)
@@ -532,7 +538,7 @@ class EnergyForceModel:
         model = cls(Hypers.from_dict(meta["hypers"]), n_active=meta["n_active"], nus=meta["nus"], seed=meta["seed"],
                     sigma_per_atom=bool(meta.get("sigma_per_atom", False)),
                     energy_noise=meta.get("energy_noise", "evidence"),  # older files: the evidence's σ_E
-                    cv_folds=meta.get("cv_folds", 5))
+                    cv_folds=meta.get("cv_folds", CV_FOLDS))
         model.energy_noise_cv_ = list(meta.get("energy_noise_cv", []))
         model.nus_ = np.asarray(meta["nus"], dtype=np.int64)
         model.weights_ = np.asarray(meta["weights"])

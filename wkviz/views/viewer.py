@@ -24,10 +24,6 @@ from typing import Sequence
 
 import numpy as np
 
-# the sliders' rotation lives with the rest of the rotation maths (the evaluation layer needs it and may not import
-# views); re-exported here, where the viewers have always offered it
-from ..engine.spherical import rotation_matrix
-
 __all__ = [
     "Arrow",
     "ViewerUnavailable",
@@ -38,7 +34,6 @@ __all__ = [
     "structure_html",
     "environment_html",
     "dipole_arrows",
-    "rotation_matrix",
 ]
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"

@@ -32,7 +32,6 @@ from .curves import learning_curve_plot, learning_curve_slopes, stored_curve_plo
 from .kernels import (
     body_order_spectrum,
     distance_by_nu,
-    kernel_distance,
     kernel_heatmap,
     kernel_heatmaps,
     kernel_values_by_nu,
@@ -69,7 +68,6 @@ __all__ = [
     "model_label",
     "model_nu",
     "normalized_kernel",
-    "kernel_distance",
     "kernel_heatmap",
     "kernel_heatmaps",
     "spectrum_table",

@@ -13,14 +13,10 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ...evaluation.projection import cosine_normalize
-# the teaching pair's kernel-induced distance lives with the pair table it is part of; re-exported for the figures'
-# callers
-from ...evaluation.teach import kernel_distance
 from .style import FONT_SIZE, _axis_title, _style, body_order_color, body_order_label
 
 __all__ = [
     "normalized_kernel",
-    "kernel_distance",
     "kernel_heatmap",
     "kernel_heatmaps",
     "spectrum_table",
@@ -300,14 +296,15 @@ def vector_kernel_block(block: np.ndarray, *, title: str | None = None, zmax: fl
     axes = ["x", "y", "z"]
     fig = go.Figure(go.Heatmap(
         z=block, x=axes, y=axes, zmin=-zmax, zmax=zmax, colorscale="RdBu", reversescale=True,
-        # two decimals and short axis titles: the chart sits in a third of the page, where "+0.307" and a
-        # sentence-long title overlapped and were clipped
+        # two decimals, short axis titles and the colour bar under the cells: in a half column at a 1,000 px window
+        # a bar beside them left the cells too narrow for their numbers
         text=[[f"{v:+.2f}" for v in row] for row in block], texttemplate="%{text}", textfont=dict(size=FONT_SIZE - 1),
-        colorbar=dict(title=dict(text="K_ab / max|K|", side="right"), thickness=14),
+        colorbar=dict(title=dict(text="K_ab / max|K|", side="top"), orientation="h", thickness=10, y=-0.3,
+                      yanchor="top", len=1.0, tickvals=[-zmax, 0.0, zmax], tickformat=".2g"),
         hovertemplate="R·A component %{y}, A component %{x}<br>%{z:.4g}<extra></extra>",
     ))
     fig.update_yaxes(autorange="reversed", title="a (rotated R·A)", scaleanchor="x", automargin=True)
     fig.update_xaxes(title="b (reference A)", side="bottom", automargin=True)
-    fig = _style(fig, title=title, legend=False, height=430)
-    fig.update_layout(margin=dict(l=60, r=10), title_font_size=FONT_SIZE + 1)
+    fig = _style(fig, title=title, legend=False, height=470)
+    fig.update_layout(margin=dict(l=60, r=10, b=130), title_font_size=FONT_SIZE + 1)
     return fig
